@@ -1,0 +1,308 @@
+//! Every knob of the server in one struct, with its default and its flag; `--help` is
+//! generated from the same table the parser uses, so the two cannot drift apart.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::http::head::{HeadLimits, MAX_HEADERS_CAP};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Address the listener binds.
+    pub listen: SocketAddr,
+    /// Pending-connection queue length passed to listen(2).
+    pub backlog: i32,
+    /// Limits on request heads (431, 414).
+    pub head_limits: HeadLimits,
+    /// Bytes read per read(2); also the size of each pooled read buffer.
+    pub read_buffer_size: usize,
+    /// Pending response bytes above which a connection stops reading and parsing requests
+    /// until the client catches up.
+    pub output_high_water: usize,
+    /// Readiness events taken per poll(2) wake-up.
+    pub events_per_poll: usize,
+    /// Connections accepted per listener wake-up before others get a turn.
+    pub accepts_per_wakeup: usize,
+    /// Reads one connection may do per turn before others get a turn.
+    pub reads_per_turn: usize,
+    /// Disable Nagle's algorithm on accepted sockets.
+    pub tcp_nodelay: bool,
+    /// How long a connection closing after an error keeps draining the client's bytes, so
+    /// the kernel does not reset the connection before the client has read the response.
+    pub linger: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            backlog: 1024,
+            head_limits: HeadLimits::default(),
+            read_buffer_size: 64 * 1024,
+            output_high_water: 64 * 1024,
+            events_per_poll: 1024,
+            accepts_per_wakeup: 64,
+            reads_per_turn: 16,
+            tcp_nodelay: true,
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One command-line flag: its name, what it sets, and how.
+struct Flag {
+    name: &'static str,
+    value: &'static str,
+    help: &'static str,
+    show: fn(&Config) -> String,
+    set: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+const FLAGS: &[Flag] = &[
+    Flag {
+        name: "listen",
+        value: "ADDR",
+        help: "address to listen on (port 0 picks a free port)",
+        show: |c| c.listen.to_string(),
+        set: |c, v| {
+            c.listen = v
+                .parse()
+                .map_err(|_| format!("not an IP:port address: {v}"))?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "backlog",
+        value: "N",
+        help: "listen(2) backlog: connections the kernel queues before accept",
+        show: |c| c.backlog.to_string(),
+        set: |c, v| set_number(&mut c.backlog, v, 1, i32::MAX),
+    },
+    Flag {
+        name: "max-head-size",
+        value: "BYTES",
+        help: "largest request head (request line and header fields); 431 beyond",
+        show: |c| c.head_limits.max_head_size.to_string(),
+        set: |c, v| set_number(&mut c.head_limits.max_head_size, v, 64, 1 << 20),
+    },
+    Flag {
+        name: "max-headers",
+        value: "N",
+        help: "most header fields in a request; 431 beyond",
+        show: |c| c.head_limits.max_headers.to_string(),
+        set: |c, v| set_number(&mut c.head_limits.max_headers, v, 1, MAX_HEADERS_CAP),
+    },
+    Flag {
+        name: "max-target-size",
+        value: "BYTES",
+        help: "longest request-target; 414 beyond",
+        show: |c| c.head_limits.max_target_size.to_string(),
+        set: |c, v| set_number(&mut c.head_limits.max_target_size, v, 1, 1 << 20),
+    },
+    Flag {
+        name: "read-buffer-size",
+        value: "BYTES",
+        help: "bytes per read(2); each busy connection holds one such buffer",
+        show: |c| c.read_buffer_size.to_string(),
+        set: |c, v| set_number(&mut c.read_buffer_size, v, 1024, 64 << 20),
+    },
+    Flag {
+        name: "output-high-water",
+        value: "BYTES",
+        help: "pending response bytes at which a connection stops reading requests",
+        show: |c| c.output_high_water.to_string(),
+        set: |c, v| set_number(&mut c.output_high_water, v, 1024, 1 << 30),
+    },
+    Flag {
+        name: "events-per-poll",
+        value: "N",
+        help: "readiness events taken per poll wake-up",
+        show: |c| c.events_per_poll.to_string(),
+        set: |c, v| set_number(&mut c.events_per_poll, v, 1, 1 << 20),
+    },
+    Flag {
+        name: "accepts-per-wakeup",
+        value: "N",
+        help: "connections accepted per listener wake-up before others get a turn",
+        show: |c| c.accepts_per_wakeup.to_string(),
+        set: |c, v| set_number(&mut c.accepts_per_wakeup, v, 1, 1 << 20),
+    },
+    Flag {
+        name: "reads-per-turn",
+        value: "N",
+        help: "reads one connection may do before others get a turn",
+        show: |c| c.reads_per_turn.to_string(),
+        set: |c, v| set_number(&mut c.reads_per_turn, v, 1, 1 << 20),
+    },
+    Flag {
+        name: "tcp-nodelay",
+        value: "on|off",
+        help: "set TCP_NODELAY on accepted connections",
+        show: |c| on_off(c.tcp_nodelay).to_string(),
+        set: |c, v| {
+            c.tcp_nodelay = parse_on_off(v)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "linger-ms",
+        value: "MS",
+        help: "how long to drain a client's input after an error response before closing",
+        show: |c| c.linger.as_millis().to_string(),
+        set: |c, v| {
+            let mut ms = 0u64;
+            set_number(&mut ms, v, 0, 600_000)?;
+            c.linger = Duration::from_millis(ms);
+            Ok(())
+        },
+    },
+];
+
+fn set_number<T>(field: &mut T, value: &str, min: T, max: T) -> Result<(), String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let n: T = value
+        .parse()
+        .map_err(|_| format!("not a number: {value}"))?;
+    if n < min || n > max {
+        return Err(format!("{n} is outside {min}..={max}"));
+    }
+    *field = n;
+    Ok(())
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+fn parse_on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("expected on or off, got {v}")),
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Config),
+    Help(String),
+}
+
+impl Config {
+    /// Parses flags (without the program name) into a config over the defaults.
+    pub fn from_args<I>(args: I) -> Result<Command, String>
+    where
+        I: IntoIterator,
+        I::Item: Into<std::ffi::OsString>,
+    {
+        use lexopt::prelude::*;
+        let mut config = Config::default();
+        let mut parser = lexopt::Parser::from_args(args);
+        while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+            match arg {
+                Short('h') | Long("help") => return Ok(Command::Help(Config::help())),
+                Long(name) => {
+                    let name = name.to_owned();
+                    let flag = FLAGS
+                        .iter()
+                        .find(|f| f.name == name)
+                        .ok_or_else(|| format!("unknown flag --{name} (see --help)"))?;
+                    let value = parser.value().map_err(|e| e.to_string())?;
+                    let value = value
+                        .into_string()
+                        .map_err(|_| format!("--{name}: value is not UTF-8"))?;
+                    (flag.set)(&mut config, &value).map_err(|e| format!("--{name}: {e}"))?;
+                }
+                other => return Err(other.unexpected().to_string()),
+            }
+        }
+        Ok(Command::Run(config))
+    }
+
+    /// The `--help` text: every flag with its default.
+    pub fn help() -> String {
+        let defaults = Config::default();
+        let mut text = String::from(
+            "miohttpd: a small, fast HTTP/1.1 server on one readiness loop\n\n\
+             Usage: miohttpd [FLAGS]\n\nFlags:\n",
+        );
+        for flag in FLAGS {
+            let left = format!("--{} {}", flag.name, flag.value);
+            text.push_str(&format!(
+                "  {left:<28} {} [default: {}]\n",
+                flag.help,
+                (flag.show)(&defaults)
+            ));
+        }
+        text.push_str(&format!("  {:<28} print this help\n", "-h, --help"));
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match Config::from_args(args.iter().copied())? {
+            Command::Run(config) => Ok(config),
+            Command::Help(_) => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn flags_set_fields() {
+        let config = run(&[
+            "--listen",
+            "0.0.0.0:9000",
+            "--max-head-size=16384",
+            "--max-headers",
+            "20",
+            "--tcp-nodelay",
+            "off",
+            "--linger-ms",
+            "500",
+        ])
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.head_limits.max_head_size, 16384);
+        assert_eq!(config.head_limits.max_headers, 20);
+        assert!(!config.tcp_nodelay);
+        assert_eq!(config.linger, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn bad_flags_are_errors_not_defaults() {
+        for args in [
+            &["--listen", "nowhere"][..],
+            &["--max-headers", "0"],
+            &["--max-headers", "100000"],
+            &["--read-buffer-size", "big"],
+            &["--no-such-flag", "1"],
+            &["--tcp-nodelay", "maybe"],
+            &["stray"],
+        ] {
+            assert!(run(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_default() {
+        let help = Config::help();
+        for flag in FLAGS {
+            assert!(help.contains(&format!("--{} ", flag.name)), "{}", flag.name);
+        }
+        assert!(help.contains("[default: 127.0.0.1:8080]"));
+        assert!(matches!(
+            Config::from_args(["--help"]),
+            Ok(Command::Help(_))
+        ));
+    }
+}

@@ -1,0 +1,638 @@
+//! Request heads: finding where a head ends as bytes trickle in, tokenizing it once with
+//! httparse, and deciding its framing, persistence and expectations (RFC 9112 §2-§6, §9.3).
+//!
+//! It owns no buffer and no socket: the caller keeps the bytes and a [`HeadScanner`] that
+//! remembers how far it has already looked.
+
+use std::mem::MaybeUninit;
+
+use super::error::RequestError;
+
+/// The most header slots a parse may use: the storage lives on the stack, uninitialized, so a
+/// generous cap costs nothing until headers are actually present.
+pub const MAX_HEADERS_CAP: usize = 1024;
+
+/// Uninitialized header storage for one [`parse_head`] call.
+pub type HeaderStorage<'a> = [MaybeUninit<httparse::Header<'a>>; MAX_HEADERS_CAP];
+
+/// A fresh, uninitialized [`HeaderStorage`].
+pub fn header_storage<'a>() -> HeaderStorage<'a> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP]
+}
+
+/// Limits applied while a head arrives and when it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Bytes from the request line to the empty line, inclusive (431 beyond).
+    pub max_head_size: usize,
+    /// Header field lines (431 beyond). At most [`MAX_HEADERS_CAP`].
+    pub max_headers: usize,
+    /// Bytes of the request-target (414 beyond).
+    pub max_target_size: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_head_size: 8192,
+            max_headers: 100,
+            max_target_size: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// How the request body is delimited (RFC 9112 §6.3). Requests are never close-delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Content-Length; a request with neither header has `Length(0)`.
+    Length(u64),
+    Chunked,
+}
+
+impl Framing {
+    pub fn has_body(self) -> bool {
+        self != Framing::Length(0)
+    }
+}
+
+/// A parsed, validated request head borrowing the connection's buffer.
+#[derive(Debug)]
+pub struct Head<'a> {
+    pub method: &'a str,
+    /// The request-target as sent.
+    pub target: &'a str,
+    /// The path the router matches: the origin-form path, or the path of an absolute-form
+    /// target (RFC 9112 §3.2.2), without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub version: Version,
+    pub headers: &'a [httparse::Header<'a>],
+    pub framing: Framing,
+    /// Whether the connection may carry another request after this one (RFC 9112 §9.3).
+    pub keep_alive: bool,
+    /// HTTP/1.1 `Expect: 100-continue`; ignored for HTTP/1.0 (RFC 9110 §10.1.1).
+    pub expect_continue: bool,
+}
+
+impl<'a> Head<'a> {
+    /// The value of the first header field with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    /// HEAD asks for the headers of the GET response without its body.
+    pub fn is_head_method(&self) -> bool {
+        self.method == "HEAD"
+    }
+}
+
+/// Where a complete head sits in the buffer: `skip` bytes of empty lines before it (RFC 9112
+/// §2.2 lets a server ignore them), then the head itself up to `end`, its empty line included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadSpan {
+    pub skip: usize,
+    pub end: usize,
+}
+
+/// Finds the end of a head across partial reads without looking at any byte twice, so a
+/// head fed one byte per read costs linear time. (Calling httparse from the start on every
+/// read would be quadratic.)
+#[derive(Debug, Clone, Default)]
+pub struct HeadScanner {
+    /// Empty-line bytes before the request line.
+    skip: usize,
+    /// Whether the request line has begun (no more empty lines to skip).
+    started: bool,
+    /// Bytes of the buffer already examined.
+    scanned: usize,
+    /// Whether the request line has ended: before that, an oversized head is a long target.
+    saw_first_line_end: bool,
+}
+
+impl HeadScanner {
+    /// Looks at the bytes after those seen by earlier calls on the same buffer (`buf` must
+    /// start where the head starts and only grow between calls).
+    pub fn scan(
+        &mut self,
+        buf: &[u8],
+        limits: &HeadLimits,
+    ) -> Result<Option<HeadSpan>, RequestError> {
+        if !self.started {
+            loop {
+                match &buf[self.skip..] {
+                    [b'\r', b'\n', ..] => self.skip += 2,
+                    [b'\n', ..] => self.skip += 1,
+                    [] | [b'\r'] if self.skip > limits.max_head_size => {
+                        return Err(RequestError::HeadTooLarge)
+                    }
+                    [] | [b'\r'] => return Ok(None),
+                    _ => break,
+                }
+            }
+            self.started = true;
+            self.scanned = self.skip;
+        }
+        let start = self.skip;
+        for (offset, &byte) in buf[self.scanned..].iter().enumerate() {
+            if byte != b'\n' {
+                continue;
+            }
+            let at = self.scanned + offset;
+            self.saw_first_line_end = true;
+            // An empty line: this LF directly follows the previous line's LF or CRLF.
+            let empty_line = (at > start && buf[at - 1] == b'\n')
+                || (at > start + 1 && buf[at - 1] == b'\r' && buf[at - 2] == b'\n');
+            if empty_line {
+                self.scanned = at + 1;
+                if at + 1 - start > limits.max_head_size {
+                    return Err(RequestError::HeadTooLarge);
+                }
+                return Ok(Some(HeadSpan {
+                    skip: start,
+                    end: at + 1,
+                }));
+            }
+        }
+        self.scanned = buf.len();
+        let head_len = buf.len() - start;
+        if head_len > limits.max_head_size {
+            if !self.saw_first_line_end && head_len > limits.max_target_size {
+                return Err(RequestError::TargetTooLong);
+            }
+            return Err(RequestError::HeadTooLarge);
+        }
+        Ok(None)
+    }
+}
+
+/// Tokenizes a complete head (as found by [`HeadScanner`]) and validates it.
+pub fn parse_head<'a>(
+    head: &'a [u8],
+    storage: &'a mut HeaderStorage<'a>,
+    limits: &HeadLimits,
+) -> Result<Head<'a>, RequestError> {
+    let slots = limits.max_headers.min(MAX_HEADERS_CAP);
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(head, &mut storage[..slots]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // The scanner found an empty line, so a partial parse means a malformed line ending.
+        Ok(httparse::Status::Partial) => return Err(RequestError::MalformedHead),
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
+        Err(httparse::Error::Version) => return Err(classify_version_error(head)),
+        Err(_) => return Err(RequestError::MalformedHead),
+    }
+    let method = request.method.unwrap_or_default();
+    let target = request.path.unwrap_or_default();
+    let version = match request.version {
+        Some(0) => Version::Http10,
+        _ => Version::Http11,
+    };
+    if target.len() > limits.max_target_size {
+        return Err(RequestError::TargetTooLong);
+    }
+    let (path, query) = split_target(method, target)?;
+    let headers: &'a [httparse::Header<'a>] = request.headers;
+    let fields = FieldSummary::collect(headers, version)?;
+
+    // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request without exactly one
+    // Host, and to any request with more than one.
+    if fields.host_count > 1 || (version == Version::Http11 && fields.host_count == 0) {
+        return Err(RequestError::BadHost);
+    }
+    let framing = fields.framing(version)?;
+    let keep_alive = match version {
+        Version::Http11 => !fields.connection_close,
+        Version::Http10 => fields.connection_keep_alive && !fields.connection_close,
+    };
+    Ok(Head {
+        method,
+        target,
+        path,
+        query,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue: version == Version::Http11 && fields.expect_continue,
+    })
+}
+
+/// httparse reports every version other than 1.0/1.1 the same way; a well-formed `HTTP/d.d`
+/// deserves 505, anything else is a malformed request line.
+fn classify_version_error(head: &[u8]) -> RequestError {
+    let line_end = head.iter().position(|&b| b == b'\r' || b == b'\n');
+    let line = &head[..line_end.unwrap_or(head.len())];
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            RequestError::UnsupportedVersion
+        }
+        _ => RequestError::MalformedHead,
+    }
+}
+
+/// Splits a request-target into the path the router sees and the query (RFC 9112 §3.2).
+fn split_target<'a>(
+    method: &str,
+    target: &'a str,
+) -> Result<(&'a str, Option<&'a str>), RequestError> {
+    let path_and_query = if target.starts_with('/') {
+        target
+    } else if let Some(rest) = strip_http_scheme(target) {
+        // absolute-form: authority, then an optional path-abempty and query.
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if authority_end == 0 {
+            return Err(RequestError::BadTarget);
+        }
+        match &rest[authority_end..] {
+            "" => "/",
+            p if p.starts_with('?') => return Ok(("/", Some(&p[1..]))),
+            p => p,
+        }
+    } else if target == "*" && method == "OPTIONS" {
+        return Ok(("*", None));
+    } else {
+        return Err(RequestError::BadTarget);
+    };
+    Ok(match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    })
+}
+
+fn strip_http_scheme(target: &str) -> Option<&str> {
+    for scheme in ["http://", "https://"] {
+        if target.len() >= scheme.len()
+            && target.as_bytes()[..scheme.len()].eq_ignore_ascii_case(scheme.as_bytes())
+        {
+            return Some(&target[scheme.len()..]);
+        }
+    }
+    None
+}
+
+/// What the header fields say about framing, persistence and expectations, gathered in one
+/// pass over the fields.
+#[derive(Debug, Default)]
+struct FieldSummary {
+    content_length: Option<u64>,
+    transfer_encoding: TransferCodings,
+    host_count: usize,
+    connection_close: bool,
+    connection_keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// The transfer codings named across all Transfer-Encoding field lines, in order.
+#[derive(Debug, Default)]
+struct TransferCodings {
+    present: bool,
+    chunked_count: usize,
+    last_is_chunked: bool,
+    others: usize,
+}
+
+impl FieldSummary {
+    fn collect(headers: &[httparse::Header<'_>], version: Version) -> Result<Self, RequestError> {
+        let mut fields = FieldSummary::default();
+        for header in headers {
+            let name = header.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                fields.add_content_length(header.value)?;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                fields.transfer_encoding.add(header.value);
+            } else if name.eq_ignore_ascii_case("host") {
+                if !is_valid_host(header.value) {
+                    return Err(RequestError::BadHost);
+                }
+                fields.host_count += 1;
+            } else if name.eq_ignore_ascii_case("connection") {
+                for option in list_elements(header.value) {
+                    if option.eq_ignore_ascii_case(b"close") {
+                        fields.connection_close = true;
+                    } else if option.eq_ignore_ascii_case(b"keep-alive") {
+                        fields.connection_keep_alive = true;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case("expect") && version == Version::Http11 {
+                for expectation in list_elements(header.value) {
+                    if !expectation.eq_ignore_ascii_case(b"100-continue") {
+                        return Err(RequestError::UnsupportedExpectation);
+                    }
+                    fields.expect_continue = true;
+                }
+            }
+        }
+        Ok(fields)
+    }
+
+    /// RFC 9110 §8.6: Content-Length is 1*DIGIT; a list of identical values may be taken
+    /// as one, differing values are an error.
+    fn add_content_length(&mut self, value: &[u8]) -> Result<(), RequestError> {
+        let mut any = false;
+        for element in value.split(|&b| b == b',') {
+            let element = trim_ows(element);
+            let length = parse_decimal(element).ok_or(RequestError::BadContentLength)?;
+            if self.content_length.is_some_and(|seen| seen != length) {
+                return Err(RequestError::BadContentLength);
+            }
+            self.content_length = Some(length);
+            any = true;
+        }
+        if any {
+            Ok(())
+        } else {
+            Err(RequestError::BadContentLength)
+        }
+    }
+
+    /// RFC 9112 §6.1 and §6.3, in the order the RFC decides them.
+    fn framing(&self, version: Version) -> Result<Framing, RequestError> {
+        let te = &self.transfer_encoding;
+        if !te.present {
+            return Ok(Framing::Length(self.content_length.unwrap_or(0)));
+        }
+        // §6.1: a server MAY reject CL together with TE, and MUST close either way; we reject.
+        if self.content_length.is_some() {
+            return Err(RequestError::ConflictingFraming);
+        }
+        // §6.1: TE in an HTTP/1.0 message means the framing is faulty.
+        if version == Version::Http10 {
+            return Err(RequestError::BadTransferEncoding);
+        }
+        // §6.3 rule 4: chunked not final in a request is a 400; §7: chunked at most once.
+        if !te.last_is_chunked || te.chunked_count != 1 {
+            return Err(RequestError::BadTransferEncoding);
+        }
+        // §6.1: a coding we do not understand deserves 501.
+        if te.others > 0 {
+            return Err(RequestError::UnsupportedTransferCoding);
+        }
+        Ok(Framing::Chunked)
+    }
+}
+
+impl TransferCodings {
+    fn add(&mut self, value: &[u8]) {
+        self.present = true;
+        for coding in list_elements(value) {
+            self.last_is_chunked = coding.eq_ignore_ascii_case(b"chunked");
+            if self.last_is_chunked {
+                self.chunked_count += 1;
+            } else {
+                self.others += 1;
+            }
+        }
+    }
+}
+
+/// The non-empty elements of a comma-separated field value (RFC 9110 §5.6.1), OWS trimmed.
+fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+fn trim_ows(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// 1*DIGIT as a u64; None for anything else, including overflow.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// uri-host [ ":" port ] (RFC 9110 §7.2): reg-name, IPv4 or IP-literal characters only.
+/// Empty is allowed: a client sends an empty Host when the target has no authority.
+fn is_valid_host(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8]) -> Result<(Framing, bool, bool, String, Option<String>), RequestError> {
+        let limits = HeadLimits::default();
+        let span = HeadScanner::default()
+            .scan(raw, &limits)?
+            .expect("complete head");
+        let mut storage = header_storage();
+        let head = parse_head(&raw[span.skip..span.end], &mut storage, &limits)?;
+        Ok((
+            head.framing,
+            head.keep_alive,
+            head.expect_continue,
+            head.path.to_string(),
+            head.query.map(str::to_string),
+        ))
+    }
+
+    fn status(raw: &str) -> u16 {
+        match parse(raw.as_bytes()) {
+            Ok(_) => 200,
+            Err(e) => e.status(),
+        }
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn framing_and_validation_table() {
+        let table: &[(&str, &str, u16)] = &[
+            ("plain get", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+            ("bare LF lines", "GET / HTTP/1.1\nHost: a\n\n", 200),
+            ("leading empty lines", "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+            ("http/1.0 without host", "GET / HTTP/1.0\r\n\r\n", 200),
+            ("no host", "GET / HTTP/1.1\r\n\r\n", 400),
+            ("two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+            ("two hosts in 1.0", "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("host with space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+            ("host with slash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+            ("empty host", "GET / HTTP/1.1\r\nHost:\r\n\r\n", 200),
+            ("space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+            ("obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n", 400),
+            ("http/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            ("http/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+            ("http/x", "GET / HTTP/x\r\nHost: a\r\n\r\n", 400),
+            ("garbage line", "HELLO\r\n\r\n", 400),
+            ("cl+te", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("te+cl", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
+            ("cl differs", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+            ("cl list differs", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\n", 400),
+            ("cl list same", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n", 200),
+            ("cl repeated same", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", 200),
+            ("cl letters", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n", 400),
+            ("cl negative", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
+            ("cl plus", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n", 400),
+            ("cl inner space", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n", 400),
+            ("cl empty", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", 400),
+            ("cl overflow", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+            ("te gzip", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+            ("te gzip, chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            ("te chunked, gzip", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            ("te chunked twice", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
+            ("te chunked twice split", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("te empty", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", 400),
+            ("te in 1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("te case", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ChUnKeD\r\n\r\n", 200),
+            ("expect other", "POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", 417),
+            ("expect in 1.0 ignored", "POST / HTTP/1.0\r\nExpect: 200-ok\r\n\r\n", 200),
+            ("authority form", "GET example.com:80 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("asterisk get", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("asterisk options", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+            ("absolute no authority", "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        ];
+        for (name, raw, want) in table {
+            assert_eq!(status(raw), *want, "{name}: {raw:?}");
+        }
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn framing_persistence_and_targets() {
+        use Framing::*;
+        const KEEP: bool = true;
+        const CLOSE: bool = false;
+        const EXPECT: bool = true;
+        const NO: bool = false;
+        // (request, framing, persistence, 100-continue, path, query)
+        type Row = (&'static str, Framing, bool, bool, &'static str, Option<&'static str>);
+        let table: &[Row] = &[
+            ("GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n", Length(0), KEEP, NO, "/a", Some("b=1")),
+            ("GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Length(0), CLOSE, NO, "/a", None),
+            ("GET /a HTTP/1.0\r\n\r\n", Length(0), CLOSE, NO, "/a", None),
+            ("GET /a HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", Length(0), KEEP, NO, "/a", None),
+            ("GET /a HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n", Length(0), CLOSE, NO, "/a", None),
+            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\nExpect: 100-Continue\r\n\r\n", Length(12), KEEP, EXPECT, "/", None),
+            ("POST / HTTP/1.0\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n", Length(1), CLOSE, NO, "/", None),
+            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", Chunked, KEEP, NO, "/", None),
+            ("GET http://example.com/plaintext HTTP/1.1\r\nHost: x\r\n\r\n", Length(0), KEEP, NO, "/plaintext", None),
+            ("GET HTTP://example.com HTTP/1.1\r\nHost: x\r\n\r\n", Length(0), KEEP, NO, "/", None),
+            ("GET https://example.com?q HTTP/1.1\r\nHost: x\r\n\r\n", Length(0), KEEP, NO, "/", Some("q")),
+        ];
+        for &(raw, framing, keep_alive, expect, path, query) in table {
+            let got = parse(raw.as_bytes()).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+            let want = (framing, keep_alive, expect, path.to_string(), query.map(str::to_string));
+            assert_eq!(got, want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn scanner_finds_the_end_at_every_split() {
+        let raw = b"\r\nPOST /md5 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi";
+        let head_end = raw.len() - 2;
+        let limits = HeadLimits::default();
+        for split in 0..=raw.len() {
+            let mut scanner = HeadScanner::default();
+            let first = scanner.scan(&raw[..split], &limits).unwrap();
+            let span = first
+                .or_else(|| scanner.scan(raw, &limits).unwrap())
+                .unwrap();
+            assert_eq!(
+                span,
+                HeadSpan {
+                    skip: 2,
+                    end: head_end
+                },
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn scanner_fed_byte_by_byte_never_rescans() {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..100 {
+            raw.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "v".repeat(40)).as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        let limits = HeadLimits {
+            max_head_size: 1 << 20,
+            ..HeadLimits::default()
+        };
+        let mut scanner = HeadScanner::default();
+        for len in 1..raw.len() {
+            assert_eq!(scanner.scan(&raw[..len], &limits).unwrap(), None);
+            assert_eq!(scanner.scanned, len);
+        }
+        assert!(scanner.scan(&raw, &limits).unwrap().is_some());
+    }
+
+    #[test]
+    fn limits_give_431_and_414() {
+        let limits = HeadLimits {
+            max_head_size: 64,
+            max_headers: 2,
+            max_target_size: 32,
+        };
+        let scan = |raw: &[u8]| HeadScanner::default().scan(raw, &limits);
+        // An unfinished request line longer than the head limit is a long target.
+        assert_eq!(
+            scan(format!("GET /{}", "a".repeat(80)).as_bytes()),
+            Err(RequestError::TargetTooLong)
+        );
+        // A long head whose request line ended is just too large.
+        assert_eq!(
+            scan(format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(80)).as_bytes()),
+            Err(RequestError::HeadTooLarge)
+        );
+        assert_eq!(
+            scan(format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(80)).as_bytes()),
+            Err(RequestError::HeadTooLarge)
+        );
+        let parse = |raw: &str| {
+            let mut storage = header_storage();
+            parse_head(raw.as_bytes(), &mut storage, &limits).map(|_| ())
+        };
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n"),
+            Err(RequestError::TooManyHeaders)
+        );
+        assert_eq!(parse("GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\n\r\n"), Ok(()));
+        assert_eq!(
+            parse(&format!(
+                "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+                "a".repeat(32)
+            )),
+            Err(RequestError::TargetTooLong)
+        );
+    }
+
+    #[test]
+    fn decimal_parsing() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"0012"), Some(12));
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_decimal(b"18446744073709551616"), None);
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"1a"), None);
+    }
+}

@@ -1,0 +1,204 @@
+//! Read and write buffers, and the pool that lends them to connections only while they have
+//! bytes in flight, so an idle keep-alive connection holds no buffer at all.
+
+/// A fixed-size read buffer with a window of unconsumed bytes.
+#[derive(Debug)]
+pub struct InputBuffer {
+    bytes: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl InputBuffer {
+    pub fn new(size: usize) -> Self {
+        InputBuffer {
+            bytes: vec![0; size].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The unconsumed bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.end - self.start);
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    pub fn consume_all(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Room to read into, after moving unconsumed bytes to the front if the tail is full.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.end == self.bytes.len() && self.start > 0 {
+            self.bytes.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.bytes[self.end..]
+    }
+
+    /// Marks `n` bytes of [`InputBuffer::spare`] as read.
+    pub fn filled(&mut self, n: usize) {
+        debug_assert!(self.end + n <= self.bytes.len());
+        self.end += n;
+    }
+}
+
+/// Pending response bytes: appended at the end, written from `sent`.
+#[derive(Debug, Default)]
+pub struct OutputBuffer {
+    pub bytes: Vec<u8>,
+    pub sent: usize,
+}
+
+impl OutputBuffer {
+    pub fn pending(&self) -> &[u8] {
+        &self.bytes[self.sent..]
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.bytes.len() - self.sent
+    }
+
+    pub fn advance(&mut self, n: usize) {
+        self.sent += n;
+        if self.sent == self.bytes.len() {
+            self.bytes.clear();
+            self.sent = 0;
+        }
+    }
+
+    /// Drops already-sent bytes from the front once they outweigh what is left, so a slow
+    /// reader's buffer stays near the high-water mark instead of growing with every response.
+    pub fn compact(&mut self) {
+        if self.sent > 0 && self.sent >= self.pending_len() {
+            self.bytes.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
+}
+
+/// Free buffers, lent to connections while they have bytes in flight.
+#[derive(Debug)]
+pub struct BufferPool {
+    input_size: usize,
+    free_inputs: Vec<InputBuffer>,
+    free_outputs: Vec<Vec<u8>>,
+    /// An output buffer that grew past this (a large response) is freed, not pooled.
+    max_pooled_output: usize,
+}
+
+/// Free buffers kept for reuse. In one loop only a few connections hold bytes at the same
+/// instant, so a small pool removes nearly all allocation without hoarding memory.
+const MAX_FREE_BUFFERS: usize = 64;
+
+impl BufferPool {
+    pub fn new(input_size: usize, max_pooled_output: usize) -> Self {
+        BufferPool {
+            input_size,
+            free_inputs: Vec::with_capacity(MAX_FREE_BUFFERS),
+            free_outputs: Vec::with_capacity(MAX_FREE_BUFFERS),
+            max_pooled_output,
+        }
+    }
+
+    pub fn take_input(&mut self) -> InputBuffer {
+        self.free_inputs
+            .pop()
+            .unwrap_or_else(|| InputBuffer::new(self.input_size))
+    }
+
+    pub fn give_input(&mut self, mut buffer: InputBuffer) {
+        if self.free_inputs.len() < MAX_FREE_BUFFERS {
+            buffer.consume_all();
+            self.free_inputs.push(buffer);
+        }
+    }
+
+    pub fn take_output(&mut self) -> Vec<u8> {
+        self.free_outputs.pop().unwrap_or_default()
+    }
+
+    pub fn give_output(&mut self, mut buffer: Vec<u8>) {
+        if self.free_outputs.len() < MAX_FREE_BUFFERS && buffer.capacity() <= self.max_pooled_output
+        {
+            buffer.clear();
+            self.free_outputs.push(buffer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_window_compacts_only_when_the_tail_is_full() {
+        let mut input = InputBuffer::new(8);
+        input.spare()[..6].copy_from_slice(b"abcdef");
+        input.filled(6);
+        input.consume(4);
+        assert_eq!(input.data(), b"ef");
+        assert_eq!(input.spare().len(), 2, "tail not full: no move yet");
+        input.spare()[..2].copy_from_slice(b"gh");
+        input.filled(2);
+        assert_eq!(
+            input.spare().len(),
+            4,
+            "full tail: unconsumed bytes moved to the front"
+        );
+        assert_eq!(input.data(), b"efgh");
+        input.consume(4);
+        assert!(input.is_empty());
+        assert_eq!(input.spare().len(), 8);
+    }
+
+    #[test]
+    fn output_compaction_bounds_sent_bytes() {
+        let mut out = OutputBuffer::default();
+        out.bytes.extend_from_slice(b"0123456789");
+        out.advance(3);
+        out.compact();
+        assert_eq!(
+            (out.sent, out.pending()),
+            (3, &b"3456789"[..]),
+            "little sent: keep"
+        );
+        out.advance(5);
+        out.compact();
+        assert_eq!((out.sent, out.pending()), (0, &b"89"[..]));
+        out.advance(2);
+        assert_eq!(out.bytes.len(), 0);
+    }
+
+    #[test]
+    fn pool_reuses_and_bounds() {
+        let mut pool = BufferPool::new(16, 64);
+        let mut input = pool.take_input();
+        input.filled(3);
+        pool.give_input(input);
+        let again = pool.take_input();
+        assert!(again.is_empty(), "pooled buffers come back empty");
+        let big = Vec::with_capacity(1024);
+        pool.give_output(big);
+        assert_eq!(
+            pool.take_output().capacity(),
+            0,
+            "oversized output not pooled"
+        );
+    }
+}

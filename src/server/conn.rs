@@ -1,0 +1,560 @@
+//! One connection's state machine: which phase of a request it is in, what each readiness
+//! event makes it do, and when it is done. The loop owns the socket registration and the
+//! table; this file owns everything that happens between accept and close.
+//!
+//! | phase       | waiting for                    | next                                     |
+//! |-------------|--------------------------------|------------------------------------------|
+//! | `Head`      | the empty line ending a head   | `Body` (routed), `Closing` (bad head)    |
+//! | `Body`      | the rest of the body           | `Head` (keep-alive) or `Closing`         |
+//! | `Closing`   | the output to drain            | `Lingering`, or closed if the peer is gone |
+//! | `Lingering` | the peer's EOF, or a deadline  | closed                                   |
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use super::buffers::{BufferPool, InputBuffer, OutputBuffer};
+use super::stats::Stats;
+use crate::config::Config;
+use crate::http::response::{self, Exchange, CONTINUE};
+use crate::http::{
+    header_storage, parse_head, BodyDecoder, DateCache, Framing, Head, HeadScanner, HeadSpan,
+    RequestError, Response, Version,
+};
+use crate::router::{BodySink, BufferedHandler, Request, Route, Service};
+
+/// Everything of the loop's that a connection may use during one event.
+pub struct Ctx<'a, S> {
+    pub config: &'a Config,
+    pub service: &'a S,
+    pub date: &'a DateCache,
+    pub pool: &'a mut BufferPool,
+    pub stats: &'a mut Stats,
+    pub now: Instant,
+}
+
+/// What the loop should do with a connection after its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing to do until the next readiness event (or its deadline).
+    Wait,
+    /// It used its whole read budget with bytes still waiting: give it another turn soon,
+    /// since with edge-triggered events no new event will come for those bytes.
+    Yield,
+    /// Close it now.
+    Close,
+}
+
+pub struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    phase: Phase,
+    /// Lent by the pool while bytes are buffered; None while idle.
+    input: Option<InputBuffer>,
+    output: OutputBuffer,
+    /// The last read found the socket empty (WouldBlock or a short read), so reading again
+    /// before the next readable event would only cost a syscall.
+    drained: bool,
+    /// The peer has finished sending (read returned 0).
+    peer_closed: bool,
+    /// When this connection must be closed regardless (lingering close), and whether the
+    /// loop has been told.
+    deadline: Option<Instant>,
+    deadline_announced: bool,
+}
+
+enum Phase {
+    Head(HeadScanner),
+    Body(BodyPhase),
+    Closing,
+    Lingering,
+}
+
+/// A routed request whose body is still arriving.
+struct BodyPhase {
+    reply: ReplyTo,
+    decoder: BodyDecoder,
+    consumer: Consumer,
+}
+
+/// What the response must know about the request it answers.
+#[derive(Debug, Clone, Copy)]
+struct ReplyTo {
+    version: Version,
+    keep_alive: bool,
+    head_method: bool,
+}
+
+impl ReplyTo {
+    /// For a request we could not parse: no version known, no keep-alive.
+    const UNPARSED: ReplyTo = ReplyTo {
+        version: Version::Http11,
+        keep_alive: false,
+        head_method: false,
+    };
+}
+
+/// Where decoded body bytes go.
+enum Consumer {
+    /// The response is decided; the body is read only to reach the next request.
+    Discard(Response),
+    Buffered {
+        limit: usize,
+        request: Box<Request>,
+        handler: Rc<dyn BufferedHandler>,
+    },
+    Streamed(Box<dyn BodySink>),
+}
+
+/// Why [`Conn::process`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// It needs more input (or the connection is closing).
+    Input,
+    /// Pending output reached the high-water mark.
+    Output,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
+        Conn {
+            stream,
+            peer,
+            phase: Phase::Head(HeadScanner::default()),
+            input: None,
+            output: OutputBuffer::default(),
+            drained: false,
+            peer_closed: false,
+            deadline: None,
+            deadline_announced: false,
+        }
+    }
+
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Handles one readiness event (or a turn given back after [`Next::Yield`]): reads,
+    /// answers and writes as far as the socket and the budgets allow.
+    pub fn on_ready<S: Service>(&mut self, readable: bool, ctx: &mut Ctx<'_, S>) -> Next {
+        if readable {
+            self.drained = false;
+        }
+        let next = self.drive(ctx);
+        if next != Next::Close {
+            self.return_idle_buffers(ctx.pool);
+        }
+        next
+    }
+
+    /// A deadline set since the last call, for the loop's timer queue.
+    pub fn new_deadline(&mut self) -> Option<Instant> {
+        if self.deadline_announced {
+            return None;
+        }
+        self.deadline_announced = true;
+        self.deadline
+    }
+
+    /// A timer fired for this connection: close it if its deadline has passed.
+    pub fn on_deadline(&self, now: Instant) -> Next {
+        match self.deadline {
+            Some(at) if at <= now => Next::Close,
+            _ => Next::Wait,
+        }
+    }
+
+    /// Gives the connection's buffers back before it is dropped.
+    pub fn release(mut self, pool: &mut BufferPool) {
+        if let Some(input) = self.input.take() {
+            pool.give_input(input);
+        }
+        pool.give_output(std::mem::take(&mut self.output.bytes));
+    }
+
+    /// Alternates answering, writing and reading until the socket or a budget says stop.
+    /// Everything already read is answered before writing, so pipelined responses share
+    /// one write.
+    fn drive<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
+        let mut reads = 0;
+        loop {
+            let stall = self.process(ctx);
+            if let Err(e) = self.flush(ctx.stats) {
+                return self.io_failed(&e);
+            }
+            let pending = self.output.pending_len();
+            if pending >= ctx.config.output_high_water {
+                // Backpressure: read and answer nothing more until a writable event drains it.
+                return Next::Wait;
+            }
+            if stall == Stall::Output {
+                continue;
+            }
+            if pending == 0 {
+                match self.phase {
+                    Phase::Closing => match self.start_lingering(ctx) {
+                        Some(next) => return next,
+                        None => continue,
+                    },
+                    Phase::Lingering if self.peer_closed => return Next::Close,
+                    Phase::Head(_) | Phase::Body(_) if self.peer_closed => {
+                        return self.finish_after_eof(ctx);
+                    }
+                    _ => {}
+                }
+            }
+            if self.peer_closed || self.drained {
+                return Next::Wait;
+            }
+            if reads == ctx.config.reads_per_turn {
+                return Next::Yield;
+            }
+            reads += 1;
+            if let Err(e) = self.read_once(ctx) {
+                return self.io_failed(&e);
+            }
+        }
+    }
+
+    /// One read(2) into the connection's buffer.
+    fn read_once<S>(&mut self, ctx: &mut Ctx<'_, S>) -> io::Result<()> {
+        let input = self.input.get_or_insert_with(|| ctx.pool.take_input());
+        let spare = input.spare();
+        let wanted = spare.len();
+        debug_assert!(wanted > 0, "the head limit is below the buffer size");
+        ctx.stats.reads += 1;
+        match self.stream.read(spare) {
+            Ok(0) => self.peer_closed = true,
+            Ok(n) => {
+                input.filled(n);
+                ctx.stats.bytes_in += n as u64;
+                if n < wanted {
+                    // On a stream socket a short read means the receive queue is empty: an
+                    // edge-triggered event will come when more arrives.
+                    ctx.stats.short_reads += 1;
+                    self.drained = true;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ctx.stats.would_blocks += 1;
+                self.drained = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Writes pending output until it is gone or the socket takes less than offered.
+    fn flush(&mut self, stats: &mut Stats) -> io::Result<()> {
+        while self.output.pending_len() > 0 {
+            let offered = self.output.pending_len();
+            stats.writes += 1;
+            match self.stream.write(self.output.pending()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    stats.bytes_out += n as u64;
+                    self.output.advance(n);
+                    if n < offered {
+                        // The send buffer is full; the next writable edge resumes us.
+                        self.output.compact();
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    stats.would_blocks += 1;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers every complete request in the input, until input or output space runs out.
+    fn process<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Stall {
+        loop {
+            if self.output.pending_len() >= ctx.config.output_high_water {
+                return Stall::Output;
+            }
+            let Some(input) = self.input.as_mut() else {
+                return Stall::Input;
+            };
+            match &mut self.phase {
+                Phase::Head(scanner) => match scanner.scan(input.data(), &ctx.config.head_limits) {
+                    Ok(None) => return Stall::Input,
+                    Ok(Some(span)) => self.start_request(span, ctx),
+                    Err(e) => self.fail(e, ReplyTo::UNPARSED, ctx),
+                },
+                Phase::Body(body) => match feed_body(body, input) {
+                    Ok(false) => return Stall::Input,
+                    Ok(true) => self.finish_request(ctx),
+                    Err(e) => {
+                        let reply = body.reply;
+                        self.fail(e, reply, ctx);
+                    }
+                },
+                // Closing: nothing more will be answered; the bytes are not wanted.
+                Phase::Closing | Phase::Lingering => {
+                    input.consume_all();
+                    return Stall::Input;
+                }
+            }
+        }
+    }
+
+    /// A head is complete: parse it, route it, and answer it or set up its body.
+    fn start_request<S: Service>(&mut self, span: HeadSpan, ctx: &mut Ctx<'_, S>) {
+        let Some(input) = self.input.as_mut() else {
+            return;
+        };
+        let mut storage = header_storage();
+        let bytes = &input.data()[span.skip..span.end];
+        let head = match parse_head(bytes, &mut storage, &ctx.config.head_limits) {
+            Ok(head) => head,
+            Err(e) => return self.fail(e, ReplyTo::UNPARSED, ctx),
+        };
+        ctx.stats.requests += 1;
+        let reply = ReplyTo {
+            version: head.version,
+            keep_alive: head.keep_alive,
+            head_method: head.is_head_method(),
+        };
+        let framing = head.framing;
+        let expect_continue = head.expect_continue;
+        let consumer = route(ctx.service, &head);
+        input.consume(span.end);
+        let body_already_sent = !input.is_empty();
+
+        if !framing.has_body() {
+            return self.complete(reply, consumer, ctx);
+        }
+        let too_large = match &consumer {
+            Consumer::Buffered { limit, .. } => {
+                matches!(framing, Framing::Length(n) if n > *limit as u64)
+            }
+            _ => false,
+        };
+        if too_large {
+            return self.fail(RequestError::BodyTooLarge, reply, ctx);
+        }
+        if let Consumer::Discard(response) = consumer {
+            if response.status >= 400 {
+                // Refused from the head alone: answer before the body and close, rather than
+                // read a body nobody wants (RFC 9110 §10.1.1).
+                return self.respond(
+                    Response {
+                        close: true,
+                        ..response
+                    },
+                    reply,
+                    ctx,
+                );
+            }
+            return self.await_body(reply, framing, Consumer::Discard(response), ctx);
+        }
+        // RFC 9110 §10.1.1: the client waits for 100 before sending the body, unless it
+        // already started.
+        if expect_continue && !body_already_sent {
+            self.output_bytes(ctx.pool).extend_from_slice(CONTINUE);
+        }
+        self.await_body(reply, framing, consumer, ctx);
+    }
+
+    fn await_body<S>(
+        &mut self,
+        reply: ReplyTo,
+        framing: Framing,
+        consumer: Consumer,
+        ctx: &mut Ctx<'_, S>,
+    ) {
+        let decoder = BodyDecoder::new(framing, ctx.config.head_limits.max_head_size);
+        self.phase = Phase::Body(BodyPhase {
+            reply,
+            decoder,
+            consumer,
+        });
+    }
+
+    /// The body is complete: answer the request.
+    fn finish_request<S>(&mut self, ctx: &mut Ctx<'_, S>) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Head(HeadScanner::default()));
+        if let Phase::Body(body) = phase {
+            self.complete(body.reply, body.consumer, ctx);
+        }
+    }
+
+    /// Produces the response from the consumer, whose body (if any) is complete.
+    fn complete<S>(&mut self, reply: ReplyTo, consumer: Consumer, ctx: &mut Ctx<'_, S>) {
+        let response = match consumer {
+            Consumer::Discard(response) => response,
+            Consumer::Buffered {
+                request, handler, ..
+            } => catch_unwind(AssertUnwindSafe(|| handler.handle(*request)))
+                .unwrap_or_else(|_| internal_error("a buffered handler panicked")),
+            Consumer::Streamed(sink) => catch_unwind(AssertUnwindSafe(|| sink.finish()))
+                .unwrap_or_else(|_| internal_error("a body sink panicked")),
+        };
+        self.respond(response, reply, ctx);
+    }
+
+    /// Encodes a response; one that cannot be sent as it is becomes a 500.
+    fn respond<S>(&mut self, response: Response, reply: ReplyTo, ctx: &mut Ctx<'_, S>) {
+        let response = match response::validate(&response) {
+            Ok(()) => response,
+            Err(e) => {
+                eprintln!("miohttpd: {}: handler response refused: {e:?}", self.peer);
+                internal_error("invalid response")
+            }
+        };
+        let exchange = Exchange {
+            version: reply.version,
+            keep_alive: reply.keep_alive,
+            head_method: reply.head_method,
+            date: ctx.date.as_bytes(),
+        };
+        let close = response::encode(self.output_bytes(ctx.pool), &response, &exchange);
+        self.phase = if close {
+            Phase::Closing
+        } else {
+            Phase::Head(HeadScanner::default())
+        };
+    }
+
+    /// Refuses the request: error response, then close.
+    fn fail<S>(&mut self, error: RequestError, reply: ReplyTo, ctx: &mut Ctx<'_, S>) {
+        eprintln!("miohttpd: {}: {error}", self.peer);
+        self.respond(Response::error(error), reply, ctx);
+    }
+
+    /// The output buffer, borrowed from the pool if the connection was idle.
+    fn output_bytes(&mut self, pool: &mut BufferPool) -> &mut Vec<u8> {
+        if self.output.bytes.capacity() == 0 {
+            self.output.bytes = pool.take_output();
+        }
+        &mut self.output.bytes
+    }
+
+    /// The peer will send nothing more and all output is out.
+    fn finish_after_eof<S>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
+        let Phase::Body(body) = &self.phase else {
+            // Between requests (or mid-head, which can never complete now): just close.
+            return Next::Close;
+        };
+        // Mid-body: the request can never complete. Say so, since the peer may only have
+        // half-closed, then close once that is written.
+        let reply = body.reply;
+        self.fail(RequestError::IncompleteBody, reply, ctx);
+        match self.flush(ctx.stats) {
+            Ok(()) if self.output.pending_len() > 0 => Next::Wait,
+            _ => Next::Close,
+        }
+    }
+
+    /// All output is written and the connection must close. Closing with unread input
+    /// makes the kernel send RST, which can destroy the response before the client reads
+    /// it; so shut down our side and drain theirs for a while (nginx's lingering close).
+    /// None: keep draining in the drive loop.
+    fn start_lingering<S>(&mut self, ctx: &mut Ctx<'_, S>) -> Option<Next> {
+        if self.peer_closed {
+            return Some(Next::Close);
+        }
+        ctx.stats.shutdowns += 1;
+        if self.stream.shutdown(Shutdown::Write).is_err() {
+            return Some(Next::Close);
+        }
+        self.phase = Phase::Lingering;
+        self.deadline = Some(ctx.now + ctx.config.linger);
+        self.deadline_announced = false;
+        None
+    }
+
+    fn io_failed(&self, error: &io::Error) -> Next {
+        if !matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ) {
+            eprintln!("miohttpd: {}: {error}", self.peer);
+        }
+        Next::Close
+    }
+
+    /// An idle connection holds no buffers: they go back to the pool until bytes arrive.
+    fn return_idle_buffers(&mut self, pool: &mut BufferPool) {
+        if self.input.as_ref().is_some_and(InputBuffer::is_empty) {
+            if let Some(input) = self.input.take() {
+                pool.give_input(input);
+            }
+        }
+        if self.output.pending_len() == 0 && self.output.bytes.capacity() > 0 {
+            pool.give_output(std::mem::take(&mut self.output.bytes));
+        }
+    }
+}
+
+/// Asks the service what to do with a request; a panicking router becomes a 500.
+fn route<S: Service>(service: &S, head: &Head<'_>) -> Consumer {
+    match catch_unwind(AssertUnwindSafe(|| service.route(head))) {
+        Ok(Route::Respond(response)) => Consumer::Discard(response),
+        Ok(Route::Buffered { limit, handler }) => Consumer::Buffered {
+            limit,
+            request: Box::new(Request::from_head(head)),
+            handler,
+        },
+        Ok(Route::Streamed(sink)) => Consumer::Streamed(sink),
+        Err(_) => Consumer::Discard(internal_error("the router panicked")),
+    }
+}
+
+/// Decodes buffered input into the consumer. Ok(true) once the body is complete.
+fn feed_body(body: &mut BodyPhase, input: &mut InputBuffer) -> Result<bool, RequestError> {
+    loop {
+        let step = body.decoder.decode(input.data())?;
+        if !step.data.is_empty() {
+            body.consumer.accept(step.data)?;
+        }
+        let (consumed, done) = (step.consumed, step.done);
+        input.consume(consumed);
+        if done {
+            return Ok(true);
+        }
+        if consumed == 0 {
+            return Ok(false);
+        }
+    }
+}
+
+impl Consumer {
+    fn accept(&mut self, bytes: &[u8]) -> Result<(), RequestError> {
+        match self {
+            Consumer::Discard(_) => Ok(()),
+            Consumer::Buffered { limit, request, .. } => {
+                if request.body.len() + bytes.len() > *limit {
+                    return Err(RequestError::BodyTooLarge);
+                }
+                request.body.extend_from_slice(bytes);
+                Ok(())
+            }
+            Consumer::Streamed(sink) => {
+                if catch_unwind(AssertUnwindSafe(|| sink.data(bytes))).is_err() {
+                    // The sink cannot be trusted with the rest: read the body to its end,
+                    // then answer 500.
+                    *self = Consumer::Discard(internal_error("a body sink panicked"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn internal_error(why: &'static str) -> Response {
+    eprintln!("miohttpd: 500: {why}");
+    let mut response = Response::text(500, "internal server error\n");
+    response.close = true;
+    response
+}

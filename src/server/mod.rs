@@ -1,0 +1,261 @@
+//! The readiness loop: one `mio::Poll` on one thread, the listener, the table of
+//! connections, the timer queue, and the turns given to connections with work left over.
+
+mod buffers;
+mod conn;
+mod listener;
+pub mod stats;
+mod table;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::config::Config;
+use crate::http::DateCache;
+use crate::router::Service;
+use buffers::BufferPool;
+use conn::{Conn, Ctx, Next};
+use stats::Stats;
+use table::{ConnTable, LISTENER};
+
+/// A bound server, ready to run. Binding and running are separate so a caller can learn the
+/// address (port 0 picks a free one) before the loop starts.
+pub struct Server<S> {
+    config: Config,
+    service: S,
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl<S: Service> Server<S> {
+    /// Binds the listener and registers it; serves nothing until [`Server::run`].
+    pub fn bind(config: Config, service: S) -> io::Result<Self> {
+        let mut listener = listener::bind(&config)?;
+        let local_addr = listener.local_addr()?;
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Server {
+            config,
+            service,
+            poll,
+            listener,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Runs the loop on this thread; returns only on a poll failure.
+    pub fn run(self) -> io::Result<()> {
+        let Server {
+            config,
+            service,
+            poll,
+            listener,
+            ..
+        } = self;
+        let pool = BufferPool::new(
+            buffer_size(&config),
+            config.output_high_water.saturating_mul(2),
+        );
+        EventLoop {
+            config,
+            service,
+            poll,
+            listener,
+            conns: ConnTable::new(),
+            pool,
+            date: DateCache::new(SystemTime::now()),
+            stats: Stats::default(),
+            timers: BinaryHeap::new(),
+            again: Vec::new(),
+            turns: Vec::new(),
+            accept_pending: false,
+        }
+        .run()
+    }
+}
+
+/// A read buffer must hold a whole head, so a full buffer always means "too large" (431)
+/// rather than a read of zero bytes.
+fn buffer_size(config: &Config) -> usize {
+    config
+        .read_buffer_size
+        .max(config.head_limits.max_head_size + 1)
+}
+
+struct EventLoop<S> {
+    config: Config,
+    service: S,
+    poll: Poll,
+    listener: TcpListener,
+    conns: ConnTable<Conn>,
+    pool: BufferPool,
+    date: DateCache,
+    stats: Stats,
+    /// Deadlines, earliest first. Entries are not removed when a deadline changes; a popped
+    /// entry is checked against its connection (and its token's generation) instead.
+    timers: BinaryHeap<Reverse<(Instant, Token)>>,
+    /// Connections that yielded with work left, for the next turn; `turns` is the list
+    /// being served now. Two vectors swapped so neither reallocates.
+    again: Vec<Token>,
+    turns: Vec<Token>,
+    /// The listener had more connections waiting when its accept budget ran out.
+    accept_pending: bool,
+}
+
+impl<S: Service> EventLoop<S> {
+    fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(self.config.events_per_poll);
+        loop {
+            let timeout = self.poll_timeout();
+            self.stats.polls += 1;
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            self.date.refresh(SystemTime::now());
+
+            // Turns owed from the last round go after this round's events, so a busy
+            // connection cannot starve the ones that just became ready.
+            std::mem::swap(&mut self.again, &mut self.turns);
+            let mut accept = std::mem::take(&mut self.accept_pending);
+            for event in events.iter() {
+                self.stats.events += 1;
+                match event.token() {
+                    LISTENER => accept = true,
+                    token => {
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        self.serve(token, readable, now);
+                    }
+                }
+            }
+            let mut turns = std::mem::take(&mut self.turns);
+            for token in turns.drain(..) {
+                self.serve(token, false, now);
+            }
+            self.turns = turns;
+            if accept {
+                self.accept();
+            }
+            self.expire_timers(now);
+        }
+    }
+
+    /// Zero when work is owed, else until the next deadline, else forever.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.again.is_empty() || self.accept_pending {
+            return Some(Duration::ZERO);
+        }
+        self.timers
+            .peek()
+            .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Gives one connection its turn. A stale token (its connection closed earlier in this
+    /// batch, its slot possibly reused) finds nothing and is ignored.
+    fn serve(&mut self, token: Token, readable: bool, now: Instant) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        let mut ctx = Ctx {
+            config: &self.config,
+            service: &self.service,
+            date: &self.date,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            now,
+        };
+        match conn.on_ready(readable, &mut ctx) {
+            Next::Wait => {}
+            Next::Yield => self.again.push(token),
+            Next::Close => return self.close(token),
+        }
+        if let Some(at) = conn.new_deadline() {
+            self.timers.push(Reverse((at, token)));
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        if let Some(conn) = self.conns.remove(token) {
+            // Dropping the stream closes the fd, which also removes it from the epoll set:
+            // no deregister syscall needed.
+            conn.release(&mut self.pool);
+        }
+    }
+
+    fn expire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((at, token))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if conn.on_deadline(now) == Next::Close {
+                self.close(token);
+            }
+        }
+    }
+
+    /// Accepts up to the per-wake-up budget; with connections left, the listener gets
+    /// another turn after the others.
+    fn accept(&mut self) {
+        for _ in 0..self.config.accepts_per_wakeup {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    eprintln!("miohttpd: accept: {e}");
+                    return;
+                }
+            };
+            self.stats.accepts += 1;
+            if self.config.tcp_nodelay {
+                self.stats.setsockopts += 1;
+                // Failure only costs latency; the connection still works.
+                let _ = stream.set_nodelay(true);
+            }
+            let Some(token) = self.conns.insert(|_| Conn::new(stream, peer)) else {
+                eprintln!("miohttpd: connection table full; refusing {peer}");
+                continue;
+            };
+            let conn = self.conns.get_mut(token).expect("just inserted");
+            // Both interests once, edge-triggered: no re-registration syscalls later. Bytes
+            // that arrived before registration are reported by the registration itself.
+            let registered = self.poll.registry().register(
+                conn.stream_mut(),
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            if let Err(e) = registered {
+                eprintln!("miohttpd: register {peer}: {e}");
+                self.close(token);
+            }
+        }
+        self.accept_pending = true;
+    }
+}

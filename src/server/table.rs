@@ -1,0 +1,117 @@
+//! The connection table: a slab whose keys carry a generation in their mio token, so an event
+//! still queued for a closed connection can never reach the connection that reuses its slot.
+
+use mio::Token;
+use slab::Slab;
+
+/// Low bits of a token: the slab key. High bits: the generation of the slot's occupant.
+const KEY_BITS: u32 = usize::BITS / 2;
+const KEY_MASK: usize = (1 << KEY_BITS) - 1;
+/// The highest key is never used, so no connection token can equal [`LISTENER`].
+const MAX_KEYS: usize = KEY_MASK;
+
+/// The token of the listening socket.
+pub const LISTENER: Token = Token(usize::MAX);
+
+#[derive(Debug)]
+pub struct ConnTable<T> {
+    slots: Slab<Slot<T>>,
+    next_generation: usize,
+}
+
+#[derive(Debug)]
+struct Slot<T> {
+    generation: usize,
+    value: T,
+}
+
+impl<T> ConnTable<T> {
+    pub fn new() -> Self {
+        ConnTable {
+            slots: Slab::new(),
+            next_generation: 0,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Stores a value made from its own token; None when the table is full.
+    pub fn insert(&mut self, make: impl FnOnce(Token) -> T) -> Option<Token> {
+        let entry = self.slots.vacant_entry();
+        if entry.key() >= MAX_KEYS {
+            return None;
+        }
+        let generation = self.next_generation & (usize::MAX >> KEY_BITS);
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let token = Token(generation << KEY_BITS | entry.key());
+        entry.insert(Slot {
+            generation,
+            value: make(token),
+        });
+        Some(token)
+    }
+
+    /// The value for a token, unless that token's connection is gone.
+    pub fn get_mut(&mut self, token: Token) -> Option<&mut T> {
+        let (key, generation) = split(token);
+        match self.slots.get_mut(key) {
+            Some(slot) if slot.generation == generation => Some(&mut slot.value),
+            _ => None,
+        }
+    }
+
+    pub fn remove(&mut self, token: Token) -> Option<T> {
+        let (key, generation) = split(token);
+        match self.slots.get(key) {
+            Some(slot) if slot.generation == generation => Some(self.slots.remove(key).value),
+            _ => None,
+        }
+    }
+}
+
+fn split(token: Token) -> (usize, usize) {
+    (token.0 & KEY_MASK, token.0 >> KEY_BITS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_token_cannot_reach_the_slot_reused_after_it() {
+        let mut table = ConnTable::new();
+        let old = table.insert(|_| "old").unwrap();
+        assert_eq!(table.remove(old), Some("old"));
+        let new = table.insert(|_| "new").unwrap();
+        assert_eq!(split(old).0, split(new).0, "the slab key is reused");
+        assert_ne!(old, new, "but the token differs");
+        assert_eq!(table.get_mut(old), None);
+        assert_eq!(table.remove(old), None);
+        assert_eq!(table.get_mut(new), Some(&mut "new"));
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn tokens_never_collide_with_the_listener() {
+        let mut table = ConnTable::new();
+        let mut seen = Vec::new();
+        for _ in 0..1000 {
+            let mut token = table.insert(|t| t).unwrap();
+            assert_ne!(token, LISTENER);
+            assert_eq!(table.get_mut(token), Some(&mut token));
+            seen.push(token);
+        }
+        for token in seen {
+            table.remove(token).unwrap();
+        }
+        assert!(table.is_empty());
+    }
+}
