@@ -142,17 +142,14 @@ impl HeadScanner {
             self.scanned = self.skip;
         }
         let start = self.skip;
-        for (offset, &byte) in buf[self.scanned..].iter().enumerate() {
-            if byte != b'\n' {
-                continue;
-            }
+        while let Some(offset) = find_newline(&buf[self.scanned..]) {
             let at = self.scanned + offset;
+            self.scanned = at + 1;
             self.saw_first_line_end = true;
             // An empty line: this LF directly follows the previous line's LF or CRLF.
             let empty_line = (at > start && buf[at - 1] == b'\n')
                 || (at > start + 1 && buf[at - 1] == b'\r' && buf[at - 2] == b'\n');
             if empty_line {
-                self.scanned = at + 1;
                 if at + 1 - start > limits.max_head_size {
                     return Err(RequestError::HeadTooLarge);
                 }
@@ -172,6 +169,31 @@ impl HeadScanner {
         }
         Ok(None)
     }
+}
+
+/// The first LF in `bytes`, eight bytes at a time: a head is mostly long lines, and a
+/// byte-at-a-time loop was most of the cost of parsing a browser's head.
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default()) ^ LFS;
+        // A zero byte of `word` is an LF. The lowest flagged byte is exact (a false flag
+        // can only sit above a true one), and little-endian puts the first byte lowest.
+        let zero_bytes = word.wrapping_sub(ONES) & !word & HIGHS;
+        if zero_bytes != 0 {
+            return Some(offset + (zero_bytes.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|p| offset + p)
 }
 
 /// Tokenizes a complete head (as found by [`HeadScanner`]) and validates it.
@@ -624,6 +646,24 @@ mod tests {
             )),
             Err(RequestError::TargetTooLong)
         );
+    }
+
+    #[test]
+    fn newline_search_matches_a_plain_scan() {
+        let mut bytes = vec![b'a'; 40];
+        assert_eq!(find_newline(&bytes), None);
+        for at in 0..40 {
+            bytes[at] = b'\n';
+            assert_eq!(find_newline(&bytes), Some(at), "LF at {at}");
+            for later in at + 1..40 {
+                bytes[later] = b'\n';
+                assert_eq!(find_newline(&bytes), Some(at), "LFs at {at} and {later}");
+                bytes[later] = b'a';
+            }
+            bytes[at] = 0x8a; // high bit set, low bits of LF: must not match
+            assert_eq!(find_newline(&bytes), None);
+            bytes[at] = b'a';
+        }
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct Conn {
     drained: bool,
     /// The peer has finished sending (read returned 0).
     peer_closed: bool,
+    /// The peer may still be sending when we close (an error cut its request short, or it
+    /// pipelined past a close), so the close must linger.
+    unread_input: bool,
     /// When this connection must be closed regardless (lingering close), and whether the
     /// loop has been told.
     deadline: Option<Instant>,
@@ -129,6 +132,7 @@ impl Conn {
             output: OutputBuffer::default(),
             drained: false,
             peer_closed: false,
+            unread_input: false,
             deadline: None,
             deadline_announced: false,
         }
@@ -301,6 +305,7 @@ impl Conn {
                 },
                 // Closing: nothing more will be answered; the bytes are not wanted.
                 Phase::Closing | Phase::Lingering => {
+                    self.unread_input |= !input.is_empty();
                     input.consume_all();
                     return Stall::Input;
                 }
@@ -347,6 +352,7 @@ impl Conn {
             if response.status >= 400 {
                 // Refused from the head alone: answer before the body and close, rather than
                 // read a body nobody wants (RFC 9110 §10.1.1).
+                self.unread_input = true;
                 return self.respond(
                     Response {
                         close: true,
@@ -429,6 +435,7 @@ impl Conn {
     /// Refuses the request: error response, then close.
     fn fail<S>(&mut self, error: RequestError, reply: ReplyTo, ctx: &mut Ctx<'_, S>) {
         eprintln!("miohttpd: {}: {error}", self.peer);
+        self.unread_input = true;
         self.respond(Response::error(error), reply, ctx);
     }
 
@@ -458,10 +465,10 @@ impl Conn {
 
     /// All output is written and the connection must close. Closing with unread input
     /// makes the kernel send RST, which can destroy the response before the client reads
-    /// it; so shut down our side and drain theirs for a while (nginx's lingering close).
-    /// None: keep draining in the drive loop.
+    /// it; so when the client may still be sending, shut down our side and drain theirs
+    /// for a while (nginx's lingering close). None: keep draining in the drive loop.
     fn start_lingering<S>(&mut self, ctx: &mut Ctx<'_, S>) -> Option<Next> {
-        if self.peer_closed {
+        if self.peer_closed || !self.unread_input {
             return Some(Next::Close);
         }
         ctx.stats.shutdowns += 1;
