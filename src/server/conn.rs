@@ -37,6 +37,15 @@ pub struct Ctx<'a, S> {
     pub now: Instant,
 }
 
+/// What a readiness event reported for a connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// Bytes (or an error) to read.
+    pub readable: bool,
+    /// The peer shut down its sending side or the connection is gone.
+    pub hung_up: bool,
+}
+
 /// What the loop should do with a connection after its turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -59,6 +68,9 @@ pub struct Conn {
     /// The last read found the socket empty (WouldBlock or a short read), so reading again
     /// before the next readable event would only cost a syscall.
     drained: bool,
+    /// The event said the peer hung up, so a short read no longer means the queue is
+    /// empty: the EOF behind the data must still be read, and no further edge will announce it.
+    hang_up_seen: bool,
     /// The peer has finished sending (read returned 0).
     peer_closed: bool,
     /// The peer may still be sending when we close (an error cut its request short, or it
@@ -131,6 +143,7 @@ impl Conn {
             input: None,
             output: OutputBuffer::default(),
             drained: false,
+            hang_up_seen: false,
             peer_closed: false,
             unread_input: false,
             deadline: None,
@@ -144,10 +157,11 @@ impl Conn {
 
     /// Handles one readiness event (or a turn given back after [`Next::Yield`]): reads,
     /// answers and writes as far as the socket and the budgets allow.
-    pub fn on_ready<S: Service>(&mut self, readable: bool, ctx: &mut Ctx<'_, S>) -> Next {
-        if readable {
+    pub fn on_ready<S: Service>(&mut self, event: Readiness, ctx: &mut Ctx<'_, S>) -> Next {
+        if event.readable || event.hung_up {
             self.drained = false;
         }
+        self.hang_up_seen |= event.hung_up;
         let next = self.drive(ctx);
         if next != Next::Close {
             self.return_idle_buffers(ctx.pool);
@@ -238,9 +252,10 @@ impl Conn {
                 ctx.stats.bytes_in += n as u64;
                 if n < wanted {
                     // On a stream socket a short read means the receive queue is empty: an
-                    // edge-triggered event will come when more arrives.
+                    // edge-triggered event will come when more arrives (unless the peer has
+                    // hung up, when only the EOF is left and no event will come for it).
                     ctx.stats.short_reads += 1;
-                    self.drained = true;
+                    self.drained = !self.hang_up_seen;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

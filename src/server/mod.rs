@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::http::DateCache;
 use crate::router::Service;
 use buffers::BufferPool;
-use conn::{Conn, Ctx, Next};
+use conn::{Conn, Ctx, Next, Readiness};
 use stats::Stats;
 use table::{ConnTable, LISTENER};
 
@@ -138,15 +138,17 @@ impl<S: Service> EventLoop<S> {
                 match event.token() {
                     LISTENER => accept = true,
                     token => {
-                        let readable =
-                            event.is_readable() || event.is_read_closed() || event.is_error();
-                        self.serve(token, readable, now);
+                        let readiness = Readiness {
+                            readable: event.is_readable() || event.is_error(),
+                            hung_up: event.is_read_closed() || event.is_error(),
+                        };
+                        self.serve(token, readiness, now);
                     }
                 }
             }
             let mut turns = std::mem::take(&mut self.turns);
             for token in turns.drain(..) {
-                self.serve(token, false, now);
+                self.serve(token, Readiness::default(), now);
             }
             self.turns = turns;
             if accept {
@@ -168,7 +170,7 @@ impl<S: Service> EventLoop<S> {
 
     /// Gives one connection its turn. A stale token (its connection closed earlier in this
     /// batch, its slot possibly reused) finds nothing and is ignored.
-    fn serve(&mut self, token: Token, readable: bool, now: Instant) {
+    fn serve(&mut self, token: Token, readiness: Readiness, now: Instant) {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
@@ -180,7 +182,7 @@ impl<S: Service> EventLoop<S> {
             stats: &mut self.stats,
             now,
         };
-        match conn.on_ready(readable, &mut ctx) {
+        match conn.on_ready(readiness, &mut ctx) {
             Next::Wait => {}
             Next::Yield => self.again.push(token),
             Next::Close => return self.close(token),

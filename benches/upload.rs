@@ -1,0 +1,597 @@
+//! Upload benchmark: how close does miohttpd's streamed `POST /` MD5 come to hashing in memory,
+//! and to the original Go peer (`benches/peers/md5server.go`)?
+//!
+//! `cargo bench --bench upload [-- --size-mib 100 --runs 5 --no-go --server-arg=--FLAG=VALUE]`
+//!
+//! 1. Generates `--size-mib` MiB of pseudo-random bytes once, in memory.
+//! 2. Raw: hashes them in process with the `md-5` crate, `--runs` times.
+//! 3. Starts the release `miohttpd` and the Go peer (built here with plain `go build`, run with
+//!    `GOMAXPROCS=1`), each pinned to core 1 with `taskset`; this driver runs on core 0 (it
+//!    re-executes itself under `taskset -c 0` when not already pinned), so client and server
+//!    never share a core.
+//! 4. For each server, `--runs` times: a new TCP connection, `POST / HTTP/1.1` with
+//!    `Content-Length` and the whole body written in large slices, then the response read and its
+//!    digest checked against the in-process one. Throughput = body bytes / wall time from the
+//!    first byte sent to the last response byte received.
+//!
+//! Reports medians, min and max in MB/s (10^6 bytes per second) and the ratios miohttpd/raw and
+//! miohttpd/go. Children are killed (by PID) when their guard drops, panics included.
+//!
+//! Under `cargo test --all-targets` (no `--bench` argument) it runs as a quick smoke test instead:
+//! 1 MiB, one run, miohttpd only, no pinning.
+
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+
+const MIOHTTPD: &str = env!("CARGO_BIN_EXE_miohttpd");
+const GO_PEER_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/md5server.go");
+/// Per-target scratch directory cargo gives benches; the Go peer and its build cache live here.
+const SCRATCH: &str = env!("CARGO_TARGET_TMPDIR");
+
+const CLIENT_CORE: &str = "0";
+const SERVER_CORE: &str = "1";
+/// Set on the re-executed driver so a failed pin cannot loop.
+const PINNED_ENV: &str = "MIOHTTPD_UPLOAD_BENCH_PINNED";
+/// Large slices: one `write` per 4 MiB keeps the client's syscall count out of the measurement.
+const WRITE_SLICE: usize = 4 << 20;
+const IO_TIMEOUT: Duration = Duration::from_secs(120);
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Options {
+    size_mib: usize,
+    runs: usize,
+    go: bool,
+    /// Extra flags for miohttpd, e.g. `--server-arg=--read-buffer-size=1048576`.
+    server_args: Vec<std::ffi::OsString>,
+    /// `cargo bench` passes `--bench`; `cargo test` does not, and then this is a smoke test.
+    bench: bool,
+}
+
+fn parse_args() -> Result<Options, lexopt::Error> {
+    use lexopt::prelude::*;
+    let (mut size_mib, mut runs, mut go, mut bench) = (None, None, true, false);
+    let mut server_args = Vec::new();
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("size-mib") => size_mib = Some(parser.value()?.parse()?),
+            Long("runs") => runs = Some(parser.value()?.parse()?),
+            Long("no-go") => go = false,
+            Long("server-arg") => server_args.push(parser.value()?),
+            Long("bench") => bench = true,
+            Short('h') | Long("help") => {
+                println!(
+                    "cargo bench --bench upload [-- --size-mib N (100)] [--runs R (5)] [--no-go] \
+                     [--server-arg=--FLAG=VALUE ...]"
+                );
+                std::process::exit(0);
+            }
+            // cargo passes the same arguments to every target (`--nocapture`, filters, ...):
+            // whatever is not ours is ignored, with any `=value` it carries.
+            Long(_) | Short(_) => {
+                let _ = parser.optional_value();
+            }
+            Value(_) => {}
+        }
+    }
+    let (size_default, runs_default) = if bench { (100, 5) } else { (1, 1) };
+    Ok(Options {
+        size_mib: size_mib.unwrap_or(size_default),
+        runs: runs.unwrap_or(runs_default).max(1),
+        go,
+        server_args,
+        bench,
+    })
+}
+
+fn main() {
+    let opts = parse_args().unwrap_or_else(|e| {
+        eprintln!("upload: {e}");
+        std::process::exit(2);
+    });
+    if !opts.bench {
+        return smoke_test(&opts);
+    }
+    let pinned = pin_self_to_client_core();
+
+    let body = pseudo_random_bytes(opts.size_mib << 20, 0x9e37_79b9_7f4a_7c15);
+    println!(
+        "upload: {} MiB body, {} run(s), driver on cores {}, servers on cores {}",
+        opts.size_mib,
+        opts.runs,
+        cpus_allowed("self").unwrap_or_else(|| "?".into()),
+        if pinned {
+            SERVER_CORE
+        } else {
+            "any (not pinned)"
+        },
+    );
+
+    let want = hex(&Md5::digest(&body));
+    println!("upload: in-process md5 {want}");
+
+    let mut cmd = Command::new(MIOHTTPD);
+    cmd.args(&opts.server_args);
+    let mut servers = vec![Server::start("miohttpd", cmd, "miohttpd", pinned)];
+    if opts.go {
+        let mut cmd = Command::new(build_go_peer());
+        cmd.env("GOMAXPROCS", "1");
+        servers.push(Server::start(
+            "go net/http (GOMAXPROCS=1)",
+            cmd,
+            "md5server",
+            pinned,
+        ));
+    }
+
+    // Runs are interleaved (raw, miohttpd, go, raw, ...) so that load from elsewhere on a
+    // shared machine spreads over all series instead of landing on one.
+    let mut results = vec![Series::new("raw md5 (in-process)")];
+    results.extend(servers.iter().map(|s| Series::new(s.name)));
+    for run in 1..=opts.runs {
+        let t0 = Instant::now();
+        let digest = Md5::digest(&body);
+        results[0].rates.push(mb_per_s(body.len(), t0.elapsed()));
+        assert_eq!(hex(&digest), want, "in-process md5 is not deterministic");
+        for (server, series) in servers.iter().zip(&mut results[1..]) {
+            measure(server, &body, &want, (run, opts.runs), series);
+        }
+    }
+    drop(servers);
+
+    print!("{}", report(&results));
+}
+
+/// Under `cargo test`: one small upload to the (debug) binary, digest checked, no numbers.
+fn smoke_test(opts: &Options) {
+    let body = pseudo_random_bytes(opts.size_mib << 20, 7);
+    let want = hex(&Md5::digest(&body));
+    let mut cmd = Command::new(MIOHTTPD);
+    cmd.args(&opts.server_args);
+    let server = Server::start("miohttpd", cmd, "miohttpd", false);
+    for run in 1..=opts.runs {
+        upload(server.addr(), &body, &want)
+            .unwrap_or_else(|e| panic!("miohttpd smoke upload {run}: {e}"));
+    }
+    println!(
+        "upload: smoke test ok: {} x {} MiB POST / digests match \
+         (`cargo bench --bench upload` runs the benchmark)",
+        opts.runs, opts.size_mib
+    );
+}
+
+/// Re-executes this driver under `taskset -c 0` unless it already runs on core 0 alone.
+/// Returns whether client and servers can be pinned to separate cores.
+fn pin_self_to_client_core() -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus_allowed("self").as_deref() == Some(CLIENT_CORE) {
+        return true;
+    }
+    if std::env::var_os(PINNED_ENV).is_some() || cores < 2 {
+        eprintln!("upload: warning: not pinned (cores available: {cores}); numbers will be noisy");
+        return false;
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let err = {
+        use std::os::unix::process::CommandExt;
+        Command::new("taskset")
+            .arg("-c")
+            .arg(CLIENT_CORE)
+            .arg(exe)
+            .args(std::env::args_os().skip(1))
+            .env(PINNED_ENV, "1")
+            .exec()
+    };
+    eprintln!("upload: warning: cannot re-exec under taskset ({err}); running unpinned");
+    false
+}
+
+/// `Cpus_allowed_list` from `/proc/<pid>/status`, e.g. "0" or "0-1".
+fn cpus_allowed(pid: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
+}
+
+/// xorshift64*: incompressible enough for a hash, and ~1 GB/s to make.
+fn pseudo_random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    for chunk in out.chunks_mut(8) {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        let word = seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(32), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
+    bytes as f64 / elapsed.as_secs_f64() / 1e6
+}
+
+/// A server child process; dropping it kills the process by PID and reaps it.
+struct Server {
+    name: &'static str,
+    child: Child,
+    addr: Option<SocketAddr>,
+}
+
+impl Server {
+    /// Starts `cmd --listen 127.0.0.1:0` (under `taskset -c 1` when `pin`) and waits for its
+    /// one stdout line `<banner> listening on http://127.0.0.1:PORT`.
+    fn start(name: &'static str, cmd: Command, banner: &str, pin: bool) -> Server {
+        let mut cmd = if pin {
+            // taskset execs the program, so the PID we hold is the server's own.
+            let mut t = Command::new("taskset");
+            t.arg("-c").arg(SERVER_CORE).arg(cmd.get_program());
+            t.args(cmd.get_args());
+            t.envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+            t
+        } else {
+            cmd
+        };
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: cannot start {:?}: {e}", cmd.get_program()));
+        let mut server = Server {
+            name,
+            child,
+            addr: None,
+        };
+
+        let stdout = server.child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so a chatty server never blocks on a full pipe.
+            let _ = io::copy(&mut reader, &mut io::sink());
+        });
+        let line = rx
+            .recv_timeout(START_TIMEOUT)
+            .unwrap_or_else(|_| panic!("{name}: no listening line within {START_TIMEOUT:?}"));
+        let prefix = format!("{banner} listening on http://");
+        let addr = line
+            .trim_end_matches(['\r', '\n'])
+            .strip_prefix(&prefix)
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| panic!("{name}: bad listening line {line:?}, want {prefix}ADDR"));
+        server.addr = Some(addr);
+        println!(
+            "upload: {name} pid {} on {addr}, cores {}",
+            server.child.id(),
+            cpus_allowed(&server.child.id().to_string()).unwrap_or_else(|| "?".into())
+        );
+        server
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr.expect("started")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Throughput of one named thing over runs, and for a server how busy its CPU was.
+struct Series {
+    name: &'static str,
+    rates: Vec<f64>,
+    /// Server CPU time / wall time per run: well below 100% means the server waited for bytes.
+    cpu_busy: Vec<f64>,
+}
+
+impl Series {
+    fn new(name: &'static str) -> Series {
+        Series {
+            name,
+            rates: Vec::new(),
+            cpu_busy: Vec::new(),
+        }
+    }
+}
+
+/// One upload run against `server`, added to `series`.
+fn measure(
+    server: &Server,
+    body: &[u8],
+    want: &str,
+    (run, runs): (usize, usize),
+    series: &mut Series,
+) {
+    let pid = server.child.id();
+    let cpu_before = cpu_time(pid);
+    let elapsed = upload(server.addr(), body, want)
+        .unwrap_or_else(|e| panic!("{} run {run}: {e}", server.name));
+    let busy = cpu_before
+        .zip(cpu_time(pid))
+        .map(|(b, a)| a.saturating_sub(b).as_secs_f64() / elapsed.as_secs_f64());
+    let rate = mb_per_s(body.len(), elapsed);
+    let busy_note = busy.map_or(String::new(), |b| format!(", server cpu {:.0}%", b * 100.0));
+    println!(
+        "upload: {} run {run}/{runs}: {rate:.1} MB/s{busy_note}",
+        server.name
+    );
+    series.rates.push(rate);
+    series.cpu_busy.extend(busy);
+}
+
+/// CPU time of every thread of `pid` (Go runs several), from `/proc/PID/task/*/schedstat`
+/// whose first field is nanoseconds on CPU.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// One upload on a fresh connection; returns the time from first byte sent to response read.
+fn upload(addr: SocketAddr, body: &[u8], want: &str) -> Result<Duration, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+
+    let t0 = Instant::now();
+    let sent = std::iter::once(head.as_bytes())
+        .chain(body.chunks(WRITE_SLICE))
+        .try_for_each(|slice| stream.write_all(slice));
+    if let Err(e) = sent {
+        // The server may have answered early (413, 400, ...) and closed: show what it said.
+        let said = read_response(&mut stream).map_or_else(|_| String::new(), |r| r.summary());
+        return Err(format!("sending body: {e} {said}"));
+    }
+    let response = read_response(&mut stream)?;
+    let elapsed = t0.elapsed();
+
+    if response.status != 200 {
+        return Err(format!("want 200, got {}", response.summary()));
+    }
+    let got = String::from_utf8_lossy(&response.body);
+    if got.trim() != want {
+        return Err(format!(
+            "digest mismatch: got {:?}, want {want}",
+            got.trim()
+        ));
+    }
+    Ok(elapsed)
+}
+
+struct Response {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn summary(&self) -> String {
+        let body = String::from_utf8_lossy(&self.body[..self.body.len().min(200)]).into_owned();
+        format!("status {} body {body:?}", self.status)
+    }
+}
+
+/// Reads one response: head via httparse, then a Content-Length, chunked or until-close body.
+fn read_response(stream: &mut TcpStream) -> Result<Response, String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 8192];
+    let (status, head_len, framing) = loop {
+        let n = stream
+            .read(&mut chunk)
+            .map_err(|e| format!("reading response: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "connection closed before a complete response head ({} bytes: {:?})",
+                buf.len(),
+                String::from_utf8_lossy(&buf)
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Response::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let mut framing = Framing::UntilClose;
+                for h in parsed.headers.iter() {
+                    let value = String::from_utf8_lossy(h.value);
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        let n = value
+                            .trim()
+                            .parse()
+                            .map_err(|_| format!("bad CL {value:?}"))?;
+                        framing = Framing::Length(n);
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+                        && value.to_ascii_lowercase().contains("chunked")
+                    {
+                        framing = Framing::Chunked;
+                    }
+                }
+                break (parsed.code.unwrap_or(0), len, framing);
+            }
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => return Err(format!("bad response head: {e}")),
+        }
+    };
+    let mut body = buf.split_off(head_len);
+    match framing {
+        Framing::Length(n) => {
+            while body.len() < n {
+                let got = stream
+                    .read(&mut chunk)
+                    .map_err(|e| format!("reading body: {e}"))?;
+                if got == 0 {
+                    return Err(format!("body ended at {} of {n} bytes", body.len()));
+                }
+                body.extend_from_slice(&chunk[..got]);
+            }
+            body.truncate(n);
+        }
+        Framing::Chunked | Framing::UntilClose => {
+            // Replies here are tiny and the request said `Connection: close`: read to the end,
+            // then undo chunked framing if there is any.
+            stream
+                .read_to_end(&mut body)
+                .map_err(|e| format!("reading body: {e}"))?;
+            if matches!(framing, Framing::Chunked) {
+                body = dechunk(&body)?;
+            }
+        }
+    }
+    Ok(Response { status, body })
+}
+
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let eol = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("chunk size line without CRLF")?;
+        let line = String::from_utf8_lossy(&raw[..eol]);
+        let size_hex = line.split(';').next().unwrap_or("").trim();
+        let size =
+            usize::from_str_radix(size_hex, 16).map_err(|_| format!("chunk size {line:?}"))?;
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if raw.len() < size + 2 {
+            return Err("truncated chunk".into());
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+fn report(results: &[Series]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<28} {:>10} {:>10} {:>10} {:>12}",
+        "MB/s", "median", "min", "max", "server cpu"
+    );
+    let mut medians = Vec::new();
+    for series in results {
+        let mut sorted = series.rates.clone();
+        sorted.sort_by(f64::total_cmp);
+        let med = median(&sorted);
+        medians.push((series.name, med));
+        let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+        let mut busy = series.cpu_busy.clone();
+        busy.sort_by(f64::total_cmp);
+        let busy = if busy.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.0}%", median(&busy) * 100.0)
+        };
+        let name = series.name;
+        let _ = writeln!(
+            out,
+            "{name:<28} {med:>10.1} {min:>10.1} {max:>10.1} {busy:>12}"
+        );
+    }
+    let med = |prefix: &str| {
+        medians
+            .iter()
+            .find(|(n, _)| n.starts_with(prefix))
+            .map(|m| m.1)
+    };
+    if let (Some(m), Some(raw)) = (med("miohttpd"), med("raw")) {
+        let _ = writeln!(out, "{:<28} {:>10.3}", "ratio miohttpd / raw md5", m / raw);
+    }
+    if let (Some(m), Some(go)) = (med("miohttpd"), med("go")) {
+        let _ = writeln!(out, "{:<28} {:>10.3}", "ratio miohttpd / go", m / go);
+    }
+    out
+}
+
+/// Builds `benches/peers/md5server.go` with plain `go build` (standard library only, GOPATH
+/// mode, no network), installing Debian's golang-go first if `go` is missing.
+fn build_go_peer() -> PathBuf {
+    if Command::new("go").arg("version").output().is_err() {
+        eprintln!("upload: `go` not found; installing golang-go with apt-get");
+        for args in [
+            &["update", "-qq"][..],
+            &["install", "-y", "-qq", "golang-go"][..],
+        ] {
+            let ok = Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "apt-get {args:?} failed: install golang-go, or pass --no-go"
+            );
+        }
+    }
+    let dir = Path::new(SCRATCH).join("peers");
+    std::fs::create_dir_all(&dir).expect("create peers dir");
+    let out = dir.join("md5server");
+    let status = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&out)
+        .arg(GO_PEER_SOURCE)
+        .current_dir(&dir)
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", dir.join("go-cache"))
+        .stdin(Stdio::null())
+        .status()
+        .expect("run go build");
+    assert!(status.success(), "go build {GO_PEER_SOURCE} failed");
+    out
+}

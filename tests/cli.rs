@@ -1,0 +1,40 @@
+//! The command line: `--help` lists every flag with its default and exits 0.
+
+use std::process::Command;
+
+#[test]
+fn help_lists_every_flag_with_its_default() {
+    let output = Command::new(env!("CARGO_BIN_EXE_miohttpd"))
+        .arg("--help")
+        .output()
+        .expect("run miohttpd --help");
+    assert!(
+        output.status.success(),
+        "--help exited with {}",
+        output.status
+    );
+    let help = String::from_utf8_lossy(&output.stdout);
+    let flags = [
+        ("--listen", "127.0.0.1:8080"),
+        ("--max-head-size", "8192"),
+        ("--max-headers", "100"),
+        ("--max-target-size", "4096"),
+        ("--read-buffer-size", "65536"),
+    ];
+    for (flag, default) in flags {
+        // A flag's entry runs from its line to the next line naming a flag.
+        let entry: Vec<&str> = help
+            .lines()
+            .skip_while(|line| !line.contains(flag))
+            .enumerate()
+            .take_while(|(i, line)| *i == 0 || !line.contains("--"))
+            .map(|(_, line)| line)
+            .collect();
+        assert!(!entry.is_empty(), "{flag} missing from --help:\n{help}");
+        let entry = entry.join("\n");
+        assert!(
+            entry.contains(default),
+            "{flag} does not show its default {default}:\n{help}"
+        );
+    }
+}

@@ -1,0 +1,699 @@
+//! Black-box harness shared by the integration tests: starts the real `miohttpd` binary (or one of
+//! its examples) on port 0, speaks raw HTTP/1.1 bytes to it and parses what comes back. It knows
+//! nothing of the server's internals; everything it checks is visible on the wire or in `/proc`.
+
+// Every test crate compiles this module but uses a different part of it.
+#![allow(dead_code)]
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, OnceLock};
+use std::thread;
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+
+/// Every client socket read and write gives up after this long, so a server bug shows up as a
+/// failing test instead of a hung one.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The line the server prints once it listens; the port follows it.
+const LISTENING_PREFIX: &str = "miohttpd listening on http://";
+
+pub const GET_PLAINTEXT: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+/// A running server process, killed and reaped on drop so no test leaks one.
+pub struct Server {
+    child: Child,
+    addr: SocketAddr,
+    /// The server's stderr goes here; it is printed when the test fails.
+    log: PathBuf,
+    /// A request this server answers with 200 and `probe_body`, to check it still serves.
+    probe: Vec<u8>,
+    probe_body: Vec<u8>,
+}
+
+/// Memory of the server process in KiB, from `/proc/PID/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// Resident set size now (`VmRSS`).
+    pub rss_kib: u64,
+    /// Peak resident set size so far (`VmHWM`).
+    pub hwm_kib: u64,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts `miohttpd --listen 127.0.0.1:0 ARGS...`.
+    pub fn start_with(args: &[&str]) -> Server {
+        let program = Path::new(env!("CARGO_BIN_EXE_miohttpd"));
+        Server::spawn(
+            program,
+            args,
+            GET_PLAINTEXT.to_vec(),
+            b"Hello, World!".to_vec(),
+        )
+    }
+
+    /// Starts one of the crate's examples (`echo`, `count`) from
+    /// `target/<profile>/examples/NAME`; this test runs from `target/<profile>/deps/`.
+    pub fn start_example(name: &str, args: &[&str]) -> Server {
+        let exe = std::env::current_exe().expect("path of the test executable");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in target/<profile>/deps/");
+        build_examples(profile_dir);
+        let program = profile_dir.join("examples").join(name);
+        assert!(
+            program.exists(),
+            "example binary {} is missing",
+            program.display()
+        );
+        // Examples have only their own route, so that is what proves they still serve.
+        let (probe, probe_body) = match name {
+            "echo" => (post("/echo", b"still here"), b"still here".to_vec()),
+            "count" => (post("/count", b"still\nhere"), b"10 1\n".to_vec()),
+            _ => panic!("no liveness probe for example {name}"),
+        };
+        Server::spawn(&program, args, probe, probe_body)
+    }
+
+    fn spawn(program: &Path, args: &[&str], probe: Vec<u8>, probe_body: Vec<u8>) -> Server {
+        static NEXT_LOG: AtomicUsize = AtomicUsize::new(0);
+        let log = std::env::temp_dir().join(format!(
+            "miohttpd-test-{}-{}.log",
+            std::process::id(),
+            NEXT_LOG.fetch_add(1, Ordering::Relaxed)
+        ));
+        let stderr = File::create(&log).expect("create server log file");
+        let mut child = Command::new(program)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+
+        // Read the listening line on a thread so a server that never prints fails the test
+        // instead of blocking it; any later stdout output is passed through for the log.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (first_line, listening) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = first_line.send(lines.next());
+            for line in lines.map_while(Result::ok) {
+                eprintln!("server stdout: {line}");
+            }
+        });
+
+        // From here on, a panic drops `server`, which kills the child.
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            probe,
+            probe_body,
+        };
+        let line = match listening.recv_timeout(IO_TIMEOUT) {
+            Ok(Some(Ok(line))) => line,
+            Ok(_) => panic!(
+                "{} exited before printing its listening line; stderr:\n{}",
+                program.display(),
+                server.stderr()
+            ),
+            Err(_) => panic!(
+                "{} printed no listening line within {IO_TIMEOUT:?}",
+                program.display()
+            ),
+        };
+        let authority = line
+            .strip_prefix(LISTENING_PREFIX)
+            .unwrap_or_else(|| panic!("unexpected first stdout line {line:?}"));
+        server.addr = authority
+            .parse()
+            .unwrap_or_else(|e| panic!("bad address in listening line {line:?}: {e}"));
+        assert_ne!(
+            server.addr.port(),
+            0,
+            "listening line names port 0: {line:?}"
+        );
+        server
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn memory(&self) -> Memory {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let field = |name: &str| -> u64 {
+            let line = status
+                .lines()
+                .find(|line| line.starts_with(name))
+                .unwrap_or_else(|| panic!("{name} missing from {path}"));
+            line[name.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("bad line {line:?} in {path}: {e}"))
+        };
+        Memory {
+            rss_kib: field("VmRSS:"),
+            hwm_kib: field("VmHWM:"),
+        }
+    }
+
+    pub fn connect(&self) -> Conn {
+        Conn::connect(self.addr)
+    }
+
+    /// Sends `request` on a fresh connection and reads one response.
+    pub fn request(&self, request: &[u8]) -> Response {
+        let mut conn = self.connect();
+        conn.send(request);
+        conn.read_response()
+    }
+
+    /// A new connection still gets a 200 (`GET /plaintext` for miohttpd, the example's own
+    /// route for an example): whatever the test did before did not wedge or kill the server.
+    pub fn assert_still_serves(&self) {
+        let response = self.request(&self.probe);
+        assert_eq!(response.status, 200, "server stopped serving: {response:?}");
+        assert_eq!(
+            response.body, self.probe_body,
+            "server stopped serving: {response:?}"
+        );
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let exited_early = self.child.try_wait().ok().flatten();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let stderr = self.stderr();
+        let _ = std::fs::remove_file(&self.log);
+        if thread::panicking() {
+            eprintln!("---- server stderr ----\n{stderr}---- end of server stderr ----");
+        } else if let Some(status) = exited_early {
+            panic!("server exited during the test ({status}); stderr:\n{stderr}");
+        }
+    }
+}
+
+/// Builds the runnable example binaries, once per test process. `cargo test --all-targets`
+/// (what scripts/test.sh runs) builds examples only as test harnesses and `cargo test --test
+/// NAME` not at all, so `target/<profile>/examples/NAME` may be missing or stale otherwise.
+fn build_examples(profile_dir: &Path) {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+    let built = BUILT.get_or_init(|| {
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => return Err(format!("no profile in {}", profile_dir.display())),
+        };
+        let target_dir = profile_dir.parent().expect("target directory");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let mut build = Command::new(&cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--examples",
+                "--profile",
+                profile,
+                "--target-dir",
+            ])
+            .arg(target_dir)
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+        // A build that never finishes (a held lock) fails the test instead of hanging it.
+        let started = std::time::Instant::now();
+        loop {
+            match build.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("cargo build --examples: {status}")),
+                Ok(None) if started.elapsed() > BUILD_TIMEOUT => {
+                    let _ = build.kill();
+                    let _ = build.wait();
+                    return Err(format!(
+                        "cargo build --examples took over {BUILD_TIMEOUT:?}"
+                    ));
+                }
+                Ok(None) => thread::sleep(Duration::from_millis(100)),
+                Err(e) => return Err(format!("waiting for cargo build --examples: {e}")),
+            }
+        }
+    });
+    if let Err(e) = built {
+        panic!("cannot build the examples: {e}");
+    }
+}
+
+/// One client connection. Reads go through a buffer so pipelined responses can be taken one at
+/// a time.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn connect(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Conn {
+            reader: BufReader::with_capacity(64 * 1024, stream),
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader
+            .get_mut()
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("sending {} bytes: {e}", bytes.len()));
+    }
+
+    /// One byte per write with Nagle off and a pause between writes, so the server sees the
+    /// request arrive in as many reads as possible.
+    pub fn send_byte_by_byte(&mut self, bytes: &[u8]) {
+        self.stream().set_nodelay(true).unwrap();
+        for byte in bytes {
+            self.send(std::slice::from_ref(byte));
+            thread::sleep(Duration::from_micros(500));
+        }
+    }
+
+    /// Half-close: the server reads EOF but can still write back.
+    pub fn shutdown_write(&self) {
+        self.stream().shutdown(Shutdown::Write).unwrap();
+    }
+
+    /// Reads one response whose body is framed by its headers (or, lacking both Content-Length
+    /// and chunked, runs to EOF).
+    pub fn read_response(&mut self) -> Response {
+        self.read_response_framed(true)
+    }
+
+    /// Reads the response to a HEAD request: headers only, whatever Content-Length says.
+    pub fn read_head_response(&mut self) -> Response {
+        self.read_response_framed(false)
+    }
+
+    fn read_response_framed(&mut self, body_allowed: bool) -> Response {
+        let status_line = self.read_line("status line");
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default().to_string();
+        let status = parts
+            .next()
+            .and_then(|code| code.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let reason = parts.next().unwrap_or_default().to_string();
+        assert!(
+            version.starts_with("HTTP/1."),
+            "bad status line {status_line:?}"
+        );
+
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_line("header line");
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("header line without colon: {line:?}"));
+            headers.push((name.to_string(), value.trim().to_string()));
+        }
+        let mut response = Response {
+            version,
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+        };
+
+        // RFC 9112 §6.3: 1xx, 204 and 304 responses and responses to HEAD have no body.
+        let bodyless = !body_allowed || status < 200 || status == 204 || status == 304;
+        if bodyless {
+            return response;
+        }
+        if response.is_chunked() {
+            response.body = self.read_chunked_body();
+        } else if let Some(length) = response.header("content-length") {
+            let length: usize = length
+                .parse()
+                .unwrap_or_else(|_| panic!("bad Content-Length in {response:?}"));
+            let mut body = vec![0; length];
+            self.reader
+                .read_exact(&mut body)
+                .unwrap_or_else(|e| panic!("reading {length}-byte body of {response:?}: {e}"));
+            response.body = body;
+        } else {
+            response.body = self.read_until_eof();
+        }
+        response
+    }
+
+    fn read_chunked_body(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.read_line("chunk size");
+            let size = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size, 16)
+                .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+            if size == 0 {
+                break;
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            self.reader
+                .read_exact(&mut body[start..])
+                .unwrap_or_else(|e| panic!("reading {size}-byte chunk: {e}"));
+            let end = self.read_line("CRLF after chunk data");
+            assert!(end.is_empty(), "chunk data longer than its size: {end:?}");
+        }
+        // Trailer section, up to the empty line.
+        while !self.read_line("trailer line").is_empty() {}
+        body
+    }
+
+    /// Reads one CRLF-terminated line and returns it without the CRLF.
+    fn read_line(&mut self, what: &str) -> String {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => panic!("connection closed while waiting for the {what}"),
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => panic!(
+                "no {what} within {IO_TIMEOUT:?} (got {:?} so far)",
+                String::from_utf8_lossy(&line)
+            ),
+            Err(e) => panic!(
+                "reading the {what}: {e} (got {:?} so far)",
+                String::from_utf8_lossy(&line)
+            ),
+        }
+        assert!(
+            line.ends_with(b"\r\n"),
+            "{what} not terminated by CRLF: {:?}",
+            String::from_utf8_lossy(&line)
+        );
+        line.truncate(line.len() - 2);
+        String::from_utf8(line).unwrap_or_else(|e| panic!("{what} is not UTF-8: {e}"))
+    }
+
+    /// Everything the server sends until it closes the connection.
+    pub fn read_until_eof(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).unwrap_or_else(|e| {
+            panic!(
+                "waiting for the server to close: {e} (got {:?} so far)",
+                String::from_utf8_lossy(&rest)
+            )
+        });
+        rest
+    }
+
+    /// The server closes the connection cleanly (FIN, not RST) without sending anything more.
+    pub fn expect_eof(&mut self) {
+        let mut byte = [0; 1];
+        match self.reader.read(&mut byte) {
+            Ok(0) => {}
+            Ok(_) => {
+                let mut rest = byte.to_vec();
+                rest.extend(self.read_until_eof());
+                panic!(
+                    "expected the server to close, got more bytes: {:?}",
+                    String::from_utf8_lossy(&rest)
+                );
+            }
+            Err(e) if is_timeout(&e) => {
+                panic!("expected the server to close, but it kept the connection open for {IO_TIMEOUT:?}")
+            }
+            Err(e) => panic!("expected a clean close from the server, got: {e}"),
+        }
+    }
+}
+
+/// A parsed HTTP response.
+pub struct Response {
+    pub version: String,
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the comma-separated header `name` holds `token` (case-insensitive), as in
+    /// `Connection: close`.
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    pub fn is_chunked(&self) -> bool {
+        self.has_token("transfer-encoding", "chunked")
+    }
+
+    pub fn closes(&self) -> bool {
+        self.has_token("connection", "close")
+    }
+
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap_or_else(|_| panic!("body is not UTF-8: {self:?}"))
+    }
+
+    /// The headers every miohttpd response carries: `Server: miohttpd`, an IMF-fixdate `Date`,
+    /// a `Content-Type` and the body's framing.
+    pub fn assert_standard_headers(&self) {
+        assert_eq!(self.header("server"), Some("miohttpd"), "{self:?}");
+        let date = self
+            .header("date")
+            .unwrap_or_else(|| panic!("no Date header: {self:?}"));
+        assert!(
+            is_imf_fixdate(date),
+            "Date {date:?} is not IMF-fixdate: {self:?}"
+        );
+        assert!(
+            self.header("content-type").is_some(),
+            "no Content-Type: {self:?}"
+        );
+        assert!(
+            self.header("content-length").is_some() || self.is_chunked(),
+            "neither Content-Length nor chunked: {self:?}"
+        );
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 300;
+        write!(f, "{} {} {}", self.version, self.status, self.reason)?;
+        for (name, value) in &self.headers {
+            write!(f, " | {name}: {value}")?;
+        }
+        let body = String::from_utf8_lossy(&self.body[..self.body.len().min(SHOWN)]);
+        write!(f, " | body ({} bytes): {body:?}", self.body.len())
+    }
+}
+
+/// RFC 9110 §5.6.7 IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn is_imf_fixdate(date: &str) -> bool {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let in_range = |s: &str, max: u32| s.parse::<u32>().is_ok_and(|v| v <= max);
+    let parts: Vec<&str> = date.split(' ').collect();
+    let [day_name, day, month, year, time, zone] = parts[..] else {
+        return false;
+    };
+    let clock: Vec<&str> = time.split(':').collect();
+    let [hour, minute, second] = clock[..] else {
+        return false;
+    };
+    day_name
+        .strip_suffix(',')
+        .is_some_and(|name| DAYS.contains(&name))
+        && digits(day, 2)
+        && (1..=31).contains(&day.parse::<u32>().unwrap_or(0))
+        && MONTHS.contains(&month)
+        && digits(year, 4)
+        && digits(hour, 2)
+        && in_range(hour, 23)
+        && digits(minute, 2)
+        && in_range(minute, 59)
+        && digits(second, 2)
+        && in_range(second, 60)
+        && zone == "GMT"
+}
+
+/// The status, `Connection: close`, a short text body and a clean close: what every error
+/// response must look like. Reads the response from `conn`, then checks that the server is still
+/// serving other clients.
+pub fn assert_error_and_close(server: &Server, conn: &mut Conn, accepted: &[u16], case: &str) {
+    let response = conn.read_response();
+    assert!(
+        accepted.contains(&response.status),
+        "{case}: expected status {accepted:?}, got {response:?}"
+    );
+    assert!(
+        response.closes(),
+        "{case}: no `Connection: close` in {response:?}"
+    );
+    assert!(
+        !response.body.is_empty() && response.body.len() < 1024,
+        "{case}: error body should be short and non-empty: {response:?}"
+    );
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/")),
+        "{case}: error body should be text: {response:?}"
+    );
+    response.assert_standard_headers();
+    conn.expect_eof();
+    server.assert_still_serves();
+}
+
+/// Runs `check` on every row of a table, then fails listing each row that failed with its
+/// message: one bad row should not hide the others.
+pub fn check_rows<R>(rows: impl IntoIterator<Item = (String, R)>, check: impl Fn(&str, R)) {
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (name, row) in rows {
+        count += 1;
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| check(&name, row)));
+        if let Err(cause) = outcome {
+            let message = cause
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| cause.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("- {name}: {message}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {count} rows failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// A complete `POST PATH` request carrying `body` by Content-Length.
+pub fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// A complete `POST PATH` request carrying `body` chunked, `chunk_size` bytes per chunk.
+pub fn post_chunked(path: &str, body: &[u8], chunk_size: usize) -> Vec<u8> {
+    let mut request =
+        format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .into_bytes();
+    request.extend(chunked(body, chunk_size));
+    request
+}
+
+/// `body` in chunked coding (RFC 9112 §7.1), `chunk_size` bytes per chunk, no trailers.
+pub fn chunked(body: &[u8], chunk_size: usize) -> Vec<u8> {
+    let mut encoded = Vec::with_capacity(body.len() + body.len() / chunk_size * 8 + 8);
+    for chunk in body.chunks(chunk_size) {
+        encoded.extend(format!("{:x}\r\n", chunk.len()).into_bytes());
+        encoded.extend_from_slice(chunk);
+        encoded.extend_from_slice(b"\r\n");
+    }
+    encoded.extend_from_slice(b"0\r\n\r\n");
+    encoded
+}
+
+pub fn md5_hex(bytes: &[u8]) -> String {
+    hex(&Md5::digest(bytes))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), cheap enough to make a gigabyte on the fly.
+pub struct PseudoRandom(u64);
+
+impl PseudoRandom {
+    pub fn new(seed: u64) -> PseudoRandom {
+        PseudoRandom(seed | 1)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let word = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+
+    pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        PseudoRandom::new(seed).fill(&mut bytes);
+        bytes
+    }
+}
+
+/// A socket read or write that ran into its timeout.
+pub fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}

@@ -1,0 +1,417 @@
+//! HTTP/1.1 connection behaviour seen from a raw socket: keep-alive and close (HTTP/1.1 and
+//! HTTP/1.0), HEAD, absolute-form targets, pipelining, requests split into single bytes,
+//! `Expect: 100-continue`, the headers on every response, routing (404, 405 + `Allow`), and
+//! half-closed clients.
+
+mod common;
+
+use common::{md5_hex, post, post_chunked, Server, GET_PLAINTEXT};
+
+#[test]
+fn http11_connection_stays_open_across_requests() {
+    let server = Server::start();
+    let mut conn = server.connect();
+    for _ in 0..10 {
+        conn.send(GET_PLAINTEXT);
+        let response = conn.read_response();
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.body, b"Hello, World!");
+        assert!(
+            !response.closes(),
+            "HTTP/1.1 defaults to keep-alive: {response:?}"
+        );
+    }
+}
+
+#[test]
+fn connection_close_is_echoed_and_then_the_server_closes() {
+    let server = Server::start();
+    let mut conn = server.connect();
+    conn.send(b"GET /plaintext HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let response = conn.read_response();
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body, b"Hello, World!");
+    assert!(response.closes(), "{response:?}");
+    conn.expect_eof();
+}
+
+#[test]
+fn http10_closes_after_the_response_by_default() {
+    let server = Server::start();
+    let mut conn = server.connect();
+    conn.send(b"GET /plaintext HTTP/1.0\r\n\r\n");
+    let response = conn.read_response();
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body, b"Hello, World!");
+    conn.expect_eof();
+}
+
+#[test]
+fn http10_keep_alive_keeps_the_connection_open() {
+    let server = Server::start();
+    let mut conn = server.connect();
+    for _ in 0..3 {
+        conn.send(b"GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let response = conn.read_response();
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.body, b"Hello, World!");
+        assert!(
+            response.has_token("connection", "keep-alive"),
+            "{response:?}"
+        );
+    }
+    // The same connection still follows the HTTP/1.0 default once the request stops asking.
+    conn.send(b"GET /plaintext HTTP/1.0\r\n\r\n");
+    assert_eq!(conn.read_response().status, 200);
+    conn.expect_eof();
+}
+
+#[test]
+fn head_gets_the_get_headers_and_no_body() {
+    let server = Server::start();
+    let mut conn = server.connect();
+    conn.send(GET_PLAINTEXT);
+    let get = conn.read_response();
+    conn.send(b"HEAD /plaintext HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let head = conn.read_head_response();
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(head.header("content-length"), Some("13"), "{head:?}");
+    assert_eq!(head.header("content-type"), get.header("content-type"));
+    head.assert_standard_headers();
+    // Had HEAD sent a body, its bytes would now be read as the next status line.
+    conn.send(GET_PLAINTEXT);
+    let after = conn.read_response();
+    assert_eq!(after.status, 200, "{after:?}");
+    assert_eq!(after.body, b"Hello, World!");
+}
+
+#[test]
+fn absolute_form_targets_are_routed_by_their_path() {
+    let server = Server::start();
+    let with_port = format!(
+        "GET http://{}/plaintext HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.addr(),
+        server.addr()
+    );
+    let hello_md5 = md5_hex(b"hello");
+    let cases: [(&str, Vec<u8>, &[u8]); 3] = [
+        (
+            "GET without port",
+            b"GET http://localhost/plaintext HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+            b"Hello, World!",
+        ),
+        ("GET with port", with_port.into_bytes(), b"Hello, World!"),
+        (
+            "POST md5",
+            b"POST http://localhost/md5 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello"
+                .to_vec(),
+            hello_md5.as_bytes(),
+        ),
+    ];
+    for (name, request, body) in cases {
+        let response = server.request(&request);
+        assert_eq!(response.status, 200, "{name}: {response:?}");
+        assert_eq!(response.body, body, "{name}: {response:?}");
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = Server::start();
+    // Distinct bodies make every answer identify its request.
+    let body = |i: usize| format!("pipelined request number {i}").repeat(i % 7);
+    let mut requests = Vec::new();
+    for i in 0..200 {
+        if i % 3 == 0 {
+            requests.extend_from_slice(GET_PLAINTEXT);
+        } else if i % 3 == 1 {
+            requests.extend(post("/md5", body(i).as_bytes()));
+        } else {
+            requests.extend(post_chunked("/", body(i).as_bytes(), 10));
+        }
+    }
+    let mut conn = server.connect();
+    conn.send(&requests);
+    for i in 0..200 {
+        let response = conn.read_response();
+        assert_eq!(response.status, 200, "request {i}: {response:?}");
+        let expected = if i % 3 == 0 {
+            "Hello, World!".to_string()
+        } else {
+            md5_hex(body(i).as_bytes())
+        };
+        assert_eq!(response.text(), expected, "request {i}");
+    }
+}
+
+#[test]
+fn requests_arriving_one_byte_per_write_are_parsed() {
+    let server = Server::start();
+    let body = b"every byte of this body arrives in its own segment";
+    let cases: [(&str, Vec<u8>, String); 4] = [
+        ("GET", GET_PLAINTEXT.to_vec(), "Hello, World!".to_string()),
+        ("Content-Length body", post("/md5", body), md5_hex(body)),
+        ("chunked body", post_chunked("/md5", body, 7), md5_hex(body)),
+        (
+            "chunked with extension and trailer",
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3;name=value\r\nabc\r\n0\r\nX-Trailer: yes\r\n\r\n"
+                .to_vec(),
+            md5_hex(b"abc"),
+        ),
+    ];
+    let mut conn = server.connect();
+    for (name, request, expected) in cases {
+        conn.send_byte_by_byte(&request);
+        let response = conn.read_response();
+        assert_eq!(response.status, 200, "{name}: {response:?}");
+        assert_eq!(response.text(), expected, "{name}");
+    }
+}
+
+/// Reads exactly the interim response the contract promises, byte for byte.
+fn expect_100_continue(conn: &mut common::Conn) {
+    let interim = conn.read_response();
+    assert_eq!(
+        interim.status, 100,
+        "expected 100 Continue before the body: {interim:?}"
+    );
+    assert_eq!(interim.version, "HTTP/1.1");
+    assert!(interim.headers.is_empty(), "{interim:?}");
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    let server = Server::start();
+    let body = b"sent only after 100 Continue";
+    let cases: [(&str, String, Vec<u8>); 3] = [
+        (
+            "Content-Length to /md5",
+            format!("POST /md5 HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len()),
+            body.to_vec(),
+        ),
+        (
+            "Content-Length to /",
+            format!("POST / HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len()),
+            body.to_vec(),
+        ),
+        (
+            "chunked to /md5, expectation in capitals (case-insensitive)",
+            "POST /md5 HTTP/1.1\r\nHost: localhost\r\nExpect: 100-Continue\r\nTransfer-Encoding: chunked\r\n\r\n".to_string(),
+            common::chunked(body, 5),
+        ),
+    ];
+    // One connection: after each exchange it must be ready for the next request.
+    let mut conn = server.connect();
+    for (name, head, encoded_body) in cases {
+        conn.send(head.as_bytes());
+        expect_100_continue(&mut conn);
+        conn.send(&encoded_body);
+        let response = conn.read_response();
+        assert_eq!(response.status, 200, "{name}: {response:?}");
+        assert_eq!(response.text(), md5_hex(body), "{name}");
+    }
+}
+
+#[test]
+fn expect_100_continue_to_an_unknown_path_gets_404_instead() {
+    let server = Server::start();
+    let mut conn = server.connect();
+    conn.send(b"POST /nowhere HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    let response = conn.read_response();
+    assert_eq!(
+        response.status, 404,
+        "the body was never sent, so no 100: {response:?}"
+    );
+    assert!(response.closes(), "{response:?}");
+    conn.expect_eof();
+    server.assert_still_serves();
+}
+
+#[test]
+fn unknown_expectation_gets_417() {
+    let server = Server::start();
+    let response = server.request(
+        b"POST /md5 HTTP/1.1\r\nHost: localhost\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!(response.status, 417, "{response:?}");
+    response.assert_standard_headers();
+    server.assert_still_serves();
+}
+
+#[test]
+fn expect_100_continue_in_http10_is_ignored() {
+    // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request.
+    let server = Server::start();
+    let mut conn = server.connect();
+    conn.send(b"POST /md5 HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello");
+    let response = conn.read_response();
+    assert_eq!(
+        response.status, 200,
+        "no interim response for HTTP/1.0: {response:?}"
+    );
+    assert_eq!(response.text(), md5_hex(b"hello"));
+    conn.expect_eof();
+}
+
+#[test]
+fn every_response_carries_server_date_type_and_length() {
+    let server = Server::start();
+    #[rustfmt::skip]
+    let cases: [(&str, &[u8], u16); 8] = [
+        ("plaintext",       GET_PLAINTEXT,                                                                  200),
+        ("md5",             b"POST /md5 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na",                    200),
+        ("root md5",        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",                       200),
+        ("unknown path",    b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n",                                      404),
+        ("wrong method",    b"GET /md5 HTTP/1.1\r\nHost: x\r\n\r\n",                                          405),
+        ("bad request",     b"NOT HTTP AT ALL\r\n\r\n",                                                       400),
+        ("bad version",     b"GET /plaintext HTTP/2.0\r\nHost: x\r\n\r\n",                                    505),
+        ("bad expectation", b"POST /md5 HTTP/1.1\r\nHost: x\r\nExpect: nope\r\nContent-Length: 0\r\n\r\n",     417),
+    ];
+    for (name, request, status) in cases {
+        let response = server.request(request);
+        assert_eq!(response.status, status, "{name}: {response:?}");
+        response.assert_standard_headers();
+    }
+    let head = {
+        let mut conn = server.connect();
+        conn.send(b"HEAD /plaintext HTTP/1.1\r\nHost: x\r\n\r\n");
+        conn.read_head_response()
+    };
+    head.assert_standard_headers();
+}
+
+#[test]
+fn md5_and_plaintext_have_their_content_types() {
+    let server = Server::start();
+    let plaintext = server.request(GET_PLAINTEXT);
+    let md5 = server.request(&post("/md5", b"x"));
+    for response in [plaintext, md5] {
+        let content_type = response.header("content-type").unwrap_or_default();
+        assert!(content_type.starts_with("text/plain"), "{response:?}");
+    }
+}
+
+#[test]
+fn unknown_paths_get_404() {
+    let server = Server::start();
+    let cases: [&[u8]; 5] = [
+        b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"GET /plaintext/more HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /md5/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    ];
+    for request in cases {
+        let response = server.request(request);
+        assert_eq!(
+            response.status,
+            404,
+            "{:?}: {response:?}",
+            String::from_utf8_lossy(request)
+        );
+        assert!(!response.body.is_empty(), "{response:?}");
+    }
+}
+
+#[test]
+fn known_paths_with_the_wrong_method_get_405_and_allow() {
+    let server = Server::start();
+    #[rustfmt::skip]
+    let cases: [(&[u8], &[&str]); 6] = [
+        (b"POST /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &["GET", "HEAD"]),
+        (b"PUT /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",  &["GET", "HEAD"]),
+        (b"DELETE /plaintext HTTP/1.1\r\nHost: x\r\n\r\n",                     &["GET", "HEAD"]),
+        (b"GET /md5 HTTP/1.1\r\nHost: x\r\n\r\n",                              &["POST"]),
+        (b"PUT /md5 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",        &["POST"]),
+        (b"OPTIONS /md5 HTTP/1.1\r\nHost: x\r\n\r\n",                          &["POST"]),
+    ];
+    for (request, allowed) in cases {
+        let mut conn = server.connect();
+        conn.send(request);
+        let response = conn.read_response();
+        let name = String::from_utf8_lossy(request);
+        assert_eq!(response.status, 405, "{name:?}: {response:?}");
+        let mut allow: Vec<&str> = response
+            .header("allow")
+            .unwrap_or_else(|| panic!("{name:?}: no Allow header: {response:?}"))
+            .split(',')
+            .map(str::trim)
+            .collect();
+        allow.sort_unstable();
+        assert_eq!(allow, allowed, "{name:?}: {response:?}");
+    }
+}
+
+#[test]
+fn a_405_with_a_body_keeps_the_connection_in_step() {
+    // The unread body must be skipped (or the connection closed), never parsed as a request.
+    let server = Server::start();
+    let mut conn = server.connect();
+    let smuggled = b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut requests = post("/plaintext", smuggled);
+    requests.extend_from_slice(GET_PLAINTEXT);
+    conn.send(&requests);
+    let rejected = conn.read_response();
+    assert_eq!(rejected.status, 405, "{rejected:?}");
+    if rejected.closes() {
+        conn.expect_eof();
+    } else {
+        let next = conn.read_response();
+        assert_eq!(
+            next.status, 200,
+            "body bytes were taken as a request: {next:?}"
+        );
+    }
+}
+
+#[test]
+fn a_complete_request_then_half_close_still_gets_its_response() {
+    let server = Server::start();
+    let cases: [(&str, Vec<u8>, Vec<String>); 3] = [
+        (
+            "GET",
+            GET_PLAINTEXT.to_vec(),
+            vec!["Hello, World!".to_string()],
+        ),
+        ("POST", post("/md5", b"hello"), vec![md5_hex(b"hello")]),
+        (
+            "pipelined",
+            [
+                GET_PLAINTEXT.to_vec(),
+                post_chunked("/md5", b"abc", 2),
+                GET_PLAINTEXT.to_vec(),
+            ]
+            .concat(),
+            vec![
+                "Hello, World!".to_string(),
+                md5_hex(b"abc"),
+                "Hello, World!".to_string(),
+            ],
+        ),
+    ];
+    for (name, request, bodies) in cases {
+        let mut conn = server.connect();
+        conn.send(&request);
+        conn.shutdown_write();
+        for body in bodies {
+            let response = conn.read_response();
+            assert_eq!(response.status, 200, "{name}: {response:?}");
+            assert_eq!(response.text(), body, "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_half_closed_client_is_disconnected_once_answered() {
+    // No request can follow the client's FIN; a server that misses it (say, a FIN arriving in
+    // the same segment train as the request) would hold the connection open forever.
+    let server = Server::start();
+    for _ in 0..5 {
+        let mut conn = server.connect();
+        conn.send(GET_PLAINTEXT);
+        conn.shutdown_write();
+        assert_eq!(conn.read_response().status, 200);
+        conn.expect_eof();
+    }
+}
