@@ -4,7 +4,8 @@
 //! `cargo bench --bench upload [-- --size-mib 100 --runs 5 --no-go --server-arg=--FLAG=VALUE]`
 //!
 //! 1. Generates `--size-mib` MiB of pseudo-random bytes once, in memory.
-//! 2. Raw: hashes them in process with the `md-5` crate, `--runs` times.
+//! 2. Raw: hashes them in memory with the `md-5` crate, `--runs` times, in a copy of this
+//!    driver pinned to the servers' core (the cores of a shared machine differ in speed).
 //! 3. Starts the release `miohttpd` and the Go peer (built here with plain `go build`, run with
 //!    `GOMAXPROCS=1`), each pinned to core 1 with `taskset`; this driver runs on core 0 (it
 //!    re-executes itself under `taskset -c 0` when not already pinned), so client and server
@@ -41,6 +42,8 @@ const SERVER_CORE: &str = "1";
 const PINNED_ENV: &str = "MIOHTTPD_UPLOAD_BENCH_PINNED";
 /// Large slices: one `write` per 4 MiB keeps the client's syscall count out of the measurement.
 const WRITE_SLICE: usize = 4 << 20;
+/// Seed of the benchmark body, shared with the raw worker so both hash the same bytes.
+const BODY_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -48,15 +51,18 @@ struct Options {
     size_mib: usize,
     runs: usize,
     go: bool,
-    /// Extra flags for miohttpd, e.g. `--server-arg=--read-buffer-size=1048576`.
+    /// Extra flags for miohttpd, e.g. `--server-arg=--body-buffer-size=1048576`.
     server_args: Vec<std::ffi::OsString>,
     /// `cargo bench` passes `--bench`; `cargo test` does not, and then this is a smoke test.
     bench: bool,
+    /// Internal: hash the body once in this process and print MB/s (run on the server core).
+    raw_worker: bool,
 }
 
 fn parse_args() -> Result<Options, lexopt::Error> {
     use lexopt::prelude::*;
     let (mut size_mib, mut runs, mut go, mut bench) = (None, None, true, false);
+    let mut raw_worker = false;
     let mut server_args = Vec::new();
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -66,6 +72,7 @@ fn parse_args() -> Result<Options, lexopt::Error> {
             Long("no-go") => go = false,
             Long("server-arg") => server_args.push(parser.value()?),
             Long("bench") => bench = true,
+            Long("raw-worker") => raw_worker = true,
             Short('h') | Long("help") => {
                 println!(
                     "cargo bench --bench upload [-- --size-mib N (100)] [--runs R (5)] [--no-go] \
@@ -88,6 +95,7 @@ fn parse_args() -> Result<Options, lexopt::Error> {
         go,
         server_args,
         bench,
+        raw_worker,
     })
 }
 
@@ -96,12 +104,15 @@ fn main() {
         eprintln!("upload: {e}");
         std::process::exit(2);
     });
+    if opts.raw_worker {
+        return raw_worker(&opts);
+    }
     if !opts.bench {
         return smoke_test(&opts);
     }
     let pinned = pin_self_to_client_core();
 
-    let body = pseudo_random_bytes(opts.size_mib << 20, 0x9e37_79b9_7f4a_7c15);
+    let body = pseudo_random_bytes(opts.size_mib << 20, BODY_SEED);
     println!(
         "upload: {} MiB body, {} run(s), driver on cores {}, servers on cores {}",
         opts.size_mib,
@@ -133,13 +144,10 @@ fn main() {
 
     // Runs are interleaved (raw, miohttpd, go, raw, ...) so that load from elsewhere on a
     // shared machine spreads over all series instead of landing on one.
-    let mut results = vec![Series::new("raw md5 (in-process)")];
+    let mut results = vec![Series::new("raw md5 (in-process, server core)")];
     results.extend(servers.iter().map(|s| Series::new(s.name)));
     for run in 1..=opts.runs {
-        let t0 = Instant::now();
-        let digest = Md5::digest(&body);
-        results[0].rates.push(mb_per_s(body.len(), t0.elapsed()));
-        assert_eq!(hex(&digest), want, "in-process md5 is not deterministic");
+        results[0].rates.push(raw_md5_rate(&opts, pinned, &want));
         for (server, series) in servers.iter().zip(&mut results[1..]) {
             measure(server, &body, &want, (run, opts.runs), series);
         }
@@ -147,6 +155,43 @@ fn main() {
     drop(servers);
 
     print!("{}", report(&results));
+}
+
+/// The raw hash speed, measured on the core the servers run on: the two cores of a shared
+/// machine are not equally fast at any moment, and the ratio must compare like with like.
+/// Runs this driver again as `--raw-worker` under `taskset -c SERVER_CORE`.
+fn raw_md5_rate(opts: &Options, pinned: bool, want: &str) -> f64 {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = if pinned {
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg(SERVER_CORE).arg(exe);
+        cmd
+    } else {
+        Command::new(exe)
+    };
+    let output = cmd
+        .arg("--raw-worker")
+        .arg(format!("--size-mib={}", opts.size_mib))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running the raw md5 worker");
+    assert!(output.status.success(), "raw md5 worker failed: {output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let (rate, digest) = text
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("raw md5 worker printed {text:?}"));
+    assert_eq!(digest, want, "raw md5 worker hashed different bytes");
+    rate.parse().expect("raw md5 worker rate")
+}
+
+/// `--raw-worker`: hash the benchmark body once, in memory, and print `MB/s digest`.
+fn raw_worker(opts: &Options) {
+    let body = pseudo_random_bytes(opts.size_mib << 20, BODY_SEED);
+    let t0 = Instant::now();
+    let digest = Md5::digest(&body);
+    let rate = mb_per_s(body.len(), t0.elapsed());
+    println!("{rate:.1} {}", hex(&digest));
 }
 
 /// Under `cargo test`: one small upload to the (debug) binary, digest checked, no numbers.

@@ -14,8 +14,13 @@ pub struct Config {
     pub backlog: i32,
     /// Limits on request heads (431, 414).
     pub head_limits: HeadLimits,
-    /// Bytes read per read(2); also the size of each pooled read buffer.
+    /// Bytes per read(2) while reading heads: the size of the pooled buffers that requests
+    /// arrive in. Idle connections hold none.
     pub read_buffer_size: usize,
+    /// Bytes per read(2) while a large or chunked body streams in. Few large reads cost far
+    /// less than many small ones (on loopback each read also drives the sender's ACK path);
+    /// a connection holds such a buffer only while it has body bytes buffered.
+    pub body_buffer_size: usize,
     /// Pending response bytes above which a connection stops reading and parsing requests
     /// until the client catches up.
     pub output_high_water: usize,
@@ -23,8 +28,8 @@ pub struct Config {
     pub events_per_poll: usize,
     /// Connections accepted per listener wake-up before others get a turn.
     pub accepts_per_wakeup: usize,
-    /// Reads one connection may do per turn before others get a turn.
-    pub reads_per_turn: usize,
+    /// Bytes one connection may read per turn before others get a turn.
+    pub turn_bytes: usize,
     /// Disable Nagle's algorithm on accepted sockets.
     pub tcp_nodelay: bool,
     /// How long a connection closing after an error keeps draining the client's bytes, so
@@ -38,11 +43,12 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             backlog: 1024,
             head_limits: HeadLimits::default(),
-            read_buffer_size: 64 * 1024,
+            read_buffer_size: 16 * 1024,
+            body_buffer_size: 2 << 20,
             output_high_water: 64 * 1024,
             events_per_poll: 1024,
             accepts_per_wakeup: 64,
-            reads_per_turn: 16,
+            turn_bytes: 2 << 20,
             tcp_nodelay: true,
             linger: Duration::from_secs(2),
         }
@@ -102,9 +108,16 @@ const FLAGS: &[Flag] = &[
     Flag {
         name: "read-buffer-size",
         value: "BYTES",
-        help: "bytes per read(2); each busy connection holds one such buffer",
+        help: "bytes per read(2) for request heads; held only while bytes are buffered",
         show: |c| c.read_buffer_size.to_string(),
         set: |c, v| set_number(&mut c.read_buffer_size, v, 1024, 64 << 20),
+    },
+    Flag {
+        name: "body-buffer-size",
+        value: "BYTES",
+        help: "bytes per read(2) while a large body streams in",
+        show: |c| c.body_buffer_size.to_string(),
+        set: |c, v| set_number(&mut c.body_buffer_size, v, 1024, 256 << 20),
     },
     Flag {
         name: "output-high-water",
@@ -128,11 +141,11 @@ const FLAGS: &[Flag] = &[
         set: |c, v| set_number(&mut c.accepts_per_wakeup, v, 1, 1 << 20),
     },
     Flag {
-        name: "reads-per-turn",
-        value: "N",
-        help: "reads one connection may do before others get a turn",
-        show: |c| c.reads_per_turn.to_string(),
-        set: |c, v| set_number(&mut c.reads_per_turn, v, 1, 1 << 20),
+        name: "turn-bytes",
+        value: "BYTES",
+        help: "bytes one connection may read before others get a turn",
+        show: |c| c.turn_bytes.to_string(),
+        set: |c, v| set_number(&mut c.turn_bytes, v, 1, 1 << 30),
     },
     Flag {
         name: "tcp-nodelay",

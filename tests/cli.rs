@@ -19,7 +19,9 @@ fn help_lists_every_flag_with_its_default() {
         ("--max-head-size", "8192"),
         ("--max-headers", "100"),
         ("--max-target-size", "4096"),
-        ("--read-buffer-size", "65536"),
+        ("--read-buffer-size", "16384"),
+        ("--body-buffer-size", "2097152"),
+        ("--turn-bytes", "2097152"),
     ];
     for (flag, default) in flags {
         // A flag's entry runs from its line to the next line naming a flag.

@@ -117,8 +117,16 @@ fn chunked_bodies_are_hashed() {
 
 #[test]
 fn a_small_read_buffer_changes_nothing() {
-    // Chunk headers and body bytes now straddle many reads.
-    let server = Server::start_with(&["--read-buffer-size", "1024"]);
+    // Chunk headers and body bytes now straddle many reads, and bodies move from head
+    // buffers to body buffers mid-stream.
+    let server = Server::start_with(&[
+        "--read-buffer-size",
+        "1024",
+        "--body-buffer-size",
+        "1536",
+        "--turn-bytes",
+        "1",
+    ]);
     let body = PseudoRandom::bytes(3, 200_000);
     let mut conn = server.connect();
     assert_digest(

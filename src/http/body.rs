@@ -50,6 +50,14 @@ impl BodyDecoder {
         }
     }
 
+    /// Body bytes still to come, when the framing says (chunked does not).
+    pub fn remaining(&self) -> Option<u64> {
+        match self {
+            BodyDecoder::Length { remaining } => Some(*remaining),
+            BodyDecoder::Chunked(_) => None,
+        }
+    }
+
     pub fn is_done(&self) -> bool {
         match self {
             BodyDecoder::Length { remaining } => *remaining == 0,

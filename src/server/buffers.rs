@@ -27,6 +27,23 @@ impl InputBuffer {
         self.start == self.end
     }
 
+    pub fn capacity(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Room left for reads without moving bytes.
+    pub fn free_space(&self) -> usize {
+        self.bytes.len() - (self.end - self.start)
+    }
+
+    /// Copies the unconsumed bytes of `other` in (after a buffer swap).
+    pub fn extend_from(&mut self, other: &InputBuffer) {
+        let data = other.data();
+        let spare = self.spare();
+        spare[..data.len()].copy_from_slice(data);
+        self.filled(data.len());
+    }
+
     pub fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.end - self.start);
         self.start += n;
@@ -92,40 +109,65 @@ impl OutputBuffer {
     }
 }
 
-/// Free buffers, lent to connections while they have bytes in flight.
+/// Free buffers, lent to connections while they have bytes in flight. Input buffers come
+/// in two sizes: head buffers for requests, body buffers for large bodies streaming in.
 #[derive(Debug)]
 pub struct BufferPool {
-    input_size: usize,
-    free_inputs: Vec<InputBuffer>,
+    head_size: usize,
+    body_size: usize,
+    free_heads: Vec<InputBuffer>,
+    free_bodies: Vec<InputBuffer>,
     free_outputs: Vec<Vec<u8>>,
     /// An output buffer that grew past this (a large response) is freed, not pooled.
     max_pooled_output: usize,
 }
 
-/// Free buffers kept for reuse. In one loop only a few connections hold bytes at the same
-/// instant, so a small pool removes nearly all allocation without hoarding memory.
+/// Free buffers kept for reuse. In one loop only the connections with bytes buffered at the
+/// same instant hold one, so a small pool removes nearly all allocation without hoarding.
 const MAX_FREE_BUFFERS: usize = 64;
+/// Body buffers are large; a lent one comes back within the same turn.
+const MAX_FREE_BODY_BUFFERS: usize = 2;
+
+/// Which kind of input buffer a read wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Head,
+    Body,
+}
 
 impl BufferPool {
-    pub fn new(input_size: usize, max_pooled_output: usize) -> Self {
+    pub fn new(head_size: usize, body_size: usize, max_pooled_output: usize) -> Self {
         BufferPool {
-            input_size,
-            free_inputs: Vec::with_capacity(MAX_FREE_BUFFERS),
+            head_size,
+            body_size: body_size.max(head_size),
+            free_heads: Vec::with_capacity(MAX_FREE_BUFFERS),
+            free_bodies: Vec::with_capacity(MAX_FREE_BODY_BUFFERS),
             free_outputs: Vec::with_capacity(MAX_FREE_BUFFERS),
             max_pooled_output,
         }
     }
 
-    pub fn take_input(&mut self) -> InputBuffer {
-        self.free_inputs
-            .pop()
-            .unwrap_or_else(|| InputBuffer::new(self.input_size))
+    pub fn head_size(&self) -> usize {
+        self.head_size
+    }
+
+    pub fn take_input(&mut self, kind: InputKind) -> InputBuffer {
+        let (free, size) = match kind {
+            InputKind::Head => (&mut self.free_heads, self.head_size),
+            InputKind::Body => (&mut self.free_bodies, self.body_size),
+        };
+        free.pop().unwrap_or_else(|| InputBuffer::new(size))
     }
 
     pub fn give_input(&mut self, mut buffer: InputBuffer) {
-        if self.free_inputs.len() < MAX_FREE_BUFFERS {
+        let (free, cap) = if buffer.capacity() == self.head_size {
+            (&mut self.free_heads, MAX_FREE_BUFFERS)
+        } else {
+            (&mut self.free_bodies, MAX_FREE_BODY_BUFFERS)
+        };
+        if free.len() < cap {
             buffer.consume_all();
-            self.free_inputs.push(buffer);
+            free.push(buffer);
         }
     }
 
@@ -168,6 +210,18 @@ mod tests {
     }
 
     #[test]
+    fn moving_bytes_to_a_larger_buffer() {
+        let mut small = InputBuffer::new(8);
+        small.spare()[..5].copy_from_slice(b"abcde");
+        small.filled(5);
+        small.consume(2);
+        let mut large = InputBuffer::new(32);
+        large.extend_from(&small);
+        assert_eq!(large.data(), b"cde");
+        assert_eq!(large.free_space(), 29);
+    }
+
+    #[test]
     fn output_compaction_bounds_sent_bytes() {
         let mut out = OutputBuffer::default();
         out.bytes.extend_from_slice(b"0123456789");
@@ -187,12 +241,18 @@ mod tests {
 
     #[test]
     fn pool_reuses_and_bounds() {
-        let mut pool = BufferPool::new(16, 64);
-        let mut input = pool.take_input();
+        let mut pool = BufferPool::new(16, 256, 64);
+        let mut input = pool.take_input(InputKind::Head);
         input.filled(3);
         pool.give_input(input);
-        let again = pool.take_input();
+        let again = pool.take_input(InputKind::Head);
         assert!(again.is_empty(), "pooled buffers come back empty");
+        assert_eq!(again.capacity(), 16);
+        let body = pool.take_input(InputKind::Body);
+        assert_eq!(body.capacity(), 256);
+        pool.give_input(body);
+        assert_eq!(pool.free_bodies.len(), 1, "returned to its own size class");
+        assert_eq!(pool.free_heads.len(), 0);
         let big = Vec::with_capacity(1024);
         pool.give_output(big);
         assert_eq!(

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use super::buffers::{BufferPool, InputBuffer, OutputBuffer};
+use super::buffers::{BufferPool, InputBuffer, InputKind, OutputBuffer};
 use super::stats::Stats;
 use crate::config::Config;
 use crate::http::response::{self, Exchange, CONTINUE};
@@ -198,7 +198,7 @@ impl Conn {
     /// Everything already read is answered before writing, so pipelined responses share
     /// one write.
     fn drive<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
-        let mut reads = 0;
+        let mut read_this_turn = 0;
         loop {
             let stall = self.process(ctx);
             if let Err(e) = self.flush(ctx.stats) {
@@ -228,26 +228,39 @@ impl Conn {
             if self.peer_closed || self.drained {
                 return Next::Wait;
             }
-            if reads == ctx.config.reads_per_turn {
+            if read_this_turn >= ctx.config.turn_bytes {
                 return Next::Yield;
             }
-            reads += 1;
-            if let Err(e) = self.read_once(ctx) {
-                return self.io_failed(&e);
+            match self.read_once(ctx) {
+                Ok(n) => read_this_turn += n,
+                Err(e) => return self.io_failed(&e),
             }
         }
     }
 
-    /// One read(2) into the connection's buffer.
-    fn read_once<S>(&mut self, ctx: &mut Ctx<'_, S>) -> io::Result<()> {
-        let input = self.input.get_or_insert_with(|| ctx.pool.take_input());
+    /// One read(2) into the connection's buffer; returns the bytes read.
+    fn read_once<S>(&mut self, ctx: &mut Ctx<'_, S>) -> io::Result<usize> {
+        let kind = self.input_kind_wanted(ctx.pool);
+        let input = match &mut self.input {
+            Some(input) if kind == InputKind::Body && input.capacity() == ctx.pool.head_size() => {
+                // A large body is starting: move to a body buffer (few large reads).
+                let mut body = ctx.pool.take_input(InputKind::Body);
+                body.extend_from(input);
+                ctx.pool.give_input(std::mem::replace(input, body));
+                input
+            }
+            Some(input) => input,
+            None => self.input.insert(ctx.pool.take_input(kind)),
+        };
         let spare = input.spare();
         let wanted = spare.len();
+        let mut read = 0;
         debug_assert!(wanted > 0, "the head limit is below the buffer size");
         ctx.stats.reads += 1;
         match self.stream.read(spare) {
             Ok(0) => self.peer_closed = true,
             Ok(n) => {
+                read = n;
                 input.filled(n);
                 ctx.stats.bytes_in += n as u64;
                 if n < wanted {
@@ -265,7 +278,22 @@ impl Conn {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        Ok(())
+        Ok(read)
+    }
+
+    /// Body buffers are for bodies larger than what a head buffer has room for.
+    fn input_kind_wanted(&self, pool: &BufferPool) -> InputKind {
+        let Phase::Body(body) = &self.phase else {
+            return InputKind::Head;
+        };
+        let room = self
+            .input
+            .as_ref()
+            .map_or(pool.head_size(), InputBuffer::free_space);
+        match body.decoder.remaining() {
+            Some(remaining) if remaining <= room as u64 => InputKind::Head,
+            _ => InputKind::Body,
+        }
     }
 
     /// Writes pending output until it is gone or the socket takes less than offered.

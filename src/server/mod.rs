@@ -65,7 +65,8 @@ impl<S: Service> Server<S> {
             ..
         } = self;
         let pool = BufferPool::new(
-            buffer_size(&config),
+            head_buffer_size(&config),
+            config.body_buffer_size,
             config.output_high_water.saturating_mul(2),
         );
         EventLoop {
@@ -86,9 +87,9 @@ impl<S: Service> Server<S> {
     }
 }
 
-/// A read buffer must hold a whole head, so a full buffer always means "too large" (431)
+/// A head buffer must hold a whole head, so a full buffer always means "too large" (431)
 /// rather than a read of zero bytes.
-fn buffer_size(config: &Config) -> usize {
+fn head_buffer_size(config: &Config) -> usize {
     config
         .read_buffer_size
         .max(config.head_limits.max_head_size + 1)
