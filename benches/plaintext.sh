@@ -61,33 +61,14 @@ if [[ -z $bin ]]; then
     bin=target/release/miohttpd
 fi
 
-log=$(mktemp)
-server_pid=
-stop_server() {
-    if [[ -n $server_pid ]]; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=
-    fi
-    rm -f "$log"
-}
-trap stop_server EXIT
+# shellcheck source=scripts/lib/server.sh
+source scripts/lib/server.sh
+trap server_stop EXIT
 trap 'exit 130' INT TERM
 
-# taskset execs the server, so $! is the server's own PID.
-"${pin_server[@]}" "$bin" --listen 127.0.0.1:0 >"$log" 2>&1 &
-server_pid=$!
-url=
-for _ in $(seq 100); do
-    url=$(sed -n 's#^miohttpd listening on \(http://127\.0\.0\.1:[0-9][0-9]*\)$#\1#p' "$log" | head -1)
-    [[ -n $url ]] && break
-    kill -0 "$server_pid" 2>/dev/null || { echo "plaintext.sh: server exited: $(cat "$log")" >&2; exit 1; }
-    sleep 0.1
-done
-[[ -n $url ]] || { echo "plaintext.sh: no listening line from $bin within 10 s" >&2; exit 1; }
-echo "plaintext.sh: $bin pid $server_pid on $url (cores $(sed -n 's/^Cpus_allowed_list:\s*//p' /proc/$server_pid/status)); wrk on cores $client_cores"
+server_start "${pin_server[@]}" "$bin" || { echo "plaintext.sh: $bin did not start" >&2; exit 1; }
+url=$SERVER_URL
+echo "plaintext.sh: $bin pid $SERVER_PID on $url (cores $(sed -n 's/^Cpus_allowed_list:\s*//p' "/proc/$SERVER_PID/status")); wrk on cores $client_cores"
 
 # Sanity first: a wrong answer fast is not a result.
 body=$(curl -sS --max-time 5 "$url/plaintext" 2>&1 || true)

@@ -62,29 +62,11 @@ esac
 echo "static-build: no PT_INTERP, no DT_NEEDED; file: $(grep -o 'stati[a-z-]* linked' <<<"$file_says"); ldd: $(head -1 <<<"$ldd_says" | sed 's/^[[:space:]]*//')"
 
 # --- smoke test: does the static binary serve? --------------------------------------------
-log=$(mktemp)
-server_pid=
-cleanup() {
-    if [[ -n $server_pid ]]; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    rm -f "$log"
-}
-trap cleanup EXIT
-
-"$bin" --listen 127.0.0.1:0 >"$log" 2>&1 &
-server_pid=$!
-url=
-for _ in $(seq 100); do
-    url=$(sed -n 's#^miohttpd listening on \(http://127\.0\.0\.1:[0-9][0-9]*\)$#\1#p' "$log" | head -1)
-    [[ -n $url ]] && break
-    kill -0 "$server_pid" 2>/dev/null || fail "server exited early: $(cat "$log")"
-    sleep 0.1
-done
-[[ -n $url ]] || fail "no 'miohttpd listening on http://127.0.0.1:PORT' line within 10 s: $(cat "$log")"
+# shellcheck source=scripts/lib/server.sh
+source scripts/lib/server.sh
+trap server_stop EXIT
+server_start "$bin" || fail "the static binary did not start"
+url=$SERVER_URL
 
 got=$(curl -sS --max-time 10 "$url/plaintext")
 [[ $got == "Hello, World!" ]] || fail "GET /plaintext answered '$got'"
@@ -96,8 +78,7 @@ got=${got//[$'\r\n ']/}
 [[ $got == "$want" ]] || fail "POST /md5 answered '$got', want $want"
 echo "static-build: served GET /plaintext and POST /md5 correctly on $url"
 
-cleanup
-server_pid=
+server_stop
 trap - EXIT
 
 size=$(stat -c %s "$bin")
