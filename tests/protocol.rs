@@ -214,6 +214,23 @@ fn expect_100_continue_is_answered_before_the_body_is_sent() {
 }
 
 #[test]
+fn expect_100_continue_to_a_route_that_ignores_the_body_still_gets_100() {
+    // GET /plaintext answers from the head alone; the body is read and dropped, but the client
+    // is waiting for the 100 before it sends that body.
+    let server = Server::start();
+    let mut conn = server.connect();
+    conn.send(b"GET /plaintext HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    expect_100_continue(&mut conn);
+    conn.send(b"hello");
+    let response = conn.read_response();
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.text(), "Hello, World!");
+    // The dropped body did not leak into the next request.
+    conn.send(GET_PLAINTEXT);
+    assert_eq!(conn.read_response().status, 200);
+}
+
+#[test]
 fn expect_100_continue_to_an_unknown_path_gets_404_instead() {
     let server = Server::start();
     let mut conn = server.connect();

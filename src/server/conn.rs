@@ -382,31 +382,23 @@ impl Conn {
         if !framing.has_body() {
             return self.complete(reply, consumer, ctx);
         }
-        let too_large = match &consumer {
-            Consumer::Buffered { limit, .. } => {
-                matches!(framing, Framing::Length(n) if n > *limit as u64)
+        let consumer = match consumer {
+            Consumer::Buffered { limit, .. } if matches!(framing, Framing::Length(n) if n > limit as u64) =>
+            {
+                return self.fail(RequestError::BodyTooLarge, reply, ctx);
             }
-            _ => false,
-        };
-        if too_large {
-            return self.fail(RequestError::BodyTooLarge, reply, ctx);
-        }
-        if let Consumer::Discard(response) = consumer {
-            if response.status >= 400 {
-                // Refused from the head alone: answer before the body and close, rather than
-                // read a body nobody wants (RFC 9110 §10.1.1).
+            // Refused from the head alone: answer before the body and close, rather than
+            // read a body nobody wants (RFC 9110 §10.1.1).
+            Consumer::Discard(response) if response.status >= 400 => {
                 self.unread_input = true;
-                return self.respond(
-                    Response {
-                        close: true,
-                        ..response
-                    },
-                    reply,
-                    ctx,
-                );
+                let response = Response {
+                    close: true,
+                    ..response
+                };
+                return self.respond(response, reply, ctx);
             }
-            return self.await_body(reply, framing, Consumer::Discard(response), ctx);
-        }
+            consumer => consumer,
+        };
         // RFC 9110 §10.1.1: the client waits for 100 before sending the body, unless it
         // already started.
         if expect_continue && !body_already_sent {
