@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::comet::CometSettings;
 use crate::http::head::{HeadLimits, MAX_HEADERS_CAP};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,14 @@ pub struct Config {
     /// How long a connection closing after an error keeps draining the client's bytes, so
     /// the kernel does not reset the connection before the client has read the response.
     pub linger: Duration,
+    /// Channels, history and idle-channel expiry of the comet registry.
+    pub comet: CometSettings,
+    /// How long a long-poll waiter stays parked before an empty 204 (zero: forever).
+    pub comet_timeout: Duration,
+    /// Largest body `POST /notify/{channel}` accepts (413 beyond).
+    pub comet_body_limit: usize,
+    /// Interval of the comment lines that keep an idle event stream alive.
+    pub sse_heartbeat: Duration,
 }
 
 impl Default for Config {
@@ -51,6 +60,10 @@ impl Default for Config {
             turn_bytes: 2 << 20,
             tcp_nodelay: true,
             linger: Duration::from_secs(2),
+            comet: CometSettings::default(),
+            comet_timeout: Duration::ZERO,
+            comet_body_limit: 64 * 1024,
+            sse_heartbeat: Duration::from_secs(15),
         }
     }
 }
@@ -169,7 +182,56 @@ const FLAGS: &[Flag] = &[
             Ok(())
         },
     },
+    Flag {
+        name: "comet-timeout",
+        value: "SECS",
+        help: "how long a long-poll waiter stays parked before an empty 204 (0: forever)",
+        show: |c| c.comet_timeout.as_secs().to_string(),
+        set: |c, v| set_seconds(&mut c.comet_timeout, v, 0),
+    },
+    Flag {
+        name: "comet-history",
+        value: "N",
+        help: "messages kept per channel for clients catching up",
+        show: |c| c.comet.history.to_string(),
+        set: |c, v| set_number(&mut c.comet.history, v, 1, 1 << 16),
+    },
+    Flag {
+        name: "comet-body-limit",
+        value: "BYTES",
+        help: "largest body POST /notify/{channel} accepts; 413 beyond",
+        show: |c| c.comet_body_limit.to_string(),
+        set: |c, v| set_number(&mut c.comet_body_limit, v, 0, 64 << 20),
+    },
+    Flag {
+        name: "comet-max-channels",
+        value: "N",
+        help: "channels that may exist at once; 503 beyond",
+        show: |c| c.comet.max_channels.to_string(),
+        set: |c, v| set_number(&mut c.comet.max_channels, v, 1, 1 << 24),
+    },
+    Flag {
+        name: "comet-channel-ttl",
+        value: "SECS",
+        help: "a channel with no waiters and no message for this long is dropped",
+        show: |c| c.comet.channel_ttl.as_secs().to_string(),
+        set: |c, v| set_seconds(&mut c.comet.channel_ttl, v, 1),
+    },
+    Flag {
+        name: "sse-heartbeat",
+        value: "SECS",
+        help: "interval of the comment lines that keep an idle event stream alive",
+        show: |c| c.sse_heartbeat.as_secs().to_string(),
+        set: |c, v| set_seconds(&mut c.sse_heartbeat, v, 1),
+    },
 ];
+
+fn set_seconds(field: &mut Duration, value: &str, min: u64) -> Result<(), String> {
+    let mut secs = 0u64;
+    set_number(&mut secs, value, min, 7 * 24 * 3600)?;
+    *field = Duration::from_secs(secs);
+    Ok(())
+}
 
 fn set_number<T>(field: &mut T, value: &str, min: T, max: T) -> Result<(), String>
 where

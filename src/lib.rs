@@ -19,6 +19,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod comet;
 pub mod config;
 pub mod handlers;
 pub mod http;
@@ -27,7 +28,7 @@ pub mod server;
 
 pub use config::{Command, Config};
 pub use http::{Head, Response, Version};
-pub use router::{BodySink, BufferedHandler, Request, Route, Router, Service};
+pub use router::{BodySink, BufferedHandler, Payload, Request, Route, Router, Service};
 pub use server::Server;
 
 /// Parses the command line, binds, prints the one line saying where it listens, and runs

@@ -1,5 +1,5 @@
 //! The miohttpd binary: flags to config, then the loop with the built-in routes.
 
 fn main() {
-    miohttpd::serve_from_args(|_config| miohttpd::handlers::builtin_router());
+    miohttpd::serve_from_args(miohttpd::handlers::builtin_router);
 }

@@ -23,6 +23,31 @@ pub enum Route {
     },
     /// Hand each piece of the body to the sink as it is decoded.
     Streamed(Box<dyn BodySink>),
+    /// Comet long-poll: answer with the next message on `channel` after `after` (a message
+    /// id, from `?after=` or `Last-Event-ID`), parking the connection until there is one.
+    Wait {
+        channel: String,
+        after: Option<String>,
+    },
+    /// Server-Sent Events: stream every message on `channel`, first replaying the history
+    /// after `after`.
+    Subscribe {
+        channel: String,
+        after: Option<String>,
+    },
+    /// Publish a message to `channel` and answer with the number of waiters it reached.
+    Publish { channel: String, payload: Payload },
+    /// Answer with the number of waiters parked right now.
+    CountWaiters,
+}
+
+/// What a published message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// The number of waiters notified, as a decimal (the original `GET /notify`).
+    WaiterCount,
+    /// The request body, at most `limit` bytes (413 beyond).
+    Body { limit: usize },
 }
 
 /// A handler that sees the whole request as one owned value.
@@ -84,8 +109,9 @@ impl Request {
     }
 }
 
-/// Routes by exact path and method. GET routes answer HEAD too; a known path with another
-/// method gets 405 with `Allow`; an unknown path gets 404.
+/// Routes by path and method. A path is exact (`/wait`) or a prefix (`/wait/*` matches
+/// `/wait/` followed by at least one byte). GET routes answer HEAD too; a known path with
+/// another method gets 405 with `Allow`; an unknown path gets 404.
 #[derive(Default)]
 pub struct Router {
     routes: Vec<RouteEntry>,
@@ -102,6 +128,7 @@ type StartSink = Box<dyn Fn(&Head<'_>) -> Box<dyn BodySink>>;
 
 enum Handler {
     Immediate(Box<dyn Fn(&Head<'_>) -> Response>),
+    Route(Box<dyn Fn(&Head<'_>) -> Route>),
     Buffered {
         limit: usize,
         handler: Rc<dyn BufferedHandler>,
@@ -141,6 +168,17 @@ impl Router {
         self
     }
 
+    /// A handler that decides the whole [`Route`] itself (comet routes are built this way).
+    pub fn route(
+        mut self,
+        method: impl Into<Cow<'static, str>>,
+        path: impl Into<Cow<'static, str>>,
+        decide: impl Fn(&Head<'_>) -> Route + 'static,
+    ) -> Self {
+        self.add(method, path, Handler::Route(Box::new(decide)));
+        self
+    }
+
     /// A handler whose `start` makes a fresh sink for each request's body.
     pub fn streamed(
         mut self,
@@ -168,7 +206,7 @@ impl Router {
     /// The `Allow` value for a path: its methods in registration order, HEAD after GET.
     fn allow(&self, path: &str) -> String {
         let mut allow = String::new();
-        for entry in self.routes.iter().filter(|e| e.path == path) {
+        for entry in self.routes.iter().filter(|e| path_matches(&e.path, path)) {
             for method in [&*entry.method, "HEAD"] {
                 if method == "HEAD" && entry.method != "GET" {
                     continue;
@@ -189,7 +227,7 @@ impl Service for Router {
     fn route(&self, head: &Head<'_>) -> Route {
         let mut path_known = false;
         for entry in &self.routes {
-            if entry.path != head.path {
+            if !path_matches(&entry.path, head.path) {
                 continue;
             }
             path_known = true;
@@ -200,6 +238,7 @@ impl Service for Router {
             }
             return match &entry.handler {
                 Handler::Immediate(respond) => Route::Respond(respond(head)),
+                Handler::Route(decide) => decide(head),
                 Handler::Buffered { limit, handler } => Route::Buffered {
                     limit: *limit,
                     handler: Rc::clone(handler),
@@ -213,6 +252,14 @@ impl Service for Router {
         } else {
             Route::Respond(Response::text(404, "not found\n"))
         }
+    }
+}
+
+/// `/a/*` matches `/a/` plus at least one more byte; any other pattern matches exactly.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => path.len() > prefix.len() && path.starts_with(prefix),
+        None => pattern == path,
     }
 }
 
@@ -236,6 +283,7 @@ mod tests {
             }
             Route::Buffered { .. } => (1, None),
             Route::Streamed(_) => (2, None),
+            _ => (3, None),
         }
     }
 
@@ -257,7 +305,8 @@ mod tests {
                 Response::bytes(200, "application/octet-stream", r.body)
             })
             .streamed("POST", "/md5", |_| Box::new(Discard))
-            .streamed("PUT", "/md5", |_| Box::new(Discard));
+            .streamed("PUT", "/md5", |_| Box::new(Discard))
+            .route("GET", "/wait/*", |_| Route::CountWaiters);
         let table: &[(&str, u16, Option<&str>)] = &[
             ("GET /plaintext HTTP/1.1", 200, None),
             ("HEAD /plaintext HTTP/1.1", 200, None),
@@ -268,6 +317,11 @@ mod tests {
             ("DELETE /md5 HTTP/1.1", 405, Some("POST, PUT")),
             ("GET /nope HTTP/1.1", 404, None),
             ("GET /plaintext/ HTTP/1.1", 404, None),
+            ("GET /wait/news HTTP/1.1", 3, None),
+            ("GET /wait/a/b HTTP/1.1", 3, None),
+            ("GET /wait/ HTTP/1.1", 404, None),
+            ("GET /wait HTTP/1.1", 404, None),
+            ("POST /wait/news HTTP/1.1", 405, Some("GET, HEAD")),
         ];
         for &(line, status, allow) in table {
             assert_eq!(

@@ -1,18 +1,35 @@
 //! The built-in routes, written with the same public [`Router`] API a user would use.
 
+pub mod comet;
 pub mod md5;
 
+use crate::config::Config;
 use crate::http::Response;
 use crate::router::Router;
 
 /// The conventional benchmark body.
 pub const PLAINTEXT: &str = "Hello, World!";
 
-/// Every built-in route: `POST /` and `POST /md5` (streamed MD5 of the body) and
-/// `GET /plaintext`.
-pub fn builtin_router() -> Router {
-    Router::new()
+/// Every built-in route: `POST /` and `POST /md5` (streamed MD5 of the body),
+/// `GET /plaintext`, and the comet routes (`GET /` counts the parked waiters).
+pub fn builtin_router(config: &Config) -> Router {
+    let mut router = Router::new()
         .streamed("POST", "/", md5::start)
         .streamed("POST", "/md5", md5::start)
         .respond("GET", "/plaintext", |_| Response::text(200, PLAINTEXT))
+        .route("GET", "/", comet::count);
+    for path in ["/wait", "/wait/*"] {
+        router = router.route("GET", path, comet::wait);
+    }
+    for path in ["/notify", "/notify/*"] {
+        router = router.route("GET", path, comet::notify_count).route(
+            "POST",
+            path,
+            comet::notify_body(config.comet_body_limit),
+        );
+    }
+    for path in ["/events", "/events/*"] {
+        router = router.route("GET", path, comet::events);
+    }
+    router
 }

@@ -135,9 +135,19 @@ pub fn validate(response: &Response) -> Result<(), EncodeError> {
     Ok(())
 }
 
+/// How the body after a head is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// Content-Length: this many bytes (omitted for 204, which has no content).
+    Length(u64),
+    /// Transfer-Encoding: chunked; the body streams until a last chunk.
+    Chunked,
+    /// No length: the body runs until the connection closes (for HTTP/1.0 streams).
+    UntilClose,
+}
+
 /// Appends a validated response to `out`. Returns whether the connection must close after it.
 pub fn encode(out: &mut Vec<u8>, response: &Response, exchange: &Exchange<'_>) -> bool {
-    let keep_alive = exchange.keep_alive && !response.close;
     // RFC 9110 §8.6, §15.3.5, §15.4.5: no content (and no Content-Length for 204) in 204 and 304.
     let no_content = matches!(response.status, 204 | 304);
     let body: &[u8] = if no_content || exchange.head_method {
@@ -146,33 +156,88 @@ pub fn encode(out: &mut Vec<u8>, response: &Response, exchange: &Exchange<'_>) -
         &response.body
     };
     out.reserve(160 + response.content_type.len() + body.len());
+    let headers = response.headers.iter().map(|(n, v)| (&**n, &**v));
+    let close = encode_head(
+        out,
+        response.status,
+        &response.content_type,
+        headers,
+        BodyFraming::Length(response.body.len() as u64),
+        exchange.keep_alive && !response.close,
+        exchange,
+    );
+    out.extend_from_slice(body);
+    close
+}
+
+/// Appends a status line and header section with the headers every response carries, the
+/// given extra fields and framing. Returns whether the connection must close after the body
+/// (an until-close body always does).
+pub fn encode_head<'h>(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    headers: impl Iterator<Item = (&'h str, &'h str)>,
+    framing: BodyFraming,
+    keep_alive: bool,
+    exchange: &Exchange<'_>,
+) -> bool {
+    let keep_alive = keep_alive && framing != BodyFraming::UntilClose;
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(response.status));
+    push_decimal(out, u64::from(status));
     out.push(b' ');
-    out.extend_from_slice(reason_phrase(response.status).as_bytes());
+    out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\nServer: miohttpd\r\nDate: ");
     out.extend_from_slice(exchange.date);
     out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(response.content_type.as_bytes());
-    if response.status != 204 {
-        out.extend_from_slice(b"\r\nContent-Length: ");
-        push_decimal(out, response.body.len() as u64);
+    out.extend_from_slice(content_type.as_bytes());
+    match framing {
+        BodyFraming::Length(_) if status == 204 => {}
+        BodyFraming::Length(n) => {
+            out.extend_from_slice(b"\r\nContent-Length: ");
+            push_decimal(out, n);
+        }
+        BodyFraming::Chunked => out.extend_from_slice(b"\r\nTransfer-Encoding: chunked"),
+        BodyFraming::UntilClose => {}
     }
     if !keep_alive {
         out.extend_from_slice(b"\r\nConnection: close");
     } else if exchange.version == Version::Http10 {
         out.extend_from_slice(b"\r\nConnection: keep-alive");
     }
-    for (name, value) in &response.headers {
+    for (name, value) in headers {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
     }
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(body);
     !keep_alive
 }
+
+/// Appends one chunk of a chunked body (RFC 9112 §7.1); an empty `data` would end the body,
+/// so callers send the last chunk with [`LAST_CHUNK`] instead.
+pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    debug_assert!(!data.is_empty());
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut n = data.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n % 16];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk of a chunked body, with no trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Appends the decimal digits of `value` without allocating.
 pub fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
@@ -304,6 +369,57 @@ mod tests {
         ];
         for response in table {
             assert!(validate(&response).is_err(), "{response:?}");
+        }
+    }
+
+    #[test]
+    fn streaming_heads_and_chunks() {
+        let mut out = Vec::new();
+        let ex = exchange(Version::Http11, true, false);
+        let close = encode_head(
+            &mut out,
+            200,
+            "text/event-stream",
+            [("Cache-Control", "no-cache")].into_iter(),
+            BodyFraming::Chunked,
+            true,
+            &ex,
+        );
+        assert!(!close);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("\r\nTransfer-Encoding: chunked\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Content-Length"), "{text}");
+        assert!(
+            text.ends_with("\r\nCache-Control: no-cache\r\n\r\n"),
+            "{text}"
+        );
+
+        let mut out = Vec::new();
+        let ex10 = exchange(Version::Http10, true, false);
+        let close = encode_head(
+            &mut out,
+            200,
+            "text/event-stream",
+            [].into_iter(),
+            BodyFraming::UntilClose,
+            true,
+            &ex10,
+        );
+        assert!(close, "a close-delimited body ends with the connection");
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("Connection: close"));
+
+        for (data, want) in [
+            (&b"a"[..], "1\r\na\r\n"),
+            (&[b'x'; 26][..], "1a\r\nxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n"),
+        ] {
+            let mut out = Vec::new();
+            encode_chunk(&mut out, data);
+            assert_eq!(String::from_utf8(out).unwrap(), want);
         }
     }
 

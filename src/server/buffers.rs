@@ -1,6 +1,8 @@
 //! Read and write buffers, and the pool that lends them to connections only while they have
 //! bytes in flight, so an idle keep-alive connection holds no buffer at all.
 
+use std::rc::Rc;
+
 /// A fixed-size read buffer with a window of unconsumed bytes.
 #[derive(Debug)]
 pub struct InputBuffer {
@@ -75,23 +77,47 @@ impl InputBuffer {
     }
 }
 
-/// Pending response bytes: appended at the end, written from `sent`.
+/// Pending response bytes: first an optional segment shared with other connections (a
+/// notify's answer, rendered once for all its waiters), then the connection's own bytes,
+/// appended at the end and written from `sent`.
 #[derive(Debug, Default)]
 pub struct OutputBuffer {
+    shared: Option<(Rc<[u8]>, usize)>,
     pub bytes: Vec<u8>,
     pub sent: usize,
 }
 
 impl OutputBuffer {
-    pub fn pending(&self) -> &[u8] {
-        &self.bytes[self.sent..]
-    }
-
     pub fn pending_len(&self) -> usize {
-        self.bytes.len() - self.sent
+        let shared = self.shared.as_ref().map_or(0, |(s, at)| s.len() - at);
+        shared + self.bytes.len() - self.sent
     }
 
-    pub fn advance(&mut self, n: usize) {
+    /// The pending bytes as at most two slices, in the order they must be sent.
+    pub fn pending(&self) -> [&[u8]; 2] {
+        let shared = self.shared.as_ref().map_or(&[][..], |(s, at)| &s[*at..]);
+        [shared, &self.bytes[self.sent..]]
+    }
+
+    /// Queues bytes shared with other connections. Held by reference when nothing else is
+    /// pending (the usual case: a parked waiter); copied behind what is, to keep the order.
+    pub fn push_shared(&mut self, shared: &Rc<[u8]>) {
+        if self.pending_len() == 0 {
+            self.shared = Some((Rc::clone(shared), 0));
+        } else {
+            self.bytes.extend_from_slice(shared);
+        }
+    }
+
+    pub fn advance(&mut self, mut n: usize) {
+        if let Some((shared, at)) = &mut self.shared {
+            let taken = n.min(shared.len() - *at);
+            *at += taken;
+            n -= taken;
+            if *at == shared.len() {
+                self.shared = None;
+            }
+        }
         self.sent += n;
         if self.sent == self.bytes.len() {
             self.bytes.clear();
@@ -102,7 +128,8 @@ impl OutputBuffer {
     /// Drops already-sent bytes from the front once they outweigh what is left, so a slow
     /// reader's buffer stays near the high-water mark instead of growing with every response.
     pub fn compact(&mut self) {
-        if self.sent > 0 && self.sent >= self.pending_len() {
+        let own_pending = self.bytes.len() - self.sent;
+        if self.sent > 0 && self.sent >= own_pending {
             self.bytes.drain(..self.sent);
             self.sent = 0;
         }
@@ -228,15 +255,37 @@ mod tests {
         out.advance(3);
         out.compact();
         assert_eq!(
-            (out.sent, out.pending()),
+            (out.sent, out.pending()[1]),
             (3, &b"3456789"[..]),
             "little sent: keep"
         );
         out.advance(5);
         out.compact();
-        assert_eq!((out.sent, out.pending()), (0, &b"89"[..]));
+        assert_eq!((out.sent, out.pending()[1]), (0, &b"89"[..]));
         out.advance(2);
         assert_eq!(out.bytes.len(), 0);
+    }
+
+    #[test]
+    fn shared_bytes_are_held_not_copied_and_keep_their_order() {
+        let notify: Rc<[u8]> = Rc::from(&b"SHARED"[..]);
+        let mut idle = OutputBuffer::default();
+        idle.push_shared(&notify);
+        assert_eq!(Rc::strong_count(&notify), 2, "held by reference");
+        idle.bytes.extend_from_slice(b"own");
+        assert_eq!(idle.pending(), [&b"SHARED"[..], &b"own"[..]]);
+        idle.advance(4);
+        assert_eq!(idle.pending(), [&b"ED"[..], &b"own"[..]]);
+        idle.advance(3);
+        assert_eq!(idle.pending(), [&b""[..], &b"wn"[..]]);
+        assert_eq!(Rc::strong_count(&notify), 1, "released once sent");
+
+        let mut busy = OutputBuffer::default();
+        busy.bytes.extend_from_slice(b"first");
+        busy.push_shared(&notify);
+        assert_eq!(Rc::strong_count(&notify), 1, "copied behind pending bytes");
+        assert_eq!(busy.pending(), [&b""[..], &b"firstSHARED"[..]]);
+        assert_eq!(busy.pending_len(), 11);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! | phase       | waiting for                    | next                                     |
 //! |-------------|--------------------------------|------------------------------------------|
 //! | `Head`      | the empty line ending a head   | `Body` (routed), `Closing` (bad head)    |
-//! | `Body`      | the rest of the body           | `Head` (keep-alive) or `Closing`         |
+//! | `Body`      | the rest of the body           | `Head`, `Parked`, `Subscribed`, `Closing` |
+//! | `Parked`    | a message on its channel       | `Head` (keep-alive) or `Closing`; 204 on timeout |
+//! | `Subscribed`| messages, heartbeats, EOF      | closed                                   |
 //! | `Closing`   | the output to drain            | `Lingering`, or closed if the peer is gone |
 //! | `Lingering` | the peer's EOF, or a deadline  | closed                                   |
 
@@ -16,16 +18,19 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
+use mio::Token;
 
 use super::buffers::{BufferPool, InputBuffer, InputKind, OutputBuffer};
+use super::fanout::{self, Fanout, Form, HEARTBEAT, ID_HEADER, RESYNC_HEADER};
 use super::stats::Stats;
+use crate::comet::{CatchUp, Comet, CometError, MessageId, Spot, SpotKind};
 use crate::config::Config;
 use crate::http::response::{self, Exchange, CONTINUE};
 use crate::http::{
     header_storage, parse_head, BodyDecoder, DateCache, Framing, Head, HeadScanner, HeadSpan,
     RequestError, Response, Version,
 };
-use crate::router::{BodySink, BufferedHandler, Request, Route, Service};
+use crate::router::{BodySink, BufferedHandler, Payload, Request, Route, Service};
 
 /// Everything of the loop's that a connection may use during one event.
 pub struct Ctx<'a, S> {
@@ -34,8 +39,15 @@ pub struct Ctx<'a, S> {
     pub date: &'a DateCache,
     pub pool: &'a mut BufferPool,
     pub stats: &'a mut Stats,
+    pub comet: &'a mut Comet,
+    /// The token of the connection being served, for parking it.
+    pub token: Token,
     pub now: Instant,
 }
+
+/// Pending event-stream bytes past which a subscriber that does not read is dropped rather
+/// than buffered without bound.
+const MAX_EVENT_BACKLOG: usize = 1 << 20;
 
 /// What a readiness event reported for a connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -85,8 +97,22 @@ pub struct Conn {
 enum Phase {
     Head(HeadScanner),
     Body(BodyPhase),
+    /// A long-poll waiter: no buffers, a spot on its channel, and how to answer it.
+    Parked(Parked),
+    /// An event-stream subscriber.
+    Subscribed(Subscribed),
     Closing,
     Lingering,
+}
+
+struct Parked {
+    spot: Spot,
+    reply: ReplyTo,
+}
+
+struct Subscribed {
+    spot: Spot,
+    chunked: bool,
 }
 
 /// A routed request whose body is still arriving.
@@ -123,6 +149,21 @@ enum Consumer {
         handler: Rc<dyn BufferedHandler>,
     },
     Streamed(Box<dyn BodySink>),
+    /// Comet routes name their channel; it is looked up (or made) once the body is read.
+    Wait {
+        channel: String,
+        after: Option<MessageId>,
+    },
+    Subscribe {
+        channel: String,
+        after: Option<MessageId>,
+    },
+    Publish {
+        channel: String,
+        payload: Payload,
+        content_type: Box<str>,
+        body: Vec<u8>,
+    },
 }
 
 /// Why [`Conn::process`] stopped.
@@ -162,11 +203,7 @@ impl Conn {
             self.drained = false;
         }
         self.hang_up_seen |= event.hung_up;
-        let next = self.drive(ctx);
-        if next != Next::Close {
-            self.return_idle_buffers(ctx.pool);
-        }
-        next
+        self.finish_turn(ctx)
     }
 
     /// A deadline set since the last call, for the loop's timer queue.
@@ -178,12 +215,78 @@ impl Conn {
         self.deadline
     }
 
-    /// A timer fired for this connection: close it if its deadline has passed.
-    pub fn on_deadline(&self, now: Instant) -> Next {
-        match self.deadline {
-            Some(at) if at <= now => Next::Close,
-            _ => Next::Wait,
+    /// Where the connection is parked, if it is: the loop unparks it when it closes.
+    pub fn spot(&self) -> Option<Spot> {
+        match &self.phase {
+            Phase::Parked(parked) => Some(parked.spot),
+            Phase::Subscribed(subscribed) => Some(subscribed.spot),
+            _ => None,
         }
+    }
+
+    /// A timer fired for this connection: a lingering close ends, a parked waiter gets its
+    /// 204, a subscriber its heartbeat.
+    pub fn on_deadline<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
+        match self.deadline {
+            Some(at) if at <= ctx.now => self.deadline = None,
+            _ => return Next::Wait,
+        }
+        match &self.phase {
+            Phase::Lingering => return Next::Close,
+            Phase::Parked(parked) => {
+                ctx.comet.unpark(parked.spot);
+                let reply = parked.reply;
+                self.respond(Response::text(204, ""), reply, ctx);
+            }
+            Phase::Subscribed(subscribed) => {
+                let chunked = subscribed.chunked;
+                fanout::push_stream_bytes(self.output_bytes(ctx.pool), HEARTBEAT, chunked);
+                self.set_deadline(ctx.now + ctx.config.sse_heartbeat);
+            }
+            _ => return Next::Wait,
+        }
+        self.finish_turn(ctx)
+    }
+
+    /// A message for the channel this connection is parked on.
+    pub fn deliver<S: Service>(&mut self, fanout: &mut Fanout, ctx: &mut Ctx<'_, S>) -> Next {
+        match &self.phase {
+            Phase::Parked(parked) => {
+                let form = Form::for_reply(parked.reply.version, parked.reply.keep_alive);
+                self.output
+                    .push_shared(fanout.bytes(form, ctx.date.as_bytes()));
+                self.deadline = None;
+                self.phase = match form {
+                    Form::Close => Phase::Closing,
+                    _ => Phase::Head(HeadScanner::default()),
+                };
+            }
+            Phase::Subscribed(subscribed) => {
+                if self.output.pending_len() > MAX_EVENT_BACKLOG {
+                    eprintln!("miohttpd: {}: event stream not read; dropped", self.peer);
+                    return Next::Close;
+                }
+                let form = Form::for_events(subscribed.chunked);
+                self.output
+                    .push_shared(fanout.bytes(form, ctx.date.as_bytes()));
+            }
+            _ => return Next::Wait,
+        }
+        self.finish_turn(ctx)
+    }
+
+    /// Continues after an outside event changed the phase: answer, write, maybe read on.
+    fn finish_turn<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
+        let next = self.drive(ctx);
+        if next != Next::Close {
+            self.return_idle_buffers(ctx.pool);
+        }
+        next
+    }
+
+    fn set_deadline(&mut self, at: Instant) {
+        self.deadline = Some(at);
+        self.deadline_announced = false;
     }
 
     /// Gives the connection's buffers back before it is dropped.
@@ -201,6 +304,10 @@ impl Conn {
         let mut read_this_turn = 0;
         loop {
             let stall = self.process(ctx);
+            if self.peer_closed && matches!(self.phase, Phase::Parked(_) | Phase::Subscribed(_)) {
+                // Gone while waiting: forgotten at once (the loop unparks it).
+                return Next::Close;
+            }
             if let Err(e) = self.flush(ctx.stats) {
                 return self.io_failed(&e);
             }
@@ -230,6 +337,14 @@ impl Conn {
             }
             if read_this_turn >= ctx.config.turn_bytes {
                 return Next::Yield;
+            }
+            if self
+                .input
+                .as_ref()
+                .is_some_and(|input| input.free_space() == 0)
+            {
+                // Only a parked waiter's pipelined requests can fill it: they wait their turn.
+                return Next::Wait;
             }
             match self.read_once(ctx) {
                 Ok(n) => read_this_turn += n,
@@ -296,12 +411,22 @@ impl Conn {
         }
     }
 
-    /// Writes pending output until it is gone or the socket takes less than offered.
+    /// Writes pending output until it is gone or the socket takes less than offered. Shared
+    /// bytes and the connection's own go out in one vectored write when both are pending.
     fn flush(&mut self, stats: &mut Stats) -> io::Result<()> {
         while self.output.pending_len() > 0 {
             let offered = self.output.pending_len();
+            let [shared, own] = self.output.pending();
             stats.writes += 1;
-            match self.stream.write(self.output.pending()) {
+            let written = if shared.is_empty() || own.is_empty() {
+                let only = if shared.is_empty() { own } else { shared };
+                self.stream.write(only)
+            } else {
+                stats.vectored_writes += 1;
+                self.stream
+                    .write_vectored(&[io::IoSlice::new(shared), io::IoSlice::new(own)])
+            };
+            match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     stats.bytes_out += n as u64;
@@ -346,8 +471,10 @@ impl Conn {
                         self.fail(e, reply, ctx);
                     }
                 },
+                // Requests pipelined behind a wait are answered after it.
+                Phase::Parked(_) => return Stall::Input,
                 // Closing: nothing more will be answered; the bytes are not wanted.
-                Phase::Closing | Phase::Lingering => {
+                Phase::Subscribed(_) | Phase::Closing | Phase::Lingering => {
                     self.unread_input |= !input.is_empty();
                     input.consume_all();
                     return Stall::Input;
@@ -375,7 +502,7 @@ impl Conn {
         };
         let framing = head.framing;
         let expect_continue = head.expect_continue;
-        let consumer = route(ctx.service, &head);
+        let consumer = route(&head, ctx);
         input.consume(span.end);
         let body_already_sent = !input.is_empty();
 
@@ -440,8 +567,89 @@ impl Conn {
                 .unwrap_or_else(|_| internal_error("a buffered handler panicked")),
             Consumer::Streamed(sink) => catch_unwind(AssertUnwindSafe(|| sink.finish()))
                 .unwrap_or_else(|_| internal_error("a body sink panicked")),
+            Consumer::Wait { channel, after } => return self.wait(&channel, after, reply, ctx),
+            Consumer::Subscribe { channel, after } => {
+                return self.subscribe(&channel, after, reply, ctx)
+            }
+            Consumer::Publish {
+                channel,
+                payload,
+                content_type,
+                body,
+            } => publish(&channel, payload, &content_type, body, ctx),
         };
         self.respond(response, reply, ctx);
+    }
+
+    /// A long-poll: the next message it missed at once, or park until there is one.
+    fn wait<S>(
+        &mut self,
+        channel: &str,
+        after: Option<MessageId>,
+        reply: ReplyTo,
+        ctx: &mut Ctx<'_, S>,
+    ) {
+        let key = match ctx.comet.channel(channel, ctx.now) {
+            Ok(key) => key,
+            Err(e) => return self.respond(comet_error(e), reply, ctx),
+        };
+        let (message, resync) = match ctx.comet.catch_up(key, after) {
+            CatchUp::Park => {
+                let spot = ctx.comet.park(key, ctx.token, SpotKind::Waiter, ctx.now);
+                self.phase = Phase::Parked(Parked { spot, reply });
+                if !ctx.config.comet_timeout.is_zero() {
+                    self.set_deadline(ctx.now + ctx.config.comet_timeout);
+                }
+                return;
+            }
+            CatchUp::Next(message) => (message, false),
+            CatchUp::Resync(Some(message)) => (message, true),
+            CatchUp::Resync(None) => {
+                let response = Response::text(204, "").with_header(RESYNC_HEADER, "true");
+                return self.respond(response, reply, ctx);
+            }
+        };
+        let date = ctx.date.as_bytes();
+        let out = self.output_bytes(ctx.pool);
+        let close =
+            fanout::render_reply(out, &message, reply.version, reply.keep_alive, resync, date);
+        self.phase = if close {
+            Phase::Closing
+        } else {
+            Phase::Head(HeadScanner::default())
+        };
+    }
+
+    /// An event stream: the head, the history it missed, then every message as it comes.
+    fn subscribe<S>(
+        &mut self,
+        channel: &str,
+        after: Option<MessageId>,
+        reply: ReplyTo,
+        ctx: &mut Ctx<'_, S>,
+    ) {
+        let key = match ctx.comet.channel(channel, ctx.now) {
+            Ok(key) => key,
+            Err(e) => return self.respond(comet_error(e), reply, ctx),
+        };
+        let chunked = reply.version == Version::Http11;
+        let date = ctx.date.as_bytes();
+        let out = self.output_bytes(ctx.pool);
+        fanout::render_stream_head(out, reply.version, date);
+        if let Some(after) = after {
+            let (missed, lost) = ctx.comet.replay(key, after);
+            if lost {
+                fanout::render_resync_event(out, chunked);
+            }
+            for message in missed {
+                fanout::render_event(out, &message, chunked);
+            }
+        }
+        let spot = ctx
+            .comet
+            .park(key, ctx.token, SpotKind::Subscriber, ctx.now);
+        self.phase = Phase::Subscribed(Subscribed { spot, chunked });
+        self.set_deadline(ctx.now + ctx.config.sse_heartbeat);
     }
 
     /// Encodes a response; one that cannot be sent as it is becomes a 500.
@@ -540,16 +748,86 @@ impl Conn {
 }
 
 /// Asks the service what to do with a request; a panicking router becomes a 500.
-fn route<S: Service>(service: &S, head: &Head<'_>) -> Consumer {
-    match catch_unwind(AssertUnwindSafe(|| service.route(head))) {
-        Ok(Route::Respond(response)) => Consumer::Discard(response),
-        Ok(Route::Buffered { limit, handler }) => Consumer::Buffered {
+fn route<S: Service>(head: &Head<'_>, ctx: &mut Ctx<'_, S>) -> Consumer {
+    let service = ctx.service;
+    let decided = match catch_unwind(AssertUnwindSafe(|| service.route(head))) {
+        Ok(decided) => decided,
+        Err(_) => return Consumer::Discard(internal_error("the router panicked")),
+    };
+    let parse_after = |after: Option<String>| match after.as_deref().map(MessageId::parse) {
+        None => Ok(None),
+        Some(Some(id)) => Ok(Some(id)),
+        Some(None) => Err(Consumer::Discard(Response::text(
+            400,
+            "invalid message id\n",
+        ))),
+    };
+    match decided {
+        Route::Respond(response) => Consumer::Discard(response),
+        Route::Buffered { limit, handler } => Consumer::Buffered {
             limit,
             request: Box::new(Request::from_head(head)),
             handler,
         },
-        Ok(Route::Streamed(sink)) => Consumer::Streamed(sink),
-        Err(_) => Consumer::Discard(internal_error("the router panicked")),
+        Route::Streamed(sink) => Consumer::Streamed(sink),
+        Route::CountWaiters => {
+            Consumer::Discard(Response::text(200, ctx.comet.parked().to_string()))
+        }
+        Route::Wait { channel, after } => match parse_after(after) {
+            Ok(after) => Consumer::Wait { channel, after },
+            Err(refused) => refused,
+        },
+        Route::Subscribe { channel, after } => match parse_after(after) {
+            Ok(after) => Consumer::Subscribe { channel, after },
+            Err(refused) => refused,
+        },
+        Route::Publish { channel, payload } => {
+            let content_type = match payload {
+                Payload::WaiterCount => "text/plain",
+                Payload::Body { .. } => head
+                    .header("content-type")
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .unwrap_or("application/octet-stream"),
+            };
+            Consumer::Publish {
+                channel,
+                payload,
+                content_type: content_type.into(),
+                body: Vec::new(),
+            }
+        }
+    }
+}
+
+/// Publishes and answers the publisher with the number of connections reached.
+fn publish<S>(
+    channel: &str,
+    payload: Payload,
+    content_type: &str,
+    body: Vec<u8>,
+    ctx: &mut Ctx<'_, S>,
+) -> Response {
+    let key = match ctx.comet.channel(channel, ctx.now) {
+        Ok(key) => key,
+        Err(e) => return comet_error(e),
+    };
+    let message_body = |reached: usize| match payload {
+        Payload::WaiterCount => reached.to_string().into_bytes().into_boxed_slice(),
+        Payload::Body { .. } => body.into_boxed_slice(),
+    };
+    let (id, reached) = ctx.comet.publish(key, content_type, message_body, ctx.now);
+    Response::text(200, reached.to_string()).with_header(ID_HEADER, id.to_string())
+}
+
+fn comet_error(error: CometError) -> Response {
+    match error {
+        CometError::BadChannelName => {
+            Response::text(400, "channel names are 1 to 64 of A-Z a-z 0-9 . _ ~ -\n")
+        }
+        CometError::TooManyChannels => {
+            eprintln!("miohttpd: channel limit reached");
+            Response::text(503, "too many channels\n").with_header("Retry-After", "60")
+        }
     }
 }
 
@@ -574,7 +852,24 @@ fn feed_body(body: &mut BodyPhase, input: &mut InputBuffer) -> Result<bool, Requ
 impl Consumer {
     fn accept(&mut self, bytes: &[u8]) -> Result<(), RequestError> {
         match self {
-            Consumer::Discard(_) => Ok(()),
+            Consumer::Discard(_)
+            | Consumer::Wait { .. }
+            | Consumer::Subscribe { .. }
+            | Consumer::Publish {
+                payload: Payload::WaiterCount,
+                ..
+            } => Ok(()),
+            Consumer::Publish {
+                payload: Payload::Body { limit },
+                body,
+                ..
+            } => {
+                if body.len() + bytes.len() > *limit {
+                    return Err(RequestError::BodyTooLarge);
+                }
+                body.extend_from_slice(bytes);
+                Ok(())
+            }
             Consumer::Buffered { limit, request, .. } => {
                 if request.body.len() + bytes.len() > *limit {
                     return Err(RequestError::BodyTooLarge);

@@ -3,6 +3,7 @@
 
 mod buffers;
 mod conn;
+mod fanout;
 mod listener;
 pub mod stats;
 mod table;
@@ -16,11 +17,13 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::comet::{self, Comet};
 use crate::config::Config;
 use crate::http::DateCache;
 use crate::router::Service;
 use buffers::BufferPool;
 use conn::{Conn, Ctx, Next, Readiness};
+use fanout::Fanout;
 use stats::Stats;
 use table::{ConnTable, LISTENER};
 
@@ -64,6 +67,7 @@ impl<S: Service> Server<S> {
             listener,
             ..
         } = self;
+        let config_comet = config.comet;
         let pool = BufferPool::new(
             head_buffer_size(&config),
             config.body_buffer_size,
@@ -78,6 +82,8 @@ impl<S: Service> Server<S> {
             pool,
             date: DateCache::new(SystemTime::now()),
             stats: Stats::default(),
+            comet: Comet::new(config_comet, comet::new_epoch()),
+            next_sweep: Instant::now() + SWEEP_INTERVAL,
             timers: BinaryHeap::new(),
             again: Vec::new(),
             turns: Vec::new(),
@@ -86,6 +92,9 @@ impl<S: Service> Server<S> {
         .run()
     }
 }
+
+/// How often idle comet channels are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A head buffer must hold a whole head, so a full buffer always means "too large" (431)
 /// rather than a read of zero bytes.
@@ -104,6 +113,9 @@ struct EventLoop<S> {
     pool: BufferPool,
     date: DateCache,
     stats: Stats,
+    comet: Comet,
+    /// When idle comet channels are next looked for.
+    next_sweep: Instant,
     /// Deadlines, earliest first. Entries are not removed when a deadline changes; a popped
     /// entry is checked against its connection (and its token's generation) instead.
     timers: BinaryHeap<Reverse<(Instant, Token)>>,
@@ -172,6 +184,17 @@ impl<S: Service> EventLoop<S> {
     /// Gives one connection its turn. A stale token (its connection closed earlier in this
     /// batch, its slot possibly reused) finds nothing and is ignored.
     fn serve(&mut self, token: Token, readiness: Readiness, now: Instant) {
+        self.with_conn(token, now, |conn, ctx| conn.on_ready(readiness, ctx));
+        self.fan_out(now);
+    }
+
+    /// Runs `turn` on a live connection with the loop's context, then does what it returned.
+    fn with_conn(
+        &mut self,
+        token: Token,
+        now: Instant,
+        turn: impl FnOnce(&mut Conn, &mut Ctx<'_, S>) -> Next,
+    ) {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
@@ -181,9 +204,11 @@ impl<S: Service> EventLoop<S> {
             date: &self.date,
             pool: &mut self.pool,
             stats: &mut self.stats,
+            comet: &mut self.comet,
+            token,
             now,
         };
-        match conn.on_ready(readiness, &mut ctx) {
+        match turn(conn, &mut ctx) {
             Next::Wait => {}
             Next::Yield => self.again.push(token),
             Next::Close => return self.close(token),
@@ -193,8 +218,22 @@ impl<S: Service> EventLoop<S> {
         }
     }
 
+    /// Delivers what the last turn published: one rendering per form, shared by all.
+    fn fan_out(&mut self, now: Instant) {
+        while let Some(delivery) = self.comet.take_delivery() {
+            let mut fanout = Fanout::new(delivery.message);
+            let waiters = delivery.waiters.iter().map(|(_, &token)| token);
+            for token in waiters.chain(delivery.subscribers.iter().copied()) {
+                self.with_conn(token, now, |conn, ctx| conn.deliver(&mut fanout, ctx));
+            }
+        }
+    }
+
     fn close(&mut self, token: Token) {
         if let Some(conn) = self.conns.remove(token) {
+            if let Some(spot) = conn.spot() {
+                self.comet.unpark(spot);
+            }
             // Dropping the stream closes the fd, which also removes it from the epoll set:
             // no deregister syscall needed.
             conn.release(&mut self.pool);
@@ -207,12 +246,12 @@ impl<S: Service> EventLoop<S> {
                 break;
             }
             self.timers.pop();
-            let Some(conn) = self.conns.get_mut(token) else {
-                continue;
-            };
-            if conn.on_deadline(now) == Next::Close {
-                self.close(token);
-            }
+            self.with_conn(token, now, |conn, ctx| conn.on_deadline(ctx));
+        }
+        self.fan_out(now);
+        if now >= self.next_sweep {
+            self.comet.sweep(now);
+            self.next_sweep = now + SWEEP_INTERVAL;
         }
     }
 

@@ -10,6 +10,7 @@ pub struct Stats {
     pub reads: u64,
     pub short_reads: u64,
     pub writes: u64,
+    pub vectored_writes: u64,
     pub would_blocks: u64,
     pub shutdowns: u64,
     pub setsockopts: u64,

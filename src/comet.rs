@@ -1,0 +1,553 @@
+//! The comet registry: channels, the long-poll waiters and event-stream subscribers parked on
+//! them, and each channel's bounded history of messages. Pure bookkeeping over tokens: it
+//! writes to no socket. The loop asks it who waits where and delivers; anything that wants
+//! to publish (a local `/notify`, or one day a bus between worker processes) calls
+//! [`Comet::publish`] and nothing else.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+use slab::Slab;
+
+/// Limits of the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CometSettings {
+    /// Messages kept per channel for clients that catch up.
+    pub history: usize,
+    /// Channels that may exist at once (503 beyond).
+    pub max_channels: usize,
+    /// A channel with no waiters and no message for this long is dropped.
+    pub channel_ttl: Duration,
+}
+
+impl Default for CometSettings {
+    fn default() -> Self {
+        CometSettings {
+            history: 16,
+            max_channels: 10_000,
+            channel_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A message id: the server's epoch, new at every start, and a sequence number that only
+/// grows (shared by all channels, so ids never repeat even when a channel is dropped and made
+/// again). Written `EPOCH-SEQ`, e.g. `5f3a09c1-42`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MessageId {
+    pub epoch: u32,
+    pub seq: u64,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}-{}", self.epoch, self.seq)
+    }
+}
+
+impl MessageId {
+    pub fn parse(text: &str) -> Option<MessageId> {
+        let (epoch, seq) = text.trim().split_once('-')?;
+        if epoch.len() != 8 || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(MessageId {
+            epoch: u32::from_str_radix(epoch, 16).ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+/// One published message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message {
+    pub id: MessageId,
+    pub content_type: Box<str>,
+    pub body: Box<[u8]>,
+}
+
+/// A channel's handle, valid while the channel has waiters or subscribers (it cannot be
+/// dropped before then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelKey(usize);
+
+/// Where a parked connection sits, so it can leave in O(1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spot {
+    pub channel: ChannelKey,
+    pub slot: usize,
+    pub kind: SpotKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpotKind {
+    /// A long-poll waiter: answered once, then removed.
+    Waiter,
+    /// An event-stream subscriber: gets every message until it leaves.
+    Subscriber,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CometError {
+    /// The channel name is empty, too long, or has bytes outside `[A-Za-z0-9._~-]`.
+    BadChannelName,
+    /// Creating the channel would pass `max_channels`.
+    TooManyChannels,
+}
+
+/// What a waiter that names the last message it saw should get now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Nothing missed: park until the next message.
+    Park,
+    /// The next message it missed.
+    Next(Rc<Message>),
+    /// Messages were lost to it (its id fell out of the history, or is from another epoch):
+    /// here is the oldest one kept, if any, and the client must resynchronize.
+    Resync(Option<Rc<Message>>),
+}
+
+/// A publish whose fan-out the loop still has to do: the waiters it took (the channel starts
+/// a fresh, empty list) and the subscribers present at publish time.
+#[derive(Debug)]
+pub struct Delivery {
+    pub message: Rc<Message>,
+    pub waiters: Slab<Token>,
+    pub subscribers: Vec<Token>,
+}
+
+struct Channel {
+    name: Box<str>,
+    waiters: Slab<Token>,
+    subscribers: Slab<Token>,
+    history: VecDeque<Rc<Message>>,
+    /// Every message of this channel with a larger seq is in `history`.
+    floor: u64,
+    last_active: Instant,
+}
+
+pub struct Comet {
+    settings: CometSettings,
+    epoch: u32,
+    /// The seq of the last message published on any channel.
+    last_seq: u64,
+    channels: Slab<Channel>,
+    by_name: HashMap<Box<str>, usize>,
+    parked: usize,
+    deliveries: VecDeque<Delivery>,
+}
+
+/// The name of the channel the bare routes use.
+pub const DEFAULT_CHANNEL: &str = "default";
+const MAX_CHANNEL_NAME: usize = 64;
+
+impl Comet {
+    pub fn new(settings: CometSettings, epoch: u32) -> Self {
+        Comet {
+            settings,
+            epoch,
+            last_seq: 0,
+            channels: Slab::new(),
+            by_name: HashMap::new(),
+            parked: 0,
+            deliveries: VecDeque::new(),
+        }
+    }
+
+    /// Long-poll waiters parked right now, on all channels.
+    pub fn parked(&self) -> usize {
+        self.parked
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// The channel with this name, made if it does not exist.
+    pub fn channel(&mut self, name: &str, now: Instant) -> Result<ChannelKey, CometError> {
+        if !is_valid_channel_name(name) {
+            return Err(CometError::BadChannelName);
+        }
+        if let Some(&key) = self.by_name.get(name) {
+            return Ok(ChannelKey(key));
+        }
+        if self.channels.len() >= self.settings.max_channels {
+            return Err(CometError::TooManyChannels);
+        }
+        let name: Box<str> = name.into();
+        let key = self.channels.insert(Channel {
+            name: name.clone(),
+            waiters: Slab::new(),
+            subscribers: Slab::new(),
+            history: VecDeque::new(),
+            floor: self.last_seq,
+            last_active: now,
+        });
+        self.by_name.insert(name, key);
+        Ok(ChannelKey(key))
+    }
+
+    /// What a waiter that last saw `after` should get now (without `after`: park).
+    pub fn catch_up(&self, channel: ChannelKey, after: Option<MessageId>) -> CatchUp {
+        let Some(after) = after else {
+            return CatchUp::Park;
+        };
+        let channel = &self.channels[channel.0];
+        let oldest = channel.history.front().cloned();
+        if after.epoch != self.epoch || after.seq < channel.floor || after.seq > self.last_seq {
+            return CatchUp::Resync(oldest);
+        }
+        match channel.history.iter().find(|m| m.id.seq > after.seq) {
+            Some(next) => CatchUp::Next(Rc::clone(next)),
+            None => CatchUp::Park,
+        }
+    }
+
+    /// The messages after `after` still in the history, for an event stream that resumes;
+    /// the flag says some were lost to it.
+    pub fn replay(&self, channel: ChannelKey, after: MessageId) -> (Vec<Rc<Message>>, bool) {
+        let channel = &self.channels[channel.0];
+        let lost =
+            after.epoch != self.epoch || after.seq < channel.floor || after.seq > self.last_seq;
+        let from = if lost { 0 } else { after.seq };
+        let messages = channel
+            .history
+            .iter()
+            .filter(|m| m.id.seq > from)
+            .cloned()
+            .collect();
+        (messages, lost)
+    }
+
+    pub fn park(
+        &mut self,
+        channel: ChannelKey,
+        token: Token,
+        kind: SpotKind,
+        now: Instant,
+    ) -> Spot {
+        let entry = &mut self.channels[channel.0];
+        entry.last_active = now;
+        let slot = match kind {
+            SpotKind::Waiter => {
+                self.parked += 1;
+                entry.waiters.insert(token)
+            }
+            SpotKind::Subscriber => entry.subscribers.insert(token),
+        };
+        Spot {
+            channel,
+            slot,
+            kind,
+        }
+    }
+
+    /// Removes a parked connection (it hung up, timed out or closed).
+    pub fn unpark(&mut self, spot: Spot) {
+        let Some(channel) = self.channels.get_mut(spot.channel.0) else {
+            return;
+        };
+        let list = match spot.kind {
+            SpotKind::Waiter => &mut channel.waiters,
+            SpotKind::Subscriber => &mut channel.subscribers,
+        };
+        if list.try_remove(spot.slot).is_some() && spot.kind == SpotKind::Waiter {
+            self.parked -= 1;
+        }
+    }
+
+    /// Publishes a message: it gets the next id, joins the history, and every waiter and
+    /// subscriber of the channel is queued for delivery. `body` is called with the number of
+    /// connections reached, so a message can carry that count (the original `/notify`).
+    /// Returns the message's id and that number.
+    pub fn publish(
+        &mut self,
+        channel: ChannelKey,
+        content_type: &str,
+        body: impl FnOnce(usize) -> Box<[u8]>,
+        now: Instant,
+    ) -> (MessageId, usize) {
+        self.last_seq += 1;
+        let id = MessageId {
+            epoch: self.epoch,
+            seq: self.last_seq,
+        };
+        let entry = &mut self.channels[channel.0];
+        let reached = entry.waiters.len() + entry.subscribers.len();
+        let message = Rc::new(Message {
+            id,
+            content_type: content_type.into(),
+            body: body(reached),
+        });
+        entry.last_active = now;
+        entry.history.push_back(Rc::clone(&message));
+        while entry.history.len() > self.settings.history {
+            if let Some(evicted) = entry.history.pop_front() {
+                entry.floor = evicted.id.seq;
+            }
+        }
+        let waiters = std::mem::take(&mut entry.waiters);
+        self.parked -= waiters.len();
+        let subscribers = entry.subscribers.iter().map(|(_, &t)| t).collect();
+        if reached > 0 {
+            self.deliveries.push_back(Delivery {
+                message,
+                waiters,
+                subscribers,
+            });
+        }
+        (id, reached)
+    }
+
+    /// The next fan-out to perform.
+    pub fn take_delivery(&mut self) -> Option<Delivery> {
+        self.deliveries.pop_front()
+    }
+
+    /// Drops channels nobody waits on and nobody has published to for the channel TTL.
+    pub fn sweep(&mut self, now: Instant) {
+        let ttl = self.settings.channel_ttl;
+        let idle: Vec<usize> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| {
+                c.waiters.is_empty()
+                    && c.subscribers.is_empty()
+                    && now.saturating_duration_since(c.last_active) >= ttl
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in idle {
+            let channel = self.channels.remove(key);
+            self.by_name.remove(&channel.name);
+        }
+    }
+}
+
+/// 1 to 64 bytes of `[A-Za-z0-9._~-]`: unreserved URI characters, safe in a path and a log.
+pub fn is_valid_channel_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CHANNEL_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+/// An epoch for this run: different at every start (clock and process id), so ids from a
+/// previous run are never taken for this run's.
+pub fn new_epoch() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mixed = (nanos ^ (u64::from(std::process::id()) << 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> 32) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comet(history: usize) -> Comet {
+        Comet::new(
+            CometSettings {
+                history,
+                max_channels: 3,
+                channel_ttl: Duration::from_secs(10),
+            },
+            0xabcd_0123,
+        )
+    }
+
+    fn publish(comet: &mut Comet, channel: ChannelKey, text: &'static str) -> MessageId {
+        comet
+            .publish(
+                channel,
+                "text/plain",
+                |_| text.as_bytes().into(),
+                Instant::now(),
+            )
+            .0
+    }
+
+    #[test]
+    fn ids_round_trip_and_reject_garbage() {
+        let id = MessageId {
+            epoch: 0x5f3a09c1,
+            seq: 42,
+        };
+        assert_eq!(id.to_string(), "5f3a09c1-42");
+        assert_eq!(MessageId::parse("5f3a09c1-42"), Some(id));
+        for bad in [
+            "",
+            "42",
+            "5f3a09c1-",
+            "5f3a09c-42",
+            "5f3a09c1-x",
+            "zzzzzzzz-1",
+            "5f3a09c1--1",
+        ] {
+            assert_eq!(MessageId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn publish_takes_every_waiter_once_and_counts_them() {
+        let mut comet = comet(4);
+        let now = Instant::now();
+        let news = comet.channel("news", now).unwrap();
+        let other = comet.channel("other", now).unwrap();
+        for t in 0..3 {
+            comet.park(news, Token(t), SpotKind::Waiter, now);
+        }
+        comet.park(other, Token(9), SpotKind::Waiter, now);
+        let sub = comet.park(news, Token(7), SpotKind::Subscriber, now);
+        assert_eq!(comet.parked(), 4);
+
+        let (id, reached) = comet.publish(
+            news,
+            "text/plain",
+            |n| n.to_string().into_bytes().into(),
+            now,
+        );
+        assert_eq!(reached, 4, "three waiters and one subscriber");
+        assert_eq!(comet.parked(), 1, "only the other channel's waiter is left");
+        let delivery = comet.take_delivery().unwrap();
+        assert_eq!(delivery.message.id, id);
+        assert_eq!(&*delivery.message.body, b"4");
+        let mut tokens: Vec<usize> = delivery.waiters.iter().map(|(_, t)| t.0).collect();
+        tokens.sort_unstable();
+        assert_eq!(tokens, [0, 1, 2]);
+        assert_eq!(delivery.subscribers, [Token(7)]);
+        assert!(comet.take_delivery().is_none());
+
+        // Subscribers stay; a second publish reaches only them.
+        let (_, reached) = comet.publish(news, "text/plain", |_| Box::default(), now);
+        assert_eq!(reached, 1);
+        comet.unpark(sub);
+        let (_, reached) = comet.publish(news, "text/plain", |_| Box::default(), now);
+        assert_eq!(reached, 0);
+    }
+
+    #[test]
+    fn a_waiter_that_leaves_is_forgotten_in_place() {
+        let mut comet = comet(4);
+        let now = Instant::now();
+        let ch = comet.channel("c", now).unwrap();
+        let spots: Vec<Spot> = (0..5)
+            .map(|t| comet.park(ch, Token(t), SpotKind::Waiter, now))
+            .collect();
+        comet.unpark(spots[1]);
+        comet.unpark(spots[3]);
+        comet.unpark(spots[3]); // twice is harmless
+        assert_eq!(comet.parked(), 3);
+        let (_, reached) = comet.publish(ch, "text/plain", |_| Box::default(), now);
+        assert_eq!(reached, 3);
+        let mut left: Vec<usize> = comet
+            .take_delivery()
+            .unwrap()
+            .waiters
+            .iter()
+            .map(|(_, t)| t.0)
+            .collect();
+        left.sort_unstable();
+        assert_eq!(left, [0, 2, 4]);
+    }
+
+    #[test]
+    fn catching_up_from_the_history() {
+        let mut comet = comet(3);
+        let now = Instant::now();
+        let ch = comet.channel("c", now).unwrap();
+        let ids: Vec<MessageId> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|t| publish(&mut comet, ch, t))
+            .collect();
+        // History holds c, d, e; a and b fell out.
+        let body = |c: CatchUp| match c {
+            CatchUp::Next(m) => format!("next {}", String::from_utf8_lossy(&m.body)),
+            CatchUp::Resync(Some(m)) => format!("resync {}", String::from_utf8_lossy(&m.body)),
+            CatchUp::Resync(None) => "resync".into(),
+            CatchUp::Park => "park".into(),
+        };
+        let table: &[(Option<MessageId>, &str)] = &[
+            (None, "park"),
+            (Some(ids[4]), "park"),
+            (Some(ids[3]), "next e"),
+            (Some(ids[2]), "next d"),
+            (Some(ids[1]), "next c"), // b was evicted, but c is the very next: nothing lost
+            (Some(ids[0]), "resync c"), // b is gone
+            (Some(MessageId { epoch: 1, seq: 5 }), "resync c"), // another run's id
+            (
+                Some(MessageId {
+                    epoch: 0xabcd_0123,
+                    seq: 99,
+                }),
+                "resync c",
+            ), // not issued yet
+        ];
+        for &(after, want) in table {
+            assert_eq!(body(comet.catch_up(ch, after)), want, "{after:?}");
+        }
+        let (replayed, lost) = comet.replay(ch, ids[2]);
+        assert_eq!((replayed.len(), lost), (2, false));
+        let (replayed, lost) = comet.replay(ch, ids[0]);
+        assert_eq!((replayed.len(), lost), (3, true));
+    }
+
+    #[test]
+    fn ids_grow_across_channels_and_a_new_channel_starts_after_them() {
+        let mut comet = comet(3);
+        let now = Instant::now();
+        let a = comet.channel("a", now).unwrap();
+        let first = publish(&mut comet, a, "1");
+        let b = comet.channel("b", now).unwrap();
+        let second = publish(&mut comet, b, "2");
+        assert!(second > first);
+        // b was made after `first`, so a waiter that saw `first` missed nothing on b but b's
+        // own message.
+        let (replayed, lost) = comet.replay(b, first);
+        assert!(!lost);
+        assert_eq!(
+            comet.catch_up(b, Some(first)),
+            CatchUp::Next(replayed[0].clone())
+        );
+    }
+
+    #[test]
+    fn channel_names_limits_and_idle_sweeps() {
+        let mut comet = comet(3);
+        let t0 = Instant::now();
+        for bad in ["", "a/b", "a b", "ü", &"x".repeat(65)] {
+            assert_eq!(
+                comet.channel(bad, t0),
+                Err(CometError::BadChannelName),
+                "{bad:?}"
+            );
+        }
+        let a = comet.channel("a", t0).unwrap();
+        comet.channel("b", t0).unwrap();
+        comet.channel("c", t0).unwrap();
+        assert_eq!(comet.channel("d", t0), Err(CometError::TooManyChannels));
+        assert_eq!(
+            comet.channel("a", t0),
+            Ok(a),
+            "existing channels are found, not made"
+        );
+
+        let waiter = comet.park(a, Token(1), SpotKind::Waiter, t0);
+        comet.sweep(t0 + Duration::from_secs(11));
+        assert_eq!(
+            comet.channel_count(),
+            1,
+            "only the channel with a waiter stays"
+        );
+        comet.unpark(waiter);
+        comet.sweep(t0 + Duration::from_secs(30));
+        assert_eq!(comet.channel_count(), 0);
+        assert!(comet.channel("d", t0).is_ok(), "room again");
+    }
+}
