@@ -22,30 +22,26 @@
 //! 1 MiB, one run, miohttpd only, no pinning.
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 
-const MIOHTTPD: &str = env!("CARGO_BIN_EXE_miohttpd");
+mod common;
+use common::{cpus_allowed, median, pin_self_to_client_core, Server, MIOHTTPD, SERVER_CORE};
+
 const GO_PEER_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/md5server.go");
 /// Per-target scratch directory cargo gives benches; the Go peer and its build cache live here.
 const SCRATCH: &str = env!("CARGO_TARGET_TMPDIR");
 
-const CLIENT_CORE: &str = "0";
-const SERVER_CORE: &str = "1";
-/// Set on the re-executed driver so a failed pin cannot loop.
-const PINNED_ENV: &str = "MIOHTTPD_UPLOAD_BENCH_PINNED";
 /// Large slices: one `write` per 4 MiB keeps the client's syscall count out of the measurement.
 const WRITE_SLICE: usize = 4 << 20;
 /// Seed of the benchmark body, shared with the raw worker so both hash the same bytes.
 const BODY_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Options {
     size_mib: usize,
@@ -110,7 +106,7 @@ fn main() {
     if !opts.bench {
         return smoke_test(&opts);
     }
-    let pinned = pin_self_to_client_core();
+    let pinned = pin_self_to_client_core("upload");
 
     let body = pseudo_random_bytes(opts.size_mib << 20, BODY_SEED);
     println!(
@@ -130,11 +126,13 @@ fn main() {
 
     let mut cmd = Command::new(MIOHTTPD);
     cmd.args(&opts.server_args);
-    let mut servers = vec![Server::start("miohttpd", cmd, "miohttpd", pinned)];
+    let mut servers = vec![Server::start_with_banner(
+        "miohttpd", cmd, "miohttpd", pinned,
+    )];
     if opts.go {
         let mut cmd = Command::new(build_go_peer());
         cmd.env("GOMAXPROCS", "1");
-        servers.push(Server::start(
+        servers.push(Server::start_with_banner(
             "go net/http (GOMAXPROCS=1)",
             cmd,
             "md5server",
@@ -145,7 +143,7 @@ fn main() {
     // Runs are interleaved (raw, miohttpd, go, raw, ...) so that load from elsewhere on a
     // shared machine spreads over all series instead of landing on one.
     let mut results = vec![Series::new("raw md5 (in-process, server core)")];
-    results.extend(servers.iter().map(|s| Series::new(s.name)));
+    results.extend(servers.iter().map(|s| Series::new(&s.name)));
     for run in 1..=opts.runs {
         results[0].rates.push(raw_md5_rate(&opts, pinned, &want));
         for (server, series) in servers.iter().zip(&mut results[1..]) {
@@ -200,7 +198,7 @@ fn smoke_test(opts: &Options) {
     let want = hex(&Md5::digest(&body));
     let mut cmd = Command::new(MIOHTTPD);
     cmd.args(&opts.server_args);
-    let server = Server::start("miohttpd", cmd, "miohttpd", false);
+    let server = Server::start_with_banner("miohttpd", cmd, "miohttpd", false);
     for run in 1..=opts.runs {
         upload(server.addr(), &body, &want)
             .unwrap_or_else(|e| panic!("miohttpd smoke upload {run}: {e}"));
@@ -210,41 +208,6 @@ fn smoke_test(opts: &Options) {
          (`cargo bench --bench upload` runs the benchmark)",
         opts.runs, opts.size_mib
     );
-}
-
-/// Re-executes this driver under `taskset -c 0` unless it already runs on core 0 alone.
-/// Returns whether client and servers can be pinned to separate cores.
-fn pin_self_to_client_core() -> bool {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus_allowed("self").as_deref() == Some(CLIENT_CORE) {
-        return true;
-    }
-    if std::env::var_os(PINNED_ENV).is_some() || cores < 2 {
-        eprintln!("upload: warning: not pinned (cores available: {cores}); numbers will be noisy");
-        return false;
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let err = {
-        use std::os::unix::process::CommandExt;
-        Command::new("taskset")
-            .arg("-c")
-            .arg(CLIENT_CORE)
-            .arg(exe)
-            .args(std::env::args_os().skip(1))
-            .env(PINNED_ENV, "1")
-            .exec()
-    };
-    eprintln!("upload: warning: cannot re-exec under taskset ({err}); running unpinned");
-    false
-}
-
-/// `Cpus_allowed_list` from `/proc/<pid>/status`, e.g. "0" or "0-1".
-fn cpus_allowed(pid: &str) -> Option<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(|v| v.trim().to_string())
 }
 
 /// xorshift64*: incompressible enough for a hash, and ~1 GB/s to make.
@@ -271,93 +234,18 @@ fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
     bytes as f64 / elapsed.as_secs_f64() / 1e6
 }
 
-/// A server child process; dropping it kills the process by PID and reaps it.
-struct Server {
-    name: &'static str,
-    child: Child,
-    addr: Option<SocketAddr>,
-}
-
-impl Server {
-    /// Starts `cmd --listen 127.0.0.1:0` (under `taskset -c 1` when `pin`) and waits for its
-    /// one stdout line `<banner> listening on http://127.0.0.1:PORT`.
-    fn start(name: &'static str, cmd: Command, banner: &str, pin: bool) -> Server {
-        let mut cmd = if pin {
-            // taskset execs the program, so the PID we hold is the server's own.
-            let mut t = Command::new("taskset");
-            t.arg("-c").arg(SERVER_CORE).arg(cmd.get_program());
-            t.args(cmd.get_args());
-            t.envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
-            t
-        } else {
-            cmd
-        };
-        cmd.arg("--listen")
-            .arg("127.0.0.1:0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("{name}: cannot start {:?}: {e}", cmd.get_program()));
-        let mut server = Server {
-            name,
-            child,
-            addr: None,
-        };
-
-        let stdout = server.child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so a chatty server never blocks on a full pipe.
-            let _ = io::copy(&mut reader, &mut io::sink());
-        });
-        let line = rx
-            .recv_timeout(START_TIMEOUT)
-            .unwrap_or_else(|_| panic!("{name}: no listening line within {START_TIMEOUT:?}"));
-        let prefix = format!("{banner} listening on http://");
-        let addr = line
-            .trim_end_matches(['\r', '\n'])
-            .strip_prefix(&prefix)
-            .and_then(|a| a.parse::<SocketAddr>().ok())
-            .unwrap_or_else(|| panic!("{name}: bad listening line {line:?}, want {prefix}ADDR"));
-        server.addr = Some(addr);
-        println!(
-            "upload: {name} pid {} on {addr}, cores {}",
-            server.child.id(),
-            cpus_allowed(&server.child.id().to_string()).unwrap_or_else(|| "?".into())
-        );
-        server
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.addr.expect("started")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Throughput of one named thing over runs, and for a server how busy its CPU was.
 struct Series {
-    name: &'static str,
+    name: String,
     rates: Vec<f64>,
     /// Server CPU time / wall time per run: well below 100% means the server waited for bytes.
     cpu_busy: Vec<f64>,
 }
 
 impl Series {
-    fn new(name: &'static str) -> Series {
+    fn new(name: &str) -> Series {
         Series {
-            name,
+            name: name.to_string(),
             rates: Vec::new(),
             cpu_busy: Vec::new(),
         }
@@ -372,7 +260,7 @@ fn measure(
     (run, runs): (usize, usize),
     series: &mut Series,
 ) {
-    let pid = server.child.id();
+    let pid = server.pid();
     let cpu_before = cpu_time(pid);
     let elapsed = upload(server.addr(), body, want)
         .unwrap_or_else(|e| panic!("{} run {run}: {e}", server.name));
@@ -547,15 +435,6 @@ fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
-}
-
 fn report(results: &[Series]) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -568,7 +447,7 @@ fn report(results: &[Series]) -> String {
         let mut sorted = series.rates.clone();
         sorted.sort_by(f64::total_cmp);
         let med = median(&sorted);
-        medians.push((series.name, med));
+        medians.push((series.name.as_str(), med));
         let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
         let mut busy = series.cpu_busy.clone();
         busy.sort_by(f64::total_cmp);
@@ -577,7 +456,7 @@ fn report(results: &[Series]) -> String {
         } else {
             format!("{:.0}%", median(&busy) * 100.0)
         };
-        let name = series.name;
+        let name = &series.name;
         let _ = writeln!(
             out,
             "{name:<28} {med:>10.1} {min:>10.1} {max:>10.1} {busy:>12}"

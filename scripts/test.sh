@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # scripts/test.sh — the project's one test command (the README and .ci/run both call it).
 #
-# Installs what the black-box tests need when it is missing — curl (Debian package) and
-# Python's `requests` (pip) — then runs `cargo test --all-targets --no-fail-fast` (every
-# failure shows in one run) and the doctests, passing any arguments through to the first:
+# Installs what the black-box tests need when it is missing — curl and Chromium (Debian
+# packages) and Python's `requests` (pip) — then runs `cargo test --all-targets --no-fail-fast`
+# (every failure shows in one run) and the doctests, passing any arguments through to the first:
 #   scripts/test.sh            scripts/test.sh -- --nocapture
 #   scripts/test.sh --test md5
 # Quiet and fast when everything is already present; safe to run any number of times.
@@ -29,6 +29,8 @@ apt_install() {
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-requests)
+# tests/browser.rs runs Debian's Chromium from this path: a large package, installed once.
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
 if ((${#missing[@]})); then
     echo "test.sh: installing ${missing[*]}" >&2
     apt_install "${missing[@]}"

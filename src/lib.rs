@@ -25,6 +25,7 @@ pub mod handlers;
 pub mod http;
 pub mod router;
 pub mod server;
+pub mod sys;
 
 pub use config::{Command, Config};
 pub use http::{Head, Response, Version};
@@ -45,6 +46,9 @@ pub fn serve_from_args<S: Service>(make_service: impl FnOnce(&Config) -> S) -> !
             std::process::exit(2);
         }
     };
+    if let Err(e) = sys::raise_open_files_limit() {
+        eprintln!("miohttpd: cannot raise the open-files limit: {e}");
+    }
     let service = make_service(&config);
     let server = match Server::bind(config.clone(), service) {
         Ok(server) => server,

@@ -110,7 +110,7 @@ impl Request {
 }
 
 /// Routes by path and method. A path is exact (`/wait`) or a prefix (`/wait/*` matches
-/// `/wait/` followed by at least one byte). GET routes answer HEAD too; a known path with
+/// `/wait/` and every path under it). GET routes answer HEAD too; a known path with
 /// another method gets 405 with `Allow`; an unknown path gets 404.
 #[derive(Default)]
 pub struct Router {
@@ -255,10 +255,12 @@ impl Service for Router {
     }
 }
 
-/// `/a/*` matches `/a/` plus at least one more byte; any other pattern matches exactly.
+/// `/a/*` matches `/a/` and everything under it (the handler judges the rest, so `/a/`
+/// with nothing after it gets the handler's answer, not a 404); any other pattern matches
+/// exactly.
 fn path_matches(pattern: &str, path: &str) -> bool {
     match pattern.strip_suffix('*') {
-        Some(prefix) => path.len() > prefix.len() && path.starts_with(prefix),
+        Some(prefix) => path.starts_with(prefix),
         None => pattern == path,
     }
 }
@@ -319,7 +321,7 @@ mod tests {
             ("GET /plaintext/ HTTP/1.1", 404, None),
             ("GET /wait/news HTTP/1.1", 3, None),
             ("GET /wait/a/b HTTP/1.1", 3, None),
-            ("GET /wait/ HTTP/1.1", 404, None),
+            ("GET /wait/ HTTP/1.1", 3, None),
             ("GET /wait HTTP/1.1", 404, None),
             ("POST /wait/news HTTP/1.1", 405, Some("GET, HEAD")),
         ];

@@ -304,8 +304,10 @@ impl Conn {
         let mut read_this_turn = 0;
         loop {
             let stall = self.process(ctx);
-            if self.peer_closed && matches!(self.phase, Phase::Parked(_) | Phase::Subscribed(_)) {
-                // Gone while waiting: forgotten at once (the loop unparks it).
+            let gone = self.peer_closed || self.hang_up_seen;
+            if gone && matches!(self.phase, Phase::Parked(_) | Phase::Subscribed(_)) {
+                // Gone while waiting: forgotten at once (the loop unparks it), even when its
+                // pipelined requests fill the buffer so that the EOF itself cannot be read.
                 return Next::Close;
             }
             if let Err(e) = self.flush(ctx.stats) {
@@ -418,7 +420,10 @@ impl Conn {
             let offered = self.output.pending_len();
             let [shared, own] = self.output.pending();
             stats.writes += 1;
-            let written = if shared.is_empty() || own.is_empty() {
+            let written = if self.last_word(offered) {
+                stats.corked_writes += 1;
+                write_then_close(&self.stream, [shared, own])
+            } else if shared.is_empty() || own.is_empty() {
                 let only = if shared.is_empty() { own } else { shared };
                 self.stream.write(only)
             } else {
@@ -446,6 +451,17 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Whether these `offered` bytes are the last the connection sends before it closes with
+    /// nothing to drain (an HTTP/1.0 answer, a comet waiter's): then they can leave in one
+    /// segment with the FIN. Small only, so they surely fit the send buffer in one write.
+    fn last_word(&self, offered: usize) -> bool {
+        const SMALL: usize = 16 * 1024;
+        cfg!(target_os = "linux")
+            && matches!(self.phase, Phase::Closing)
+            && !self.unread_input
+            && offered <= SMALL
     }
 
     /// Answers every complete request in the input, until input or output space runs out.
@@ -745,6 +761,23 @@ impl Conn {
             pool.give_output(std::mem::take(&mut self.output.bytes));
         }
     }
+}
+
+/// Writes bytes that the close coming right after will send: MSG_MORE holds them in the
+/// socket so the FIN rides in the same segment, one packet (and one ACK) fewer per
+/// connection. It matters when a notify answers and closes ten thousand waiters at once.
+#[cfg(target_os = "linux")]
+fn write_then_close(stream: &TcpStream, [first, second]: [&[u8]; 2]) -> io::Result<usize> {
+    let socket = socket2::SockRef::from(stream);
+    socket.send_vectored_with_flags(
+        &[io::IoSlice::new(first), io::IoSlice::new(second)],
+        libc::MSG_MORE,
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn write_then_close(mut stream: &TcpStream, [first, second]: [&[u8]; 2]) -> io::Result<usize> {
+    stream.write_vectored(&[io::IoSlice::new(first), io::IoSlice::new(second)])
 }
 
 /// Asks the service what to do with a request; a panicking router becomes a 500.

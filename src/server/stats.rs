@@ -11,6 +11,8 @@ pub struct Stats {
     pub short_reads: u64,
     pub writes: u64,
     pub vectored_writes: u64,
+    /// Writes whose bytes wait for the close right after, to leave with the FIN.
+    pub corked_writes: u64,
     pub would_blocks: u64,
     pub shutdowns: u64,
     pub setsockopts: u64,

@@ -697,3 +697,59 @@ pub fn is_timeout(error: &io::Error) -> bool {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
 }
+
+/// For tests that hold many connections or read open-ended streams (the comet tests).
+impl Conn {
+    /// Wraps a stream connected by the test itself (from a chosen source address, say), with
+    /// the usual timeouts. The buffer is small: such tests hold a thousand of these.
+    pub fn from_stream(stream: TcpStream) -> Conn {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Conn {
+            reader: BufReader::with_capacity(4 * 1024, stream),
+        }
+    }
+
+    /// The data of the next chunk of a chunked body that is still arriving; empty for the last
+    /// chunk (whose trailer section is read too).
+    pub fn read_chunk(&mut self) -> Vec<u8> {
+        let line = self.read_line("chunk size");
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+        if size == 0 {
+            while !self.read_line("trailer line").is_empty() {}
+            return Vec::new();
+        }
+        let mut data = vec![0; size];
+        self.reader
+            .read_exact(&mut data)
+            .unwrap_or_else(|e| panic!("reading {size}-byte chunk: {e}"));
+        let end = self.read_line("CRLF after chunk data");
+        assert!(end.is_empty(), "chunk data longer than its size: {end:?}");
+        data
+    }
+
+    /// The bytes up to and including the next `terminator`, for a close-delimited stream
+    /// (an HTTP/1.0 event stream ends each event with an empty line).
+    pub fn read_through(&mut self, terminator: &[u8]) -> Vec<u8> {
+        let last = *terminator.last().expect("a non-empty terminator");
+        let mut bytes = Vec::new();
+        while !bytes.ends_with(terminator) {
+            match self.reader.read_until(last, &mut bytes) {
+                Ok(0) => panic!(
+                    "connection closed before {:?} (got {:?})",
+                    String::from_utf8_lossy(terminator),
+                    String::from_utf8_lossy(&bytes)
+                ),
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "reading up to {:?}: {e} (got {:?} so far)",
+                    String::from_utf8_lossy(terminator),
+                    String::from_utf8_lossy(&bytes)
+                ),
+            }
+        }
+        bytes
+    }
+}
