@@ -2,6 +2,7 @@
 //! generated from the same table the parser uses, so the two cannot drift apart.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::comet::CometSettings;
@@ -44,6 +45,29 @@ pub struct Config {
     pub comet_body_limit: usize,
     /// Interval of the comment lines that keep an idle event stream alive.
     pub sse_heartbeat: Duration,
+    /// Commands `GET /stream/NAME` may run, by name: the operator's text for the shell.
+    pub commands: Vec<(String, String)>,
+    /// The shell that runs a command's text (`SHELL -c TEXT`).
+    pub exec_shell: PathBuf,
+    /// Where a command's stderr goes.
+    pub exec_stderr: StderrMode,
+    /// Commands running at once (503 beyond).
+    pub exec_max_running: usize,
+    /// How long a command may run (zero: no limit).
+    pub exec_time_limit: Duration,
+    /// Between SIGTERM and SIGKILL when a command must end.
+    pub exec_kill_grace: Duration,
+}
+
+/// What happens to a streamed command's stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StderrMode {
+    /// To the server's own stderr, beside its log lines: the operator sees it, clients do not.
+    Inherit,
+    /// Into the streamed body, interleaved with stdout.
+    Merge,
+    /// Nowhere.
+    Discard,
 }
 
 impl Default for Config {
@@ -64,6 +88,12 @@ impl Default for Config {
             comet_timeout: Duration::ZERO,
             comet_body_limit: 64 * 1024,
             sse_heartbeat: Duration::from_secs(15),
+            commands: Vec::new(),
+            exec_shell: PathBuf::from("/bin/sh"),
+            exec_stderr: StderrMode::Inherit,
+            exec_max_running: 64,
+            exec_time_limit: Duration::ZERO,
+            exec_kill_grace: Duration::from_secs(2),
         }
     }
 }
@@ -224,6 +254,92 @@ const FLAGS: &[Flag] = &[
         show: |c| c.sse_heartbeat.as_secs().to_string(),
         set: |c, v| set_seconds(&mut c.sse_heartbeat, v, 1),
     },
+    Flag {
+        name: "exec",
+        value: "NAME=COMMAND",
+        help: "let GET /stream/NAME run COMMAND (repeatable; GET /stream runs NAME stream)",
+        show: |c| {
+            let names: Vec<&str> = c.commands.iter().map(|(n, _)| n.as_str()).collect();
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(",")
+            }
+        },
+        set: |c, v| {
+            let (name, command) = v
+                .split_once('=')
+                .ok_or_else(|| format!("expected NAME=COMMAND, got {v}"))?;
+            if !crate::comet::is_valid_channel_name(name) {
+                return Err(format!(
+                    "names are 1 to 64 of A-Z a-z 0-9 . _ ~ -, got {name}"
+                ));
+            }
+            if c.commands.iter().any(|(n, _)| n == name) {
+                return Err(format!("{name} is registered twice"));
+            }
+            c.commands.push((name.to_string(), command.to_string()));
+            Ok(())
+        },
+    },
+    Flag {
+        name: "exec-shell",
+        value: "PATH",
+        help: "the shell that runs a command's text",
+        show: |c| c.exec_shell.display().to_string(),
+        set: |c, v| {
+            c.exec_shell = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "exec-stderr",
+        value: "inherit|merge|discard",
+        help: "a command's stderr: to the server's stderr, into the stream, or dropped",
+        show: |c| {
+            match c.exec_stderr {
+                StderrMode::Inherit => "inherit",
+                StderrMode::Merge => "merge",
+                StderrMode::Discard => "discard",
+            }
+            .into()
+        },
+        set: |c, v| {
+            c.exec_stderr = match v {
+                "inherit" => StderrMode::Inherit,
+                "merge" => StderrMode::Merge,
+                "discard" => StderrMode::Discard,
+                _ => return Err(format!("expected inherit, merge or discard, got {v}")),
+            };
+            Ok(())
+        },
+    },
+    Flag {
+        name: "exec-max-running",
+        value: "N",
+        help: "commands running at once; 503 beyond",
+        show: |c| c.exec_max_running.to_string(),
+        set: |c, v| set_number(&mut c.exec_max_running, v, 1, 1 << 16),
+    },
+    Flag {
+        name: "exec-time-limit",
+        value: "SECS",
+        help: "how long a command may run before it is terminated (0: no limit)",
+        show: |c| c.exec_time_limit.as_secs().to_string(),
+        set: |c, v| set_seconds(&mut c.exec_time_limit, v, 0),
+    },
+    Flag {
+        name: "exec-kill-grace",
+        value: "MS",
+        help: "between SIGTERM and SIGKILL when a command must end",
+        show: |c| c.exec_kill_grace.as_millis().to_string(),
+        set: |c, v| {
+            let mut ms = 0u64;
+            set_number(&mut ms, v, 0, 600_000)?;
+            c.exec_kill_grace = Duration::from_millis(ms);
+            Ok(())
+        },
+    },
 ];
 
 fn set_seconds(field: &mut Duration, value: &str, min: u64) -> Result<(), String> {
@@ -266,7 +382,7 @@ fn parse_on_off(v: &str) -> Result<bool, String> {
 /// What the command line asked for.
 #[derive(Debug)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help(String),
 }
 
@@ -298,7 +414,7 @@ impl Config {
                 other => return Err(other.unexpected().to_string()),
             }
         }
-        Ok(Command::Run(config))
+        Ok(Command::Run(Box::new(config)))
     }
 
     /// The `--help` text: every flag with its default.
@@ -327,7 +443,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, String> {
         match Config::from_args(args.iter().copied())? {
-            Command::Run(config) => Ok(config),
+            Command::Run(config) => Ok(*config),
             Command::Help(_) => Err("help".into()),
         }
     }
@@ -344,6 +460,12 @@ mod tests {
             "off",
             "--linger-ms",
             "500",
+            "--exec",
+            "stream=echo 1 && sleep 3 && echo 2",
+            "--exec",
+            "date=date -u",
+            "--exec-stderr",
+            "merge",
         ])
         .unwrap();
         assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
@@ -351,6 +473,17 @@ mod tests {
         assert_eq!(config.head_limits.max_headers, 20);
         assert!(!config.tcp_nodelay);
         assert_eq!(config.linger, Duration::from_millis(500));
+        assert_eq!(
+            config.commands,
+            [
+                (
+                    "stream".to_string(),
+                    "echo 1 && sleep 3 && echo 2".to_string()
+                ),
+                ("date".to_string(), "date -u".to_string()),
+            ]
+        );
+        assert_eq!(config.exec_stderr, StderrMode::Merge);
     }
 
     #[test]
@@ -363,6 +496,10 @@ mod tests {
             &["--no-such-flag", "1"],
             &["--tcp-nodelay", "maybe"],
             &["stray"],
+            &["--exec", "no-equals-sign"],
+            &["--exec", "bad/name=true"],
+            &["--exec", "a=true", "--exec", "a=false"],
+            &["--exec-stderr", "file"],
         ] {
             assert!(run(args).is_err(), "{args:?}");
         }

@@ -27,7 +27,7 @@ pub mod router;
 pub mod server;
 pub mod sys;
 
-pub use config::{Command, Config};
+pub use config::{Command, Config, StderrMode};
 pub use http::{Head, Response, Version};
 pub use router::{BodySink, BufferedHandler, Payload, Request, Route, Router, Service};
 pub use server::Server;
@@ -36,7 +36,7 @@ pub use server::Server;
 /// the loop: what `main` and the examples share. Exits the process on usage errors.
 pub fn serve_from_args<S: Service>(make_service: impl FnOnce(&Config) -> S) -> ! {
     let config = match Config::from_args(std::env::args_os().skip(1)) {
-        Ok(Command::Run(config)) => config,
+        Ok(Command::Run(config)) => *config,
         Ok(Command::Help(text)) => {
             print!("{text}");
             std::process::exit(0);

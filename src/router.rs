@@ -39,6 +39,8 @@ pub enum Route {
     Publish { channel: String, payload: Payload },
     /// Answer with the number of waiters parked right now.
     CountWaiters,
+    /// Run the operator's command registered as `name` and stream its output.
+    Exec { name: String },
 }
 
 /// What a published message carries.

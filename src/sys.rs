@@ -34,6 +34,34 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     Ok(u64::try_from(limit.rlim_cur).unwrap_or(0))
 }
 
+/// The signals the server sends to the commands it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Terminate,
+    Kill,
+}
+
+/// Sends `signal` to every process in the group `group` (a command and what it started).
+/// std's `Child::kill` reaches only the child itself, and a shell's children would live on
+/// holding the pipe open.
+pub fn signal_process_group(group: u32, signal: Signal) -> io::Result<()> {
+    let signal = match signal {
+        Signal::Terminate => libc::SIGTERM,
+        Signal::Kill => libc::SIGKILL,
+    };
+    let group =
+        libc::pid_t::try_from(group).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if group <= 1 {
+        // -1 would signal every process we may signal; never.
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(-group, signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

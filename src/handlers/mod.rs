@@ -1,6 +1,7 @@
 //! The built-in routes, written with the same public [`Router`] API a user would use.
 
 pub mod comet;
+pub mod exec;
 pub mod md5;
 
 use crate::config::Config;
@@ -11,7 +12,8 @@ use crate::router::Router;
 pub const PLAINTEXT: &str = "Hello, World!";
 
 /// Every built-in route: `POST /` and `POST /md5` (streamed MD5 of the body),
-/// `GET /plaintext`, and the comet routes (`GET /` counts the parked waiters).
+/// `GET /plaintext`, the comet routes (`GET /` counts the parked waiters) and
+/// `GET /stream/NAME` (a configured command's output).
 pub fn builtin_router(config: &Config) -> Router {
     let mut router = Router::new()
         .streamed("POST", "/", md5::start)
@@ -30,6 +32,9 @@ pub fn builtin_router(config: &Config) -> Router {
     }
     for path in ["/events", "/events/*"] {
         router = router.route("GET", path, comet::events);
+    }
+    for path in ["/stream", "/stream/*"] {
+        router = router.route("GET", path, exec::stream);
     }
     router
 }

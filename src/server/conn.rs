@@ -8,6 +8,7 @@
 //! | `Body`      | the rest of the body           | `Head`, `Parked`, `Subscribed`, `Closing` |
 //! | `Parked`    | a message on its channel       | `Head` (keep-alive) or `Closing`; 204 on timeout |
 //! | `Subscribed`| messages, heartbeats, EOF      | closed                                   |
+//! | `Streaming` | the child's output and exit    | `Head` (keep-alive) or `Closing`; closed on hang-up |
 //! | `Closing`   | the output to drain            | `Lingering`, or closed if the peer is gone |
 //! | `Lingering` | the peer's EOF, or a deadline  | closed                                   |
 
@@ -18,14 +19,18 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use mio::Token;
+use mio::unix::pipe;
+use mio::{Interest, Registry, Token};
+use std::process::{Child, ExitStatus};
 
 use super::buffers::{BufferPool, InputBuffer, InputKind, OutputBuffer};
+use super::child::{self, Children, Spawned, REAP_INTERVAL};
 use super::fanout::{self, Fanout, Form, HEARTBEAT, ID_HEADER, RESYNC_HEADER};
 use super::stats::Stats;
+use super::table::pipe_token;
 use crate::comet::{CatchUp, Comet, CometError, MessageId, Spot, SpotKind};
 use crate::config::Config;
-use crate::http::response::{self, Exchange, CONTINUE};
+use crate::http::response::{self, encode_head, BodyFraming, Exchange, CONTINUE};
 use crate::http::{
     header_storage, parse_head, BodyDecoder, DateCache, Framing, Head, HeadScanner, HeadSpan,
     RequestError, Response, Version,
@@ -40,6 +45,8 @@ pub struct Ctx<'a, S> {
     pub pool: &'a mut BufferPool,
     pub stats: &'a mut Stats,
     pub comet: &'a mut Comet,
+    pub children: &'a mut Children,
+    pub registry: &'a Registry,
     /// The token of the connection being served, for parking it.
     pub token: Token,
     pub now: Instant,
@@ -101,6 +108,8 @@ enum Phase {
     Parked(Parked),
     /// An event-stream subscriber.
     Subscribed(Subscribed),
+    /// Streaming a command's output. Boxed: it is large and rare.
+    Streaming(Box<Streaming>),
     Closing,
     Lingering,
 }
@@ -114,6 +123,25 @@ struct Subscribed {
     spot: Spot,
     chunked: bool,
 }
+
+struct Streaming {
+    child: Child,
+    /// The child's stdout; None once it reached EOF.
+    stdout: Option<pipe::Receiver>,
+    reply: ReplyTo,
+    chunked: bool,
+    /// The last read found the pipe empty: wait for its next readable edge.
+    pipe_drained: bool,
+    exit: Option<ExitStatus>,
+    /// When `--exec-time-limit` ends the command.
+    limit_at: Option<Instant>,
+    /// After SIGTERM: when SIGKILL follows.
+    kill_at: Option<Instant>,
+    killed: bool,
+}
+
+/// The most read from a child's pipe at once; a pipe holds 64 KiB.
+const PIPE_READ: usize = 32 * 1024;
 
 /// A routed request whose body is still arriving.
 struct BodyPhase {
@@ -163,6 +191,9 @@ enum Consumer {
         payload: Payload,
         content_type: Box<str>,
         body: Vec<u8>,
+    },
+    Exec {
+        name: String,
     },
 }
 
@@ -243,9 +274,30 @@ impl Conn {
                 fanout::push_stream_bytes(self.output_bytes(ctx.pool), HEARTBEAT, chunked);
                 self.set_deadline(ctx.now + ctx.config.sse_heartbeat);
             }
+            Phase::Streaming(_) => self.check_child(ctx),
             _ => return Next::Wait,
         }
         self.finish_turn(ctx)
+    }
+
+    /// The child's pipe has output (or EOF).
+    pub fn on_pipe_ready<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
+        if let Phase::Streaming(streaming) = &mut self.phase {
+            streaming.pipe_drained = false;
+        }
+        self.finish_turn(ctx)
+    }
+
+    /// The command still running when the connection closes, for the loop to end and reap.
+    pub fn take_child(&mut self) -> Option<Child> {
+        let phase = std::mem::replace(&mut self.phase, Phase::Closing);
+        match phase {
+            Phase::Streaming(streaming) if streaming.exit.is_none() => Some(streaming.child),
+            other => {
+                self.phase = other;
+                None
+            }
+        }
     }
 
     /// A message for the channel this connection is parked on.
@@ -305,7 +357,11 @@ impl Conn {
         loop {
             let stall = self.process(ctx);
             let gone = self.peer_closed || self.hang_up_seen;
-            if gone && matches!(self.phase, Phase::Parked(_) | Phase::Subscribed(_)) {
+            let waiting = matches!(
+                self.phase,
+                Phase::Parked(_) | Phase::Subscribed(_) | Phase::Streaming(_)
+            );
+            if gone && waiting {
                 // Gone while waiting: forgotten at once (the loop unparks it), even when its
                 // pipelined requests fill the buffer so that the EOF itself cannot be read.
                 return Next::Close;
@@ -334,11 +390,19 @@ impl Conn {
                     _ => {}
                 }
             }
-            if self.peer_closed || self.drained {
+            let pipe_ready = matches!(&self.phase, Phase::Streaming(streaming)
+                if streaming.stdout.is_some() && !streaming.pipe_drained);
+            let socket_ready = !self.peer_closed && !self.drained;
+            if !pipe_ready && !socket_ready {
                 return Next::Wait;
             }
             if read_this_turn >= ctx.config.turn_bytes {
                 return Next::Yield;
+            }
+            if pipe_ready {
+                // The child's output first; the client's socket is read once it is drained.
+                read_this_turn += self.pump(ctx);
+                continue;
             }
             if self
                 .input
@@ -453,6 +517,191 @@ impl Conn {
         Ok(())
     }
 
+    /// Runs the operator's command `name` and starts streaming its output.
+    fn start_stream<S>(&mut self, name: &str, reply: ReplyTo, ctx: &mut Ctx<'_, S>) {
+        let command = ctx.config.commands.iter().find(|(n, _)| n == name);
+        let Some((_, text)) = command else {
+            return self.respond(Response::text(404, "no such command\n"), reply, ctx);
+        };
+        if ctx.children.running() >= ctx.config.exec_max_running {
+            eprintln!("miohttpd: {}: too many commands running", self.peer);
+            let busy = Response::text(503, "too many commands running\n");
+            return self.respond(busy.with_header("Retry-After", "1"), reply, ctx);
+        }
+        let Spawned { child, mut stdout } = match child::spawn(text, ctx.config) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                eprintln!(
+                    "miohttpd: {}: command {name} could not start: {e}",
+                    self.peer
+                );
+                let failed = Response::text(500, "the command could not start\n");
+                return self.respond(failed, reply, ctx);
+            }
+        };
+        ctx.children.started();
+        let registered =
+            ctx.registry
+                .register(&mut stdout, pipe_token(ctx.token), Interest::READABLE);
+        if let Err(e) = registered {
+            eprintln!("miohttpd: register a command's pipe: {e}");
+            ctx.children.end(child, ctx.now, ctx.config.exec_kill_grace);
+            return self.respond(internal_error("pipe registration failed"), reply, ctx);
+        }
+        let chunked = reply.version == Version::Http11;
+        let framing = if chunked {
+            BodyFraming::Chunked
+        } else {
+            BodyFraming::UntilClose
+        };
+        let headers = [
+            ("X-Content-Type-Options", "nosniff"),
+            ("Cache-Control", "no-cache"),
+            ("Trailer", "X-Exit-Status"),
+        ];
+        let headers = headers.into_iter().take(if chunked { 3 } else { 2 });
+        let exchange = Exchange {
+            version: reply.version,
+            keep_alive: reply.keep_alive,
+            head_method: false,
+            date: ctx.date.as_bytes(),
+        };
+        let out = self.output_bytes(ctx.pool);
+        let content_type = "text/plain; charset=utf-8";
+        let close = encode_head(
+            out,
+            200,
+            content_type,
+            headers,
+            framing,
+            reply.keep_alive,
+            &exchange,
+        );
+        let limit = ctx.config.exec_time_limit;
+        let limit_at = (!limit.is_zero()).then(|| ctx.now + limit);
+        self.phase = Phase::Streaming(Box::new(Streaming {
+            child,
+            stdout: Some(stdout),
+            reply: ReplyTo {
+                keep_alive: !close,
+                ..reply
+            },
+            chunked,
+            pipe_drained: false,
+            exit: None,
+            limit_at,
+            kill_at: None,
+            killed: false,
+        }));
+        if let Some(at) = limit_at {
+            self.set_deadline(at);
+        }
+    }
+
+    /// One read from the child's pipe into the output, as one chunk; returns the bytes read.
+    fn pump<S>(&mut self, ctx: &mut Ctx<'_, S>) -> usize {
+        let Phase::Streaming(streaming) = &mut self.phase else {
+            return 0;
+        };
+        let Some(stdout) = streaming.stdout.as_mut() else {
+            return 0;
+        };
+        let mut buf = [0u8; PIPE_READ];
+        ctx.stats.pipe_reads += 1;
+        match stdout.read(&mut buf) {
+            Ok(0) => {
+                // EOF: dropping the pipe closes it and leaves the poll set.
+                streaming.stdout = None;
+                self.check_child(ctx);
+                0
+            }
+            Ok(n) => {
+                let chunked = streaming.chunked;
+                fanout::push_stream_bytes(self.output_bytes(ctx.pool), &buf[..n], chunked);
+                n
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                streaming.pipe_drained = true;
+                0
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                eprintln!("miohttpd: {}: reading a command's output: {e}", self.peer);
+                streaming.stdout = None;
+                self.check_child(ctx);
+                0
+            }
+        }
+    }
+
+    /// Reaps the child if it exited, enforces the time limit, and ends the stream once the
+    /// output is drained and the exit known; else sets the deadline to look again.
+    fn check_child<S>(&mut self, ctx: &mut Ctx<'_, S>) {
+        let Phase::Streaming(streaming) = &mut self.phase else {
+            return;
+        };
+        if streaming.exit.is_none() {
+            if let Ok(Some(status)) = streaming.child.try_wait() {
+                streaming.exit = Some(status);
+            }
+        }
+        if streaming.exit.is_none() {
+            match (streaming.kill_at, streaming.limit_at) {
+                (Some(kill_at), _) if ctx.now >= kill_at && !streaming.killed => {
+                    child::signal_group(&streaming.child, crate::sys::Signal::Kill);
+                    streaming.killed = true;
+                }
+                (None, Some(limit_at)) if ctx.now >= limit_at => {
+                    eprintln!("miohttpd: {}: command over its time limit", self.peer);
+                    child::signal_group(&streaming.child, crate::sys::Signal::Terminate);
+                    streaming.kill_at = Some(ctx.now + ctx.config.exec_kill_grace);
+                }
+                _ => {}
+            }
+        }
+        match (streaming.exit, &streaming.stdout) {
+            (Some(status), None) => self.finish_stream(status, ctx),
+            _ => {
+                let next = [
+                    streaming.exit.is_none().then(|| ctx.now + REAP_INTERVAL),
+                    streaming.kill_at.filter(|_| !streaming.killed),
+                    streaming.limit_at.filter(|_| streaming.kill_at.is_none()),
+                ];
+                // While the pipe is open, only the limits need a timer; after its EOF,
+                // look for the exit every REAP_INTERVAL.
+                let next = if streaming.stdout.is_some() {
+                    &next[1..]
+                } else {
+                    &next[..]
+                };
+                if let Some(at) = next.iter().flatten().min().copied() {
+                    self.set_deadline(at);
+                }
+            }
+        }
+    }
+
+    /// Output drained and exit known: the last chunk with the exit status as a trailer.
+    fn finish_stream<S>(&mut self, status: ExitStatus, ctx: &mut Ctx<'_, S>) {
+        let Phase::Streaming(streaming) = &self.phase else {
+            return;
+        };
+        let (chunked, reply) = (streaming.chunked, streaming.reply);
+        ctx.children.exited();
+        self.deadline = None;
+        if chunked {
+            let out = self.output_bytes(ctx.pool);
+            out.extend_from_slice(b"0\r\nX-Exit-Status: ");
+            out.extend_from_slice(child::describe_exit(status).as_bytes());
+            out.extend_from_slice(b"\r\n\r\n");
+        }
+        self.phase = if chunked && reply.keep_alive {
+            Phase::Head(HeadScanner::default())
+        } else {
+            Phase::Closing
+        };
+    }
+
     /// Whether these `offered` bytes are the last the connection sends before it closes with
     /// nothing to drain (an HTTP/1.0 answer, a comet waiter's): then they can leave in one
     /// segment with the FIN. Small only, so they surely fit the send buffer in one write.
@@ -487,8 +736,8 @@ impl Conn {
                         self.fail(e, reply, ctx);
                     }
                 },
-                // Requests pipelined behind a wait are answered after it.
-                Phase::Parked(_) => return Stall::Input,
+                // Requests pipelined behind a wait or a stream are answered after it.
+                Phase::Parked(_) | Phase::Streaming(_) => return Stall::Input,
                 // Closing: nothing more will be answered; the bytes are not wanted.
                 Phase::Subscribed(_) | Phase::Closing | Phase::Lingering => {
                     self.unread_input |= !input.is_empty();
@@ -593,6 +842,7 @@ impl Conn {
                 content_type,
                 body,
             } => publish(&channel, payload, &content_type, body, ctx),
+            Consumer::Exec { name } => return self.start_stream(&name, reply, ctx),
         };
         self.respond(response, reply, ctx);
     }
@@ -814,6 +1064,7 @@ fn route<S: Service>(head: &Head<'_>, ctx: &mut Ctx<'_, S>) -> Consumer {
             Ok(after) => Consumer::Subscribe { channel, after },
             Err(refused) => refused,
         },
+        Route::Exec { name } => Consumer::Exec { name },
         Route::Publish { channel, payload } => {
             let content_type = match payload {
                 Payload::WaiterCount => "text/plain",
@@ -888,6 +1139,7 @@ impl Consumer {
             Consumer::Discard(_)
             | Consumer::Wait { .. }
             | Consumer::Subscribe { .. }
+            | Consumer::Exec { .. }
             | Consumer::Publish {
                 payload: Payload::WaiterCount,
                 ..

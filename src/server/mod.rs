@@ -2,6 +2,7 @@
 //! connections, the timer queue, and the turns given to connections with work left over.
 
 mod buffers;
+mod child;
 mod conn;
 mod fanout;
 mod listener;
@@ -22,10 +23,11 @@ use crate::config::Config;
 use crate::http::DateCache;
 use crate::router::Service;
 use buffers::BufferPool;
+use child::{Children, REAP_INTERVAL};
 use conn::{Conn, Ctx, Next, Readiness};
 use fanout::Fanout;
 use stats::Stats;
-use table::{ConnTable, LISTENER};
+use table::{pipe_owner, ConnTable, LISTENER};
 
 /// A bound server, ready to run. Binding and running are separate so a caller can learn the
 /// address (port 0 picks a free one) before the loop starts.
@@ -83,6 +85,7 @@ impl<S: Service> Server<S> {
             date: DateCache::new(SystemTime::now()),
             stats: Stats::default(),
             comet: Comet::new(config_comet, comet::new_epoch()),
+            children: Children::default(),
             next_sweep: Instant::now() + SWEEP_INTERVAL,
             timers: BinaryHeap::new(),
             again: Vec::new(),
@@ -114,6 +117,8 @@ struct EventLoop<S> {
     date: DateCache,
     stats: Stats,
     comet: Comet,
+    /// Commands running for `GET /stream/NAME`, and those being ended.
+    children: Children,
     /// When idle comet channels are next looked for.
     next_sweep: Instant,
     /// Deadlines, earliest first. Entries are not removed when a deadline changes; a popped
@@ -150,6 +155,10 @@ impl<S: Service> EventLoop<S> {
                 self.stats.events += 1;
                 match event.token() {
                     LISTENER => accept = true,
+                    token if pipe_owner(token).is_some() => {
+                        let owner = pipe_owner(token).unwrap_or(token);
+                        self.with_conn(owner, now, |conn, ctx| conn.on_pipe_ready(ctx));
+                    }
                     token => {
                         let readiness = Readiness {
                             readable: event.is_readable() || event.is_error(),
@@ -176,9 +185,16 @@ impl<S: Service> EventLoop<S> {
         if !self.again.is_empty() || self.accept_pending {
             return Some(Duration::ZERO);
         }
-        self.timers
+        let next_timer = self
+            .timers
             .peek()
-            .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()))
+            .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+        // Children being ended are looked at on a short interval until they are reaped.
+        let reaping = self.children.any_ending().then_some(REAP_INTERVAL);
+        match (next_timer, reaping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Gives one connection its turn. A stale token (its connection closed earlier in this
@@ -205,6 +221,8 @@ impl<S: Service> EventLoop<S> {
             pool: &mut self.pool,
             stats: &mut self.stats,
             comet: &mut self.comet,
+            children: &mut self.children,
+            registry: self.poll.registry(),
             token,
             now,
         };
@@ -230,9 +248,13 @@ impl<S: Service> EventLoop<S> {
     }
 
     fn close(&mut self, token: Token) {
-        if let Some(conn) = self.conns.remove(token) {
+        if let Some(mut conn) = self.conns.remove(token) {
             if let Some(spot) = conn.spot() {
                 self.comet.unpark(spot);
+            }
+            if let Some(child) = conn.take_child() {
+                let grace = self.config.exec_kill_grace;
+                self.children.end(child, Instant::now(), grace);
             }
             // Dropping the stream closes the fd, which also removes it from the epoll set:
             // no deregister syscall needed.
@@ -249,6 +271,7 @@ impl<S: Service> EventLoop<S> {
             self.with_conn(token, now, |conn, ctx| conn.on_deadline(ctx));
         }
         self.fan_out(now);
+        self.children.poll(now);
         if now >= self.next_sweep {
             self.comet.sweep(now);
             self.next_sweep = now + SWEEP_INTERVAL;

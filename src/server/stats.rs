@@ -15,6 +15,8 @@ pub struct Stats {
     pub corked_writes: u64,
     pub would_blocks: u64,
     pub shutdowns: u64,
+    /// Reads from child pipes.
+    pub pipe_reads: u64,
     pub setsockopts: u64,
     pub requests: u64,
     pub bytes_in: u64,

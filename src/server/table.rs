@@ -12,6 +12,20 @@ const MAX_KEYS: usize = KEY_MASK;
 
 /// The token of the listening socket.
 pub const LISTENER: Token = Token(usize::MAX);
+/// Set in the token of a connection's child stdout pipe; connection tokens never have it.
+const PIPE_FLAG: usize = 1 << (usize::BITS - 1);
+/// Generations use the bits above the key, less the pipe flag.
+const GENERATION_MASK: usize = usize::MAX >> (KEY_BITS + 1);
+
+/// The token a connection's child pipe is registered with.
+pub fn pipe_token(conn: Token) -> Token {
+    Token(conn.0 | PIPE_FLAG)
+}
+
+/// The connection a pipe token belongs to, if it is a pipe token.
+pub fn pipe_owner(token: Token) -> Option<Token> {
+    (token.0 & PIPE_FLAG != 0 && token != LISTENER).then_some(Token(token.0 & !PIPE_FLAG))
+}
 
 #[derive(Debug)]
 pub struct ConnTable<T> {
@@ -49,7 +63,7 @@ impl<T> ConnTable<T> {
         if entry.key() >= MAX_KEYS {
             return None;
         }
-        let generation = self.next_generation & (usize::MAX >> KEY_BITS);
+        let generation = self.next_generation & GENERATION_MASK;
         self.next_generation = self.next_generation.wrapping_add(1);
         let token = Token(generation << KEY_BITS | entry.key());
         entry.insert(Slot {
@@ -97,6 +111,17 @@ mod tests {
         assert_eq!(table.remove(old), None);
         assert_eq!(table.get_mut(new), Some(&mut "new"));
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn pipe_tokens_map_back_to_their_connection() {
+        let mut table = ConnTable::new();
+        table.next_generation = GENERATION_MASK; // the largest generation
+        let token = table.insert(|_| ()).unwrap();
+        assert_eq!(token.0 & PIPE_FLAG, 0);
+        assert_eq!(pipe_owner(pipe_token(token)), Some(token));
+        assert_eq!(pipe_owner(token), None);
+        assert_eq!(pipe_owner(LISTENER), None);
     }
 
     #[test]

@@ -1,0 +1,137 @@
+//! Operator commands run for `GET /stream/NAME`: spawning one in its own process group with
+//! its stdout as a non-blocking pipe, and ending it (SIGTERM, SIGKILL after a grace) and
+//! reaping it, also after its connection is gone, so no child becomes a zombie.
+
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use mio::unix::pipe;
+
+use crate::config::{Config, StderrMode};
+use crate::sys;
+
+/// A running command and the read end of its stdout.
+pub struct Spawned {
+    pub child: Child,
+    pub stdout: pipe::Receiver,
+}
+
+/// Starts `SHELL -c TEXT`. Nothing from the request reaches it: the text is the operator's,
+/// the environment the server's, stdin /dev/null. Its own process group lets one signal
+/// reach the shell and everything it started.
+pub fn spawn(text: &str, config: &Config) -> io::Result<Spawned> {
+    let mut command = Command::new(&config.exec_shell);
+    let script;
+    let text = match config.exec_stderr {
+        // The shell sends its own stderr, and so every command's, to stdout.
+        StderrMode::Merge => {
+            script = format!("exec 2>&1\n{text}");
+            script.as_str()
+        }
+        _ => text,
+    };
+    command
+        .arg("-c")
+        .arg(text)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(match config.exec_stderr {
+            StderrMode::Inherit => Stdio::inherit(),
+            StderrMode::Merge | StderrMode::Discard => Stdio::null(),
+        })
+        .process_group(0);
+    let mut child = command.spawn()?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::other("no stdout pipe"));
+    };
+    let stdout = pipe::Receiver::from(stdout);
+    stdout.set_nonblocking(true)?;
+    Ok(Spawned { child, stdout })
+}
+
+/// Sends `signal` to the child's whole process group.
+pub fn signal_group(child: &Child, signal: sys::Signal) {
+    // The group id is the child's pid (process_group(0) at spawn).
+    if let Err(e) = sys::signal_process_group(child.id(), signal) {
+        // ESRCH: already gone, which is what we wanted.
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            eprintln!("miohttpd: signalling command {}: {e}", child.id());
+        }
+    }
+}
+
+/// How a command ended, as the `X-Exit-Status` trailer says it.
+pub fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(signal)) => format!("signal {signal}"),
+        (None, None) => "unknown".into(),
+    }
+}
+
+/// How many commands run, and the children whose connections are gone: terminated,
+/// awaiting their exit, killed if they outlast the grace.
+#[derive(Default)]
+pub struct Children {
+    /// Commands still attached to a connection.
+    streaming: usize,
+    ending: Vec<Ending>,
+}
+
+struct Ending {
+    child: Child,
+    kill_at: Instant,
+    killed: bool,
+}
+
+/// How often the children being ended are looked at.
+pub const REAP_INTERVAL: Duration = Duration::from_millis(20);
+
+impl Children {
+    /// Commands running now, streaming or ending: what `--exec-max-running` bounds.
+    pub fn running(&self) -> usize {
+        self.streaming + self.ending.len()
+    }
+
+    pub fn started(&mut self) {
+        self.streaming += 1;
+    }
+
+    /// A streaming command exited and its connection reaped it.
+    pub fn exited(&mut self) {
+        self.streaming -= 1;
+    }
+
+    /// Takes a streaming command whose connection is gone: SIGTERM now, SIGKILL after `grace`.
+    pub fn end(&mut self, child: Child, now: Instant, grace: Duration) {
+        self.streaming -= 1;
+        signal_group(&child, sys::Signal::Terminate);
+        self.ending.push(Ending {
+            child,
+            kill_at: now + grace,
+            killed: false,
+        });
+    }
+
+    pub fn any_ending(&self) -> bool {
+        !self.ending.is_empty()
+    }
+
+    /// Reaps the ending children that exited and kills those past their grace.
+    pub fn poll(&mut self, now: Instant) {
+        self.ending.retain_mut(|ending| {
+            if matches!(ending.child.try_wait(), Ok(Some(_)) | Err(_)) {
+                return false;
+            }
+            if !ending.killed && now >= ending.kill_at {
+                signal_group(&ending.child, sys::Signal::Kill);
+                ending.killed = true;
+            }
+            true
+        });
+    }
+}
