@@ -308,10 +308,7 @@ impl Conn {
                 self.output
                     .push_shared(fanout.bytes(form, ctx.date.as_bytes()));
                 self.deadline = None;
-                self.phase = match form {
-                    Form::Close => Phase::Closing,
-                    _ => Phase::Head(HeadScanner::default()),
-                };
+                self.answered(form == Form::Close);
             }
             Phase::Subscribed(subscribed) => {
                 if self.output.pending_len() > MAX_EVENT_BACKLOG {
@@ -695,11 +692,7 @@ impl Conn {
             out.extend_from_slice(child::describe_exit(status).as_bytes());
             out.extend_from_slice(b"\r\n\r\n");
         }
-        self.phase = if chunked && reply.keep_alive {
-            Phase::Head(HeadScanner::default())
-        } else {
-            Phase::Closing
-        };
+        self.answered(!(chunked && reply.keep_alive));
     }
 
     /// Whether these `offered` bytes are the last the connection sends before it closes with
@@ -879,11 +872,7 @@ impl Conn {
         let out = self.output_bytes(ctx.pool);
         let close =
             fanout::render_reply(out, &message, reply.version, reply.keep_alive, resync, date);
-        self.phase = if close {
-            Phase::Closing
-        } else {
-            Phase::Head(HeadScanner::default())
-        };
+        self.answered(close);
     }
 
     /// An event stream: the head, the history it missed, then every message as it comes.
@@ -934,6 +923,11 @@ impl Conn {
             date: ctx.date.as_bytes(),
         };
         let close = response::encode(self.output_bytes(ctx.pool), &response, &exchange);
+        self.answered(close);
+    }
+
+    /// A response is complete: the connection closes after it, or reads the next request.
+    fn answered(&mut self, close: bool) {
         self.phase = if close {
             Phase::Closing
         } else {
