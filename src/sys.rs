@@ -62,6 +62,15 @@ pub fn signal_process_group(group: u32, signal: Signal) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether any process of the group `group` still exists (zombies included, until reaped).
+pub fn process_group_exists(group: u32) -> bool {
+    let Ok(group) = libc::pid_t::try_from(group) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the group exists and may be signalled.
+    group > 1 && unsafe { libc::kill(-group, 0) } == 0
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

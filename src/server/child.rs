@@ -85,6 +85,8 @@ pub struct Children {
 struct Ending {
     child: Child,
     kill_at: Instant,
+    /// The group leader (the shell) has exited and been reaped.
+    reaped: bool,
     killed: bool,
 }
 
@@ -113,6 +115,7 @@ impl Children {
         self.ending.push(Ending {
             child,
             kill_at: now + grace,
+            reaped: false,
             killed: false,
         });
     }
@@ -121,17 +124,25 @@ impl Children {
         !self.ending.is_empty()
     }
 
-    /// Reaps the ending children that exited and kills those past their grace.
+    /// Reaps the ending children that exited, and kills the groups past their grace. A group
+    /// is followed until nothing of it is left or it got its SIGKILL: the shell may die of
+    /// SIGTERM while something it started ignores it.
     pub fn poll(&mut self, now: Instant) {
         self.ending.retain_mut(|ending| {
-            if matches!(ending.child.try_wait(), Ok(Some(_)) | Err(_)) {
+            if !ending.reaped && matches!(ending.child.try_wait(), Ok(Some(_)) | Err(_)) {
+                ending.reaped = true;
+            }
+            // Once the leader is reaped its pid may in principle be reused; the group is only
+            // signalled again while it provably still has members.
+            let group = ending.child.id();
+            if ending.reaped && !sys::process_group_exists(group) {
                 return false;
             }
             if !ending.killed && now >= ending.kill_at {
                 signal_group(&ending.child, sys::Signal::Kill);
                 ending.killed = true;
             }
-            true
+            !(ending.reaped && ending.killed)
         });
     }
 }

@@ -642,7 +642,10 @@ impl Conn {
                 streaming.exit = Some(status);
             }
         }
-        if streaming.exit.is_none() {
+        // The limits bind the whole group until the stream ends: after the shell exits, what
+        // it started may still hold the pipe open.
+        let finished = streaming.exit.is_some() && streaming.stdout.is_none();
+        if !finished {
             match (streaming.kill_at, streaming.limit_at) {
                 (Some(kill_at), _) if ctx.now >= kill_at && !streaming.killed => {
                     child::signal_group(&streaming.child, crate::sys::Signal::Kill);
