@@ -288,11 +288,12 @@ impl Conn {
         self.finish_turn(ctx)
     }
 
-    /// The command still running when the connection closes, for the loop to end and reap.
+    /// The command of a stream cut short, for the loop to end and reap. Its shell may have
+    /// exited already while something it started still runs: the group is ended either way.
     pub fn take_child(&mut self) -> Option<Child> {
         let phase = std::mem::replace(&mut self.phase, Phase::Closing);
         match phase {
-            Phase::Streaming(streaming) if streaming.exit.is_none() => Some(streaming.child),
+            Phase::Streaming(streaming) => Some(streaming.child),
             other => {
                 self.phase = other;
                 None

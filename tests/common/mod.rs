@@ -753,3 +753,51 @@ impl Conn {
         bytes
     }
 }
+
+/// One step of a chunked body that is still arriving (the streamed-command tests read the
+/// trailer, which `read_response` and `read_chunk` skip).
+#[derive(Debug)]
+pub enum Piece {
+    /// A chunk's data.
+    Data(Vec<u8>),
+    /// The last chunk, with the trailer fields that followed it (RFC 9112 §7.1.2).
+    End(Vec<(String, String)>),
+}
+
+impl Conn {
+    /// The next chunk of a chunked body, or its end with the trailer fields.
+    pub fn read_piece(&mut self) -> Piece {
+        let line = self.read_line("chunk size");
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+        if size == 0 {
+            let mut trailers = Vec::new();
+            loop {
+                let line = self.read_line("trailer line");
+                if line.is_empty() {
+                    return Piece::End(trailers);
+                }
+                let (name, value) = line
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("trailer line without colon: {line:?}"));
+                trailers.push((name.to_string(), value.trim().to_string()));
+            }
+        }
+        let mut data = vec![0; size];
+        self.reader
+            .read_exact(&mut data)
+            .unwrap_or_else(|e| panic!("reading {size}-byte chunk: {e}"));
+        let end = self.read_line("CRLF after chunk data");
+        assert!(end.is_empty(), "chunk data longer than its size: {end:?}");
+        Piece::Data(data)
+    }
+}
+
+impl Server {
+    /// Everything the server has written to its stderr so far (where `--exec-stderr inherit`
+    /// sends a command's stderr).
+    pub fn stderr_log(&self) -> String {
+        self.stderr()
+    }
+}
