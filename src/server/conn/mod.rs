@@ -1,6 +1,8 @@
 //! One connection's state machine: which phase of a request it is in, what each readiness
 //! event makes it do, and when it is done. The loop owns the socket registration and the
-//! table; this file owns everything that happens between accept and close.
+//! table; this module owns everything that happens between accept and close. The request
+//! cycle is here; `comet.rs` holds the parked and subscribed phases, `stream.rs` the
+//! streamed command.
 //!
 //! | phase       | waiting for                    | next                                     |
 //! |-------------|--------------------------------|------------------------------------------|
@@ -12,6 +14,9 @@
 //! | `Closing`   | the output to drain            | `Lingering`, or closed if the peer is gone |
 //! | `Lingering` | the peer's EOF, or a deadline  | closed                                   |
 
+mod comet;
+mod stream;
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -19,18 +24,18 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use mio::unix::pipe;
-use mio::{Interest, Registry, Token};
-use std::process::{Child, ExitStatus};
+use mio::{Registry, Token};
+
+use comet::{publish, Parked, Subscribed};
+use stream::Streaming;
 
 use super::buffers::{BufferPool, InputBuffer, InputKind, OutputBuffer};
-use super::child::{self, Children, Spawned, REAP_INTERVAL};
-use super::fanout::{self, Fanout, Form, HEARTBEAT, ID_HEADER, RESYNC_HEADER};
+use super::child::Children;
+use super::fanout::{self, HEARTBEAT};
 use super::stats::Stats;
-use super::table::pipe_token;
-use crate::comet::{CatchUp, Comet, CometError, MessageId, Spot, SpotKind};
+use crate::comet::{Comet, MessageId, Spot};
 use crate::config::Config;
-use crate::http::response::{self, encode_head, BodyFraming, Exchange, CONTINUE};
+use crate::http::response::{self, Exchange, CONTINUE};
 use crate::http::{
     header_storage, parse_head, BodyDecoder, DateCache, Framing, Head, HeadScanner, HeadSpan,
     RequestError, Response, Version,
@@ -51,10 +56,6 @@ pub struct Ctx<'a, S> {
     pub token: Token,
     pub now: Instant,
 }
-
-/// Pending event-stream bytes past which a subscriber that does not read is dropped rather
-/// than buffered without bound.
-const MAX_EVENT_BACKLOG: usize = 1 << 20;
 
 /// What a readiness event reported for a connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -113,35 +114,6 @@ enum Phase {
     Closing,
     Lingering,
 }
-
-struct Parked {
-    spot: Spot,
-    reply: ReplyTo,
-}
-
-struct Subscribed {
-    spot: Spot,
-    chunked: bool,
-}
-
-struct Streaming {
-    child: Child,
-    /// The child's stdout; None once it reached EOF.
-    stdout: Option<pipe::Receiver>,
-    reply: ReplyTo,
-    chunked: bool,
-    /// The last read found the pipe empty: wait for its next readable edge.
-    pipe_drained: bool,
-    exit: Option<ExitStatus>,
-    /// When `--exec-time-limit` ends the command.
-    limit_at: Option<Instant>,
-    /// After SIGTERM: when SIGKILL follows.
-    kill_at: Option<Instant>,
-    killed: bool,
-}
-
-/// The most read from a child's pipe at once; a pipe holds 64 KiB.
-const PIPE_READ: usize = 32 * 1024;
 
 /// A routed request whose body is still arriving.
 struct BodyPhase {
@@ -275,51 +247,6 @@ impl Conn {
                 self.set_deadline(ctx.now + ctx.config.sse_heartbeat);
             }
             Phase::Streaming(_) => self.check_child(ctx),
-            _ => return Next::Wait,
-        }
-        self.finish_turn(ctx)
-    }
-
-    /// The child's pipe has output (or EOF).
-    pub fn on_pipe_ready<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
-        if let Phase::Streaming(streaming) = &mut self.phase {
-            streaming.pipe_drained = false;
-        }
-        self.finish_turn(ctx)
-    }
-
-    /// The command of a stream cut short, for the loop to end and reap. Its shell may have
-    /// exited already while something it started still runs: the group is ended either way.
-    pub fn take_child(&mut self) -> Option<Child> {
-        let phase = std::mem::replace(&mut self.phase, Phase::Closing);
-        match phase {
-            Phase::Streaming(streaming) => Some(streaming.child),
-            other => {
-                self.phase = other;
-                None
-            }
-        }
-    }
-
-    /// A message for the channel this connection is parked on.
-    pub fn deliver<S: Service>(&mut self, fanout: &mut Fanout, ctx: &mut Ctx<'_, S>) -> Next {
-        match &self.phase {
-            Phase::Parked(parked) => {
-                let form = Form::for_reply(parked.reply.version, parked.reply.keep_alive);
-                self.output
-                    .push_shared(fanout.bytes(form, ctx.date.as_bytes()));
-                self.deadline = None;
-                self.answered(form == Form::Close);
-            }
-            Phase::Subscribed(subscribed) => {
-                if self.output.pending_len() > MAX_EVENT_BACKLOG {
-                    eprintln!("miohttpd: {}: event stream not read; dropped", self.peer);
-                    return Next::Close;
-                }
-                let form = Form::for_events(subscribed.chunked);
-                self.output
-                    .push_shared(fanout.bytes(form, ctx.date.as_bytes()));
-            }
             _ => return Next::Wait,
         }
         self.finish_turn(ctx)
@@ -515,190 +442,6 @@ impl Conn {
         Ok(())
     }
 
-    /// Runs the operator's command `name` and starts streaming its output.
-    fn start_stream<S>(&mut self, name: &str, reply: ReplyTo, ctx: &mut Ctx<'_, S>) {
-        let command = ctx.config.commands.iter().find(|(n, _)| n == name);
-        let Some((_, text)) = command else {
-            return self.respond(Response::text(404, "no such command\n"), reply, ctx);
-        };
-        if ctx.children.running() >= ctx.config.exec_max_running {
-            eprintln!("miohttpd: {}: too many commands running", self.peer);
-            let busy = Response::text(503, "too many commands running\n");
-            return self.respond(busy.with_header("Retry-After", "1"), reply, ctx);
-        }
-        let Spawned { child, mut stdout } = match child::spawn(text, ctx.config) {
-            Ok(spawned) => spawned,
-            Err(e) => {
-                eprintln!(
-                    "miohttpd: {}: command {name} could not start: {e}",
-                    self.peer
-                );
-                let failed = Response::text(500, "the command could not start\n");
-                return self.respond(failed, reply, ctx);
-            }
-        };
-        ctx.children.started();
-        let registered =
-            ctx.registry
-                .register(&mut stdout, pipe_token(ctx.token), Interest::READABLE);
-        if let Err(e) = registered {
-            eprintln!("miohttpd: register a command's pipe: {e}");
-            ctx.children.end(child, ctx.now, ctx.config.exec_kill_grace);
-            return self.respond(internal_error("pipe registration failed"), reply, ctx);
-        }
-        let chunked = reply.version == Version::Http11;
-        let framing = if chunked {
-            BodyFraming::Chunked
-        } else {
-            BodyFraming::UntilClose
-        };
-        let headers = [
-            ("X-Content-Type-Options", "nosniff"),
-            ("Cache-Control", "no-cache"),
-            ("Trailer", "X-Exit-Status"),
-        ];
-        let headers = headers.into_iter().take(if chunked { 3 } else { 2 });
-        let exchange = Exchange {
-            version: reply.version,
-            keep_alive: reply.keep_alive,
-            head_method: false,
-            date: ctx.date.as_bytes(),
-        };
-        let out = self.output_bytes(ctx.pool);
-        let content_type = "text/plain; charset=utf-8";
-        let close = encode_head(
-            out,
-            200,
-            content_type,
-            headers,
-            framing,
-            reply.keep_alive,
-            &exchange,
-        );
-        let limit = ctx.config.exec_time_limit;
-        let limit_at = (!limit.is_zero()).then(|| ctx.now + limit);
-        self.phase = Phase::Streaming(Box::new(Streaming {
-            child,
-            stdout: Some(stdout),
-            reply: ReplyTo {
-                keep_alive: !close,
-                ..reply
-            },
-            chunked,
-            pipe_drained: false,
-            exit: None,
-            limit_at,
-            kill_at: None,
-            killed: false,
-        }));
-        if let Some(at) = limit_at {
-            self.set_deadline(at);
-        }
-    }
-
-    /// One read from the child's pipe into the output, as one chunk; returns the bytes read.
-    fn pump<S>(&mut self, ctx: &mut Ctx<'_, S>) -> usize {
-        let Phase::Streaming(streaming) = &mut self.phase else {
-            return 0;
-        };
-        let Some(stdout) = streaming.stdout.as_mut() else {
-            return 0;
-        };
-        let mut buf = [0u8; PIPE_READ];
-        ctx.stats.pipe_reads += 1;
-        match stdout.read(&mut buf) {
-            Ok(0) => {
-                // EOF: dropping the pipe closes it and leaves the poll set.
-                streaming.stdout = None;
-                self.check_child(ctx);
-                0
-            }
-            Ok(n) => {
-                let chunked = streaming.chunked;
-                fanout::push_stream_bytes(self.output_bytes(ctx.pool), &buf[..n], chunked);
-                n
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                streaming.pipe_drained = true;
-                0
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) => {
-                eprintln!("miohttpd: {}: reading a command's output: {e}", self.peer);
-                streaming.stdout = None;
-                self.check_child(ctx);
-                0
-            }
-        }
-    }
-
-    /// Reaps the child if it exited, enforces the time limit, and ends the stream once the
-    /// output is drained and the exit known; else sets the deadline to look again.
-    fn check_child<S>(&mut self, ctx: &mut Ctx<'_, S>) {
-        let Phase::Streaming(streaming) = &mut self.phase else {
-            return;
-        };
-        if streaming.exit.is_none() {
-            if let Ok(Some(status)) = streaming.child.try_wait() {
-                streaming.exit = Some(status);
-            }
-        }
-        // The limits bind the whole group until the stream ends: after the shell exits, what
-        // it started may still hold the pipe open.
-        let finished = streaming.exit.is_some() && streaming.stdout.is_none();
-        if !finished {
-            match (streaming.kill_at, streaming.limit_at) {
-                (Some(kill_at), _) if ctx.now >= kill_at && !streaming.killed => {
-                    child::signal_group(&streaming.child, crate::sys::Signal::Kill);
-                    streaming.killed = true;
-                }
-                (None, Some(limit_at)) if ctx.now >= limit_at => {
-                    eprintln!("miohttpd: {}: command over its time limit", self.peer);
-                    child::signal_group(&streaming.child, crate::sys::Signal::Terminate);
-                    streaming.kill_at = Some(ctx.now + ctx.config.exec_kill_grace);
-                }
-                _ => {}
-            }
-        }
-        match (streaming.exit, &streaming.stdout) {
-            (Some(status), None) => self.finish_stream(status, ctx),
-            _ => {
-                let next = [
-                    streaming.exit.is_none().then(|| ctx.now + REAP_INTERVAL),
-                    streaming.kill_at.filter(|_| !streaming.killed),
-                    streaming.limit_at.filter(|_| streaming.kill_at.is_none()),
-                ];
-                // While the pipe is open, only the limits need a timer; after its EOF,
-                // look for the exit every REAP_INTERVAL.
-                let next = if streaming.stdout.is_some() {
-                    &next[1..]
-                } else {
-                    &next[..]
-                };
-                if let Some(at) = next.iter().flatten().min().copied() {
-                    self.set_deadline(at);
-                }
-            }
-        }
-    }
-
-    /// Output drained and exit known: the last chunk with the exit status as a trailer.
-    fn finish_stream<S>(&mut self, status: ExitStatus, ctx: &mut Ctx<'_, S>) {
-        let Phase::Streaming(streaming) = &self.phase else {
-            return;
-        };
-        let (chunked, reply) = (streaming.chunked, streaming.reply);
-        ctx.children.exited();
-        self.deadline = None;
-        if chunked {
-            let out = self.output_bytes(ctx.pool);
-            out.extend_from_slice(b"0\r\nX-Exit-Status: ");
-            out.extend_from_slice(child::describe_exit(status).as_bytes());
-            out.extend_from_slice(b"\r\n\r\n");
-        }
-        self.answered(!(chunked && reply.keep_alive));
-    }
-
     /// Whether these `offered` bytes are the last the connection sends before it closes with
     /// nothing to drain (an HTTP/1.0 answer, a comet waiter's): then they can leave in one
     /// segment with the FIN. Small only, so they surely fit the send buffer in one write.
@@ -842,73 +585,6 @@ impl Conn {
             Consumer::Exec { name } => return self.start_stream(&name, reply, ctx),
         };
         self.respond(response, reply, ctx);
-    }
-
-    /// A long-poll: the next message it missed at once, or park until there is one.
-    fn wait<S>(
-        &mut self,
-        channel: &str,
-        after: Option<MessageId>,
-        reply: ReplyTo,
-        ctx: &mut Ctx<'_, S>,
-    ) {
-        let key = match ctx.comet.channel(channel, ctx.now) {
-            Ok(key) => key,
-            Err(e) => return self.respond(comet_error(e), reply, ctx),
-        };
-        let (message, resync) = match ctx.comet.catch_up(key, after) {
-            CatchUp::Park => {
-                let spot = ctx.comet.park(key, ctx.token, SpotKind::Waiter, ctx.now);
-                self.phase = Phase::Parked(Parked { spot, reply });
-                if !ctx.config.comet_timeout.is_zero() {
-                    self.set_deadline(ctx.now + ctx.config.comet_timeout);
-                }
-                return;
-            }
-            CatchUp::Next(message) => (message, false),
-            CatchUp::Resync(Some(message)) => (message, true),
-            CatchUp::Resync(None) => {
-                let response = Response::text(204, "").with_header(RESYNC_HEADER, "true");
-                return self.respond(response, reply, ctx);
-            }
-        };
-        let date = ctx.date.as_bytes();
-        let out = self.output_bytes(ctx.pool);
-        let close =
-            fanout::render_reply(out, &message, reply.version, reply.keep_alive, resync, date);
-        self.answered(close);
-    }
-
-    /// An event stream: the head, the history it missed, then every message as it comes.
-    fn subscribe<S>(
-        &mut self,
-        channel: &str,
-        after: Option<MessageId>,
-        reply: ReplyTo,
-        ctx: &mut Ctx<'_, S>,
-    ) {
-        let key = match ctx.comet.channel(channel, ctx.now) {
-            Ok(key) => key,
-            Err(e) => return self.respond(comet_error(e), reply, ctx),
-        };
-        let chunked = reply.version == Version::Http11;
-        let date = ctx.date.as_bytes();
-        let out = self.output_bytes(ctx.pool);
-        fanout::render_stream_head(out, reply.version, date);
-        if let Some(after) = after {
-            let (missed, lost) = ctx.comet.replay(key, after);
-            if lost {
-                fanout::render_resync_event(out, chunked);
-            }
-            for message in missed {
-                fanout::render_event(out, &message, chunked);
-            }
-        }
-        let spot = ctx
-            .comet
-            .park(key, ctx.token, SpotKind::Subscriber, ctx.now);
-        self.phase = Phase::Subscribed(Subscribed { spot, chunked });
-        self.set_deadline(ctx.now + ctx.config.sse_heartbeat);
     }
 
     /// Encodes a response; one that cannot be sent as it is becomes a 500.
@@ -1077,38 +753,6 @@ fn route<S: Service>(head: &Head<'_>, ctx: &mut Ctx<'_, S>) -> Consumer {
                 content_type: content_type.into(),
                 body: Vec::new(),
             }
-        }
-    }
-}
-
-/// Publishes and answers the publisher with the number of connections reached.
-fn publish<S>(
-    channel: &str,
-    payload: Payload,
-    content_type: &str,
-    body: Vec<u8>,
-    ctx: &mut Ctx<'_, S>,
-) -> Response {
-    let key = match ctx.comet.channel(channel, ctx.now) {
-        Ok(key) => key,
-        Err(e) => return comet_error(e),
-    };
-    let message_body = |reached: usize| match payload {
-        Payload::WaiterCount => reached.to_string().into_bytes().into_boxed_slice(),
-        Payload::Body { .. } => body.into_boxed_slice(),
-    };
-    let (id, reached) = ctx.comet.publish(key, content_type, message_body, ctx.now);
-    Response::text(200, reached.to_string()).with_header(ID_HEADER, id.to_string())
-}
-
-fn comet_error(error: CometError) -> Response {
-    match error {
-        CometError::BadChannelName => {
-            Response::text(400, "channel names are 1 to 64 of A-Z a-z 0-9 . _ ~ -\n")
-        }
-        CometError::TooManyChannels => {
-            eprintln!("miohttpd: channel limit reached");
-            Response::text(503, "too many channels\n").with_header("Retry-After", "60")
         }
     }
 }
