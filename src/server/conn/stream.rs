@@ -17,19 +17,19 @@ use crate::server::fanout;
 use crate::server::table::pipe_token;
 
 pub(super) struct Streaming {
-    pub(super) child: Child,
+    child: Child,
     /// The child's stdout; None once it reached EOF.
     pub(super) stdout: Option<pipe::Receiver>,
-    pub(super) reply: ReplyTo,
-    pub(super) chunked: bool,
+    reply: ReplyTo,
+    chunked: bool,
     /// The last read found the pipe empty: wait for its next readable edge.
     pub(super) pipe_drained: bool,
-    pub(super) exit: Option<ExitStatus>,
+    exit: Option<ExitStatus>,
     /// When `--exec-time-limit` ends the command.
-    pub(super) limit_at: Option<Instant>,
+    limit_at: Option<Instant>,
     /// After SIGTERM: when SIGKILL follows.
-    pub(super) kill_at: Option<Instant>,
-    pub(super) killed: bool,
+    kill_at: Option<Instant>,
+    killed: bool,
 }
 
 /// The most read from a child's pipe at once; a pipe holds 64 KiB.
