@@ -41,6 +41,8 @@ pub enum Route {
     CountWaiters,
     /// Run the operator's command registered as `name` and stream its output.
     Exec { name: String },
+    /// Answer with the server's counters in the Prometheus text format.
+    Metrics,
 }
 
 /// What a published message carries.

@@ -6,20 +6,22 @@ pub mod md5;
 
 use crate::config::Config;
 use crate::http::Response;
-use crate::router::Router;
+use crate::router::{Route, Router};
 
 /// The conventional benchmark body.
 pub const PLAINTEXT: &str = "Hello, World!";
 
 /// Every built-in route: `POST /` and `POST /md5` (streamed MD5 of the body),
 /// `GET /plaintext`, the comet routes (`GET /` counts the parked waiters) and
-/// `GET /stream/NAME` (a configured command's output).
+/// `GET /stream/NAME` (a configured command's output), and `GET /metrics` (the loop's own
+/// counters).
 pub fn builtin_router(config: &Config) -> Router {
     let mut router = Router::new()
         .streamed("POST", "/", md5::start)
         .streamed("POST", "/md5", md5::start)
         .respond("GET", "/plaintext", |_| Response::text(200, PLAINTEXT))
-        .route("GET", "/", comet::count);
+        .route("GET", "/", comet::count)
+        .route("GET", "/metrics", |_| Route::Metrics);
     for path in ["/wait", "/wait/*"] {
         router = router.route("GET", path, comet::wait);
     }

@@ -249,6 +249,7 @@ impl<S: Service> EventLoop<S> {
 
     fn close(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(token) {
+            self.stats.closes += 1;
             if let Some(spot) = conn.spot() {
                 self.comet.unpark(spot);
             }
@@ -306,6 +307,7 @@ impl<S: Service> EventLoop<S> {
             }
             let Some(token) = self.conns.insert(|_| Conn::new(stream, peer)) else {
                 eprintln!("miohttpd: connection table full; refusing {peer}");
+                self.stats.closes += 1;
                 continue;
             };
             let conn = self.conns.get_mut(token).expect("just inserted");

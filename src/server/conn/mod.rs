@@ -32,7 +32,7 @@ use stream::Streaming;
 use super::buffers::{BufferPool, InputBuffer, InputKind, OutputBuffer};
 use super::child::Children;
 use super::fanout::{self, HEARTBEAT};
-use super::stats::Stats;
+use super::stats::{Gauges, Stats};
 use crate::comet::{Comet, MessageId, Spot};
 use crate::config::Config;
 use crate::http::response::{self, Exchange, CONTINUE};
@@ -739,6 +739,19 @@ fn route<S: Service>(head: &Head<'_>, ctx: &mut Ctx<'_, S>) -> Consumer {
             Err(refused) => refused,
         },
         Route::Exec { name } => Consumer::Exec { name },
+        Route::Metrics => {
+            let gauges = Gauges {
+                connections: ctx.stats.accepts - ctx.stats.closes,
+                parked: ctx.comet.parked() as u64,
+                commands_running: ctx.children.running() as u64,
+            };
+            let text = ctx.stats.render_prometheus(&gauges);
+            Consumer::Discard(Response::bytes(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text.into_bytes(),
+            ))
+        }
         Route::Publish { channel, payload } => {
             let content_type = match payload {
                 Payload::WaiterCount => "text/plain",
