@@ -2,7 +2,7 @@
 //! delivering a published message to it, and publishing one.
 
 use super::{Conn, Ctx, Next, Phase, ReplyTo};
-use crate::comet::{CatchUp, CometError, MessageId, Spot, SpotKind};
+use crate::comet::{CatchUp, ChannelKey, CometError, MessageId, Spot, SpotKind};
 use crate::http::{Response, Version};
 use crate::router::{Payload, Service};
 use crate::server::fanout::{self, Fanout, Form, ID_HEADER, RESYNC_HEADER};
@@ -46,6 +46,23 @@ impl Conn {
         self.finish_turn(ctx)
     }
 
+    /// The channel named `name`, made if it does not exist; None once the refusal (a bad
+    /// name, or too many channels) is answered.
+    fn open_channel<S>(
+        &mut self,
+        name: &str,
+        reply: ReplyTo,
+        ctx: &mut Ctx<'_, S>,
+    ) -> Option<ChannelKey> {
+        match ctx.comet.channel(name, ctx.now) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                self.respond(comet_error(e), reply, ctx);
+                None
+            }
+        }
+    }
+
     /// A long-poll: the next message it missed at once, or park until there is one.
     pub(super) fn wait<S>(
         &mut self,
@@ -54,9 +71,8 @@ impl Conn {
         reply: ReplyTo,
         ctx: &mut Ctx<'_, S>,
     ) {
-        let key = match ctx.comet.channel(channel, ctx.now) {
-            Ok(key) => key,
-            Err(e) => return self.respond(comet_error(e), reply, ctx),
+        let Some(key) = self.open_channel(channel, reply, ctx) else {
+            return;
         };
         let (message, resync) = match ctx.comet.catch_up(key, after) {
             CatchUp::Park => {
@@ -89,9 +105,8 @@ impl Conn {
         reply: ReplyTo,
         ctx: &mut Ctx<'_, S>,
     ) {
-        let key = match ctx.comet.channel(channel, ctx.now) {
-            Ok(key) => key,
-            Err(e) => return self.respond(comet_error(e), reply, ctx),
+        let Some(key) = self.open_channel(channel, reply, ctx) else {
+            return;
         };
         let chunked = reply.version == Version::Http11;
         let date = ctx.date.as_bytes();
