@@ -374,13 +374,7 @@ fn curl_chunked_upload() {
 
 /// Runs a Python script using `requests`; its last stdout lines are compared by the caller.
 fn python_requests(script: &str, url: &str) -> Vec<String> {
-    let probe = Command::new("python3")
-        .args(["-c", "import requests"])
-        .output();
-    assert!(
-        probe.is_ok_and(|p| p.status.success()),
-        "python3 with the requests package is missing: run scripts/test.sh, which installs it"
-    );
+    common::require_python_requests();
     let output = run_tool("python3", &["-c", script, url]);
     String::from_utf8(output.stdout)
         .unwrap()

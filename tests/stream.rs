@@ -434,13 +434,7 @@ for line in r.iter_lines(chunk_size=1):
 #[test]
 fn python_requests_yields_each_line_as_the_command_writes_it() {
     let _machine = shared();
-    let probe = Command::new("python3")
-        .args(["-c", "import requests"])
-        .output();
-    assert!(
-        probe.is_ok_and(|p| p.status.success()),
-        "python3 with the requests package is missing: run scripts/test.sh, which installs it"
-    );
+    common::require_python_requests();
     let gate = TempPath::new("python-gate");
     let server = Streamer::start(&[], &[("gated", &gated(&gate))]);
     let url = format!("{}/stream/gated", server.url());

@@ -713,21 +713,10 @@ impl Conn {
     /// The data of the next chunk of a chunked body that is still arriving; empty for the last
     /// chunk (whose trailer section is read too).
     pub fn read_chunk(&mut self) -> Vec<u8> {
-        let line = self.read_line("chunk size");
-        let size = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16)
-            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
-        if size == 0 {
-            while !self.read_line("trailer line").is_empty() {}
-            return Vec::new();
+        match self.read_piece() {
+            Piece::Data(data) => data,
+            Piece::End(_) => Vec::new(),
         }
-        let mut data = vec![0; size];
-        self.reader
-            .read_exact(&mut data)
-            .unwrap_or_else(|e| panic!("reading {size}-byte chunk: {e}"));
-        let end = self.read_line("CRLF after chunk data");
-        assert!(end.is_empty(), "chunk data longer than its size: {end:?}");
-        data
     }
 
     /// The bytes up to and including the next `terminator`, for a close-delimited stream
@@ -800,4 +789,15 @@ impl Server {
     pub fn stderr_log(&self) -> String {
         self.stderr()
     }
+}
+
+/// Fails the test, saying how to fix it, when python3 cannot import `requests`.
+pub fn require_python_requests() {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import requests"])
+        .output();
+    assert!(
+        probe.is_ok_and(|p| p.status.success()),
+        "python3 with the requests package is missing: run scripts/test.sh, which installs it"
+    );
 }
