@@ -653,6 +653,38 @@ fn an_http10_stream_is_close_delimited() {
 // ---- Errors ----
 
 #[test]
+fn head_runs_no_command_and_gets_405() {
+    let _machine = shared();
+    let server = Streamer::start(&[], &[("hi", "echo hi"), ("stream", "echo hi")]);
+    for path in ["/stream/hi", "/stream"] {
+        // A HEAD answer has no body, so nothing may be streamed in reply to one.
+        let mut conn = server.connect();
+        conn.send(
+            format!(
+                "HEAD {path} HTTP/1.1
+Host: localhost
+
+"
+            )
+            .as_bytes(),
+        );
+        let response = conn.read_head_response();
+        assert_eq!(response.status, 405, "{path}: {response:?}");
+        assert_eq!(
+            response.header("allow"),
+            Some("GET"),
+            "{path}: {response:?}"
+        );
+        server.assert_still_serves();
+    }
+    assert_eq!(
+        children(&server),
+        Vec::<u32>::new(),
+        "a HEAD started a child"
+    );
+}
+
+#[test]
 fn unknown_names_get_404() {
     let _machine = shared();
     let server = Streamer::start(&[], &[("hi", "echo hi")]);

@@ -3,8 +3,9 @@
 //! Events, and `GET /` counts the waiters. These only name what is wanted; the loop's comet
 //! registry does it.
 
+use super::refuse_head;
 use crate::comet::DEFAULT_CHANNEL;
-use crate::http::{Head, Response};
+use crate::http::Head;
 use crate::router::{Payload, Route};
 
 /// `/wait` means the default channel, `/wait/news` the channel `news`.
@@ -33,11 +34,6 @@ fn after(head: &Head<'_>) -> Option<String> {
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::to_string)
     })
-}
-
-/// A HEAD cannot wait for a body it would not get.
-fn refuse_head() -> Route {
-    Route::Respond(Response::text(405, "use GET\n").with_header("Allow", "GET"))
 }
 
 pub fn wait(head: &Head<'_>) -> Route {

@@ -8,6 +8,12 @@ use crate::config::Config;
 use crate::http::Response;
 use crate::router::{Route, Router};
 
+/// For GET routes whose answer is a wait or a stream: a HEAD would get neither the body nor
+/// an end to wait for, so it is refused rather than mapped onto GET.
+fn refuse_head() -> Route {
+    Route::Respond(Response::text(405, "use GET\n").with_header("Allow", "GET"))
+}
+
 /// The conventional benchmark body.
 pub const PLAINTEXT: &str = "Hello, World!";
 
