@@ -153,19 +153,17 @@ impl<S: Service> EventLoop<S> {
             let mut accept = std::mem::take(&mut self.accept_pending);
             for event in events.iter() {
                 self.stats.events += 1;
-                match event.token() {
-                    LISTENER => accept = true,
-                    token if pipe_owner(token).is_some() => {
-                        let owner = pipe_owner(token).unwrap_or(token);
-                        self.with_conn(owner, now, |conn, ctx| conn.on_pipe_ready(ctx));
-                    }
-                    token => {
-                        let readiness = Readiness {
-                            readable: event.is_readable() || event.is_error(),
-                            hung_up: event.is_read_closed() || event.is_error(),
-                        };
-                        self.serve(token, readiness, now);
-                    }
+                let token = event.token();
+                if token == LISTENER {
+                    accept = true;
+                } else if let Some(owner) = pipe_owner(token) {
+                    self.with_conn(owner, now, |conn, ctx| conn.on_pipe_ready(ctx));
+                } else {
+                    let readiness = Readiness {
+                        readable: event.is_readable() || event.is_error(),
+                        hung_up: event.is_read_closed() || event.is_error(),
+                    };
+                    self.serve(token, readiness, now);
                 }
             }
             let mut turns = std::mem::take(&mut self.turns);

@@ -35,6 +35,7 @@ use super::fanout::{self, HEARTBEAT};
 use super::stats::{Gauges, Stats};
 use crate::comet::{Comet, MessageId, Spot};
 use crate::config::Config;
+use crate::http::date::DATE_LEN;
 use crate::http::response::{self, Exchange, CONTINUE};
 use crate::http::{
     header_storage, parse_head, BodyDecoder, DateCache, Framing, Head, HeadScanner, HeadSpan,
@@ -137,6 +138,16 @@ impl ReplyTo {
         keep_alive: false,
         head_method: false,
     };
+
+    /// What the encoder needs to answer this request, with the current `Date`.
+    fn exchange(self, date: &[u8; DATE_LEN]) -> Exchange<'_> {
+        Exchange {
+            version: self.version,
+            keep_alive: self.keep_alive,
+            head_method: self.head_method,
+            date,
+        }
+    }
 }
 
 /// Where decoded body bytes go.
@@ -596,12 +607,7 @@ impl Conn {
                 internal_error("invalid response")
             }
         };
-        let exchange = Exchange {
-            version: reply.version,
-            keep_alive: reply.keep_alive,
-            head_method: reply.head_method,
-            date: ctx.date.as_bytes(),
-        };
+        let exchange = reply.exchange(ctx.date.as_bytes());
         let close = response::encode(self.output_bytes(ctx.pool), &response, &exchange);
         self.answered(close);
     }

@@ -9,7 +9,7 @@ use mio::unix::pipe;
 use mio::Interest;
 
 use super::{internal_error, Conn, Ctx, Next, Phase, ReplyTo};
-use crate::http::response::{encode_head, BodyFraming, Exchange};
+use crate::http::response::{encode_head, BodyFraming};
 use crate::http::{Response, Version};
 use crate::router::Service;
 use crate::server::child::{self, Spawned, REAP_INTERVAL};
@@ -100,12 +100,7 @@ impl Conn {
             ("Trailer", "X-Exit-Status"),
         ];
         let headers = headers.into_iter().take(if chunked { 3 } else { 2 });
-        let exchange = Exchange {
-            version: reply.version,
-            keep_alive: reply.keep_alive,
-            head_method: false,
-            date: ctx.date.as_bytes(),
-        };
+        let exchange = reply.exchange(ctx.date.as_bytes());
         let out = self.output_bytes(ctx.pool);
         let content_type = "text/plain; charset=utf-8";
         let close = encode_head(
