@@ -1,0 +1,231 @@
+//! Fuzz target `head`: the request-head path. `HeadScanner` fed the input in pieces must
+//! stop where one scan of the whole input stops, with the same answer; the span it finds
+//! must be a head; `parse_head` on it must not panic, and what it accepts must be coherent.
+//!
+//! Input: payload, then two control bytes: limits (< 0x80: the defaults; else small limits
+//! the fuzzer can reach), then how to cut the payload into reads (see `cut`).
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use miohttpd::http::head::MAX_HEADERS_CAP;
+use miohttpd::http::{
+    header_storage, parse_head, Framing, Head, HeadLimits, HeadScanner, HeadSpan, RequestError,
+    Version,
+};
+use miohttpd_fuzz::{cut, take_controls};
+
+fuzz_target!(|data: &[u8]| {
+    let Some(([limits_control, cut_control], payload)) = take_controls::<2>(data) else {
+        return;
+    };
+    let limits = limits_from(limits_control);
+    let whole = HeadScanner::default().scan(payload, &limits);
+    let split = scan_in_pieces(&cut(payload, cut_control, true), &limits);
+    if split != whole && !known_split_dependence(&split, &whole, payload, &limits) {
+        panic!("split scan {split:?} differs from the whole scan {whole:?}");
+    }
+
+    match whole {
+        Ok(Some(span)) => check_head(payload, span, &limits),
+        Ok(None) => {}
+        Err(e) => assert!(matches!(e.status(), 414 | 431), "scan error {e:?}"),
+    }
+});
+
+fn limits_from(control: u8) -> HeadLimits {
+    if control < 0x80 {
+        return HeadLimits::default();
+    }
+    HeadLimits {
+        max_head_size: 16 + usize::from(control & 0x0f) * 16,
+        max_headers: 1 + usize::from((control >> 4) & 0x07),
+        max_target_size: 4 + usize::from(control & 0x1c) * 2,
+    }
+}
+
+/// The two ways the scanner's answer still depends on where reads end (fuzz/README.md,
+/// "Findings"); tolerated here so that fuzzing goes on past them. Delete once fixed.
+fn known_split_dependence(
+    split: &Result<Option<HeadSpan>, RequestError>,
+    whole: &Result<Option<HeadSpan>, RequestError>,
+    payload: &[u8],
+    limits: &HeadLimits,
+) -> bool {
+    use RequestError::{HeadTooLarge, TargetTooLong};
+    match (split, whole) {
+        // 1. An oversized head is 414 or 431 depending on whether the bytes read when the
+        //    limit was crossed included the end of the request line.
+        (Err(TargetTooLong), Err(HeadTooLarge)) | (Err(HeadTooLarge), Err(TargetTooLong)) => true,
+        // 2. Blank lines before a request count against the head limit only when a read
+        //    ends among them.
+        (Err(HeadTooLarge), _) => leading_blank_len(payload) > limits.max_head_size,
+        _ => false,
+    }
+}
+
+/// The CRLF and LF lines before the request line (RFC 9112 §2.2), as the scanner skips them.
+fn leading_blank_len(payload: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        match &payload[at..] {
+            [b'\r', b'\n', ..] => at += 2,
+            [b'\n', ..] => at += 1,
+            _ => return at,
+        }
+    }
+}
+
+/// Feeds the pieces as reads would, into one growing buffer, until the scanner answers.
+fn scan_in_pieces(pieces: &[&[u8]], limits: &HeadLimits) -> Result<Option<HeadSpan>, RequestError> {
+    let mut scanner = HeadScanner::default();
+    let mut buffer = Vec::new();
+    for piece in pieces {
+        buffer.extend_from_slice(piece);
+        if let Some(span) = scanner.scan(&buffer, limits)? {
+            return Ok(Some(span));
+        }
+    }
+    // The whole input may be empty, which no piece delivered.
+    scanner.scan(&buffer, limits)
+}
+
+fn only_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == b'\r' || b == b'\n')
+}
+
+/// The span is a head: blank lines, then lines up to the first empty one, within the limit.
+fn check_head(payload: &[u8], span: HeadSpan, limits: &HeadLimits) {
+    assert!(
+        span.skip < span.end && span.end <= payload.len(),
+        "{span:?}"
+    );
+    assert!(only_blank(&payload[..span.skip]), "skipped non-blank bytes");
+    let head = &payload[span.skip..span.end];
+    assert!(head.len() <= limits.max_head_size, "head over the limit");
+    assert!(head[0] != b'\n' && !head.starts_with(b"\r\n"));
+    assert_eq!(
+        first_empty_line_end(head),
+        Some(head.len()),
+        "not the first empty line"
+    );
+
+    let mut storage = header_storage();
+    match parse_head(head, &mut storage, limits) {
+        Ok(parsed) => check_parsed(head, &parsed, limits),
+        Err(e) => assert!((400..=505).contains(&e.status()), "{e:?}"),
+    }
+}
+
+/// The end of the first empty line, found the slow and obvious way.
+fn first_empty_line_end(head: &[u8]) -> Option<usize> {
+    (0..head.len()).find_map(|i| {
+        let lf_lf = head[i] == b'\n' && i >= 1 && head[i - 1] == b'\n';
+        let lf_crlf = head[i] == b'\n' && i >= 2 && head[i - 1] == b'\r' && head[i - 2] == b'\n';
+        (lf_lf || lf_crlf).then_some(i + 1)
+    })
+}
+
+/// What a parsed head says must agree with its bytes, as httparse reads them independently.
+fn check_parsed(head: &[u8], parsed: &Head<'_>, limits: &HeadLimits) {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let mut request = httparse::Request::new(&mut slots);
+    assert_eq!(
+        request.parse(head),
+        Ok(httparse::Status::Complete(head.len())),
+        "the head must be exactly what httparse reads: no byte of it left unread"
+    );
+    assert_eq!(request.method, Some(parsed.method));
+    assert_eq!(request.path, Some(parsed.target));
+    assert_eq!(request.headers.len(), parsed.headers.len());
+    assert!(parsed.headers.len() <= limits.max_headers);
+    assert!(!parsed.target.is_empty() && parsed.target.len() <= limits.max_target_size);
+    let literal = matches!(parsed.path, "/" | "*");
+    assert!(
+        within(parsed.path, parsed.target) || literal,
+        "path not from target"
+    );
+    if let Some(query) = parsed.query {
+        assert!(within(query, parsed.target), "query not from target");
+    }
+
+    let values = |name: &str| -> Vec<&[u8]> {
+        parsed
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+            .collect()
+    };
+    let lengths = values("content-length");
+    let codings = values("transfer-encoding");
+    match parsed.framing {
+        Framing::Chunked => {
+            assert_eq!(parsed.version, Version::Http11);
+            assert!(lengths.is_empty(), "chunked with Content-Length");
+            let last = codings
+                .iter()
+                .flat_map(|v| v.split(|&b| b == b','))
+                .map(trim_ows)
+                .rfind(|c| !c.is_empty());
+            assert!(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
+        }
+        Framing::Length(n) => {
+            assert!(codings.is_empty(), "length framing with Transfer-Encoding");
+            for value in lengths.iter().flat_map(|v| v.split(|&b| b == b',')) {
+                let digits = trim_ows(value);
+                assert!(!digits.is_empty() && digits.iter().all(u8::is_ascii_digit));
+                let value = std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| d.parse().ok());
+                assert_eq!(value, Some(n), "Content-Length {digits:?} is not {n}");
+            }
+            if lengths.is_empty() {
+                assert_eq!(n, 0);
+            }
+        }
+    }
+    let hosts = values("host").len();
+    match parsed.version {
+        Version::Http11 => assert_eq!(hosts, 1),
+        Version::Http10 => assert!(hosts <= 1),
+    }
+    if parsed.expect_continue {
+        assert_eq!(parsed.version, Version::Http11);
+        assert!(!values("expect").is_empty());
+    }
+    let options: Vec<&[u8]> = values("connection")
+        .into_iter()
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(trim_ows)
+        .collect();
+    if options.iter().any(|o| o.eq_ignore_ascii_case(b"close")) {
+        assert!(!parsed.keep_alive, "kept alive despite Connection: close");
+    }
+    if parsed.version == Version::Http10 && parsed.keep_alive {
+        assert!(options
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(b"keep-alive")));
+    }
+}
+
+/// Whether `part` is a slice of `whole` (not merely equal to some part of it).
+fn within(part: &str, whole: &str) -> bool {
+    let (start, end) = (
+        whole.as_ptr() as usize,
+        whole.as_ptr() as usize + whole.len(),
+    );
+    let at = part.as_ptr() as usize;
+    at >= start && at + part.len() <= end
+}
+
+/// Optional whitespace (RFC 9110 §5.6.3) trimmed from both ends.
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |at| at + 1);
+    &bytes[start..end]
+}
