@@ -38,6 +38,8 @@ pub enum RequestError {
     IncompleteBody,
     /// The body is larger than the route's buffered limit.
     BodyTooLarge,
+    /// The head, or the next byte of the body, did not arrive in time.
+    Timeout,
 }
 
 /// What exactly is wrong with chunked framing (RFC 9112 §7.1).
@@ -69,6 +71,7 @@ impl RequestError {
             RequestError::UnsupportedTransferCoding => 501,
             RequestError::UnsupportedExpectation => 417,
             RequestError::BodyTooLarge => 413,
+            RequestError::Timeout => 408,
             RequestError::MalformedHead
             | RequestError::BadTarget
             | RequestError::BadHost
@@ -104,6 +107,7 @@ impl RequestError {
             RequestError::BadChunk(ChunkError::BadTrailer) => "malformed trailer field",
             RequestError::IncompleteBody => "connection closed before the body ended",
             RequestError::BodyTooLarge => "request body too large",
+            RequestError::Timeout => "request not received in time",
         }
     }
 }
@@ -180,6 +184,7 @@ mod tests {
             RequestError::BadChunk(ChunkError::BadSize),
             RequestError::IncompleteBody,
             RequestError::BodyTooLarge,
+            RequestError::Timeout,
         ];
         for e in all {
             assert!((400..600).contains(&e.status()), "{e:?}");

@@ -120,6 +120,21 @@ impl Children {
         });
     }
 
+    /// At exit: every group still being ended gets its SIGKILL now.
+    pub fn kill_all(&mut self) {
+        for ending in &mut self.ending {
+            if !ending.killed && !(ending.reaped && !sys::process_group_exists(ending.child.id())) {
+                signal_group(&ending.child, sys::Signal::Kill);
+                ending.killed = true;
+            }
+            if !ending.reaped {
+                let _ = ending.child.wait();
+                ending.reaped = true;
+            }
+        }
+        self.ending.clear();
+    }
+
     pub fn any_ending(&self) -> bool {
         !self.ending.is_empty()
     }
