@@ -474,7 +474,11 @@ const FLAGS: &[Flag] = &[
 ];
 
 fn show_token(c: &Config) -> String {
-    let set = if c.admin_token.is_some() { "set" } else { "none" };
+    let set = if c.admin_token.is_some() {
+        "set"
+    } else {
+        "none"
+    };
     set.to_string()
 }
 
@@ -664,6 +668,48 @@ mod tests {
         ] {
             assert!(run(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn timeouts_take_fractions_and_zero() {
+        let config = run(&[
+            "--head-timeout",
+            "0.25",
+            "--idle-timeout",
+            "0",
+            "--send-timeout=7",
+        ])
+        .unwrap();
+        assert_eq!(config.head_timeout, Duration::from_millis(250));
+        assert_eq!(config.idle_timeout, Duration::ZERO);
+        assert_eq!(config.send_timeout, Duration::from_secs(7));
+        for bad in ["-1", "soon", "1e9", "NaN"] {
+            assert!(run(&["--body-timeout", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn admin_token_from_flag_or_file_never_shown() {
+        let config = run(&["--admin-token", "abc123"]).unwrap();
+        assert_eq!(
+            config.admin_token.as_ref().map(Secret::expose),
+            Some("abc123")
+        );
+        assert!(!format!("{config:?}").contains("abc123"));
+        let path = std::env::temp_dir().join(format!("miohttpd-token-{}", std::process::id()));
+        std::fs::write(&path, "  from-file \nsecond line\n").unwrap();
+        let config = run(&["--admin-token-file", path.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            config.admin_token.as_ref().map(Secret::expose),
+            Some("from-file")
+        );
+        std::fs::write(&path, "\n").unwrap();
+        assert!(run(&["--admin-token-file", path.to_str().unwrap()]).is_err());
+        std::fs::remove_file(&path).unwrap();
+        for bad in ["", "   ", "two words"] {
+            assert!(run(&["--admin-token", bad]).is_err(), "{bad:?}");
+        }
+        assert!(run(&["--admin-token-file", "/nonexistent/token"]).is_err());
     }
 
     #[test]

@@ -26,7 +26,12 @@ pub const PLAINTEXT: &str = "Hello, World!";
 /// commands) need it.
 pub fn builtin_router(config: &Config) -> Router {
     let admin = || config.admin_token.clone();
-    let exec_token = || config.admin_token.clone().filter(|_| config.exec_require_token);
+    let exec_token = || {
+        config
+            .admin_token
+            .clone()
+            .filter(|_| config.exec_require_token)
+    };
     let mut router = Router::new()
         .streamed("POST", "/", md5::start)
         .streamed("POST", "/md5", md5::start)

@@ -123,7 +123,9 @@ impl Children {
     /// At exit: every group still being ended gets its SIGKILL now.
     pub fn kill_all(&mut self) {
         for ending in &mut self.ending {
-            if !ending.killed && !(ending.reaped && !sys::process_group_exists(ending.child.id())) {
+            // A reaped leader's group is signalled only while it provably has members.
+            let members_left = !ending.reaped || sys::process_group_exists(ending.child.id());
+            if !ending.killed && members_left {
                 signal_group(&ending.child, sys::Signal::Kill);
                 ending.killed = true;
             }

@@ -142,7 +142,10 @@ mod tests {
             .collect();
         assert_eq!(statuses, ["200", "200", "404"]);
         assert!(text.contains("Hello, World!"));
-        assert!(text.contains("900150983cd24fb0d6963f7d28e17f72"), "md5 of abc");
+        assert!(
+            text.contains("900150983cd24fb0d6963f7d28e17f72"),
+            "md5 of abc"
+        );
         let split: Vec<&[u8]> = whole.chunks(7).collect();
         assert_eq!(serve_chunks(&split), text.as_bytes());
     }

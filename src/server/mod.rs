@@ -79,7 +79,9 @@ impl<S: Service> Server<S> {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let max_connections = match config.max_connections {
-            0 => crate::sys::open_files_limit().saturating_sub(FD_RESERVE).max(1),
+            0 => crate::sys::open_files_limit()
+                .saturating_sub(FD_RESERVE)
+                .max(1),
             n => n,
         };
         let pool = BufferPool::new(
@@ -255,7 +257,11 @@ impl<S: Service> EventLoop<S> {
     fn on_signals(&mut self, now: Instant) -> bool {
         let mut at_once = false;
         for signal in self.signals.pending() {
-            let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+            let name = if signal == libc::SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
             if self.draining_until.is_some() {
                 eprintln!("miohttpd: {name} again: stopping at once");
                 at_once = true;

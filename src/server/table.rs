@@ -27,7 +27,8 @@ pub fn pipe_token(conn: Token) -> Token {
 
 /// The connection a pipe token belongs to, if it is a pipe token.
 pub fn pipe_owner(token: Token) -> Option<Token> {
-    (token.0 & PIPE_FLAG != 0 && token.0 & KEY_MASK < MAX_KEYS).then_some(Token(token.0 & !PIPE_FLAG))
+    (token.0 & PIPE_FLAG != 0 && token.0 & KEY_MASK < MAX_KEYS)
+        .then_some(Token(token.0 & !PIPE_FLAG))
 }
 
 #[derive(Debug)]
