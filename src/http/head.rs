@@ -59,6 +59,11 @@ impl Framing {
     pub fn has_body(self) -> bool {
         self != Framing::Length(0)
     }
+
+    /// Whether the declared length is already over `limit` (chunked bodies declare none).
+    pub fn exceeds(self, limit: usize) -> bool {
+        matches!(self, Framing::Length(n) if n > limit as u64)
+    }
 }
 
 /// A parsed, validated request head borrowing the connection's buffer.
