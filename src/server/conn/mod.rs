@@ -642,8 +642,8 @@ impl<T: Transport> Conn<T> {
             return self.complete(reply, consumer, ctx);
         }
         let consumer = match consumer {
-            Consumer::Buffered { limit, .. } if matches!(framing, Framing::Length(n) if n > limit as u64) =>
-            {
+            // Declared larger than the limit: refused before the body (and before any 100).
+            consumer if consumer.limit().is_some_and(|limit| framing.exceeds(limit)) => {
                 return self.fail(RequestError::BodyTooLarge, reply, ctx);
             }
             // Refused from the head alone: answer before the body and close, rather than
@@ -907,6 +907,18 @@ fn feed_body(body: &mut BodyPhase, input: &mut InputBuffer) -> Result<bool, Requ
 }
 
 impl Consumer {
+    /// The most body bytes this consumer takes, for those that buffer the body.
+    fn limit(&self) -> Option<usize> {
+        match self {
+            Consumer::Buffered { limit, .. }
+            | Consumer::Publish {
+                payload: Payload::Body { limit },
+                ..
+            } => Some(*limit),
+            _ => None,
+        }
+    }
+
     fn accept(&mut self, bytes: &[u8]) -> Result<(), RequestError> {
         match self {
             Consumer::Discard(_)
