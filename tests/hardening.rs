@@ -907,6 +907,66 @@ fn out_of_descriptors_the_server_waits_without_spinning_and_resumes_by_itself() 
     server.assert_still_serves();
 }
 
+/// Out of descriptors with no connection closing: descriptors that free up otherwise (a
+/// command's pipe) are found by the retry 100 ms later, and one more client from the backlog
+/// is served.
+#[test]
+fn out_of_descriptors_the_server_retries_when_descriptors_free_up_without_a_close() {
+    const CLIENTS: usize = 100;
+    let gate = TempFile::named("gate");
+    let command = format!(
+        "gated=while [ ! -e '{}' ]; do sleep 0.05; done; echo done",
+        gate.path()
+    );
+    let server = Server::launch(
+        &["--max-connections", "100000", "--exec", &command],
+        Launch {
+            open_files: Some(64),
+            ..Launch::default()
+        },
+    );
+    let mut stream = server.connect();
+    stream.send(&get("/stream/gated"));
+    assert_eq!(stream.read_head_response().status, 200);
+    let _command = CommandGroup::only_child_of(&server);
+
+    let clients: Vec<Conn> = (0..CLIENTS)
+        .map(|i| {
+            let mut conn = connect_from(&server, source_address(i));
+            conn.send(GET_PLAINTEXT);
+            conn
+        })
+        .collect();
+    wait_for_log(&server, "out of file descriptors");
+    thread::sleep(Duration::from_millis(500));
+    let (answered, waiting): (Vec<Conn>, Vec<Conn>) = clients
+        .into_iter()
+        .partition(|conn| answered_within(conn, Duration::from_millis(1)));
+    assert!(
+        !waiting.is_empty(),
+        "all {CLIENTS} clients were served with 64 descriptors"
+    );
+
+    // The command ends and its pipe is closed; every connection stays open.
+    gate.write("");
+    assert_eq!(stream.read_chunk(), b"done\n");
+    assert!(stream.read_chunk().is_empty(), "the stream goes on");
+    wait_for(WAIT, || {
+        match waiting
+            .iter()
+            .filter(|conn| answered_within(conn, Duration::from_millis(1)))
+            .count()
+        {
+            0 => Err(format!(
+                "none of {} waiting clients served ({} were before)",
+                waiting.len(),
+                answered.len()
+            )),
+            _ => Ok(()),
+        }
+    });
+}
+
 // ---- Stopping ----
 
 /// Everything a server can have in flight, set up before the signal.
@@ -1166,15 +1226,24 @@ const TOKEN: &str = "s3cret-Token_42";
 struct TempFile(PathBuf);
 
 impl TempFile {
-    fn with(name: &str, contents: &str) -> TempFile {
+    /// A fresh path, not created yet.
+    fn named(name: &str) -> TempFile {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
+        TempFile(std::env::temp_dir().join(format!(
             "miohttpd-hardening-{}-{}-{name}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        TempFile(path)
+        )))
+    }
+
+    fn with(name: &str, contents: &str) -> TempFile {
+        let file = TempFile::named(name);
+        file.write(contents);
+        file
+    }
+
+    fn write(&self, contents: &str) {
+        fs::write(&self.0, contents).unwrap_or_else(|e| panic!("write {}: {e}", self.0.display()));
     }
 
     fn path(&self) -> &str {
