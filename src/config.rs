@@ -579,6 +579,10 @@ impl Config {
                 config.admin_token = Some(token);
             }
         }
+        if config.exec_require_token && config.admin_token.is_none() {
+            // Otherwise the operator believes the commands are protected and they are not.
+            return Err("--exec-require-token on needs an admin token".into());
+        }
         Ok(Command::Run(Box::new(config)))
     }
 
@@ -710,6 +714,8 @@ mod tests {
             assert!(run(&["--admin-token", bad]).is_err(), "{bad:?}");
         }
         assert!(run(&["--admin-token-file", "/nonexistent/token"]).is_err());
+        assert!(run(&["--exec-require-token", "on"]).is_err());
+        assert!(run(&["--exec-require-token", "on", "--admin-token", "t"]).is_ok());
     }
 
     #[test]

@@ -134,7 +134,8 @@ const FD_RESERVE: usize = 64;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What a connection over `--max-connections` is told before it is closed.
-const AT_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+const AT_CAPACITY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: miohttpd\r\nRetry-After: 1\r\n\
 Content-Type: text/plain\r\nContent-Length: 27\r\nConnection: close\r\n\r\n\
 server at connection limit\n";
 

@@ -274,6 +274,14 @@ impl<T: Transport> Conn<T> {
         self.input.as_ref().is_some_and(|input| !input.is_empty())
     }
 
+    /// Whether a client under the send timeout took bytes after all. A slow but steady reader
+    /// frees send-buffer space all along, yet the writable edge comes only once a large part
+    /// of the buffer is free, which can be longer than the timeout: so try a write.
+    fn still_taking<S>(&mut self, ctx: &mut Ctx<'_, S>) -> bool {
+        let before = self.output.pending_len();
+        self.flush(ctx.stats, ctx.now).is_ok() && self.output.pending_len() < before
+    }
+
     /// A time limit ran out: a slow head or body gets 408, an idle connection or one whose
     /// client stopped reading is closed.
     fn time_out<S: Service>(&mut self, kind: Timeout, ctx: &mut Ctx<'_, S>) -> Next {
@@ -311,6 +319,9 @@ impl<T: Transport> Conn<T> {
     pub fn on_deadline<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
         if let Some((at, kind)) = self.timeout(ctx.config) {
             if at <= ctx.now {
+                if kind == Timeout::Send && self.still_taking(ctx) {
+                    return self.finish_turn(ctx);
+                }
                 return self.time_out(kind, ctx);
             }
         }

@@ -245,6 +245,7 @@ impl<T: Transport> Conn<T> {
             out.extend_from_slice(child::describe_exit(status).as_bytes());
             out.extend_from_slice(b"\r\n\r\n");
         }
-        self.answered(!(chunked && reply.keep_alive), ctx.now);
+        let close = !(chunked && reply.keep_alive) || ctx.draining;
+        self.answered(close, ctx.now);
     }
 }
