@@ -57,7 +57,56 @@ pub struct Config {
     pub exec_time_limit: Duration,
     /// Between SIGTERM and SIGKILL when a command must end.
     pub exec_kill_grace: Duration,
+    /// How long a request head may take to arrive, from accept (or from its first byte on a
+    /// kept-alive connection); 408 after. Zero: no limit.
+    pub head_timeout: Duration,
+    /// How long a kept-alive connection may sit between requests before it is closed.
+    pub idle_timeout: Duration,
+    /// How long a request body may go without a byte; 408 after.
+    pub body_timeout: Duration,
+    /// How long pending response bytes may go untaken by the client before it is dropped.
+    pub send_timeout: Duration,
+    /// Connections served at once; beyond, a new connection gets 503. Zero: the open-files
+    /// limit less a reserve for pipes and the listener.
+    pub max_connections: usize,
+    /// After SIGTERM or SIGINT, how long requests in flight may take to finish.
+    pub shutdown_grace: Duration,
+    /// The bearer token that publishing and `/metrics` need, when set.
+    pub admin_token: Option<Secret>,
+    /// Whether streamed commands need the admin token too.
+    pub exec_require_token: bool,
 }
+
+/// A value kept out of logs and `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: &str) -> Result<Secret, String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err("the token is empty".into());
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the token must be printable ASCII without spaces".into());
+        }
+        Ok(Secret(value.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The environment variable the admin token is taken from when no flag gives it, so it
+/// need not show in `ps`.
+pub const ADMIN_TOKEN_ENV: &str = "MIOHTTPD_ADMIN_TOKEN";
 
 /// What happens to a streamed command's stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +143,14 @@ impl Default for Config {
             exec_max_running: 64,
             exec_time_limit: Duration::ZERO,
             exec_kill_grace: Duration::from_secs(2),
+            head_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            max_connections: 0,
+            shutdown_grace: Duration::from_secs(10),
+            admin_token: None,
+            exec_require_token: false,
         }
     }
 }
@@ -340,7 +397,106 @@ const FLAGS: &[Flag] = &[
             Ok(())
         },
     },
+    Flag {
+        name: "head-timeout",
+        value: "SECS",
+        help: "time for a request head to arrive, from accept or its first byte; 408 after (0: none)",
+        show: |c| show_secs(c.head_timeout),
+        set: |c, v| set_duration(&mut c.head_timeout, v),
+    },
+    Flag {
+        name: "idle-timeout",
+        value: "SECS",
+        help: "time a kept-alive connection may wait for its next request (0: forever)",
+        show: |c| show_secs(c.idle_timeout),
+        set: |c, v| set_duration(&mut c.idle_timeout, v),
+    },
+    Flag {
+        name: "body-timeout",
+        value: "SECS",
+        help: "time a request body may go without a byte; 408 after (0: none)",
+        show: |c| show_secs(c.body_timeout),
+        set: |c, v| set_duration(&mut c.body_timeout, v),
+    },
+    Flag {
+        name: "send-timeout",
+        value: "SECS",
+        help: "time a client may leave response bytes untaken before it is dropped (0: none)",
+        show: |c| show_secs(c.send_timeout),
+        set: |c, v| set_duration(&mut c.send_timeout, v),
+    },
+    Flag {
+        name: "max-connections",
+        value: "N",
+        help: "connections served at once; 503 beyond (0: the open-files limit less 64)",
+        show: |c| c.max_connections.to_string(),
+        set: |c, v| set_number(&mut c.max_connections, v, 0, 1 << 24),
+    },
+    Flag {
+        name: "shutdown-grace",
+        value: "SECS",
+        help: "after SIGTERM/SIGINT, time for requests in flight to finish",
+        show: |c| show_secs(c.shutdown_grace),
+        set: |c, v| set_duration(&mut c.shutdown_grace, v),
+    },
+    Flag {
+        name: "admin-token",
+        value: "TOKEN",
+        help: "bearer token required by /notify and /metrics (prefer the file or $MIOHTTPD_ADMIN_TOKEN)",
+        show: |c| show_token(c),
+        set: |c, v| {
+            c.admin_token = Some(Secret::new(v)?);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "admin-token-file",
+        value: "PATH",
+        help: "read the admin token from the first line of this file",
+        show: |c| show_token(c),
+        set: |c, v| {
+            let text = std::fs::read_to_string(v).map_err(|e| format!("{v}: {e}"))?;
+            let first = text.lines().next().unwrap_or("");
+            c.admin_token = Some(Secret::new(first).map_err(|e| format!("{v}: {e}"))?);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "exec-require-token",
+        value: "on|off",
+        help: "streamed commands need the admin token too",
+        show: |c| on_off(c.exec_require_token).to_string(),
+        set: |c, v| {
+            c.exec_require_token = parse_on_off(v)?;
+            Ok(())
+        },
+    },
 ];
+
+fn show_token(c: &Config) -> String {
+    let set = if c.admin_token.is_some() {
+        "set"
+    } else {
+        "none"
+    };
+    set.to_string()
+}
+
+/// Seconds, with a fraction: `30`, `0.5`.
+fn set_duration(field: &mut Duration, value: &str) -> Result<(), String> {
+    let secs: f64 = value
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {value}"))?;
+    if !(0.0..=7.0 * 24.0 * 3600.0).contains(&secs) {
+        return Err(format!("{value} is outside 0..=604800 seconds"));
+    }
+    *field = Duration::from_secs_f64(secs);
+    Ok(())
+}
+
+fn show_secs(d: Duration) -> String {
+    format!("{}", d.as_secs_f64())
+}
 
 fn set_seconds(field: &mut Duration, value: &str, min: u64) -> Result<(), String> {
     let mut secs = 0u64;
@@ -413,6 +569,19 @@ impl Config {
                 }
                 other => return Err(other.unexpected().to_string()),
             }
+        }
+        if config.admin_token.is_none() {
+            if let Some(value) = std::env::var_os(ADMIN_TOKEN_ENV) {
+                let value = value
+                    .into_string()
+                    .map_err(|_| format!("${ADMIN_TOKEN_ENV} is not UTF-8"))?;
+                let token = Secret::new(&value).map_err(|e| format!("${ADMIN_TOKEN_ENV}: {e}"))?;
+                config.admin_token = Some(token);
+            }
+        }
+        if config.exec_require_token && config.admin_token.is_none() {
+            // Otherwise the operator believes the commands are protected and they are not.
+            return Err("--exec-require-token on needs an admin token".into());
         }
         Ok(Command::Run(Box::new(config)))
     }
@@ -503,6 +672,50 @@ mod tests {
         ] {
             assert!(run(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn timeouts_take_fractions_and_zero() {
+        let config = run(&[
+            "--head-timeout",
+            "0.25",
+            "--idle-timeout",
+            "0",
+            "--send-timeout=7",
+        ])
+        .unwrap();
+        assert_eq!(config.head_timeout, Duration::from_millis(250));
+        assert_eq!(config.idle_timeout, Duration::ZERO);
+        assert_eq!(config.send_timeout, Duration::from_secs(7));
+        for bad in ["-1", "soon", "1e9", "NaN"] {
+            assert!(run(&["--body-timeout", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn admin_token_from_flag_or_file_never_shown() {
+        let config = run(&["--admin-token", "abc123"]).unwrap();
+        assert_eq!(
+            config.admin_token.as_ref().map(Secret::expose),
+            Some("abc123")
+        );
+        assert!(!format!("{config:?}").contains("abc123"));
+        let path = std::env::temp_dir().join(format!("miohttpd-token-{}", std::process::id()));
+        std::fs::write(&path, "  from-file \nsecond line\n").unwrap();
+        let config = run(&["--admin-token-file", path.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            config.admin_token.as_ref().map(Secret::expose),
+            Some("from-file")
+        );
+        std::fs::write(&path, "\n").unwrap();
+        assert!(run(&["--admin-token-file", path.to_str().unwrap()]).is_err());
+        std::fs::remove_file(&path).unwrap();
+        for bad in ["", "   ", "two words"] {
+            assert!(run(&["--admin-token", bad]).is_err(), "{bad:?}");
+        }
+        assert!(run(&["--admin-token-file", "/nonexistent/token"]).is_err());
+        assert!(run(&["--exec-require-token", "on"]).is_err());
+        assert!(run(&["--exec-require-token", "on", "--admin-token", "t"]).is_ok());
     }
 
     #[test]

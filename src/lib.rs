@@ -30,7 +30,14 @@ pub mod sys;
 pub use config::{Command, Config, StderrMode};
 pub use http::{Head, Response, Version};
 pub use router::{BodySink, BufferedHandler, Payload, Request, Route, Router, Service};
-pub use server::Server;
+pub use server::{Server, Stopped};
+
+/// For fuzz targets and property tests: one connection of the real server over scripted
+/// bytes. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::server::fuzzing::serve_chunks;
+}
 
 /// Parses the command line, binds, prints the one line saying where it listens, and runs
 /// the loop: what `main` and the examples share. Exits the process on usage errors.
@@ -68,7 +75,8 @@ pub fn serve_from_args<S: Service>(make_service: impl FnOnce(&Config) -> S) -> !
         let _ = stdout.flush();
     }
     match server.run() {
-        Ok(()) => std::process::exit(0),
+        Ok(Stopped::Gracefully) => std::process::exit(0),
+        Ok(Stopped::AtOnce) => std::process::exit(1),
         Err(e) => {
             eprintln!("miohttpd: event loop failed: {e}");
             std::process::exit(1);

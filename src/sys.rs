@@ -34,6 +34,24 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     Ok(u64::try_from(limit.rlim_cur).unwrap_or(0))
 }
 
+/// The soft limit on open files now (what accept(2) runs into); usize::MAX when unlimited
+/// or unknown.
+pub fn open_files_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own; no other memory is touched.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return usize::MAX;
+    }
+    #[allow(clippy::useless_conversion)]
+    u64::try_from(limit.rlim_cur)
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(usize::MAX)
+}
+
 /// The signals the server sends to the commands it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {

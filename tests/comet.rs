@@ -497,6 +497,16 @@ fn bodies_beyond_the_comet_body_limit_get_413_and_are_not_published() {
     server.assert_still_serves();
 }
 
+#[test]
+fn a_declared_length_over_the_comet_body_limit_is_refused_from_the_head() {
+    let server = Server::start_with(&["--comet-body-limit", "100"]);
+    // No body follows, and no 100 Continue may invite one: the head alone earns the 413.
+    let head = b"POST /notify/limit HTTP/1.1\r\nHost: localhost\r\n\
+        Content-Length: 18446744073709551615\r\nExpect: 100-continue\r\n\r\n";
+    let mut conn = send(&server, head);
+    assert_error_and_close(&server, &mut conn, &[413], "declared 2^64-1 bytes");
+}
+
 // ---- Message ids and the history ----
 
 #[test]

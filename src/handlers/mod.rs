@@ -1,5 +1,6 @@
 //! The built-in routes, written with the same public [`Router`] API a user would use.
 
+pub mod auth;
 pub mod comet;
 pub mod exec;
 pub mod md5;
@@ -7,6 +8,7 @@ pub mod md5;
 use crate::config::Config;
 use crate::http::Response;
 use crate::router::{Route, Router};
+use auth::guarded;
 
 /// For GET routes whose answer is a wait or a stream: a HEAD would get neither the body nor
 /// an end to wait for, so it is refused rather than mapped onto GET.
@@ -20,29 +22,36 @@ pub const PLAINTEXT: &str = "Hello, World!";
 /// Every built-in route: `POST /` and `POST /md5` (streamed MD5 of the body),
 /// `GET /plaintext`, the comet routes (`GET /` counts the parked waiters) and
 /// `GET /stream/NAME` (a configured command's output), and `GET /metrics` (the loop's own
-/// counters).
+/// counters). With an admin token, publishing and `/metrics` (and, if asked, the streamed
+/// commands) need it.
 pub fn builtin_router(config: &Config) -> Router {
+    let admin = || config.admin_token.clone();
+    let exec_token = || {
+        config
+            .admin_token
+            .clone()
+            .filter(|_| config.exec_require_token)
+    };
     let mut router = Router::new()
         .streamed("POST", "/", md5::start)
         .streamed("POST", "/md5", md5::start)
         .respond("GET", "/plaintext", |_| Response::text(200, PLAINTEXT))
         .route("GET", "/", comet::count)
-        .route("GET", "/metrics", |_| Route::Metrics);
+        .route("GET", "/metrics", guarded(admin(), |_| Route::Metrics));
     for path in ["/wait", "/wait/*"] {
         router = router.route("GET", path, comet::wait);
     }
     for path in ["/notify", "/notify/*"] {
-        router = router.route("GET", path, comet::notify_count).route(
-            "POST",
-            path,
-            comet::notify_body(config.comet_body_limit),
-        );
+        let notify_body = comet::notify_body(config.comet_body_limit);
+        router = router
+            .route("GET", path, guarded(admin(), comet::notify_count))
+            .route("POST", path, guarded(admin(), notify_body));
     }
     for path in ["/events", "/events/*"] {
         router = router.route("GET", path, comet::events);
     }
     for path in ["/stream", "/stream/*"] {
-        router = router.route("GET", path, exec::stream);
+        router = router.route("GET", path, guarded(exec_token(), exec::stream));
     }
     router
 }

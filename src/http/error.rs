@@ -38,6 +38,11 @@ pub enum RequestError {
     IncompleteBody,
     /// The body is larger than the route's buffered limit.
     BodyTooLarge,
+    /// A request line with no end of its method within the head limit: longer than any
+    /// method we implement (RFC 9112 §3).
+    MethodTooLong,
+    /// The head, or the next byte of the body, did not arrive in time.
+    Timeout,
 }
 
 /// What exactly is wrong with chunked framing (RFC 9112 §7.1).
@@ -66,9 +71,10 @@ impl RequestError {
             RequestError::HeadTooLarge | RequestError::TooManyHeaders => 431,
             RequestError::TargetTooLong => 414,
             RequestError::UnsupportedVersion => 505,
-            RequestError::UnsupportedTransferCoding => 501,
+            RequestError::UnsupportedTransferCoding | RequestError::MethodTooLong => 501,
             RequestError::UnsupportedExpectation => 417,
             RequestError::BodyTooLarge => 413,
+            RequestError::Timeout => 408,
             RequestError::MalformedHead
             | RequestError::BadTarget
             | RequestError::BadHost
@@ -104,6 +110,8 @@ impl RequestError {
             RequestError::BadChunk(ChunkError::BadTrailer) => "malformed trailer field",
             RequestError::IncompleteBody => "connection closed before the body ended",
             RequestError::BodyTooLarge => "request body too large",
+            RequestError::Timeout => "request not received in time",
+            RequestError::MethodTooLong => "method not implemented",
         }
     }
 }
@@ -180,6 +188,8 @@ mod tests {
             RequestError::BadChunk(ChunkError::BadSize),
             RequestError::IncompleteBody,
             RequestError::BodyTooLarge,
+            RequestError::Timeout,
+            RequestError::MethodTooLong,
         ];
         for e in all {
             assert!((400..600).contains(&e.status()), "{e:?}");

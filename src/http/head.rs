@@ -59,6 +59,11 @@ impl Framing {
     pub fn has_body(self) -> bool {
         self != Framing::Length(0)
     }
+
+    /// Whether the declared length is already over `limit` (chunked bodies declare none).
+    pub fn exceeds(self, limit: usize) -> bool {
+        matches!(self, Framing::Length(n) if n > limit as u64)
+    }
 }
 
 /// A parsed, validated request head borrowing the connection's buffer.
@@ -150,7 +155,9 @@ impl HeadScanner {
             let empty_line = (at > start && buf[at - 1] == b'\n')
                 || (at > start + 1 && buf[at - 1] == b'\r' && buf[at - 2] == b'\n');
             if empty_line {
-                if at + 1 - start > limits.max_head_size {
+                // The empty lines skipped before it count too: they sit in the same buffer,
+                // which must never fill without a verdict.
+                if at + 1 > limits.max_head_size {
                     return Err(RequestError::HeadTooLarge);
                 }
                 return Ok(Some(HeadSpan {
@@ -160,9 +167,13 @@ impl HeadScanner {
             }
         }
         self.scanned = buf.len();
-        let head_len = buf.len() - start;
-        if head_len > limits.max_head_size {
-            if !self.saw_first_line_end && head_len > limits.max_target_size {
+        if buf.len() > limits.max_head_size {
+            let first_line = &buf[start..];
+            if !self.saw_first_line_end && !first_line.contains(&b' ') {
+                // RFC 9112 §3: a method longer than any implemented is a 501.
+                return Err(RequestError::MethodTooLong);
+            }
+            if !self.saw_first_line_end && first_line.len() > limits.max_target_size {
                 return Err(RequestError::TargetTooLong);
             }
             return Err(RequestError::HeadTooLarge);
@@ -630,6 +641,20 @@ mod tests {
             scan(format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(80)).as_bytes()),
             Err(RequestError::HeadTooLarge)
         );
+        // A method that never ends is not a long target: 501 (RFC 9112 §3).
+        assert_eq!(
+            scan("A".repeat(80).as_bytes()),
+            Err(RequestError::MethodTooLong)
+        );
+        // Empty lines before the request line count against the limit: the buffer holding
+        // them and an unfinished head must never fill up without a verdict.
+        let mut padded = "\r\n".repeat(20);
+        padded.push_str(&format!("GET /{}", "a".repeat(24)));
+        assert_eq!(padded.len(), 69);
+        assert_eq!(scan(padded.as_bytes()), Err(RequestError::HeadTooLarge));
+        let mut padded = "\r\n".repeat(20);
+        padded.push_str("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(scan(padded.as_bytes()), Err(RequestError::HeadTooLarge));
         let parse = |raw: &str| {
             let mut storage = header_storage();
             parse_head(raw.as_bytes(), &mut storage, &limits).map(|_| ())

@@ -120,6 +120,23 @@ impl Children {
         });
     }
 
+    /// At exit: every group still being ended gets its SIGKILL now.
+    pub fn kill_all(&mut self) {
+        for ending in &mut self.ending {
+            // A reaped leader's group is signalled only while it provably has members.
+            let members_left = !ending.reaped || sys::process_group_exists(ending.child.id());
+            if !ending.killed && members_left {
+                signal_group(&ending.child, sys::Signal::Kill);
+                ending.killed = true;
+            }
+            if !ending.reaped {
+                let _ = ending.child.wait();
+                ending.reaped = true;
+            }
+        }
+        self.ending.clear();
+    }
+
     pub fn any_ending(&self) -> bool {
         !self.ending.is_empty()
     }

@@ -5,9 +5,12 @@ mod buffers;
 mod child;
 mod conn;
 mod fanout;
+#[doc(hidden)]
+pub mod fuzzing;
 mod listener;
 pub mod stats;
 mod table;
+mod transport;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -15,8 +18,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use mio::net::TcpListener;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use signal_hook_mio::v1_0::Signals;
 
 use crate::comet::{self, Comet};
 use crate::config::Config;
@@ -27,7 +31,7 @@ use child::{Children, REAP_INTERVAL};
 use conn::{Conn, Ctx, Next, Readiness};
 use fanout::Fanout;
 use stats::Stats;
-use table::{pipe_owner, ConnTable, LISTENER};
+use table::{pipe_owner, ConnTable, LISTENER, SIGNALS};
 
 /// A bound server, ready to run. Binding and running are separate so a caller can learn the
 /// address (port 0 picks a free one) before the loop starts.
@@ -60,8 +64,9 @@ impl<S: Service> Server<S> {
         self.local_addr
     }
 
-    /// Runs the loop on this thread; returns only on a poll failure.
-    pub fn run(self) -> io::Result<()> {
+    /// Runs the loop on this thread until SIGTERM or SIGINT has stopped it (see
+    /// [`Stopped`]); an error only when polling itself fails.
+    pub fn run(self) -> io::Result<Stopped> {
         let Server {
             config,
             service,
@@ -70,6 +75,15 @@ impl<S: Service> Server<S> {
             ..
         } = self;
         let config_comet = config.comet;
+        let mut signals = Signals::new([libc::SIGTERM, libc::SIGINT])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let max_connections = match config.max_connections {
+            0 => crate::sys::open_files_limit()
+                .saturating_sub(FD_RESERVE)
+                .max(1),
+            n => n,
+        };
         let pool = BufferPool::new(
             head_buffer_size(&config),
             config.body_buffer_size,
@@ -79,7 +93,13 @@ impl<S: Service> Server<S> {
             config,
             service,
             poll,
-            listener,
+            listener: Some(listener),
+            signals,
+            max_connections,
+            accept_paused_until: None,
+            draining_until: None,
+            fd_exhaustion_logged: false,
+            capacity_logged_at: None,
             conns: ConnTable::new(),
             pool,
             date: DateCache::new(SystemTime::now()),
@@ -96,6 +116,32 @@ impl<S: Service> Server<S> {
     }
 }
 
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// A signal asked it to stop, and what was in flight finished or ran out of grace.
+    Gracefully,
+    /// A second signal came during the grace period.
+    AtOnce,
+}
+
+/// File descriptors kept back from connections by default: the listener, the poll and
+/// signal fds, command pipes, the log.
+const FD_RESERVE: usize = 64;
+
+/// How long accepting pauses after the process ran out of file descriptors, unless a
+/// connection closes first.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a connection over `--max-connections` is told before it is closed.
+const AT_CAPACITY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: miohttpd\r\nRetry-After: 1\r\n\
+Content-Type: text/plain\r\nContent-Length: 27\r\nConnection: close\r\n\r\n\
+server at connection limit\n";
+
+/// At most one "at the connection limit" log line per this interval.
+const CAPACITY_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How often idle comet channels are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -111,7 +157,19 @@ struct EventLoop<S> {
     config: Config,
     service: S,
     poll: Poll,
-    listener: TcpListener,
+    /// None once shutdown began: new connections are refused by the kernel.
+    listener: Option<TcpListener>,
+    signals: Signals,
+    /// Beyond this many, a new connection gets a 503 and is closed.
+    max_connections: usize,
+    /// Accepting failed for want of file descriptors; tried again at this time, or sooner
+    /// if a connection closes.
+    accept_paused_until: Option<Instant>,
+    /// Shutting down: what is in flight has until then.
+    draining_until: Option<Instant>,
+    /// This episode of fd exhaustion has been logged (until an accept succeeds again).
+    fd_exhaustion_logged: bool,
+    capacity_logged_at: Option<Instant>,
     conns: ConnTable<Conn>,
     pool: BufferPool,
     date: DateCache,
@@ -133,9 +191,15 @@ struct EventLoop<S> {
 }
 
 impl<S: Service> EventLoop<S> {
-    fn run(mut self) -> io::Result<()> {
+    fn run(mut self) -> io::Result<Stopped> {
         let mut events = Events::with_capacity(self.config.events_per_poll);
         loop {
+            if let Some(until) = self.draining_until {
+                if self.conns.is_empty() || Instant::now() >= until {
+                    self.stop();
+                    return Ok(Stopped::Gracefully);
+                }
+            }
             let timeout = self.poll_timeout();
             self.stats.polls += 1;
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -151,11 +215,14 @@ impl<S: Service> EventLoop<S> {
             // connection cannot starve the ones that just became ready.
             std::mem::swap(&mut self.again, &mut self.turns);
             let mut accept = std::mem::take(&mut self.accept_pending);
+            let mut signalled = false;
             for event in events.iter() {
                 self.stats.events += 1;
                 let token = event.token();
                 if token == LISTENER {
                     accept = true;
+                } else if token == SIGNALS {
+                    signalled = true;
                 } else if let Some(owner) = pipe_owner(token) {
                     self.with_conn(owner, now, |conn, ctx| conn.on_pipe_ready(ctx));
                 } else {
@@ -171,11 +238,68 @@ impl<S: Service> EventLoop<S> {
                 self.serve(token, Readiness::default(), now);
             }
             self.turns = turns;
-            if accept {
-                self.accept();
+            if self.accept_paused_until.is_some_and(|until| now >= until) {
+                self.accept_paused_until = None;
+                accept = true;
+            }
+            if accept && self.accept_paused_until.is_none() {
+                self.accept(now);
             }
             self.expire_timers(now);
+            if signalled && self.on_signals(now) {
+                self.stop();
+                return Ok(Stopped::AtOnce);
+            }
         }
+    }
+
+    /// SIGTERM or SIGINT: the first starts a graceful shutdown, a second one during it
+    /// asks to stop at once (true).
+    fn on_signals(&mut self, now: Instant) -> bool {
+        let mut at_once = false;
+        for signal in self.signals.pending() {
+            let name = if signal == libc::SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            if self.draining_until.is_some() {
+                eprintln!("miohttpd: {name} again: stopping at once");
+                at_once = true;
+            } else {
+                self.begin_shutdown(name, now);
+            }
+        }
+        at_once
+    }
+
+    /// Stops accepting and lets what is in flight finish: idle connections close now,
+    /// waiters are told to come back, streamed commands are ended, requests being read get
+    /// their answer with `Connection: close`.
+    fn begin_shutdown(&mut self, signal: &str, now: Instant) {
+        let grace = self.config.shutdown_grace;
+        eprintln!(
+            "miohttpd: {signal}: shutting down; {} connections have {}s to finish",
+            self.conns.len(),
+            grace.as_secs_f64()
+        );
+        self.draining_until = Some(now + grace);
+        // Dropping the listener closes it: the kernel refuses new connections from here on.
+        self.listener = None;
+        self.accept_pending = false;
+        for token in self.conns.tokens() {
+            self.with_conn(token, now, |conn, ctx| conn.on_shutdown(ctx));
+        }
+        self.fan_out(now);
+    }
+
+    /// The end: whatever is still open is closed and every command's group killed.
+    fn stop(&mut self) {
+        for token in self.conns.tokens() {
+            self.close(token);
+        }
+        self.children.kill_all();
+        eprintln!("miohttpd: stopped");
     }
 
     /// Zero when work is owed, else until the next deadline, else forever.
@@ -183,13 +307,14 @@ impl<S: Service> EventLoop<S> {
         if !self.again.is_empty() || self.accept_pending {
             return Some(Duration::ZERO);
         }
-        let next_timer = self
-            .timers
-            .peek()
-            .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let deadlines = [next_timer, self.accept_paused_until, self.draining_until];
+        let next = deadlines.into_iter().flatten().min();
+        let next = next.map(|at| at.saturating_duration_since(now));
         // Children being ended are looked at on a short interval until they are reaped.
         let reaping = self.children.any_ending().then_some(REAP_INTERVAL);
-        match (next_timer, reaping) {
+        match (next, reaping) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -223,15 +348,14 @@ impl<S: Service> EventLoop<S> {
             registry: self.poll.registry(),
             token,
             now,
+            draining: self.draining_until.is_some(),
         };
         match turn(conn, &mut ctx) {
             Next::Wait => {}
             Next::Yield => self.again.push(token),
             Next::Close => return self.close(token),
         }
-        if let Some(at) = conn.new_deadline() {
-            self.timers.push(Reverse((at, token)));
-        }
+        arm_timer(&mut self.timers, conn, token, &self.config);
     }
 
     /// Delivers what the last turn published: one rendering per form, shared by all.
@@ -248,6 +372,10 @@ impl<S: Service> EventLoop<S> {
     fn close(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(token) {
             self.stats.closes += 1;
+            if self.accept_paused_until.take().is_some() {
+                // An fd is free now: the backlog may hold clients no new edge will announce.
+                self.accept_pending = true;
+            }
             if let Some(spot) = conn.spot() {
                 self.comet.unpark(spot);
             }
@@ -267,6 +395,12 @@ impl<S: Service> EventLoop<S> {
                 break;
             }
             self.timers.pop();
+            // Only the connection's earliest entry fires; later ones are left from before
+            // its deadline moved, and it re-arms for whatever it waits for now.
+            match self.conns.get_mut(token) {
+                Some(conn) if conn.armed == Some(at) => conn.armed = None,
+                _ => continue,
+            }
             self.with_conn(token, now, |conn, ctx| conn.on_deadline(ctx));
         }
         self.fan_out(now);
@@ -279,9 +413,12 @@ impl<S: Service> EventLoop<S> {
 
     /// Accepts up to the per-wake-up budget; with connections left, the listener gets
     /// another turn after the others.
-    fn accept(&mut self) {
+    fn accept(&mut self, now: Instant) {
         for _ in 0..self.config.accepts_per_wakeup {
-            let (stream, peer) = match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -292,18 +429,37 @@ impl<S: Service> EventLoop<S> {
                 {
                     continue
                 }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // Edge-triggered: the connections left in the backlog will not be
+                    // announced again, so look again after a pause or the next close,
+                    // rather than spin on an accept that cannot succeed.
+                    if !self.fd_exhaustion_logged {
+                        eprintln!(
+                            "miohttpd: accept: out of file descriptors ({e}); pausing accepts"
+                        );
+                        self.fd_exhaustion_logged = true;
+                    }
+                    self.stats.accept_pauses += 1;
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
                 Err(e) => {
                     eprintln!("miohttpd: accept: {e}");
                     return;
                 }
             };
             self.stats.accepts += 1;
+            self.fd_exhaustion_logged = false;
+            if self.conns.len() >= self.max_connections {
+                self.refuse(stream, peer);
+                continue;
+            }
             if self.config.tcp_nodelay {
                 self.stats.setsockopts += 1;
                 // Failure only costs latency; the connection still works.
                 let _ = stream.set_nodelay(true);
             }
-            let Some(token) = self.conns.insert(|_| Conn::new(stream, peer)) else {
+            let Some(token) = self.conns.insert(|_| Conn::new(stream, peer, now)) else {
                 eprintln!("miohttpd: connection table full; refusing {peer}");
                 self.stats.closes += 1;
                 continue;
@@ -319,8 +475,50 @@ impl<S: Service> EventLoop<S> {
             if let Err(e) = registered {
                 eprintln!("miohttpd: register {peer}: {e}");
                 self.close(token);
+                continue;
             }
+            // The head timeout runs from accept, even for a client that never sends a byte.
+            arm_timer(&mut self.timers, conn, token, &self.config);
         }
         self.accept_pending = true;
+    }
+
+    /// Over the connection limit: a 503 and a close, without a slot in the table. What the
+    /// client already sent is read first, so the close is a FIN and not a reset that could
+    /// destroy the 503 before the client reads it.
+    fn refuse(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        use std::io::{Read, Write};
+        let quiet_since = self.capacity_logged_at.map(|at| at.elapsed());
+        if quiet_since.map_or(true, |quiet| quiet >= CAPACITY_LOG_INTERVAL) {
+            eprintln!(
+                "miohttpd: {} connections open, the limit: refusing new ones with 503 ({peer})",
+                self.conns.len()
+            );
+            self.capacity_logged_at = Some(Instant::now());
+        }
+        self.stats.refused += 1;
+        self.stats.reads += 1;
+        let mut scratch = [0u8; 4096];
+        let _ = stream.read(&mut scratch);
+        self.stats.writes += 1;
+        let _ = stream.write(AT_CAPACITY);
+        self.stats.closes += 1;
+    }
+}
+
+/// Puts a connection's next wake-up in the timer queue, unless an entry at or before it is
+/// already there: deadlines that move later (every request pushes the idle timeout back)
+/// cost no queue operation at all.
+fn arm_timer(
+    timers: &mut BinaryHeap<Reverse<(Instant, Token)>>,
+    conn: &mut Conn,
+    token: Token,
+    config: &Config,
+) {
+    if let Some(at) = conn.wake_at(config) {
+        if conn.armed.map_or(true, |armed| at < armed) {
+            timers.push(Reverse((at, token)));
+            conn.armed = Some(at);
+        }
     }
 }

@@ -21,6 +21,10 @@ pub struct Stats {
     pub pipe_reads: u64,
     pub setsockopts: u64,
     pub requests: u64,
+    /// Connections over `--max-connections`, answered 503 and closed.
+    pub refused: u64,
+    /// Times accepting paused because the process was out of file descriptors.
+    pub accept_pauses: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -36,7 +40,7 @@ pub struct Gauges {
 impl Stats {
     /// The counters and gauges in the Prometheus text exposition format (version 0.0.4).
     pub fn render_prometheus(&self, gauges: &Gauges) -> String {
-        let counters: [(&str, &str, u64); 17] = [
+        let counters: [(&str, &str, u64); 19] = [
             (
                 "polls_total",
                 "poll(2) waits (epoll_wait, kevent)",
@@ -83,6 +87,16 @@ impl Stats {
             ),
             ("setsockopts_total", "setsockopt(2) calls", self.setsockopts),
             ("requests_total", "request heads parsed", self.requests),
+            (
+                "refused_connections_total",
+                "connections over the limit, answered 503 and closed",
+                self.refused,
+            ),
+            (
+                "accept_pauses_total",
+                "accept pauses for want of file descriptors",
+                self.accept_pauses,
+            ),
             (
                 "received_bytes_total",
                 "bytes read from clients",
@@ -151,7 +165,7 @@ mod tests {
         assert!(text.contains("miohttpd_syscalls_total 10\n"));
         assert!(text.contains("# TYPE miohttpd_connections gauge\nmiohttpd_connections 2\n"));
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(samples, 20);
+        assert_eq!(samples, 22);
         assert_eq!(
             text.lines().filter(|l| l.starts_with("# HELP")).count(),
             samples

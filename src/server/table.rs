@@ -7,11 +7,14 @@ use slab::Slab;
 /// Low bits of a token: the slab key. High bits: the generation of the slot's occupant.
 const KEY_BITS: u32 = usize::BITS / 2;
 const KEY_MASK: usize = (1 << KEY_BITS) - 1;
-/// The highest key is never used, so no connection token can equal [`LISTENER`].
-const MAX_KEYS: usize = KEY_MASK;
+/// The highest keys are never used, so no connection (or pipe) token can equal the tokens
+/// of the loop's own sources below.
+const MAX_KEYS: usize = KEY_MASK - 7;
 
 /// The token of the listening socket.
 pub const LISTENER: Token = Token(usize::MAX);
+/// The token of the signal pipe (SIGTERM, SIGINT).
+pub const SIGNALS: Token = Token(usize::MAX - 1);
 /// Set in the token of a connection's child stdout pipe; connection tokens never have it.
 const PIPE_FLAG: usize = 1 << (usize::BITS - 1);
 /// Generations use the bits above the key, less the pipe flag.
@@ -24,7 +27,8 @@ pub fn pipe_token(conn: Token) -> Token {
 
 /// The connection a pipe token belongs to, if it is a pipe token.
 pub fn pipe_owner(token: Token) -> Option<Token> {
-    (token.0 & PIPE_FLAG != 0 && token != LISTENER).then_some(Token(token.0 & !PIPE_FLAG))
+    (token.0 & PIPE_FLAG != 0 && token.0 & KEY_MASK < MAX_KEYS)
+        .then_some(Token(token.0 & !PIPE_FLAG))
 }
 
 #[derive(Debug)]
@@ -47,12 +51,18 @@ impl<T> ConnTable<T> {
         }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.slots.len()
     }
 
-    #[cfg(test)]
+    /// Every live connection's token.
+    pub fn tokens(&self) -> Vec<Token> {
+        let tokens = self.slots.iter();
+        tokens
+            .map(|(key, slot)| Token(slot.generation << KEY_BITS | key))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
@@ -122,6 +132,7 @@ mod tests {
         assert_eq!(pipe_owner(pipe_token(token)), Some(token));
         assert_eq!(pipe_owner(token), None);
         assert_eq!(pipe_owner(LISTENER), None);
+        assert_eq!(pipe_owner(SIGNALS), None);
     }
 
     #[test]
@@ -131,6 +142,7 @@ mod tests {
         for _ in 0..1000 {
             let mut token = table.insert(|t| t).unwrap();
             assert_ne!(token, LISTENER);
+            assert_ne!(token, SIGNALS);
             assert_eq!(table.get_mut(token), Some(&mut token));
             seen.push(token);
         }

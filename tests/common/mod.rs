@@ -11,11 +11,11 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, OnceLock};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 
@@ -37,6 +37,19 @@ pub struct Server {
     /// A request this server answers with 200 and `probe_body`, to check it still serves.
     probe: Vec<u8>,
     probe_body: Vec<u8>,
+    /// Set once a test has waited for the server to exit, which it then meant to happen.
+    exit_status: Option<ExitStatus>,
+}
+
+/// How to start the binary beyond its flags: its environment and its open-files limit.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// Variables set for the server (on top of the test's environment, minus
+    /// `MIOHTTPD_ADMIN_TOKEN`, which only a test that means to sets).
+    pub env: &'a [(&'a str, &'a str)],
+    /// A hard and soft open-files limit set by `sh` (`ulimit -n`) before it execs the server,
+    /// which then keeps its pid.
+    pub open_files: Option<u32>,
 }
 
 /// Memory of the server process in KiB, from `/proc/PID/status`.
@@ -55,8 +68,27 @@ impl Server {
 
     /// Starts `miohttpd --listen 127.0.0.1:0 ARGS...`.
     pub fn start_with(args: &[&str]) -> Server {
+        Server::launch(args, Launch::default())
+    }
+
+    /// Starts `miohttpd --listen 127.0.0.1:0 ARGS...` as `launch` says.
+    pub fn launch(args: &[&str], launch: Launch<'_>) -> Server {
         let program = Path::new(env!("CARGO_BIN_EXE_miohttpd"));
+        let mut command = match launch.open_files {
+            None => Command::new(program),
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(program);
+                shell
+            }
+        };
+        command.env_remove("MIOHTTPD_ADMIN_TOKEN");
+        command.envs(launch.env.iter().copied());
         Server::spawn(
+            command,
             program,
             args,
             GET_PLAINTEXT.to_vec(),
@@ -85,10 +117,17 @@ impl Server {
             "count" => (post("/count", b"still\nhere"), b"10 1\n".to_vec()),
             _ => panic!("no liveness probe for example {name}"),
         };
-        Server::spawn(&program, args, probe, probe_body)
+        Server::spawn(Command::new(&program), &program, args, probe, probe_body)
     }
 
-    fn spawn(program: &Path, args: &[&str], probe: Vec<u8>, probe_body: Vec<u8>) -> Server {
+    /// Runs `command` (the program, or a shell that execs it) with `--listen 127.0.0.1:0 ARGS`.
+    fn spawn(
+        mut command: Command,
+        program: &Path,
+        args: &[&str],
+        probe: Vec<u8>,
+        probe_body: Vec<u8>,
+    ) -> Server {
         static NEXT_LOG: AtomicUsize = AtomicUsize::new(0);
         let log = std::env::temp_dir().join(format!(
             "miohttpd-test-{}-{}.log",
@@ -96,7 +135,7 @@ impl Server {
             NEXT_LOG.fetch_add(1, Ordering::Relaxed)
         ));
         let stderr = File::create(&log).expect("create server log file");
-        let mut child = Command::new(program)
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
@@ -124,6 +163,7 @@ impl Server {
             log,
             probe,
             probe_body,
+            exit_status: None,
         };
         let line = match listening.recv_timeout(IO_TIMEOUT) {
             Ok(Some(Ok(line))) => line,
@@ -211,9 +251,42 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Sends signal `name` (`TERM`, `INT`, ...) to the server by its pid.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} {}: {status}", self.pid());
+    }
+
+    /// Waits up to `bound` for the server to exit and returns how it did; the exit is then
+    /// expected, not a failure of the test.
+    pub fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.exit_status = Some(status);
+                    return status;
+                }
+                Ok(None) if started.elapsed() > bound => {
+                    panic!("the server did not exit within {bound:?}")
+                }
+                Ok(None) => thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("waiting for the server: {e}"),
+            }
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        let exited_early = self.child.try_wait().ok().flatten();
+        let exited_early = match self.exit_status {
+            Some(_) => None,
+            None => self.child.try_wait().ok().flatten(),
+        };
         let _ = self.child.kill();
         let _ = self.child.wait();
         let stderr = self.stderr();

@@ -1,7 +1,7 @@
 //! The comet side of a connection: parking a long-poll waiter or subscribing an event stream,
 //! delivering a published message to it, and publishing one.
 
-use super::{Conn, Ctx, Next, Phase, ReplyTo};
+use super::{Conn, Ctx, Next, Phase, ReplyTo, Transport};
 use crate::comet::{CatchUp, ChannelKey, CometError, MessageId, Spot, SpotKind};
 use crate::http::{Response, Version};
 use crate::router::{Payload, Service};
@@ -21,7 +21,7 @@ pub(super) struct Subscribed {
     pub(super) chunked: bool,
 }
 
-impl Conn {
+impl<T: Transport> Conn<T> {
     /// A message for the channel this connection is parked on.
     pub fn deliver<S: Service>(&mut self, fanout: &mut Fanout, ctx: &mut Ctx<'_, S>) -> Next {
         match &self.phase {
@@ -30,7 +30,7 @@ impl Conn {
                 self.output
                     .push_shared(fanout.bytes(form, ctx.date.as_bytes()));
                 self.deadline = None;
-                self.answered(form == Form::Close);
+                self.answered(form == Form::Close, ctx.now);
             }
             Phase::Subscribed(subscribed) => {
                 if self.output.pending_len() > MAX_EVENT_BACKLOG {
@@ -94,7 +94,7 @@ impl Conn {
         let out = self.output_bytes(ctx.pool);
         let close =
             fanout::render_reply(out, &message, reply.version, reply.keep_alive, resync, date);
-        self.answered(close);
+        self.answered(close, ctx.now);
     }
 
     /// An event stream: the head, the history it missed, then every message as it comes.

@@ -17,8 +17,8 @@
 mod comet;
 mod stream;
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Instant;
@@ -33,6 +33,7 @@ use super::buffers::{BufferPool, InputBuffer, InputKind, OutputBuffer};
 use super::child::Children;
 use super::fanout::{self, HEARTBEAT};
 use super::stats::{Gauges, Stats};
+use super::transport::Transport;
 use crate::comet::{Comet, MessageId, Spot};
 use crate::config::Config;
 use crate::http::date::DATE_LEN;
@@ -56,6 +57,9 @@ pub struct Ctx<'a, S> {
     /// The token of the connection being served, for parking it.
     pub token: Token,
     pub now: Instant,
+    /// The server is shutting down: responses close their connections, and nothing new
+    /// (a wait, a stream) is started.
+    pub draining: bool,
 }
 
 /// What a readiness event reported for a connection.
@@ -79,8 +83,8 @@ pub enum Next {
     Close,
 }
 
-pub struct Conn {
-    stream: TcpStream,
+pub struct Conn<T = TcpStream> {
+    stream: T,
     peer: SocketAddr,
     phase: Phase,
     /// Lent by the pool while bytes are buffered; None while idle.
@@ -97,10 +101,28 @@ pub struct Conn {
     /// The peer may still be sending when we close (an error cut its request short, or it
     /// pipelined past a close), so the close must linger.
     unread_input: bool,
-    /// When this connection must be closed regardless (lingering close), and whether the
-    /// loop has been told.
+    /// When the phase wants its next timed look: the end of a lingering close, a waiter's
+    /// 204, a subscriber's heartbeat, a child's exit poll.
     deadline: Option<Instant>,
-    deadline_announced: bool,
+    /// Where the clock of the current timeout started: accept, or the first byte of a head on
+    /// a kept-alive connection, the last body byte, the end of the last response when idle.
+    since: Instant,
+    /// Between requests on a kept-alive connection, with no byte of the next one yet.
+    idle: bool,
+    /// While response bytes are pending: when the client last took some (or they appeared).
+    send_since: Option<Instant>,
+    /// The earliest entry the loop's timer queue holds for this connection; a later wake-up
+    /// needs no new entry, since the one that fires early re-arms.
+    pub armed: Option<Instant>,
+}
+
+/// The time limits a connection can be under; `Config` holds their lengths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timeout {
+    Head,
+    Idle,
+    Body,
+    Send,
 }
 
 enum Phase {
@@ -189,8 +211,8 @@ enum Stall {
     Output,
 }
 
-impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
+impl<T: Transport> Conn<T> {
+    pub fn new(stream: T, peer: SocketAddr, now: Instant) -> Self {
         Conn {
             stream,
             peer,
@@ -202,11 +224,14 @@ impl Conn {
             peer_closed: false,
             unread_input: false,
             deadline: None,
-            deadline_announced: false,
+            since: now,
+            idle: false,
+            send_since: None,
+            armed: None,
         }
     }
 
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
+    pub fn stream_mut(&mut self) -> &mut T {
         &mut self.stream
     }
 
@@ -220,13 +245,64 @@ impl Conn {
         self.finish_turn(ctx)
     }
 
-    /// A deadline set since the last call, for the loop's timer queue.
-    pub fn new_deadline(&mut self) -> Option<Instant> {
-        if self.deadline_announced {
-            return None;
+    /// When the connection next needs a timed look: its phase's deadline or a timeout.
+    pub fn wake_at(&self, config: &Config) -> Option<Instant> {
+        let timeout = self.timeout(config).map(|(at, _)| at);
+        match (self.deadline, timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        self.deadline_announced = true;
-        self.deadline
+    }
+
+    /// The time limit the connection is under now, if any, and when it runs out. Pending
+    /// output puts it under the send timeout only: while the client is not reading, it is not
+    /// the client's fault that its next request is not being read either.
+    fn timeout(&self, config: &Config) -> Option<(Instant, Timeout)> {
+        let (since, limit, kind) = match (self.send_since, &self.phase) {
+            (Some(since), _) => (since, config.send_timeout, Timeout::Send),
+            (None, Phase::Head(_)) if self.idle && !self.has_input() => {
+                (self.since, config.idle_timeout, Timeout::Idle)
+            }
+            (None, Phase::Head(_)) => (self.since, config.head_timeout, Timeout::Head),
+            (None, Phase::Body(_)) => (self.since, config.body_timeout, Timeout::Body),
+            (None, _) => return None,
+        };
+        (!limit.is_zero()).then(|| (since + limit, kind))
+    }
+
+    fn has_input(&self) -> bool {
+        self.input.as_ref().is_some_and(|input| !input.is_empty())
+    }
+
+    /// Whether a client under the send timeout took bytes after all. A slow but steady reader
+    /// frees send-buffer space all along, yet the writable edge comes only once a large part
+    /// of the buffer is free, which can be longer than the timeout: so try a write.
+    fn still_taking<S>(&mut self, ctx: &mut Ctx<'_, S>) -> bool {
+        let before = self.output.pending_len();
+        self.flush(ctx.stats, ctx.now).is_ok() && self.output.pending_len() < before
+    }
+
+    /// A time limit ran out: a slow head or body gets 408, an idle connection or one whose
+    /// client stopped reading is closed.
+    fn time_out<S: Service>(&mut self, kind: Timeout, ctx: &mut Ctx<'_, S>) -> Next {
+        match kind {
+            Timeout::Idle => return Next::Close,
+            Timeout::Send => {
+                eprintln!("miohttpd: {}: send timeout; dropped", self.peer);
+                return Next::Close;
+            }
+            // A connection that never sent a byte has no request to answer.
+            Timeout::Head if !self.has_input() => return Next::Close,
+            Timeout::Head => self.fail(RequestError::Timeout, ReplyTo::UNPARSED, ctx),
+            Timeout::Body => {
+                let reply = match &self.phase {
+                    Phase::Body(body) => body.reply,
+                    _ => ReplyTo::UNPARSED,
+                };
+                self.fail(RequestError::Timeout, reply, ctx);
+            }
+        }
+        self.finish_turn(ctx)
     }
 
     /// Where the connection is parked, if it is: the loop unparks it when it closes.
@@ -241,6 +317,14 @@ impl Conn {
     /// A timer fired for this connection: a lingering close ends, a parked waiter gets its
     /// 204, a subscriber its heartbeat.
     pub fn on_deadline<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
+        if let Some((at, kind)) = self.timeout(ctx.config) {
+            if at <= ctx.now {
+                if kind == Timeout::Send && self.still_taking(ctx) {
+                    return self.finish_turn(ctx);
+                }
+                return self.time_out(kind, ctx);
+            }
+        }
         match self.deadline {
             Some(at) if at <= ctx.now => self.deadline = None,
             _ => return Next::Wait,
@@ -263,6 +347,32 @@ impl Conn {
         self.finish_turn(ctx)
     }
 
+    /// Shutdown began: an idle connection closes now, a waiter is told to come back, an event
+    /// stream ends, a command is ended; a request being read goes on to its answer.
+    pub fn on_shutdown<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
+        let between_requests = !self.has_input() && self.output.pending_len() == 0;
+        match &mut self.phase {
+            Phase::Head(_) if between_requests => return Next::Close,
+            Phase::Parked(parked) => {
+                ctx.comet.unpark(parked.spot);
+                let reply = parked.reply;
+                self.deadline = None;
+                self.respond(come_back_later("shutting down\n"), reply, ctx);
+            }
+            Phase::Subscribed(subscribed) => {
+                ctx.comet.unpark(subscribed.spot);
+                if subscribed.chunked {
+                    self.output_bytes(ctx.pool).extend_from_slice(b"0\r\n\r\n");
+                }
+                self.deadline = None;
+                self.phase = Phase::Closing;
+            }
+            Phase::Streaming(_) => self.end_command(ctx),
+            _ => {}
+        }
+        self.finish_turn(ctx)
+    }
+
     /// Continues after an outside event changed the phase: answer, write, maybe read on.
     fn finish_turn<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
         let next = self.drive(ctx);
@@ -274,7 +384,6 @@ impl Conn {
 
     fn set_deadline(&mut self, at: Instant) {
         self.deadline = Some(at);
-        self.deadline_announced = false;
     }
 
     /// Gives the connection's buffers back before it is dropped.
@@ -302,7 +411,7 @@ impl Conn {
                 // pipelined requests fill the buffer so that the EOF itself cannot be read.
                 return Next::Close;
             }
-            if let Err(e) = self.flush(ctx.stats) {
+            if let Err(e) = self.flush(ctx.stats, ctx.now) {
                 return self.io_failed(&e);
             }
             let pending = self.output.pending_len();
@@ -379,6 +488,16 @@ impl Conn {
             Ok(n) => {
                 read = n;
                 input.filled(n);
+                match self.phase {
+                    // The body timeout runs between bytes; the head timeout of a kept-alive
+                    // connection from the first byte of the head.
+                    Phase::Body(_) => self.since = ctx.now,
+                    Phase::Head(_) if self.idle => {
+                        self.idle = false;
+                        self.since = ctx.now;
+                    }
+                    _ => {}
+                }
                 ctx.stats.bytes_in += n as u64;
                 if n < wanted {
                     // On a stream socket a short read means the receive queue is empty: an
@@ -415,14 +534,20 @@ impl Conn {
 
     /// Writes pending output until it is gone or the socket takes less than offered. Shared
     /// bytes and the connection's own go out in one vectored write when both are pending.
-    fn flush(&mut self, stats: &mut Stats) -> io::Result<()> {
+    /// The send timeout's clock runs while bytes are pending and restarts at each byte taken.
+    fn flush(&mut self, stats: &mut Stats, now: Instant) -> io::Result<()> {
+        if self.output.pending_len() == 0 {
+            self.send_since = None;
+            return Ok(());
+        }
+        self.send_since.get_or_insert(now);
         while self.output.pending_len() > 0 {
             let offered = self.output.pending_len();
             let [shared, own] = self.output.pending();
             stats.writes += 1;
             let written = if self.last_word(offered) {
                 stats.corked_writes += 1;
-                write_then_close(&self.stream, [shared, own])
+                self.stream.write_last([shared, own])
             } else if shared.is_empty() || own.is_empty() {
                 let only = if shared.is_empty() { own } else { shared };
                 self.stream.write(only)
@@ -436,6 +561,7 @@ impl Conn {
                 Ok(n) => {
                     stats.bytes_out += n as u64;
                     self.output.advance(n);
+                    self.send_since = Some(now);
                     if n < offered {
                         // The send buffer is full; the next writable edge resumes us.
                         self.output.compact();
@@ -450,6 +576,7 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
+        self.send_since = None;
         Ok(())
     }
 
@@ -526,8 +653,8 @@ impl Conn {
             return self.complete(reply, consumer, ctx);
         }
         let consumer = match consumer {
-            Consumer::Buffered { limit, .. } if matches!(framing, Framing::Length(n) if n > limit as u64) =>
-            {
+            // Declared larger than the limit: refused before the body (and before any 100).
+            consumer if consumer.limit().is_some_and(|limit| framing.exceeds(limit)) => {
                 return self.fail(RequestError::BodyTooLarge, reply, ctx);
             }
             // Refused from the head alone: answer before the body and close, rather than
@@ -558,6 +685,7 @@ impl Conn {
         ctx: &mut Ctx<'_, S>,
     ) {
         let decoder = BodyDecoder::new(framing, ctx.config.head_limits.max_head_size);
+        self.since = ctx.now;
         self.phase = Phase::Body(BodyPhase {
             reply,
             decoder,
@@ -576,6 +704,11 @@ impl Conn {
     /// Produces the response from the consumer, whose body (if any) is complete.
     fn complete<S>(&mut self, reply: ReplyTo, consumer: Consumer, ctx: &mut Ctx<'_, S>) {
         let response = match consumer {
+            Consumer::Wait { .. } | Consumer::Subscribe { .. } | Consumer::Exec { .. }
+                if ctx.draining =>
+            {
+                come_back_later("shutting down\n")
+            }
             Consumer::Discard(response) => response,
             Consumer::Buffered {
                 request, handler, ..
@@ -598,8 +731,13 @@ impl Conn {
         self.respond(response, reply, ctx);
     }
 
-    /// Encodes a response; one that cannot be sent as it is becomes a 500.
+    /// Encodes a response; one that cannot be sent as it is becomes a 500. While the server
+    /// shuts down, every response closes its connection.
     fn respond<S>(&mut self, response: Response, reply: ReplyTo, ctx: &mut Ctx<'_, S>) {
+        let reply = ReplyTo {
+            keep_alive: reply.keep_alive && !ctx.draining,
+            ..reply
+        };
         let response = match response::validate(&response) {
             Ok(()) => response,
             Err(e) => {
@@ -609,16 +747,19 @@ impl Conn {
         };
         let exchange = reply.exchange(ctx.date.as_bytes());
         let close = response::encode(self.output_bytes(ctx.pool), &response, &exchange);
-        self.answered(close);
+        self.answered(close, ctx.now);
     }
 
-    /// A response is complete: the connection closes after it, or reads the next request.
-    fn answered(&mut self, close: bool) {
+    /// A response is complete: the connection closes after it, or waits for the next request
+    /// under the idle timeout.
+    fn answered(&mut self, close: bool, now: Instant) {
         self.phase = if close {
             Phase::Closing
         } else {
             Phase::Head(HeadScanner::default())
         };
+        self.idle = true;
+        self.since = now;
     }
 
     /// Refuses the request: error response, then close.
@@ -646,7 +787,7 @@ impl Conn {
         // half-closed, then close once that is written.
         let reply = body.reply;
         self.fail(RequestError::IncompleteBody, reply, ctx);
-        match self.flush(ctx.stats) {
+        match self.flush(ctx.stats, ctx.now) {
             Ok(()) if self.output.pending_len() > 0 => Next::Wait,
             _ => Next::Close,
         }
@@ -661,12 +802,11 @@ impl Conn {
             return Some(Next::Close);
         }
         ctx.stats.shutdowns += 1;
-        if self.stream.shutdown(Shutdown::Write).is_err() {
+        if self.stream.shutdown_write().is_err() {
             return Some(Next::Close);
         }
         self.phase = Phase::Lingering;
-        self.deadline = Some(ctx.now + ctx.config.linger);
-        self.deadline_announced = false;
+        self.set_deadline(ctx.now + ctx.config.linger);
         None
     }
 
@@ -691,23 +831,6 @@ impl Conn {
             pool.give_output(std::mem::take(&mut self.output.bytes));
         }
     }
-}
-
-/// Writes bytes that the close coming right after will send: MSG_MORE holds them in the
-/// socket so the FIN rides in the same segment, one packet (and one ACK) fewer per
-/// connection. It matters when a notify answers and closes ten thousand waiters at once.
-#[cfg(target_os = "linux")]
-fn write_then_close(stream: &TcpStream, [first, second]: [&[u8]; 2]) -> io::Result<usize> {
-    let socket = socket2::SockRef::from(stream);
-    socket.send_vectored_with_flags(
-        &[io::IoSlice::new(first), io::IoSlice::new(second)],
-        libc::MSG_MORE,
-    )
-}
-
-#[cfg(not(target_os = "linux"))]
-fn write_then_close(mut stream: &TcpStream, [first, second]: [&[u8]; 2]) -> io::Result<usize> {
-    stream.write_vectored(&[io::IoSlice::new(first), io::IoSlice::new(second)])
 }
 
 /// Asks the service what to do with a request; a panicking router becomes a 500.
@@ -795,6 +918,18 @@ fn feed_body(body: &mut BodyPhase, input: &mut InputBuffer) -> Result<bool, Requ
 }
 
 impl Consumer {
+    /// The most body bytes this consumer takes, for those that buffer the body.
+    fn limit(&self) -> Option<usize> {
+        match self {
+            Consumer::Buffered { limit, .. }
+            | Consumer::Publish {
+                payload: Payload::Body { limit },
+                ..
+            } => Some(*limit),
+            _ => None,
+        }
+    }
+
     fn accept(&mut self, bytes: &[u8]) -> Result<(), RequestError> {
         match self {
             Consumer::Discard(_)
@@ -833,6 +968,11 @@ impl Consumer {
             }
         }
     }
+}
+
+/// 503 with a hint to retry: the server is going away or full.
+fn come_back_later(body: &'static str) -> Response {
+    Response::text(503, body).with_header("Retry-After", "1")
 }
 
 fn internal_error(why: &'static str) -> Response {

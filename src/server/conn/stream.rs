@@ -8,7 +8,7 @@ use std::time::Instant;
 use mio::unix::pipe;
 use mio::Interest;
 
-use super::{internal_error, Conn, Ctx, Next, Phase, ReplyTo};
+use super::{internal_error, Conn, Ctx, Next, Phase, ReplyTo, Transport};
 use crate::http::response::{encode_head, BodyFraming};
 use crate::http::{Response, Version};
 use crate::router::Service;
@@ -35,7 +35,7 @@ pub(super) struct Streaming {
 /// The most read from a child's pipe at once; a pipe holds 64 KiB.
 const PIPE_READ: usize = 32 * 1024;
 
-impl Conn {
+impl<T: Transport> Conn<T> {
     /// The child's pipe has output (or EOF).
     pub fn on_pipe_ready<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
         if let Phase::Streaming(streaming) = &mut self.phase {
@@ -131,6 +131,18 @@ impl Conn {
         if let Some(at) = limit_at {
             self.set_deadline(at);
         }
+    }
+
+    /// Shutdown: the command gets SIGTERM now and SIGKILL after the kill grace, as at its
+    /// time limit; its stream then ends as usual, with its exit status.
+    pub(super) fn end_command<S>(&mut self, ctx: &mut Ctx<'_, S>) {
+        if let Phase::Streaming(streaming) = &mut self.phase {
+            if streaming.kill_at.is_none() {
+                child::signal_group(&streaming.child, crate::sys::Signal::Terminate);
+                streaming.kill_at = Some(ctx.now + ctx.config.exec_kill_grace);
+            }
+        }
+        self.check_child(ctx);
     }
 
     /// One read from the child's pipe into the output, as one chunk; returns the bytes read.
@@ -233,6 +245,7 @@ impl Conn {
             out.extend_from_slice(child::describe_exit(status).as_bytes());
             out.extend_from_slice(b"\r\n\r\n");
         }
-        self.answered(!(chunked && reply.keep_alive));
+        let close = !(chunked && reply.keep_alive) || ctx.draining;
+        self.answered(close, ctx.now);
     }
 }
