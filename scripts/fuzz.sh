@@ -94,19 +94,28 @@ for target in "${targets[@]}"; do
     log=$root/fuzz/artifacts/$target/last-run.log
     echo "fuzz.sh: $target for ${seconds}s (log: ${log#"$root"/})" >&2
     status=0
-    # The first corpus directory is where libFuzzer adds what it finds; the seeds are read only.
+    # The first corpus directory is where libFuzzer adds what it finds; the seeds are read
+    # only. -close_fd_mask=2 silences the target's stderr (the server logs every refused
+    # request: gigabytes an hour), not libFuzzer's; a failure is replayed below to show it.
     (cd fuzz && fuzz run "$target" "$corpus" "$root/fuzz/seeds/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        "${extra[@]}") >"$log" 2>&1 || status=$?
+        -close_fd_mask=2 "${extra[@]}") >"$log" 2>&1 || status=$?
     progress=$(grep -E '^#[0-9]+.*cov:' "$log" | tail -n 1 || true)
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     files=$(find "$corpus" -type f | wc -l)
     if ((status == 0)); then
         verdict=ok
     else
-        verdict="FAILED (exit $status): see $log and fuzz/artifacts/$target/"
         failed=1
-        grep -E '^(thread .* panicked|==[0-9]+== ERROR|SUMMARY|artifact_prefix|Test unit written)' "$log" >&2 || true
+        artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n 1)
+        verdict="FAILED (exit $status): see ${log#"$root"/}"
+        if [[ -n $artifact ]]; then
+            verdict+="; input kept in ${artifact#"$root"/}"
+            echo "fuzz.sh: replaying ${artifact#"$root"/} to show why:" >&2
+            (cd fuzz && fuzz run "$target" "$artifact") 2>&1 |
+                grep -E -A 3 '^thread .* panicked|ERROR: libFuzzer' | head -n 20 >&2 || true
+            echo "fuzz.sh: minimise with: (cd fuzz && cargo +nightly fuzz tmin -s none $target ${artifact#"$root"/fuzz/})" >&2
+        fi
     fi
     summaries+=("$target: ${seconds}s, ${runs:-?} runs, corpus $files files; last: ${progress:-none}; $verdict")
 done
