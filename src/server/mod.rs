@@ -1,10 +1,12 @@
 //! The readiness loop: one `mio::Poll` on one thread, the listener, the table of
 //! connections, the timer queue, and the turns given to connections with work left over.
 
+mod access_log;
 mod buffers;
 mod child;
 mod conn;
 mod fanout;
+mod instruments;
 mod listener;
 pub mod stats;
 mod table;
@@ -26,8 +28,9 @@ use buffers::BufferPool;
 use child::{Children, REAP_INTERVAL};
 use conn::{Conn, Ctx, Next, Readiness};
 use fanout::Fanout;
+use instruments::Instruments;
 use stats::Stats;
-use table::{pipe_owner, ConnTable, LISTENER};
+use table::{pipe_owner, ConnTable, ADMIN, LISTENER};
 
 /// A bound server, ready to run. Binding and running are separate so a caller can learn the
 /// address (port 0 picks a free one) before the loop starts.
@@ -37,6 +40,7 @@ pub struct Server<S> {
     poll: Poll,
     listener: TcpListener,
     local_addr: SocketAddr,
+    instruments: Instruments,
 }
 
 impl<S: Service> Server<S> {
@@ -47,17 +51,24 @@ impl<S: Service> Server<S> {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let instruments = Instruments::bind(&config, poll.registry())?;
         Ok(Server {
             config,
             service,
             poll,
             listener,
             local_addr,
+            instruments,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `--admin-listen` serves `/metrics`, if it was given.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.instruments.admin_addr()
     }
 
     /// Runs the loop on this thread; returns only on a poll failure.
@@ -67,6 +78,7 @@ impl<S: Service> Server<S> {
             service,
             poll,
             listener,
+            mut instruments,
             ..
         } = self;
         let config_comet = config.comet;
@@ -75,6 +87,8 @@ impl<S: Service> Server<S> {
             config.body_buffer_size,
             config.output_high_water.saturating_mul(2),
         );
+        let mut stats = Stats::default();
+        instruments.start(&config, Instant::now(), &mut stats);
         EventLoop {
             config,
             service,
@@ -83,7 +97,7 @@ impl<S: Service> Server<S> {
             conns: ConnTable::new(),
             pool,
             date: DateCache::new(SystemTime::now()),
-            stats: Stats::default(),
+            stats,
             comet: Comet::new(config_comet, comet::new_epoch()),
             children: Children::default(),
             next_sweep: Instant::now() + SWEEP_INTERVAL,
@@ -91,6 +105,7 @@ impl<S: Service> Server<S> {
             again: Vec::new(),
             turns: Vec::new(),
             accept_pending: false,
+            instruments,
         }
         .run()
     }
@@ -130,6 +145,8 @@ struct EventLoop<S> {
     turns: Vec<Token>,
     /// The listener had more connections waiting when its accept budget ran out.
     accept_pending: bool,
+    /// The admin listener, the access log, the periodic summary.
+    instruments: Instruments,
 }
 
 impl<S: Service> EventLoop<S> {
@@ -151,11 +168,15 @@ impl<S: Service> EventLoop<S> {
             // connection cannot starve the ones that just became ready.
             std::mem::swap(&mut self.again, &mut self.turns);
             let mut accept = std::mem::take(&mut self.accept_pending);
+            let mut accept_admin = std::mem::take(&mut self.instruments.admin_accept_pending);
+            let events_before = self.stats.events;
             for event in events.iter() {
                 self.stats.events += 1;
                 let token = event.token();
                 if token == LISTENER {
                     accept = true;
+                } else if token == ADMIN {
+                    accept_admin = true;
                 } else if let Some(owner) = pipe_owner(token) {
                     self.with_conn(owner, now, |conn, ctx| conn.on_pipe_ready(ctx));
                 } else {
@@ -171,22 +192,30 @@ impl<S: Service> EventLoop<S> {
                 self.serve(token, Readiness::default(), now);
             }
             self.turns = turns;
+            let woken_by = self.stats.events - events_before;
+            self.stats.events_per_poll.record(woken_by as usize);
             if accept {
-                self.accept();
+                self.accept_pending = self.accept(Listening::Main);
+            }
+            if accept_admin {
+                self.instruments.admin_accept_pending = self.accept(Listening::Admin);
             }
             self.expire_timers(now);
+            self.instruments.after_wakeup(now, &mut self.stats);
         }
     }
 
     /// Zero when work is owed, else until the next deadline, else forever.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() || self.accept_pending {
+        if !self.again.is_empty() || self.accept_pending || self.instruments.admin_accept_pending {
             return Some(Duration::ZERO);
         }
-        let next_timer = self
-            .timers
-            .peek()
-            .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+        let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let next_timer = match (next_timer, self.instruments.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let next_timer = next_timer.map(|at| at.saturating_duration_since(Instant::now()));
         // Children being ended are looked at on a short interval until they are reaped.
         let reaping = self.children.any_ending().then_some(REAP_INTERVAL);
         match (next_timer, reaping) {
@@ -221,6 +250,7 @@ impl<S: Service> EventLoop<S> {
             comet: &mut self.comet,
             children: &mut self.children,
             registry: self.poll.registry(),
+            log: &mut self.instruments.log,
             token,
             now,
         };
@@ -248,12 +278,14 @@ impl<S: Service> EventLoop<S> {
     fn close(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(token) {
             self.stats.closes += 1;
+            conn.record_close(&mut self.instruments.log, &mut self.stats);
             if let Some(spot) = conn.spot() {
                 self.comet.unpark(spot);
             }
-            if let Some(child) = conn.take_child() {
+            if let Some(child) = conn.take_child(&mut self.stats) {
                 let grace = self.config.exec_kill_grace;
-                self.children.end(child, Instant::now(), grace);
+                self.children
+                    .end(child, Instant::now(), grace, &mut self.stats);
             }
             // Dropping the stream closes the fd, which also removes it from the epoll set:
             // no deregister syscall needed.
@@ -270,20 +302,26 @@ impl<S: Service> EventLoop<S> {
             self.with_conn(token, now, |conn, ctx| conn.on_deadline(ctx));
         }
         self.fan_out(now);
-        self.children.poll(now);
+        self.children.poll(now, &mut self.stats);
         if now >= self.next_sweep {
             self.comet.sweep(now);
             self.next_sweep = now + SWEEP_INTERVAL;
         }
     }
 
-    /// Accepts up to the per-wake-up budget; with connections left, the listener gets
-    /// another turn after the others.
-    fn accept(&mut self) {
+    /// Accepts up to the per-wake-up budget. Returns whether connections may be left, for
+    /// the listener to get another turn after the others.
+    fn accept(&mut self, from: Listening) -> bool {
         for _ in 0..self.config.accepts_per_wakeup {
-            let (stream, peer) = match self.listener.accept() {
+            let listener = match (from, &self.instruments.admin) {
+                (Listening::Admin, Some(admin)) => admin,
+                (Listening::Admin, None) => return false,
+                (Listening::Main, _) => &self.listener,
+            };
+            self.stats.accept_calls += 1;
+            let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -294,7 +332,7 @@ impl<S: Service> EventLoop<S> {
                 }
                 Err(e) => {
                     eprintln!("miohttpd: accept: {e}");
-                    return;
+                    return false;
                 }
             };
             self.stats.accepts += 1;
@@ -309,8 +347,12 @@ impl<S: Service> EventLoop<S> {
                 continue;
             };
             let conn = self.conns.get_mut(token).expect("just inserted");
+            if from == Listening::Admin {
+                conn.mark_admin();
+            }
             // Both interests once, edge-triggered: no re-registration syscalls later. Bytes
             // that arrived before registration are reported by the registration itself.
+            self.stats.registrations += 1;
             let registered = self.poll.registry().register(
                 conn.stream_mut(),
                 token,
@@ -321,6 +363,14 @@ impl<S: Service> EventLoop<S> {
                 self.close(token);
             }
         }
-        self.accept_pending = true;
+        true
     }
+}
+
+/// Which listener a connection is accepted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listening {
+    Main,
+    /// `--admin-listen`: its connections are served `/metrics` only.
+    Admin,
 }

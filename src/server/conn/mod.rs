@@ -15,6 +15,7 @@
 //! | `Lingering` | the peer's EOF, or a deadline  | closed                                   |
 
 mod comet;
+mod record;
 mod stream;
 
 use std::io::{self, Read, Write};
@@ -27,12 +28,15 @@ use mio::net::TcpStream;
 use mio::{Registry, Token};
 
 use comet::{publish, Parked, Subscribed};
+use record::Record;
 use stream::Streaming;
 
+use super::access_log::AccessLog;
 use super::buffers::{BufferPool, InputBuffer, InputKind, OutputBuffer};
 use super::child::Children;
 use super::fanout::{self, HEARTBEAT};
-use super::stats::{Gauges, Stats};
+use super::instruments;
+use super::stats::Stats;
 use crate::comet::{Comet, MessageId, Spot};
 use crate::config::Config;
 use crate::http::date::DATE_LEN;
@@ -53,6 +57,7 @@ pub struct Ctx<'a, S> {
     pub comet: &'a mut Comet,
     pub children: &'a mut Children,
     pub registry: &'a Registry,
+    pub log: &'a mut AccessLog,
     /// The token of the connection being served, for parking it.
     pub token: Token,
     pub now: Instant,
@@ -101,6 +106,8 @@ pub struct Conn {
     /// loop has been told.
     deadline: Option<Instant>,
     deadline_announced: bool,
+    /// What the instruments need of it: access-log entry, bytes written, listener.
+    record: Record,
 }
 
 enum Phase {
@@ -187,6 +194,8 @@ enum Stall {
     Input,
     /// Pending output reached the high-water mark.
     Output,
+    /// `--coalesce off`: an answer must be written before the next request is answered.
+    Unflushed,
 }
 
 impl Conn {
@@ -203,6 +212,7 @@ impl Conn {
             unread_input: false,
             deadline: None,
             deadline_announced: false,
+            record: Record::default(),
         }
     }
 
@@ -313,6 +323,13 @@ impl Conn {
             if stall == Stall::Output {
                 continue;
             }
+            if stall == Stall::Unflushed {
+                if pending > 0 {
+                    // The send buffer is full: the writable edge resumes answering.
+                    return Next::Wait;
+                }
+                continue;
+            }
             if pending == 0 {
                 match self.phase {
                     Phase::Closing => match self.start_lingering(ctx) {
@@ -385,7 +402,9 @@ impl Conn {
                     // edge-triggered event will come when more arrives (unless the peer has
                     // hung up, when only the EOF is left and no event will come for it).
                     ctx.stats.short_reads += 1;
-                    self.drained = !self.hang_up_seen;
+                    // `--read-until-wouldblock on` reads again anyway: the knob that shows
+                    // what this saves (one read(2) per request).
+                    self.drained = !self.hang_up_seen && !ctx.config.read_until_wouldblock;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -435,6 +454,7 @@ impl Conn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     stats.bytes_out += n as u64;
+                    self.record.wrote(n);
                     self.output.advance(n);
                     if n < offered {
                         // The send buffer is full; the next writable edge resumes us.
@@ -474,6 +494,9 @@ impl Conn {
                 return Stall::Input;
             };
             match &mut self.phase {
+                Phase::Head(_) if !ctx.config.coalesce && self.output.pending_len() > 0 => {
+                    return Stall::Unflushed;
+                }
                 Phase::Head(scanner) => match scanner.scan(input.data(), &ctx.config.head_limits) {
                     Ok(None) => return Stall::Input,
                     Ok(Some(span)) => self.start_request(span, ctx),
@@ -511,6 +534,7 @@ impl Conn {
             Err(e) => return self.fail(e, ReplyTo::UNPARSED, ctx),
         };
         ctx.stats.requests += 1;
+        self.record.request(&head, ctx.log);
         let reply = ReplyTo {
             version: head.version,
             keep_alive: head.keep_alive,
@@ -518,7 +542,7 @@ impl Conn {
         };
         let framing = head.framing;
         let expect_continue = head.expect_continue;
-        let consumer = route(&head, ctx);
+        let consumer = route(&head, self.record.admin, ctx);
         input.consume(span.end);
         let body_already_sent = !input.is_empty();
 
@@ -609,6 +633,8 @@ impl Conn {
         };
         let exchange = reply.exchange(ctx.date.as_bytes());
         let close = response::encode(self.output_bytes(ctx.pool), &response, &exchange);
+        let body = record::body_bytes(&response, reply);
+        self.record_response(response.status, Some(body), ctx);
         self.answered(close);
     }
 
@@ -710,12 +736,17 @@ fn write_then_close(mut stream: &TcpStream, [first, second]: [&[u8]; 2]) -> io::
     stream.write_vectored(&[io::IoSlice::new(first), io::IoSlice::new(second)])
 }
 
-/// Asks the service what to do with a request; a panicking router becomes a 500.
-fn route<S: Service>(head: &Head<'_>, ctx: &mut Ctx<'_, S>) -> Consumer {
+/// Asks the service what to do with a request; a panicking router becomes a 500. A
+/// connection from the admin listener gets the metrics and nothing else.
+fn route<S: Service>(head: &Head<'_>, admin: bool, ctx: &mut Ctx<'_, S>) -> Consumer {
     let service = ctx.service;
-    let decided = match catch_unwind(AssertUnwindSafe(|| service.route(head))) {
-        Ok(decided) => decided,
-        Err(_) => return Consumer::Discard(internal_error("the router panicked")),
+    let decided = if admin {
+        instruments::admin_route(head)
+    } else {
+        match catch_unwind(AssertUnwindSafe(|| service.route(head))) {
+            Ok(decided) => instruments::hide_metrics(decided, ctx.config),
+            Err(_) => return Consumer::Discard(internal_error("the router panicked")),
+        }
     };
     let parse_after = |after: Option<String>| match after.as_deref().map(MessageId::parse) {
         None => Ok(None),
@@ -746,12 +777,10 @@ fn route<S: Service>(head: &Head<'_>, ctx: &mut Ctx<'_, S>) -> Consumer {
         },
         Route::Exec { name } => Consumer::Exec { name },
         Route::Metrics => {
-            let gauges = Gauges {
-                connections: ctx.stats.accepts - ctx.stats.closes,
-                parked: ctx.comet.parked() as u64,
-                commands_running: ctx.children.running() as u64,
-            };
-            let text = ctx.stats.render_prometheus(&gauges);
+            let gauges = instruments::gauges(ctx.stats, ctx.comet, ctx.children);
+            let text = ctx
+                .stats
+                .render_prometheus(&gauges, ctx.config.events_per_poll);
             Consumer::Discard(Response::bytes(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
