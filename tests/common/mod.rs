@@ -13,7 +13,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, OnceLock};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ pub struct Server {
     /// A request this server answers with 200 and `probe_body`, to check it still serves.
     probe: Vec<u8>,
     probe_body: Vec<u8>,
+    /// Lines the server printed on stdout after its listening line.
+    stdout_lines: Mutex<mpsc::Receiver<String>>,
 }
 
 /// Memory of the server process in KiB, from `/proc/PID/status`.
@@ -109,11 +111,13 @@ impl Server {
         // instead of blocking it; any later stdout output is passed through for the log.
         let stdout = child.stdout.take().expect("piped stdout");
         let (first_line, listening) = mpsc::channel();
+        let (later_line, stdout_lines) = mpsc::channel();
         thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             let _ = first_line.send(lines.next());
             for line in lines.map_while(Result::ok) {
                 eprintln!("server stdout: {line}");
+                let _ = later_line.send(line);
             }
         });
 
@@ -124,6 +128,7 @@ impl Server {
             log,
             probe,
             probe_body,
+            stdout_lines: Mutex::new(stdout_lines),
         };
         let line = match listening.recv_timeout(IO_TIMEOUT) {
             Ok(Some(Ok(line))) => line,
@@ -208,6 +213,24 @@ impl Server {
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The next line the server prints on stdout after its listening line, waiting at most
+    /// `IO_TIMEOUT` for it.
+    pub fn next_stdout_line(&self) -> String {
+        let lines = self.stdout_lines.lock().unwrap();
+        lines
+            .recv_timeout(IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("no further stdout line within {IO_TIMEOUT:?}: {e}"))
+    }
+
+    /// The address of `--admin-listen`, from the line the server prints right after its
+    /// listening line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self.next_stdout_line();
+        line.strip_prefix("miohttpd admin listening on http://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("expected the admin listening line, got {line:?}"))
     }
 }
 
