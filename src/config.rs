@@ -383,7 +383,7 @@ const FLAGS: &[Flag] = &[
     Flag {
         name: "stats-interval",
         value: "SECS",
-        help: "print a one-line summary (req/s, syscalls/req, events/poll) to stderr every SECS (0: off)",
+        help: "print one summary line (req/s, syscalls/req, events/poll) on stderr every SECS (0: off)",
         show: |c| c.stats_interval.as_secs().to_string(),
         set: |c, v| set_seconds(&mut c.stats_interval, v, 0),
     },

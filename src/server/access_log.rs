@@ -72,7 +72,11 @@ impl AccessLog {
         };
         let file = match target {
             LogTarget::Stdout => File::from(io::stdout().as_fd().try_clone_to_owned()?),
-            LogTarget::File(path) => OpenOptions::new().create(true).append(true).open(path)?,
+            LogTarget::File(path) => OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
         };
         let mut clock = LocalClock::default();
         clock.render(SystemTime::now());

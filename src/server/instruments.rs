@@ -43,16 +43,21 @@ impl Instruments {
     pub fn bind(config: &Config, registry: &Registry) -> io::Result<Self> {
         let admin = match config.admin_listen {
             Some(addr) => {
-                let mut admin = listener::bind_admin(addr)?;
-                registry.register(&mut admin, ADMIN, Interest::READABLE)?;
+                let context = |e: io::Error| io::Error::new(e.kind(), format!("admin {addr}: {e}"));
+                let mut admin = listener::bind_admin(addr).map_err(context)?;
+                registry
+                    .register(&mut admin, ADMIN, Interest::READABLE)
+                    .map_err(context)?;
                 Some(admin)
             }
             None => None,
         };
+        let log = AccessLog::open(config.access_log.as_ref())
+            .map_err(|e| io::Error::new(e.kind(), format!("access log: {e}")))?;
         Ok(Instruments {
             admin,
             admin_accept_pending: false,
-            log: AccessLog::open(config.access_log.as_ref())?,
+            log,
             summary: None,
         })
     }
