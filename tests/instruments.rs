@@ -227,13 +227,18 @@ fn the_stats_line_reports_each_interval() {
         conn.send(GET_PLAINTEXT);
         assert_eq!(conn.read_response().status, 200);
     }
+    // A line every second; the first may predate the connection on a slow machine.
     let started = Instant::now();
     let line = loop {
         let log = server.stderr_log();
-        if let Some(line) = log.lines().find(|l| l.starts_with("miohttpd: stats: ")) {
+        let mut lines = log.lines();
+        if let Some(line) = lines.find(|l| l.starts_with("miohttpd: stats: conns=1 ")) {
             break line.to_string();
         }
-        assert!(started.elapsed() < IO_TIMEOUT, "no stats line:\n{log}");
+        assert!(
+            started.elapsed() < IO_TIMEOUT,
+            "no stats line with the connection:\n{log}"
+        );
         thread::sleep(Duration::from_millis(50));
     };
     let fields: Vec<(&str, &str)> = line
@@ -247,7 +252,6 @@ fn the_stats_line_reports_each_interval() {
         ["conns", "req/s", "syscalls/req", "events/poll", "in", "out"],
         "{line}"
     );
-    assert_eq!(fields[0].1, "1", "the one connection: {line}");
     assert!(
         fields[4].1.ends_with("B/s") && fields[5].1.ends_with("B/s"),
         "{line}"
