@@ -22,6 +22,15 @@ fn help_lists_every_flag_with_its_default() {
         ("--read-buffer-size", "16384"),
         ("--body-buffer-size", "2097152"),
         ("--turn-bytes", "2097152"),
+        ("--stats-interval", "[default: 0]"),
+        ("--access-log", "[default: off]"),
+        ("--admin-listen", "[default: off]"),
+        ("--reuseport", "[default: off]"),
+        ("--defer-accept", "[default: 0]"),
+        ("--rcvbuf", "[default: 0]"),
+        ("--sndbuf", "[default: 0]"),
+        ("--coalesce", "[default: on]"),
+        ("--read-until-wouldblock", "[default: off]"),
     ];
     for (flag, default) in flags {
         // A flag's entry runs from its line to the next line naming a flag.
