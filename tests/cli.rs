@@ -49,3 +49,24 @@ fn help_lists_every_flag_with_its_default() {
         );
     }
 }
+
+/// The README's flag list is `--help`'s, line for line, so the documentation cannot drift.
+#[test]
+fn readme_lists_the_flags_as_help_prints_them() {
+    let output = Command::new(env!("CARGO_BIN_EXE_miohttpd"))
+        .arg("--help")
+        .output()
+        .expect("run miohttpd --help");
+    let help = String::from_utf8_lossy(&output.stdout);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let listed: Vec<&str> = readme
+        .split("`miohttpd --help` prints each with its default:\n\n```\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has the flag block")
+        .lines()
+        .collect();
+    let printed: Vec<&str> = help.lines().filter(|l| l.starts_with("  ")).collect();
+    assert_eq!(listed, printed, "README.md's flag block differs from --help");
+}
