@@ -68,5 +68,8 @@ fn readme_lists_the_flags_as_help_prints_them() {
         .lines()
         .collect();
     let printed: Vec<&str> = help.lines().filter(|l| l.starts_with("  ")).collect();
-    assert_eq!(listed, printed, "README.md's flag block differs from --help");
+    assert_eq!(
+        listed, printed,
+        "README.md's flag block differs from --help"
+    );
 }

@@ -17,12 +17,18 @@ const CLIENT_CLOSED: u16 = 499;
 pub(super) struct Record {
     /// Accepted on the admin listener: only `/metrics` is served.
     pub(super) admin: bool,
+    /// Only while the access log is on: a parked waiter must stay small.
+    logged: Option<Box<Logged>>,
+}
+
+#[derive(Debug, Default)]
+struct Logged {
     /// The access-log half-line of the request being answered.
     entry: Option<Entry>,
     /// A streamed response being sent: its status, and the position in the connection's
     /// output stream where its body starts.
     streamed: Option<(u16, u64)>,
-    /// Bytes written to the socket since accept.
+    /// Bytes written to the socket since the log began following the connection.
     written: u64,
 }
 
@@ -30,15 +36,21 @@ impl Record {
     /// A request head was parsed: its half of the access-log line, while the head is here.
     /// (A method on the record, not the connection: the head borrows the connection's input.)
     pub(super) fn request(&mut self, head: &Head<'_>, log: &mut AccessLog) {
-        if let Some(stale) = self.entry.take() {
+        if !log.is_on() {
+            return;
+        }
+        let logged = self.logged.get_or_insert_with(Box::default);
+        if let Some(stale) = logged.entry.take() {
             log.discard(stale);
         }
-        self.entry = log.begin(head);
+        logged.entry = log.begin(head);
     }
 
     /// The socket took `n` more bytes.
     pub(super) fn wrote(&mut self, n: usize) {
-        self.written += n as u64;
+        if let Some(logged) = &mut self.logged {
+            logged.written += n as u64;
+        }
     }
 }
 
@@ -60,24 +72,30 @@ impl<T: Transport> Conn<T> {
         if !ctx.log.is_on() {
             return;
         }
+        let Some(logged) = &mut self.record.logged else {
+            return;
+        };
         match body {
             Some(bytes) => {
-                let entry = self.record.entry.take();
+                let entry = logged.entry.take();
                 ctx.log
                     .finish(entry, self.peer.ip(), status, bytes, ctx.now, ctx.stats);
             }
             None => {
-                let body_starts = self.record.written + self.output.pending_len() as u64;
-                self.record.streamed = Some((status, body_starts));
+                let body_starts = logged.written + self.output.pending_len() as u64;
+                logged.streamed = Some((status, body_starts));
             }
         }
     }
 
     /// A streamed response ended with all of its body queued.
     pub(super) fn record_stream_end<S>(&mut self, ctx: &mut Ctx<'_, S>) {
-        if let Some((status, body_starts)) = self.record.streamed.take() {
-            let queued = self.record.written + self.output.pending_len() as u64;
-            let entry = self.record.entry.take();
+        let Some(logged) = &mut self.record.logged else {
+            return;
+        };
+        if let Some((status, body_starts)) = logged.streamed.take() {
+            let queued = logged.written + self.output.pending_len() as u64;
+            let entry = logged.entry.take();
             let bytes = queued.saturating_sub(body_starts);
             ctx.log
                 .finish(entry, self.peer.ip(), status, bytes, ctx.now, ctx.stats);
@@ -87,11 +105,12 @@ impl<T: Transport> Conn<T> {
     /// The connection closes: a stream cut short is logged with the body bytes that left, a
     /// request never answered (a waiter that hung up, a body cut short) as 499.
     pub fn record_close(&mut self, log: &mut AccessLog, stats: &mut Stats) {
-        let entry = self.record.entry.take();
-        let (status, bytes) = match self.record.streamed.take() {
-            Some((status, body_starts)) => {
-                (status, self.record.written.saturating_sub(body_starts))
-            }
+        let Some(logged) = &mut self.record.logged else {
+            return;
+        };
+        let entry = logged.entry.take();
+        let (status, bytes) = match logged.streamed.take() {
+            Some((status, body_starts)) => (status, logged.written.saturating_sub(body_starts)),
             None if entry.is_some() => (CLIENT_CLOSED, 0),
             None => return,
         };
