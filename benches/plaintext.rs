@@ -10,7 +10,8 @@
 //! (`/proc/PID/stat` deltas over the run), how busy the server's and wrk's cores were, and the
 //! server's open fds mid-run. Then `--syscall-runs` more runs per pair with the server's
 //! syscalls counted from outside (`perf stat -e raw_syscalls:sys_enter -p PID`, else
-//! `strace -c -f -p PID`): kept apart from the timed runs because tracing slows every syscall.
+//! `strace -c -f -p PID`), and among them the epoll waits: kept apart from the timed runs
+//! because tracing slows every syscall.
 //! Prints ratios against nginx and Go, issue 5's targets, and writes SVG charts over the
 //! connection count into `docs/img/`.
 //!
@@ -260,7 +261,7 @@ fn bench(opts: &Options) -> Result<(), String> {
         opts.runs,
         opts.duration,
         match tool {
-            Some(SyscallTool::Perf) => "perf stat -e raw_syscalls:sys_enter",
+            Some(SyscallTool::Perf) => "perf stat -e raw_syscalls:sys_enter (+ epoll waits)",
             Some(SyscallTool::Strace) => "strace -c -f",
             None => "nobody (off)",
         }
@@ -325,6 +326,7 @@ fn bench(opts: &Options) -> Result<(), String> {
         }
     }
     drop(targets);
+    println!("plaintext: done; {}", host_summary());
 
     print!("{}", report(&results, &scenarios, opts));
     print!("{}", targets_check(&results, opts));
@@ -491,10 +493,19 @@ impl Cell {
     }
 
     fn syscalls_per_request(&self) -> Option<f64> {
+        self.counted_median(|n| n.total)
+    }
+
+    /// epoll_wait calls per request: how often the server ran out of work and slept.
+    fn waits_per_request(&self) -> Option<f64> {
+        self.counted_median(|n| n.waits)
+    }
+
+    fn counted_median(&self, f: impl Fn(&SyscallCount) -> u64) -> Option<f64> {
         let mut v: Vec<f64> = self
             .counted
             .iter()
-            .filter_map(|s| Some(s.syscalls? as f64 / s.requests.max(1) as f64))
+            .filter_map(|s| Some(f(s.syscalls.as_ref()?) as f64 / s.requests.max(1) as f64))
             .collect();
         v.sort_by(f64::total_cmp);
         (!v.is_empty()).then(|| median(&v))
@@ -534,7 +545,14 @@ struct Sample {
     fds: usize,
     /// wrk's socket errors and non-2xx count, when it printed any.
     errors: Option<String>,
-    syscalls: Option<u64>,
+    syscalls: Option<SyscallCount>,
+}
+
+/// A server's syscalls over one run: all of them, and its epoll waits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct SyscallCount {
+    total: u64,
+    waits: u64,
 }
 
 impl Sample {
@@ -561,10 +579,12 @@ impl Sample {
             self.fds
         );
         if let Some(n) = self.syscalls {
+            let requests = self.requests.max(1) as f64;
             let _ = write!(
                 line,
-                ", {:.3} syscalls/req",
-                n as f64 / self.requests.max(1) as f64
+                ", {:.3} syscalls/req ({:.3} epoll waits)",
+                n.total as f64 / requests,
+                n.waits as f64 / requests
             );
         }
         if let Some(errors) = &self.errors {
@@ -705,7 +725,7 @@ impl SyscallCounter {
         };
         match tool {
             SyscallTool::Perf => cmd
-                .args(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-o"])
+                .args(["perf", "stat", "-x,", "-e", PERF_EVENTS, "-o"])
                 .arg(&output)
                 .args(["-p", &pid.to_string()]),
             SyscallTool::Strace => cmd
@@ -728,7 +748,7 @@ impl SyscallCounter {
     }
 
     /// Stops the counter with SIGINT (both print their summary on it) and reads the count.
-    fn finish(mut self) -> Result<u64, String> {
+    fn finish(mut self) -> Result<SyscallCount, String> {
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();
@@ -744,17 +764,42 @@ impl SyscallCounter {
     }
 }
 
-/// The count from `perf stat -x,` output: `184023,,raw_syscalls:sys_enter,...`.
-fn perf_count(text: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.contains("raw_syscalls:sys_enter"))
-        .and_then(|l| l.split(',').next()?.trim().parse().ok())
+/// Every syscall entry, and the epoll waits among them (mio and nginx call epoll_wait, Go
+/// epoll_pwait).
+const PERF_EVENTS: &str =
+    "raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait";
+const WAIT_SYSCALLS: [&str; 2] = ["epoll_wait", "epoll_pwait"];
+
+/// The counts from `perf stat -x,` output, one line per event:
+/// `184023,,raw_syscalls:sys_enter,...`; `<not counted>` for an event that never fired.
+fn perf_count(text: &str) -> Option<SyscallCount> {
+    let count = |event: &str| {
+        text.lines()
+            .find(|l| l.split(',').nth(2) == Some(event))
+            .and_then(|l| l.split(',').next()?.trim().parse::<u64>().ok())
+    };
+    Some(SyscallCount {
+        total: count("raw_syscalls:sys_enter")?,
+        waits: WAIT_SYSCALLS
+            .iter()
+            .filter_map(|w| count(&format!("syscalls:sys_enter_{w}")))
+            .sum(),
+    })
 }
 
-/// The calls column of `strace -c`'s total line: `100.00 0.123 1 184023 12 total`.
-fn strace_count(text: &str) -> Option<u64> {
-    let total = text.lines().find(|l| l.trim_end().ends_with(" total"))?;
-    total.split_whitespace().nth(3)?.parse().ok()
+/// The calls column (the fourth) of `strace -c`'s table: the total line and the epoll lines,
+/// e.g. `100.00 0.123 1 184023 12 total`.
+fn strace_count(text: &str) -> Option<SyscallCount> {
+    let calls = |name: &str| {
+        text.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.last() == Some(&name))
+            .and_then(|cols| cols.get(3)?.parse::<u64>().ok())
+    };
+    Some(SyscallCount {
+        total: calls("total")?,
+        waits: WAIT_SYSCALLS.iter().filter_map(|w| calls(w)).sum(),
+    })
 }
 
 /// perf if it can count syscall tracepoints here, else strace; installs either when missing.
@@ -780,7 +825,7 @@ fn syscall_tool_works(tool: SyscallTool) -> Result<(), String> {
     let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("probe-{program}.txt"));
     let mut cmd = Command::new(program);
     match tool {
-        SyscallTool::Perf => cmd.args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-o"]),
+        SyscallTool::Perf => cmd.args(["stat", "-x,", "-e", PERF_EVENTS, "-o"]),
         SyscallTool::Strace => cmd.args(["-c", "-f", "-o"]),
     };
     let probe = cmd
@@ -848,7 +893,7 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<34} {:>10} {:>21} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>6} {:>8}",
+            "{:<34} {:>10} {:>21} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>6} {:>8}",
             "server",
             "req/s",
             "min..max",
@@ -858,6 +903,7 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
             "srv cpu",
             "wrk cpu",
             "sysc/req",
+            "waits/req",
             "fds",
             "limit"
         );
@@ -868,7 +914,7 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
             let errors = c.timed.iter().find_map(|s| s.errors.clone());
             let _ = writeln!(
                 out,
-                "{:<34} {:>10.0} {:>21} {:>8.3} {:>8.3} {:>8.3} {:>7.0}% {:>7.0}% {:>10} {:>6.0} {:>8}{}",
+                "{:<34} {:>10.0} {:>21} {:>8.3} {:>8.3} {:>8.3} {:>7.0}% {:>7.0}% {:>10} {:>10} {:>6.0} {:>8}{}",
                 c.target,
                 c.rate(),
                 format!("{:.0}..{:.0}", rates[0], rates[rates.len() - 1]),
@@ -878,6 +924,8 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
                 c.server_busy() * 100.0,
                 c.wrk_busy() * 100.0,
                 c.syscalls_per_request()
+                    .map_or("-".to_string(), |v| format!("{v:.3}")),
+                c.waits_per_request()
                     .map_or("-".to_string(), |v| format!("{v:.3}")),
                 c.median_of(|s| s.fds as f64),
                 c.limit(),
@@ -1197,18 +1245,34 @@ fn smoke_test() {
         ))
     );
     assert_eq!(
-        perf_count("# started\n\n184023,,raw_syscalls:sys_enter,1279187977,100.00,,\n"),
-        Some(184023)
+        perf_count(
+            "# started\n\n184023,,raw_syscalls:sys_enter,1279187977,100.00,,\n\
+             4764,,syscalls:sys_enter_epoll_wait,1279187977,100.00,,\n\
+             <not counted>,,syscalls:sys_enter_epoll_pwait,0,100.00,,\n"
+        ),
+        Some(SyscallCount {
+            total: 184023,
+            waits: 4764
+        })
     );
     assert_eq!(
-        strace_count("100.00    0.120000           0    180483        12 total\n"),
-        Some(180483)
+        strace_count(
+            " 40.33    0.170095          39      4304           recvfrom\n\
+             \x20 1.02    0.004293          95        45           epoll_wait\n\
+             \x20 1.10    0.004630          45       102         1 accept4\n\
+             ------ ----------- ----------- --------- --------- ----------------\n\
+             100.00    0.421759          47      8957         1 total\n"
+        ),
+        Some(SyscallCount {
+            total: 8957,
+            waits: 45
+        })
     );
-    let sample = |rate: f64, syscalls: u64| Sample {
+    let sample = |rate: f64, total: u64| Sample {
         requests: 1000,
         rate,
         wall: Duration::from_secs(1),
-        syscalls: Some(syscalls),
+        syscalls: Some(SyscallCount { total, waits: 40 }),
         ..Sample::default()
     };
     let cells: Vec<Cell> = [(10, 1.0), (100, 2.0), (1000, 3.0)]
