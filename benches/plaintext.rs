@@ -871,10 +871,12 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nmedians of {} run(s) of {} s; CPU is the server's, in ms per 1,000 requests \
-         (= µs per request); limit: the core at >= {:.0}% busy",
+        "\nmedians of {} run(s) of {} s, each column its own; CPU is the server's, in ms per \
+         1,000 requests (= µs per request); syscalls and epoll waits per request from {} \
+         counted run(s); limit: the core at >= {:.0}% busy",
         opts.runs,
         opts.duration,
+        opts.syscall_runs,
         SATURATED * 100.0
     );
     for &scenario in scenarios {
@@ -920,7 +922,7 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
                 format!("{:.0}..{:.0}", rates[0], rates[rates.len() - 1]),
                 user,
                 sys,
-                user + sys,
+                c.cpu_total_per_k(),
                 c.server_busy() * 100.0,
                 c.wrk_busy() * 100.0,
                 c.syscalls_per_request()
@@ -956,7 +958,7 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
                     m.target,
                     b.target,
                     m.rate() / b.rate(),
-                    (mu + ms) / (bu + bs),
+                    m.cpu_total_per_k() / b.cpu_total_per_k(),
                     mu / bu,
                     ms / bs,
                 );
