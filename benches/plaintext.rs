@@ -770,6 +770,16 @@ const PERF_EVENTS: &str =
     "raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait";
 const WAIT_SYSCALLS: [&str; 2] = ["epoll_wait", "epoll_pwait"];
 
+/// A run that fails between attach and finish must not leave the tracer behind.
+impl Drop for SyscallCounter {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The counts from `perf stat -x,` output, one line per event:
 /// `184023,,raw_syscalls:sys_enter,...`; `<not counted>` for an event that never fired.
 fn perf_count(text: &str) -> Option<SyscallCount> {
