@@ -1,6 +1,7 @@
 //! Comet c10k benchmark: N long-poll waiters parked at once, one notify, every answer checked.
 //!
-//! `cargo bench --bench comet [-- --waiters 10000 --runs 3 --peer nchan|none --addr HOST:PORT]`
+//! `cargo bench --bench comet [-- --waiters 10000 --runs 3 --peer nchan|none --addr HOST:PORT
+//!  --sweep 1000,2000,5000,10000,19000 --plots DIR|none]`
 //!
 //! A fresh server per run (miohttpd, then nginx+nchan where installable), pinned to core 1; this
 //! driver (one thread, its own mio client) on core 0. Each run: N connections, spread over
@@ -9,12 +10,17 @@
 //! then the close. Reported per run: time to connect all, time from the notify to the last
 //! answer, the server's user and sys CPU seconds over the run (from /proc, 10 ms resolution),
 //! its RSS with N parked and its peak, and RSS per waiter above its idle RSS; then medians.
+//! A server that fails a run (nchan at its connection limit, say) is reported and skipped for
+//! that N; the others go on.
+//!
+//! `--sweep` repeats all that for each N in the list and writes server CPU, parked RSS and
+//! notify-to-last-answer against N as SVG line charts into `docs/img/` (or `--plots DIR`).
 //!
 //! Under `cargo test` (no `--bench`): 300 waiters against the debug binary, no pinning, no peer.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,7 +28,11 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Socket, Type};
 
 mod common;
-use common::{free_port, median, memory, pin_self_to_client_core, CpuTimes, Server, MIOHTTPD};
+use common::svg::{LineChart, Scale, Series};
+use common::{
+    apt_install, free_port, median, memory, number_list, pin_self_to_client_core, CpuTimes, Server,
+    MIOHTTPD,
+};
 
 /// Connections per source address: the ephemeral port range (28k ports here) slows connects
 /// well before it runs out.
@@ -30,6 +40,8 @@ const PER_SOURCE_ADDRESS: usize = 5_000;
 /// Connects in flight at once, so the listen backlog never overflows into SYN retries.
 const MAX_CONNECTING: usize = 512;
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// A server whose waiter count stops growing for this long will not reach N: skip it.
+const STALL_TIMEOUT: Duration = Duration::from_secs(15);
 const NCHAN_MODULE: &str = "/usr/lib/nginx/modules/ngx_nchan_module.so";
 
 struct Options {
@@ -38,6 +50,10 @@ struct Options {
     peer: bool,
     addr: Option<SocketAddr>,
     bench: bool,
+    /// Waiter counts to run one after the other; empty for the single `--waiters`.
+    sweep: Vec<usize>,
+    /// Where the sweep's SVG charts go; `None` for `--plots none`.
+    plots: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Options, lexopt::Error> {
@@ -48,6 +64,8 @@ fn parse_args() -> Result<Options, lexopt::Error> {
         peer: true,
         addr: None,
         bench: false,
+        sweep: Vec::new(),
+        plots: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img")),
     };
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -57,11 +75,15 @@ fn parse_args() -> Result<Options, lexopt::Error> {
             Long("peer") => opts.peer = parser.value()?.string()? != "none",
             Long("addr") => opts.addr = Some(parser.value()?.parse()?),
             Long("bench") => opts.bench = true,
+            Long("sweep") => {
+                opts.sweep = number_list(&parser.value()?.string()?)?;
+            }
+            Long("plots") => {
+                let dir = parser.value()?;
+                opts.plots = (dir != "none").then(|| PathBuf::from(dir));
+            }
             Short('h') | Long("help") => {
-                println!(
-                    "cargo bench --bench comet [-- --waiters N (10000)] [--runs R (3)] \
-                     [--peer nchan|none] [--addr HOST:PORT]"
-                );
+                println!("{HELP}");
                 std::process::exit(0);
             }
             // cargo passes the same arguments to every target; ignore what is not ours.
@@ -79,6 +101,24 @@ fn parse_args() -> Result<Options, lexopt::Error> {
     Ok(opts)
 }
 
+const HELP: &str = "\
+cargo bench --bench comet [-- FLAGS]
+
+N long-poll waiters parked at once, one notify, every answer checked; miohttpd beside
+nginx+nchan (one worker), each pinned to core 1, this driver on core 0.
+
+  --waiters N        parked waiters per run [default: 10000; 300 under cargo test]
+  --runs R           runs per server (and per N in a sweep), interleaved [default: 3]
+  --peer nchan|none  run nginx+nchan beside miohttpd (installs nginx-light and
+                     libnginx-mod-nchan with apt-get when missing) [default: nchan]
+  --addr HOST:PORT   drive a miohttpd you started instead (timings only, no CPU or RSS)
+  --sweep N,N,...    run every N in the list, e.g. 1000,2000,5000,10000,19000, and write
+                     server CPU, parked RSS and notify->last against N as SVG charts
+  --plots DIR|none   where the sweep's charts go [default: docs/img]
+  -h, --help         this text
+
+N must stay under the open-files limit (the driver raises its soft limit to the hard one).";
+
 fn main() {
     let opts = parse_args().unwrap_or_else(|e| {
         eprintln!("comet: {e}");
@@ -86,20 +126,36 @@ fn main() {
     });
     let pinned = opts.bench && pin_self_to_client_core("comet");
     let fd_limit = miohttpd::sys::raise_open_files_limit().unwrap_or(1024) as usize;
+    let points = if opts.sweep.is_empty() {
+        vec![opts.waiters]
+    } else {
+        opts.sweep.clone()
+    };
+    let most = points.iter().copied().max().unwrap_or(0);
     assert!(
-        opts.waiters + 64 <= fd_limit,
-        "{} waiters need more open files than the limit {fd_limit} (ulimit -Hn)",
-        opts.waiters
+        most + 64 <= fd_limit,
+        "{most} waiters need more open files than the limit {fd_limit} (ulimit -Hn)"
     );
     println!(
-        "comet: {} waiters, {} run(s), open-files limit {fd_limit}",
-        opts.waiters, opts.runs
+        "comet: {} waiters, {} run(s) each, open-files limit {fd_limit}",
+        points
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        opts.runs
     );
 
     if let Some(addr) = opts.addr {
-        for run in 1..=opts.runs {
-            let result = run_once(&Peer::Miohttpd, addr, None, opts.waiters);
-            println!("comet: {addr} run {run}: {}", result.line());
+        for &n in &points {
+            for run in 1..=opts.runs {
+                match run_once(&Peer::Miohttpd, addr, None, n) {
+                    Ok(result) => {
+                        println!("comet: {addr} {n} waiters run {run}: {}", result.line())
+                    }
+                    Err(e) => panic!("comet: {addr} {n} waiters run {run}: {e}"),
+                }
+            }
         }
         return;
     }
@@ -110,25 +166,86 @@ fn main() {
             Err(why) => println!("comet: nginx+nchan peer skipped: {why}"),
         }
     }
-    let mut table: Vec<(String, Vec<RunResult>)> = Vec::new();
-    // Interleaved, so the machine's moods spread over both servers.
-    for run in 1..=opts.runs {
-        for peer in &peers {
-            let server = peer.start(pinned);
-            let result = run_once(peer, server.addr(), Some(server.worker_pid()), opts.waiters);
-            println!(
-                "comet: {} run {run}/{}: {}",
-                server.name,
-                opts.runs,
-                result.line()
-            );
-            match table.iter_mut().find(|(name, _)| *name == server.name) {
-                Some((_, results)) => results.push(result),
-                None => table.push((server.name.clone(), vec![result])),
+    let mut sweep: Vec<(usize, Table)> = Vec::new();
+    let mut miohttpd_failed = false;
+    for &n in &points {
+        let mut table = Table::default();
+        // Interleaved, so the machine's moods spread over both servers.
+        for run in 1..=opts.runs {
+            for peer in &peers {
+                let name = peer.name();
+                if table.failed(name) {
+                    continue;
+                }
+                let server = peer.start(pinned);
+                match run_once(peer, server.addr(), Some(server.worker_pid()), n) {
+                    Ok(result) => {
+                        println!(
+                            "comet: {name} {n} waiters run {run}/{}: {}",
+                            opts.runs,
+                            result.line()
+                        );
+                        table.push(name, Ok(result));
+                    }
+                    Err(why) => {
+                        println!("comet: {name} {n} waiters run {run}/{}: FAILED, skipped at this N: {why}", opts.runs);
+                        miohttpd_failed |= matches!(peer, Peer::Miohttpd);
+                        table.push(name, Err(why));
+                    }
+                }
             }
         }
+        print!("{}", report(n, &table));
+        sweep.push((n, table));
     }
-    print!("{}", report(opts.waiters, &table));
+    if sweep.len() > 1 {
+        print!("{}", sweep_summary(&sweep));
+        if let Some(dir) = &opts.plots {
+            write_plots(dir, &sweep, opts.runs);
+        }
+    }
+    // A peer may fail at its limits; miohttpd may not.
+    assert!(!miohttpd_failed, "comet: miohttpd failed a run (see above)");
+}
+
+/// Each server's results at one N, in the order the servers first ran; a failed run ends that
+/// server's series at this N.
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, Vec<RunResult>, Option<String>)>,
+}
+
+impl Table {
+    fn push(&mut self, name: &str, result: Result<RunResult, String>) {
+        let at = match self.rows.iter().position(|(n, _, _)| n == name) {
+            Some(at) => at,
+            None => {
+                self.rows.push((name.to_string(), Vec::new(), None));
+                self.rows.len() - 1
+            }
+        };
+        match result {
+            Ok(r) => self.rows[at].1.push(r),
+            Err(why) => self.rows[at].2 = Some(why),
+        }
+    }
+
+    fn failed(&self, name: &str) -> bool {
+        self.rows
+            .iter()
+            .any(|(n, _, failure)| n == name && failure.is_some())
+    }
+
+    /// The median of `f` over a server's runs, if it completed any without a failure.
+    fn median_of(&self, name: &str, f: impl Fn(&RunResult) -> f64) -> Option<f64> {
+        let (_, results, failure) = self.rows.iter().find(|(n, _, _)| n == name)?;
+        if failure.is_some() || results.is_empty() {
+            return None;
+        }
+        let mut v: Vec<f64> = results.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        Some(median(&v))
+    }
 }
 
 /// A server under test and how to speak its dialect of the workload.
@@ -139,10 +256,17 @@ enum Peer {
 }
 
 impl Peer {
+    fn name(&self) -> &'static str {
+        match self {
+            Peer::Miohttpd => "miohttpd",
+            Peer::Nchan => "nginx+nchan",
+        }
+    }
+
     fn start(&self, pin: bool) -> Server {
         match self {
             Peer::Miohttpd => {
-                Server::start_with_banner("miohttpd", Command::new(MIOHTTPD), "miohttpd", pin)
+                Server::start_with_banner(self.name(), Command::new(MIOHTTPD), "miohttpd", pin)
             }
             Peer::Nchan => {
                 let addr = free_port();
@@ -153,7 +277,7 @@ impl Peer {
                 std::fs::write(&conf, nchan_config(addr, &dir)).expect("nginx.conf");
                 let mut cmd = Command::new("nginx");
                 cmd.arg("-c").arg(&conf).arg("-p").arg(&dir);
-                Server::start_at("nginx+nchan", cmd, addr, pin)
+                Server::start_at(self.name(), cmd, addr, pin)
             }
         }
     }
@@ -197,6 +321,10 @@ impl Peer {
     }
 }
 
+/// One worker, longpoll subscribers on `/sub`, the publisher on `/pub`. `worker_connections`
+/// is a table size, not an fd count: nginx starts closing idle connections to reuse them once
+/// fewer than 1/16 of the table is free, which with 20,000 slots dropped waiters from about
+/// 18,750 on. 32,768 slots keep 19,000 waiters whole; the fd limit still caps real sockets.
 fn nchan_config(addr: SocketAddr, dir: &Path) -> String {
     format!(
         "load_module {NCHAN_MODULE};\n\
@@ -205,7 +333,7 @@ fn nchan_config(addr: SocketAddr, dir: &Path) -> String {
          pid {dir}/nginx.pid;\n\
          error_log {dir}/error.log warn;\n\
          worker_rlimit_nofile 20000;\n\
-         events {{ worker_connections 20000; }}\n\
+         events {{ worker_connections 32768; }}\n\
          http {{\n\
            access_log off;\n\
            client_body_temp_path {dir};\n\
@@ -224,17 +352,11 @@ fn nchan_available() -> Result<(), String> {
     if Path::new(NCHAN_MODULE).exists() {
         return Ok(());
     }
-    println!("comet: installing nginx and libnginx-mod-nchan with apt-get");
-    let installed = Command::new("sh")
-        .arg("-c")
-        .arg("(apt-get install -y -qq nginx-light libnginx-mod-nchan || (apt-get update -qq && apt-get install -y -qq nginx-light libnginx-mod-nchan)) >/dev/null 2>&1")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .map_err(|e| e.to_string())?;
-    if installed.success() && Path::new(NCHAN_MODULE).exists() {
+    apt_install("comet", &["nginx-light", "libnginx-mod-nchan"])?;
+    if Path::new(NCHAN_MODULE).exists() {
         Ok(())
     } else {
-        Err(format!("apt-get could not install it ({installed})"))
+        Err(format!("{NCHAN_MODULE} still missing after apt-get"))
     }
 }
 
@@ -302,8 +424,15 @@ struct Waiter {
     response: Vec<u8>,
 }
 
-/// One full run against a server at `addr` (`pid` known when this driver started it).
-fn run_once(peer: &Peer, addr: SocketAddr, pid: Option<u32>, n: usize) -> RunResult {
+/// One full run against a server at `addr` (`pid` known when this driver started it). Any
+/// failure (a connect refused, a count that stalls below N, a wrong or missing answer) is the
+/// error, so a peer at its limits can be skipped instead of ending the whole bench.
+fn run_once(
+    peer: &Peer,
+    addr: SocketAddr,
+    pid: Option<u32>,
+    n: usize,
+) -> Result<RunResult, String> {
     let mut result = RunResult {
         waiters: n,
         ..RunResult::default()
@@ -311,7 +440,7 @@ fn run_once(peer: &Peer, addr: SocketAddr, pid: Option<u32>, n: usize) -> RunRes
     let cpu_start = pid.map(CpuTimes::of).unwrap_or_default();
     result.idle_rss = pid.map_or(0, |p| memory(p).rss);
 
-    let mut poll = Poll::new().expect("poll");
+    let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
     let mut events = Events::with_capacity(4096);
     let mut waiters: Vec<Waiter> = Vec::with_capacity(n);
     let started = Instant::now();
@@ -320,14 +449,15 @@ fn run_once(peer: &Peer, addr: SocketAddr, pid: Option<u32>, n: usize) -> RunRes
     while parked < n {
         while waiters.len() < n && connecting < MAX_CONNECTING {
             let i = waiters.len();
-            let mut stream = connect_from(source_address(i), addr).expect("connect");
+            let mut stream = connect_from(source_address(i), addr)
+                .map_err(|e| format!("connect of waiter {i}: {e}"))?;
             poll.registry()
                 .register(
                     &mut stream,
                     Token(i),
                     Interest::READABLE | Interest::WRITABLE,
                 )
-                .expect("register");
+                .map_err(|e| format!("register: {e}"))?;
             waiters.push(Waiter {
                 stream,
                 state: State::Connecting,
@@ -336,23 +466,26 @@ fn run_once(peer: &Peer, addr: SocketAddr, pid: Option<u32>, n: usize) -> RunRes
             connecting += 1;
         }
         poll.poll(&mut events, Some(Duration::from_secs(1)))
-            .expect("poll");
-        assert!(
-            started.elapsed() < RUN_TIMEOUT,
-            "connecting took too long: {parked}/{n}"
-        );
+            .map_err(|e| format!("poll: {e}"))?;
+        if started.elapsed() > RUN_TIMEOUT {
+            return Err(format!("connecting took too long: {parked}/{n}"));
+        }
         for event in events.iter() {
-            let waiter = &mut waiters[event.token().0];
+            let index = event.token().0;
+            let waiter = &mut waiters[index];
             if waiter.state != State::Connecting || !event.is_writable() {
                 continue;
             }
             if let Ok(Some(e)) | Err(e) = waiter.stream.take_error() {
-                panic!("waiter {} failed to connect: {e}", event.token().0);
+                return Err(format!("waiter {index} failed to connect: {e}"));
             }
             // The request is tiny: one write takes it whole on a fresh socket.
             let request = peer.wait_request();
-            let written = waiter.stream.write(request).expect("send wait request");
-            assert_eq!(written, request.len(), "short write of the wait request");
+            match waiter.stream.write(request) {
+                Ok(written) if written == request.len() => {}
+                Ok(written) => return Err(format!("short write of the wait request: {written}")),
+                Err(e) => return Err(format!("waiter {index}: sending the wait request: {e}")),
+            }
             waiter.state = State::Parked;
             connecting -= 1;
             parked += 1;
@@ -360,40 +493,48 @@ fn run_once(peer: &Peer, addr: SocketAddr, pid: Option<u32>, n: usize) -> RunRes
     }
     result.connect = started.elapsed();
 
-    // The server counts them all as parked before the notify goes out.
-    let polling = Instant::now();
+    // The server counts them all as parked before the notify goes out. A count that stops
+    // growing below N means the server dropped some (nchan at its connection limit).
+    let mut best = 0;
+    let mut progress_at = Instant::now();
     loop {
         match peer.parked(addr) {
             Ok(count) if count >= n => break,
-            _ => std::thread::sleep(Duration::from_millis(10)),
+            Ok(count) if count > best => {
+                best = count;
+                progress_at = Instant::now();
+            }
+            _ => {}
         }
-        assert!(
-            polling.elapsed() < RUN_TIMEOUT,
-            "the server never counted {n} waiters"
-        );
+        if progress_at.elapsed() > STALL_TIMEOUT {
+            return Err(format!(
+                "the server counted {best} of {n} waiters and stopped growing for {STALL_TIMEOUT:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     result.parked_rss = pid.map_or(0, |p| memory(p).rss);
 
     let cpu_before_notify = pid.map(CpuTimes::of).unwrap_or_default();
     let driver_before_notify = CpuTimes::of(std::process::id());
     let notified = Instant::now();
-    let notify_body = peer.notify(addr, n).expect("notify");
+    let notify_body = peer.notify(addr, n).map_err(|e| format!("notify: {e}"))?;
     let want = n.to_string();
-    if matches!(peer, Peer::Miohttpd) {
-        assert_eq!(notify_body.trim(), want, "the notifier's own answer");
+    if matches!(peer, Peer::Miohttpd) && notify_body.trim() != want {
+        return Err(format!("the notifier got {notify_body:?}, want {want}"));
     }
     let mut answered = 0;
     let mut last_answer = notified;
     let mut buf = [0u8; 4096];
     while answered < n {
         poll.poll(&mut events, Some(Duration::from_secs(1)))
-            .expect("poll");
-        assert!(
-            notified.elapsed() < RUN_TIMEOUT,
-            "only {answered}/{n} waiters answered"
-        );
+            .map_err(|e| format!("poll: {e}"))?;
+        if notified.elapsed() > RUN_TIMEOUT {
+            return Err(format!("only {answered}/{n} waiters answered"));
+        }
         for event in events.iter() {
-            let waiter = &mut waiters[event.token().0];
+            let index = event.token().0;
+            let waiter = &mut waiters[index];
             if waiter.state != State::Parked {
                 continue;
             }
@@ -403,13 +544,13 @@ fn run_once(peer: &Peer, addr: SocketAddr, pid: Option<u32>, n: usize) -> RunRes
                         waiter.state = State::Answered;
                         answered += 1;
                         last_answer = Instant::now();
-                        check_answer(event.token().0, &waiter.response, &want);
+                        check_answer(index, &waiter.response, &want)?;
                         break;
                     }
                     Ok(k) => waiter.response.extend_from_slice(&buf[..k]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => panic!("waiter {}: {e}", event.token().0),
+                    Err(e) => return Err(format!("waiter {index}: {e}")),
                 }
             }
         }
@@ -421,17 +562,18 @@ fn run_once(peer: &Peer, addr: SocketAddr, pid: Option<u32>, n: usize) -> RunRes
         result.cpu = CpuTimes::of(pid).since(cpu_start);
         result.peak_rss = memory(pid).peak;
     }
-    result
+    Ok(result)
 }
 
-fn check_answer(index: usize, response: &[u8], want: &str) {
+fn check_answer(index: usize, response: &[u8], want: &str) -> Result<(), String> {
     let text = String::from_utf8_lossy(response);
     let ok = text.starts_with("HTTP/1.") && text.contains(" 200 ");
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.trim());
-    assert!(
-        ok && body == Some(want),
-        "waiter {index} got {text:?}, want body {want}"
-    );
+    if ok && body == Some(want) {
+        Ok(())
+    } else {
+        Err(format!("waiter {index} got {text:?}, want body {want}"))
+    }
 }
 
 fn source_address(index: usize) -> IpAddr {
@@ -453,17 +595,17 @@ fn connect_from(source: IpAddr, addr: SocketAddr) -> io::Result<mio::net::TcpStr
     Ok(mio::net::TcpStream::from_std(socket.into()))
 }
 
-fn report(waiters: usize, table: &[(String, Vec<RunResult>)]) -> String {
+fn report(waiters: usize, table: &Table) -> String {
     let mut out = format!(
         "\n{waiters} waiters, medians over runs\n{:<14} {:>10} {:>14} {:>9} {:>9} {:>10} {:>10} {:>11} {:>12}\n",
         "server", "connect s", "notify->last s", "user s", "sys s", "user/sys", "cpu s", "peak MB", "B/waiter"
     );
-    for (name, results) in table {
-        let med = |f: &dyn Fn(&RunResult) -> f64| {
-            let mut v: Vec<f64> = results.iter().map(f).collect();
-            v.sort_by(f64::total_cmp);
-            median(&v)
-        };
+    for (name, _, failure) in &table.rows {
+        if let Some(why) = failure {
+            out.push_str(&format!("{name:<14} skipped at {waiters}: {why}\n"));
+            continue;
+        }
+        let med = |f: &dyn Fn(&RunResult) -> f64| table.median_of(name, f).unwrap_or(f64::NAN);
         let user = med(&|r| r.cpu.user.as_secs_f64());
         let sys = med(&|r| r.cpu.sys.as_secs_f64());
         out.push_str(&format!(
@@ -479,4 +621,88 @@ fn report(waiters: usize, table: &[(String, Vec<RunResult>)]) -> String {
         ));
     }
     out
+}
+
+/// What a sweep plots, one row per N and server: (label, unit, how to read it off a run).
+type Measure = (&'static str, &'static str, fn(&RunResult) -> f64);
+const SWEEP_MEASURES: [Measure; 3] = [
+    ("server CPU over the run", "s", |r| {
+        r.cpu.total().as_secs_f64()
+    }),
+    ("RSS with N parked", "MB", |r| r.parked_rss as f64 / 1e6),
+    ("notify -> last answer", "s", |r| {
+        r.notify_to_last.as_secs_f64()
+    }),
+];
+
+fn sweep_summary(sweep: &[(usize, Table)]) -> String {
+    let names = server_names(sweep);
+    let mut out = String::from("\nsweep, medians per N\n");
+    for (label, unit, f) in SWEEP_MEASURES {
+        out.push_str(&format!("{:<28}", format!("{label} ({unit})")));
+        for name in &names {
+            out.push_str(&format!(" {name:>14}"));
+        }
+        out.push('\n');
+        for (n, table) in sweep {
+            out.push_str(&format!("{:<28}", format!("  {n} waiters")));
+            for name in &names {
+                let cell = table
+                    .median_of(name, f)
+                    .map_or("skipped".to_string(), |v| format!("{v:.3}"));
+                out.push_str(&format!(" {cell:>14}"));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn server_names(sweep: &[(usize, Table)]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (_, table) in sweep {
+        for (name, _, _) in &table.rows {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names
+}
+
+/// `comet-cpu.svg`, `comet-rss.svg` and `comet-notify.svg`: one line per server over N.
+fn write_plots(dir: &Path, sweep: &[(usize, Table)], runs: usize) {
+    let names = server_names(sweep);
+    let files = ["comet-cpu.svg", "comet-rss.svg", "comet-notify.svg"];
+    let titles = [
+        "Comet: server CPU for one run (connect all, park, notify, close)",
+        "Comet: server RSS with N waiters parked",
+        "Comet: from the notify to the last waiter's answer",
+    ];
+    for ((file, title), (label, unit, f)) in files.iter().zip(titles).zip(SWEEP_MEASURES) {
+        let chart = LineChart {
+            title: title.to_string(),
+            note: format!(
+                "cargo bench --bench comet -- --sweep; median of {runs} run(s); server on core 1, one worker"
+            ),
+            x_label: "parked waiters (N)".into(),
+            y_label: format!("{label} ({unit})"),
+            x_scale: Scale::Linear,
+            series: names
+                .iter()
+                .map(|name| Series {
+                    name: name.clone(),
+                    points: sweep
+                        .iter()
+                        .filter_map(|(n, table)| Some((*n as f64, table.median_of(name, f)?)))
+                        .collect(),
+                })
+                .collect(),
+        };
+        let path = dir.join(file);
+        match chart.write(&path) {
+            Ok(()) => println!("comet: wrote {}", path.display()),
+            Err(e) => eprintln!("comet: cannot write {}: {e}", path.display()),
+        }
+    }
 }

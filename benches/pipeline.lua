@@ -1,4 +1,4 @@
--- benches/pipeline.lua — wrk script for HTTP/1.1 pipelining (used by benches/plaintext.sh).
+-- benches/pipeline.lua — wrk script for HTTP/1.1 pipelining (used by benches/plaintext.rs).
 -- Sends DEPTH copies of the request back to back in one write, then waits for DEPTH responses;
 -- wrk counts each response, so Requests/sec stays comparable with unpipelined runs.
 --   wrk -s benches/pipeline.lua http://127.0.0.1:PORT/plaintext -- 16

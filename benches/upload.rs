@@ -24,18 +24,18 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 
 mod common;
-use common::{cpus_allowed, median, pin_self_to_client_core, Server, MIOHTTPD, SERVER_CORE};
+use common::{
+    build_go_peer, cpus_allowed, median, pin_self_to_client_core, Server, MIOHTTPD, SERVER_CORE,
+};
 
 const GO_PEER_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/md5server.go");
-/// Per-target scratch directory cargo gives benches; the Go peer and its build cache live here.
-const SCRATCH: &str = env!("CARGO_TARGET_TMPDIR");
 
 /// Large slices: one `write` per 4 MiB keeps the client's syscall count out of the measurement.
 const WRITE_SLICE: usize = 4 << 20;
@@ -130,7 +130,9 @@ fn main() {
         "miohttpd", cmd, "miohttpd", pinned,
     )];
     if opts.go {
-        let mut cmd = Command::new(build_go_peer());
+        let peer = build_go_peer("upload", Path::new(GO_PEER_SOURCE), "md5server")
+            .unwrap_or_else(|e| panic!("upload: the Go peer: {e} (or pass --no-go)"));
+        let mut cmd = Command::new(peer);
         cmd.env("GOMAXPROCS", "1");
         servers.push(Server::start_with_banner(
             "go net/http (GOMAXPROCS=1)",
@@ -474,48 +476,5 @@ fn report(results: &[Series]) -> String {
     if let (Some(m), Some(go)) = (med("miohttpd"), med("go")) {
         let _ = writeln!(out, "{:<28} {:>10.3}", "ratio miohttpd / go", m / go);
     }
-    out
-}
-
-/// Builds `benches/peers/md5server.go` with plain `go build` (standard library only, GOPATH
-/// mode, no network), installing Debian's golang-go first if `go` is missing.
-fn build_go_peer() -> PathBuf {
-    if Command::new("go").arg("version").output().is_err() {
-        eprintln!("upload: `go` not found; installing golang-go with apt-get");
-        for args in [
-            &["update", "-qq"][..],
-            &["install", "-y", "-qq", "golang-go"][..],
-        ] {
-            let ok = Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(
-                ok,
-                "apt-get {args:?} failed: install golang-go, or pass --no-go"
-            );
-        }
-    }
-    let dir = Path::new(SCRATCH).join("peers");
-    std::fs::create_dir_all(&dir).expect("create peers dir");
-    let out = dir.join("md5server");
-    let status = Command::new("go")
-        .arg("build")
-        .arg("-o")
-        .arg(&out)
-        .arg(GO_PEER_SOURCE)
-        .current_dir(&dir)
-        .env("GO111MODULE", "off")
-        .env("GOFLAGS", "")
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOCACHE", dir.join("go-cache"))
-        .stdin(Stdio::null())
-        .status()
-        .expect("run go build");
-    assert!(status.success(), "go build {GO_PEER_SOURCE} failed");
     out
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/test.sh — the project's one test command (the README and .ci/run both call it).
 #
-# Installs what the black-box tests need when it is missing — curl and Chromium (Debian
+# Installs what the black-box tests need when it is missing — curl, strace and Chromium (Debian
 # packages) and Python's `requests` (pip) — then runs `cargo test --all-targets --no-fail-fast`
 # (every failure shows in one run) and the doctests, passing any arguments through to the first:
 #   scripts/test.sh            scripts/test.sh -- --nocapture
@@ -28,6 +28,8 @@ apt_install() {
 
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# tests/syscalls.rs checks the server's own syscall count against strace's.
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-requests)
 # tests/browser.rs runs Debian's Chromium from this path: a large package, installed once.
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)

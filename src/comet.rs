@@ -137,6 +137,8 @@ pub struct Comet {
     channels: Slab<Channel>,
     by_name: HashMap<Box<str>, usize>,
     parked: usize,
+    /// Event-stream subscribers, on all channels.
+    subscribed: usize,
     deliveries: VecDeque<Delivery>,
 }
 
@@ -153,6 +155,7 @@ impl Comet {
             channels: Slab::new(),
             by_name: HashMap::new(),
             parked: 0,
+            subscribed: 0,
             deliveries: VecDeque::new(),
         }
     }
@@ -160,6 +163,11 @@ impl Comet {
     /// Long-poll waiters parked right now, on all channels.
     pub fn parked(&self) -> usize {
         self.parked
+    }
+
+    /// Event-stream subscribers right now, on all channels.
+    pub fn subscribed(&self) -> usize {
+        self.subscribed
     }
 
     pub fn channel_count(&self) -> usize {
@@ -236,7 +244,10 @@ impl Comet {
                 self.parked += 1;
                 entry.waiters.insert(token)
             }
-            SpotKind::Subscriber => entry.subscribers.insert(token),
+            SpotKind::Subscriber => {
+                self.subscribed += 1;
+                entry.subscribers.insert(token)
+            }
         };
         Spot {
             channel,
@@ -254,8 +265,11 @@ impl Comet {
             SpotKind::Waiter => &mut channel.waiters,
             SpotKind::Subscriber => &mut channel.subscribers,
         };
-        if list.try_remove(spot.slot).is_some() && spot.kind == SpotKind::Waiter {
-            self.parked -= 1;
+        if list.try_remove(spot.slot).is_some() {
+            match spot.kind {
+                SpotKind::Waiter => self.parked -= 1,
+                SpotKind::Subscriber => self.subscribed -= 1,
+            }
         }
     }
 
@@ -415,6 +429,7 @@ mod tests {
         );
         assert_eq!(reached, 4, "three waiters and one subscriber");
         assert_eq!(comet.parked(), 1, "only the other channel's waiter is left");
+        assert_eq!(comet.subscribed(), 1, "subscribers stay");
         let delivery = comet.take_delivery().unwrap();
         assert_eq!(delivery.message.id, id);
         assert_eq!(&*delivery.message.body, b"4");
@@ -428,6 +443,8 @@ mod tests {
         let (_, reached) = comet.publish(news, "text/plain", |_| Box::default(), now);
         assert_eq!(reached, 1);
         comet.unpark(sub);
+        comet.unpark(sub); // twice is harmless
+        assert_eq!(comet.subscribed(), 0);
         let (_, reached) = comet.publish(news, "text/plain", |_| Box::default(), now);
         assert_eq!(reached, 0);
     }

@@ -57,6 +57,7 @@ pub struct Config {
     pub exec_time_limit: Duration,
     /// Between SIGTERM and SIGKILL when a command must end.
     pub exec_kill_grace: Duration,
+    // Time limits, connection limit, shutdown and access control (docs/reliability.md).
     /// How long a request head may take to arrive, from accept (or from its first byte on a
     /// kept-alive connection); 408 after. Zero: no limit.
     pub head_timeout: Duration,
@@ -75,6 +76,27 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Whether streamed commands need the admin token too.
     pub exec_require_token: bool,
+    // Instruments and socket knobs (docs/tuning.md).
+    /// Interval of the one-line summary on stderr (zero: none).
+    pub stats_interval: Duration,
+    /// Where the access log (nginx `combined` format) goes, if anywhere.
+    pub access_log: Option<LogTarget>,
+    /// A second listener that serves only `/metrics`; the main listener then answers 404 there.
+    pub admin_listen: Option<SocketAddr>,
+    /// SO_REUSEPORT on the listener: several processes may listen on one address.
+    pub reuse_port: bool,
+    /// TCP_DEFER_ACCEPT on the listener (Linux): accept only once the client has sent data
+    /// (zero: off).
+    pub defer_accept: Duration,
+    /// SO_RCVBUF set on the listener, inherited by accepted sockets (zero: kernel default).
+    pub rcvbuf: usize,
+    /// SO_SNDBUF set on the listener, inherited by accepted sockets (zero: kernel default).
+    pub sndbuf: usize,
+    /// Answers to pipelined requests already read share one write; off: one write each.
+    pub coalesce: bool,
+    /// After a short read, read again until WouldBlock rather than take the short read as
+    /// proof that the receive queue is empty: one more read(2) per request.
+    pub read_until_wouldblock: bool,
 }
 
 /// A value kept out of logs and `Debug` output.
@@ -119,6 +141,15 @@ pub enum StderrMode {
     Discard,
 }
 
+/// Where the access log is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// The server's stdout (`--access-log -`), after its listening line.
+    Stdout,
+    /// A file, appended to (created if missing).
+    File(PathBuf),
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -151,6 +182,15 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             admin_token: None,
             exec_require_token: false,
+            stats_interval: Duration::ZERO,
+            access_log: None,
+            admin_listen: None,
+            reuse_port: false,
+            defer_accept: Duration::ZERO,
+            rcvbuf: 0,
+            sndbuf: 0,
+            coalesce: true,
+            read_until_wouldblock: false,
         }
     }
 }
@@ -394,6 +434,105 @@ const FLAGS: &[Flag] = &[
             let mut ms = 0u64;
             set_number(&mut ms, v, 0, 600_000)?;
             c.exec_kill_grace = Duration::from_millis(ms);
+            Ok(())
+        },
+    },
+    // Instruments and socket knobs (docs/tuning.md).
+    Flag {
+        name: "stats-interval",
+        value: "SECS",
+        help: "print one summary line (req/s, syscalls/req, events/poll) on stderr every SECS (0: off)",
+        show: |c| c.stats_interval.as_secs().to_string(),
+        set: |c, v| set_seconds(&mut c.stats_interval, v, 0),
+    },
+    Flag {
+        name: "access-log",
+        value: "PATH|-|off",
+        help: "append an nginx combined-format access log to PATH (-: stdout), written in batches",
+        show: |c| match &c.access_log {
+            None => "off".into(),
+            Some(LogTarget::Stdout) => "-".into(),
+            Some(LogTarget::File(path)) => path.display().to_string(),
+        },
+        set: |c, v| {
+            c.access_log = match v {
+                "off" => None,
+                "-" => Some(LogTarget::Stdout),
+                "" => return Err("expected a path, - or off".into()),
+                path => Some(LogTarget::File(PathBuf::from(path))),
+            };
+            Ok(())
+        },
+    },
+    Flag {
+        name: "admin-listen",
+        value: "ADDR|off",
+        help: "serve GET /metrics on this second address only (404 there on --listen)",
+        show: |c| c.admin_listen.map_or("off".into(), |a| a.to_string()),
+        set: |c, v| {
+            c.admin_listen = match v {
+                "off" => None,
+                v => Some(
+                    v.parse()
+                        .map_err(|_| format!("not an IP:port address: {v}"))?,
+                ),
+            };
+            Ok(())
+        },
+    },
+    Flag {
+        name: "reuseport",
+        value: "on|off",
+        help: "SO_REUSEPORT on the listener: several processes may listen on one port",
+        show: |c| on_off(c.reuse_port).to_string(),
+        set: |c, v| {
+            c.reuse_port = parse_on_off(v)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "defer-accept",
+        value: "SECS",
+        help: "TCP_DEFER_ACCEPT: accept a connection only once it sent data (Linux; 0: off)",
+        show: |c| c.defer_accept.as_secs().to_string(),
+        set: |c, v| {
+            let mut secs = 0u64;
+            set_number(&mut secs, v, 0, 3600)?;
+            c.defer_accept = Duration::from_secs(secs);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "rcvbuf",
+        value: "BYTES",
+        help: "SO_RCVBUF on the listener, inherited by accepted sockets (0: kernel default)",
+        show: |c| c.rcvbuf.to_string(),
+        set: |c, v| set_number(&mut c.rcvbuf, v, 0, 1 << 30),
+    },
+    Flag {
+        name: "sndbuf",
+        value: "BYTES",
+        help: "SO_SNDBUF on the listener, inherited by accepted sockets (0: kernel default)",
+        show: |c| c.sndbuf.to_string(),
+        set: |c, v| set_number(&mut c.sndbuf, v, 0, 1 << 30),
+    },
+    Flag {
+        name: "coalesce",
+        value: "on|off",
+        help: "answers to pipelined requests already read share one write (off: one each)",
+        show: |c| on_off(c.coalesce).to_string(),
+        set: |c, v| {
+            c.coalesce = parse_on_off(v)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "read-until-wouldblock",
+        value: "on|off",
+        help: "after a short read, read again until EAGAIN (one more read(2) per request)",
+        show: |c| on_off(c.read_until_wouldblock).to_string(),
+        set: |c, v| {
+            c.read_until_wouldblock = parse_on_off(v)?;
             Ok(())
         },
     },
@@ -656,6 +795,50 @@ mod tests {
     }
 
     #[test]
+    fn instrument_and_socket_flags() {
+        let defaults = Config::default();
+        assert_eq!(defaults.stats_interval, Duration::ZERO);
+        assert_eq!(defaults.access_log, None);
+        assert_eq!(defaults.admin_listen, None);
+        assert!(!defaults.reuse_port && !defaults.read_until_wouldblock && defaults.coalesce);
+        assert_eq!((defaults.rcvbuf, defaults.sndbuf), (0, 0));
+        let config = run(&[
+            "--stats-interval",
+            "5",
+            "--access-log",
+            "/var/log/miohttpd.log",
+            "--admin-listen",
+            "127.0.0.1:9100",
+            "--reuseport",
+            "on",
+            "--defer-accept",
+            "3",
+            "--rcvbuf",
+            "262144",
+            "--sndbuf",
+            "1048576",
+            "--coalesce",
+            "off",
+            "--read-until-wouldblock",
+            "on",
+        ])
+        .unwrap();
+        assert_eq!(config.stats_interval, Duration::from_secs(5));
+        assert_eq!(
+            config.access_log,
+            Some(LogTarget::File("/var/log/miohttpd.log".into()))
+        );
+        assert_eq!(config.admin_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(config.reuse_port && config.read_until_wouldblock && !config.coalesce);
+        assert_eq!(config.defer_accept, Duration::from_secs(3));
+        assert_eq!((config.rcvbuf, config.sndbuf), (262144, 1048576));
+        let stdout = run(&["--access-log", "-", "--admin-listen", "off"]).unwrap();
+        assert_eq!(stdout.access_log, Some(LogTarget::Stdout));
+        assert_eq!(stdout.admin_listen, None);
+        assert_eq!(run(&["--access-log", "off"]).unwrap().access_log, None);
+    }
+
+    #[test]
     fn bad_flags_are_errors_not_defaults() {
         for args in [
             &["--listen", "nowhere"][..],
@@ -669,6 +852,14 @@ mod tests {
             &["--exec", "bad/name=true"],
             &["--exec", "a=true", "--exec", "a=false"],
             &["--exec-stderr", "file"],
+            &["--stats-interval", "-1"],
+            &["--access-log", ""],
+            &["--admin-listen", "localhost"],
+            &["--reuseport", "maybe"],
+            &["--defer-accept", "3601"],
+            &["--rcvbuf", "-5"],
+            &["--coalesce", "2"],
+            &["--read-until-wouldblock", "sometimes"],
         ] {
             assert!(run(args).is_err(), "{args:?}");
         }

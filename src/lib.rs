@@ -27,7 +27,7 @@ pub mod router;
 pub mod server;
 pub mod sys;
 
-pub use config::{Command, Config, StderrMode};
+pub use config::{Command, Config, LogTarget, StderrMode};
 pub use http::{Head, Response, Version};
 pub use router::{BodySink, BufferedHandler, Payload, Request, Route, Router, Service};
 pub use server::{Server, Stopped};
@@ -72,6 +72,9 @@ pub fn serve_from_args<S: Service>(make_service: impl FnOnce(&Config) -> S) -> !
             "miohttpd listening on http://{}",
             server.local_addr()
         );
+        if let Some(admin) = server.admin_addr() {
+            let _ = writeln!(stdout, "miohttpd admin listening on http://{admin}");
+        }
         let _ = stdout.flush();
     }
     match server.run() {

@@ -89,8 +89,110 @@ pub fn process_group_exists(group: u32) -> bool {
     group > 1 && unsafe { libc::kill(-group, 0) } == 0
 }
 
+/// A wall-clock time broken down in the server's local time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalTime {
+    pub year: i32,
+    /// 0 = January.
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    /// East of UTC.
+    pub utc_offset_seconds: i64,
+}
+
+/// `unix_seconds` in local time, for the access log's `$time_local`. std has no time zones;
+/// localtime_r reads the zone (TZ, /etc/localtime) once per process and then makes no
+/// syscall. A time it cannot convert comes back as the epoch in UTC.
+pub fn local_time(unix_seconds: u64) -> LocalTime {
+    let time = libc::time_t::try_from(unix_seconds).unwrap_or(0);
+    // SAFETY: an all-zero tm is a valid value (integers and, on glibc, a null tm_zone).
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: localtime_r reads one time_t and writes one tm, both ours; the _r form keeps
+    // no shared static buffer.
+    if unsafe { libc::localtime_r(&time, &mut tm) }.is_null() {
+        return LocalTime {
+            year: 1970,
+            month: 0,
+            day: 1,
+            hour: 0,
+            minute: 0,
+            second: 0,
+            utc_offset_seconds: 0,
+        };
+    }
+    let field = |v: libc::c_int| u32::try_from(v).unwrap_or(0);
+    LocalTime {
+        year: tm.tm_year + 1900,
+        month: field(tm.tm_mon),
+        day: field(tm.tm_mday),
+        hour: field(tm.tm_hour),
+        minute: field(tm.tm_min),
+        second: field(tm.tm_sec),
+        #[allow(clippy::unnecessary_cast)]
+        utc_offset_seconds: tm.tm_gmtoff as i64,
+    }
+}
+
+/// Sets TCP_DEFER_ACCEPT on a listening socket: the kernel completes the handshake but
+/// wakes accept only once the client has sent data (or after about `seconds`), so a
+/// connection that never sends costs the server no accept and no read. socket2 has no
+/// setter for it.
+#[cfg(target_os = "linux")]
+pub fn set_tcp_defer_accept(socket: &impl std::os::fd::AsRawFd, seconds: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads one c_int we own, of the length we pass.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// TCP_DEFER_ACCEPT as the kernel keeps it (it rounds to its retransmission steps).
+#[cfg(target_os = "linux")]
+pub fn tcp_defer_accept(socket: &impl std::os::fd::AsRawFd) -> io::Result<u32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the c_int we own and updates `len`.
+    let done = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u32::try_from(value).unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn local_time_is_a_plausible_date() {
+        let t = super::local_time(86_400 * 365 * 30);
+        assert!((1999..=2001).contains(&t.year), "{t:?}");
+        assert!(
+            t.month < 12 && (1..=31).contains(&t.day) && t.hour < 24,
+            "{t:?}"
+        );
+        assert!(t.utc_offset_seconds.abs() <= 14 * 3600, "{t:?}");
+    }
+
     #[test]
     fn the_soft_limit_ends_at_the_hard_limit() {
         let soft = super::raise_open_files_limit().unwrap();

@@ -22,6 +22,15 @@ fn help_lists_every_flag_with_its_default() {
         ("--read-buffer-size", "16384"),
         ("--body-buffer-size", "2097152"),
         ("--turn-bytes", "2097152"),
+        ("--stats-interval", "[default: 0]"),
+        ("--access-log", "[default: off]"),
+        ("--admin-listen", "[default: off]"),
+        ("--reuseport", "[default: off]"),
+        ("--defer-accept", "[default: 0]"),
+        ("--rcvbuf", "[default: 0]"),
+        ("--sndbuf", "[default: 0]"),
+        ("--coalesce", "[default: on]"),
+        ("--read-until-wouldblock", "[default: off]"),
     ];
     for (flag, default) in flags {
         // A flag's entry runs from its line to the next line naming a flag.
@@ -39,4 +48,28 @@ fn help_lists_every_flag_with_its_default() {
             "{flag} does not show its default {default}:\n{help}"
         );
     }
+}
+
+/// The README's flag list is `--help`'s, line for line, so the documentation cannot drift.
+#[test]
+fn readme_lists_the_flags_as_help_prints_them() {
+    let output = Command::new(env!("CARGO_BIN_EXE_miohttpd"))
+        .arg("--help")
+        .output()
+        .expect("run miohttpd --help");
+    let help = String::from_utf8_lossy(&output.stdout);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let listed: Vec<&str> = readme
+        .split("`miohttpd --help` prints each with its default:\n\n```\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has the flag block")
+        .lines()
+        .collect();
+    let printed: Vec<&str> = help.lines().filter(|l| l.starts_with("  ")).collect();
+    assert_eq!(
+        listed, printed,
+        "README.md's flag block differs from --help"
+    );
 }

@@ -1,11 +1,16 @@
 //! `GET /metrics`: the loop's own counters in the Prometheus text format, and what they
-//! prove about the loop (pipelined answers share one write).
+//! prove about the loop (pipelined answers share one write, or not with `--coalesce off`),
+//! responses by status class, the gauges, and the events-per-wake-up histogram.
 
 mod common;
 
-use common::{Server, GET_PLAINTEXT};
+use std::thread;
+use std::time::{Duration, Instant};
 
-/// The value of one sample, e.g. `miohttpd_writes_total`.
+use common::{Server, GET_PLAINTEXT, IO_TIMEOUT};
+
+/// The value of one sample, e.g. `miohttpd_writes_total` or
+/// `miohttpd_responses_total{class="2xx"}`.
 fn sample(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
@@ -34,7 +39,14 @@ fn every_metric_has_help_type_and_one_sample() {
     let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     assert!(samples.len() >= 20, "{text}");
     for line in &samples {
-        let name = line.split(' ').next().unwrap_or_default();
+        let series = line.split(' ').next().unwrap_or_default();
+        let name = series.split('{').next().unwrap_or_default();
+        // A histogram's samples belong to the family without their suffix.
+        let name = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|family| text.contains(&format!("# TYPE {family} histogram\n")))
+            .unwrap_or(name);
         assert!(name.starts_with("miohttpd_"), "{line}");
         assert!(
             text.contains(&format!("# HELP {name} ")),
@@ -84,4 +96,145 @@ fn closed_connections_leave_the_gauge() {
     let text = metrics(&server);
     assert_eq!(sample(&text, "miohttpd_connections"), 1, "{text}");
     assert!(sample(&text, "miohttpd_closes_total") >= 5, "{text}");
+}
+
+#[test]
+fn coalescing_off_writes_each_answer_alone() {
+    const PIPELINED: usize = 50;
+    let server = Server::start_with(&["--coalesce", "off"]);
+    let before = metrics(&server);
+    let mut conn = server.connect();
+    conn.send(&GET_PLAINTEXT.repeat(PIPELINED));
+    for i in 0..PIPELINED {
+        let response = conn.read_response();
+        assert_eq!(response.status, 200, "response {i}: {response:?}");
+        assert_eq!(response.body, b"Hello, World!");
+    }
+    let after = metrics(&server);
+    let delta = |name| sample(&after, name) - sample(&before, name);
+    assert_eq!(delta("miohttpd_requests_total"), PIPELINED as u64 + 1);
+    assert!(
+        delta("miohttpd_writes_total") > PIPELINED as u64,
+        "{} writes for {PIPELINED} pipelined requests and a /metrics answer",
+        delta("miohttpd_writes_total")
+    );
+}
+
+#[test]
+fn responses_are_counted_by_status_class() {
+    let server = Server::start();
+    let before = metrics(&server);
+    let mut conn = server.connect();
+    let requests: [&[u8]; 5] = [
+        GET_PLAINTEXT,
+        GET_PLAINTEXT,
+        b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"HEAD /plaintext HTTP/1.1\r\nHost: x\r\n\r\n",
+    ];
+    for request in requests {
+        conn.send(request);
+        if request.starts_with(b"HEAD") {
+            assert_eq!(conn.read_head_response().status, 200);
+        } else {
+            conn.read_response();
+        }
+    }
+    let mut bad = server.connect();
+    bad.send(b"GET / HTTP/1.1\r\n\r\n"); // no Host: 400
+    assert_eq!(bad.read_response().status, 400);
+    let after = metrics(&server);
+    let delta = |class: &str| {
+        let name = format!("miohttpd_responses_total{{class=\"{class}\"}}");
+        sample(&after, &name) - sample(&before, &name)
+    };
+    // The first /metrics answer is counted once it is encoded, after its own rendering.
+    assert_eq!(delta("2xx"), 3 + 1);
+    assert_eq!(delta("3xx"), 0);
+    assert_eq!(delta("4xx"), 3);
+    assert_eq!(delta("5xx"), 0);
+}
+
+/// Polls /metrics until `done` holds for it, for at most IO_TIMEOUT.
+fn metrics_until(server: &Server, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let text = metrics(server);
+        if done(&text) {
+            return text;
+        }
+        assert!(started.elapsed() < IO_TIMEOUT, "never {what}:\n{text}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn gauges_follow_parked_subscribed_and_streaming_connections() {
+    let server = Server::start_with(&["--exec", "slow=echo started; exec sleep 30"]);
+    let mut waiter = server.connect();
+    waiter.send(b"GET /wait/gauges HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut subscriber = server.connect();
+    subscriber.send(b"GET /events/gauges HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(subscriber.read_head_response().status, 200);
+    let mut streamer = server.connect();
+    streamer.send(b"GET /stream/slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(streamer.read_head_response().status, 200);
+    assert_eq!(streamer.read_chunk(), b"started\n");
+
+    let text = metrics_until(&server, "parked", |t| {
+        sample(t, "miohttpd_parked_waiters") == 1
+    });
+    assert_eq!(sample(&text, "miohttpd_subscribed_streams"), 1, "{text}");
+    assert_eq!(sample(&text, "miohttpd_streaming_connections"), 1, "{text}");
+    assert_eq!(sample(&text, "miohttpd_commands_running"), 1, "{text}");
+    assert_eq!(sample(&text, "miohttpd_connections"), 4, "{text}");
+
+    drop((waiter, subscriber, streamer));
+    let text = metrics_until(&server, "all gone", |t| {
+        sample(t, "miohttpd_connections") == 1 && sample(t, "miohttpd_commands_running") == 0
+    });
+    assert_eq!(sample(&text, "miohttpd_parked_waiters"), 0, "{text}");
+    assert_eq!(sample(&text, "miohttpd_subscribed_streams"), 0, "{text}");
+    assert_eq!(sample(&text, "miohttpd_streaming_connections"), 0, "{text}");
+    // The command cost its spawn, at least one wait4 and one kill, and its pipe a close.
+    assert!(
+        sample(&text, "miohttpd_process_syscalls_total") >= 16,
+        "{text}"
+    );
+    assert_eq!(sample(&text, "miohttpd_pipe_closes_total"), 1, "{text}");
+}
+
+#[test]
+fn the_histogram_counts_every_wake_up_up_to_events_per_poll() {
+    let server = Server::start_with(&["--events-per-poll", "100"]);
+    for _ in 0..5 {
+        server.assert_still_serves();
+    }
+    let text = metrics(&server);
+    let count = sample(&text, "miohttpd_events_per_poll_count");
+    assert!(
+        count >= 10,
+        "every request took at least two wake-ups:\n{text}"
+    );
+    assert_eq!(
+        sample(&text, "miohttpd_events_per_poll_bucket{le=\"100\"}"),
+        count
+    );
+    assert_eq!(
+        sample(&text, "miohttpd_events_per_poll_bucket{le=\"+Inf\"}"),
+        count
+    );
+    assert!(sample(&text, "miohttpd_events_per_poll_bucket{le=\"64\"}") <= count);
+    assert!(
+        !text.contains("le=\"128\""),
+        "no bucket above --events-per-poll:\n{text}"
+    );
+    // Every event of a wake-up is in the sum; the events counter also has this request's.
+    assert!(
+        sample(&text, "miohttpd_events_per_poll_sum") <= sample(&text, "miohttpd_events_total")
+    );
+    assert!(
+        sample(&text, "miohttpd_events_per_poll_sum") >= count / 2,
+        "{text}"
+    );
 }

@@ -1,10 +1,14 @@
 //! What the load drivers share: pinning the driver and its servers to separate cores, server
-//! child processes killed by PID when dropped, and readings of a process from /proc.
+//! child processes killed by PID when dropped, readings of a process from /proc, installing
+//! missing tools with apt-get, building the Go peers, and SVG line charts (`svg`).
 
 #![allow(dead_code)] // each driver uses its own subset
 
+pub mod svg;
+
 use std::io::{self, BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -214,19 +218,26 @@ impl Server {
         self.child.id()
     }
 
-    /// The process doing the work: the server itself, or nginx's single worker.
+    /// The process doing the work: the server itself, or nginx's single worker. nginx's
+    /// master listens (and the kernel accepts) before it forks the worker, so wait for it.
     pub fn worker_pid(&self) -> u32 {
         if !self.group {
             return self.pid();
         }
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children", pid = self.pid()))
-                .unwrap_or_default();
-        children
-            .split_whitespace()
-            .next()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| self.pid())
+        let children = format!("/proc/{pid}/task/{pid}/children", pid = self.pid());
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let worker = std::fs::read_to_string(&children)
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .and_then(|c| c.parse().ok());
+            match worker {
+                Some(pid) => return pid,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                None => panic!("{}: no worker process under pid {}", self.name, self.pid()),
+            }
+        }
     }
 }
 
@@ -262,10 +273,93 @@ pub fn free_port() -> SocketAddr {
     listener.local_addr().expect("local_addr")
 }
 
+/// A comma-separated list of positive counts, e.g. `10,100,1000`.
+pub fn number_list(text: &str) -> Result<Vec<usize>, String> {
+    text.split(',')
+        .map(|n| match n.trim().parse::<usize>() {
+            Ok(v) if v > 0 => Ok(v),
+            _ => Err(format!("{n:?} in {text:?} is not a positive count")),
+        })
+        .collect()
+}
+
 pub fn median(sorted: &[f64]) -> f64 {
     match sorted.len() {
         0 => f64::NAN,
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Whether `program` runs at all (`program ARG` started; its exit status does not matter).
+pub fn have_command(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Installs Debian `packages` with apt-get (through sudo when not root). `apt-get update` only
+/// when the first attempt fails: it is the slow part, and a fresh machine needs it once.
+pub fn apt_install(driver: &str, packages: &[&str]) -> Result<(), String> {
+    eprintln!("{driver}: installing {} with apt-get", packages.join(" "));
+    let root = status_field("self", "Uid:").is_some_and(|uids| uids.starts_with("0\t"));
+    let apt = |args: &[&str]| {
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        cmd.args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install: Vec<&str> = ["install", "-y", "-qq", "--no-install-recommends"]
+        .into_iter()
+        .chain(packages.iter().copied())
+        .collect();
+    if apt(&install) || (apt(&["update", "-qq"]) && apt(&install)) {
+        Ok(())
+    } else {
+        Err(format!("apt-get could not install {}", packages.join(" ")))
+    }
+}
+
+/// Builds a Go peer from one standard-library-only source file with plain `go build` (GOPATH
+/// mode, no network) into `CARGO_TARGET_TMPDIR/peers/NAME`, installing Debian's golang-go
+/// first if `go` is missing.
+pub fn build_go_peer(driver: &str, source: &Path, name: &str) -> Result<PathBuf, String> {
+    if !have_command("go", "version") {
+        apt_install(driver, &["golang-go"])?;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("peers");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let out = dir.join(name);
+    let status = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&out)
+        .arg(source)
+        .current_dir(&dir)
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", dir.join("go-cache"))
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("running go build: {e}"))?;
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(format!("go build {} failed ({status})", source.display()))
     }
 }

@@ -125,20 +125,24 @@ pub struct HeadScanner {
 
 impl HeadScanner {
     /// Looks at the bytes after those seen by earlier calls on the same buffer (`buf` must
-    /// start where the head starts and only grow between calls).
+    /// start where the head starts and only grow between calls). The verdict depends on the
+    /// first `max_head_size + 1` bytes alone, never on where reads happened to end, and a
+    /// buffer that holds that many always gets one.
     pub fn scan(
         &mut self,
         buf: &[u8],
         limits: &HeadLimits,
     ) -> Result<Option<HeadSpan>, RequestError> {
+        let window = &buf[..buf.len().min(limits.max_head_size + 1)];
+        let full = window.len() > limits.max_head_size;
         if !self.started {
+            // Empty lines before the request line (RFC 9112 §2.2) count against the limit:
+            // they sit in the same buffer.
             loop {
-                match &buf[self.skip..] {
+                match &window[self.skip..] {
                     [b'\r', b'\n', ..] => self.skip += 2,
                     [b'\n', ..] => self.skip += 1,
-                    [] | [b'\r'] if self.skip > limits.max_head_size => {
-                        return Err(RequestError::HeadTooLarge)
-                    }
+                    [] | [b'\r'] if full => return Err(RequestError::HeadTooLarge),
                     [] | [b'\r'] => return Ok(None),
                     _ => break,
                 }
@@ -147,16 +151,14 @@ impl HeadScanner {
             self.scanned = self.skip;
         }
         let start = self.skip;
-        while let Some(offset) = find_newline(&buf[self.scanned..]) {
+        while let Some(offset) = find_newline(&window[self.scanned..]) {
             let at = self.scanned + offset;
             self.scanned = at + 1;
             self.saw_first_line_end = true;
             // An empty line: this LF directly follows the previous line's LF or CRLF.
-            let empty_line = (at > start && buf[at - 1] == b'\n')
-                || (at > start + 1 && buf[at - 1] == b'\r' && buf[at - 2] == b'\n');
+            let empty_line = (at > start && window[at - 1] == b'\n')
+                || (at > start + 1 && window[at - 1] == b'\r' && window[at - 2] == b'\n');
             if empty_line {
-                // The empty lines skipped before it count too: they sit in the same buffer,
-                // which must never fill without a verdict.
                 if at + 1 > limits.max_head_size {
                     return Err(RequestError::HeadTooLarge);
                 }
@@ -166,19 +168,19 @@ impl HeadScanner {
                 }));
             }
         }
-        self.scanned = buf.len();
-        if buf.len() > limits.max_head_size {
-            let first_line = &buf[start..];
-            if !self.saw_first_line_end && !first_line.contains(&b' ') {
-                // RFC 9112 §3: a method longer than any implemented is a 501.
+        self.scanned = window.len();
+        if !full {
+            return Ok(None);
+        }
+        let first_line = &window[start..];
+        if !self.saw_first_line_end && first_line.len() > limits.max_target_size {
+            // RFC 9112 §3: a method longer than any implemented is a 501, not a long target.
+            if !first_line.contains(&b' ') {
                 return Err(RequestError::MethodTooLong);
             }
-            if !self.saw_first_line_end && first_line.len() > limits.max_target_size {
-                return Err(RequestError::TargetTooLong);
-            }
-            return Err(RequestError::HeadTooLarge);
+            return Err(RequestError::TargetTooLong);
         }
-        Ok(None)
+        Err(RequestError::HeadTooLarge)
     }
 }
 
@@ -671,6 +673,35 @@ mod tests {
             )),
             Err(RequestError::TargetTooLong)
         );
+    }
+
+    #[test]
+    fn the_verdict_does_not_depend_on_where_reads_end() {
+        let limits = HeadLimits {
+            max_head_size: 64,
+            max_headers: 8,
+            max_target_size: 32,
+        };
+        let streams = [
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(90)),
+            format!("{}GET /p HTTP/1.1\r\nHost: x\r\n\r\n", "\r\n".repeat(31)),
+            format!("{}GET /p HTTP/1.1\r\nHost: x\r\n\r\n", "\r\n".repeat(40)),
+            format!("{} / HTTP/1.1\r\n\r\n", "M".repeat(70)),
+            format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(60)),
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+        ];
+        for stream in &streams {
+            let raw = stream.as_bytes();
+            let whole = HeadScanner::default().scan(raw, &limits);
+            for cut in 0..raw.len() {
+                let mut scanner = HeadScanner::default();
+                let split = match scanner.scan(&raw[..cut], &limits) {
+                    Ok(None) => scanner.scan(raw, &limits),
+                    decided => decided,
+                };
+                assert_eq!(split, whole, "{stream:?} cut at {cut}");
+            }
+        }
     }
 
     #[test]

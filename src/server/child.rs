@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use mio::unix::pipe;
 
+use super::stats::{Stats, SPAWN_NULL_STDERR_SYSCALLS, SPAWN_SYSCALLS};
 use crate::config::{Config, StderrMode};
 use crate::sys;
 
@@ -21,7 +22,11 @@ pub struct Spawned {
 /// Starts `SHELL -c TEXT`. Nothing from the request reaches it: the text is the operator's,
 /// the environment the server's, stdin /dev/null. Its own process group lets one signal
 /// reach the shell and everything it started.
-pub fn spawn(text: &str, config: &Config) -> io::Result<Spawned> {
+pub fn spawn(text: &str, config: &Config, stats: &mut Stats) -> io::Result<Spawned> {
+    stats.process_syscalls += SPAWN_SYSCALLS;
+    if config.exec_stderr != StderrMode::Inherit {
+        stats.process_syscalls += SPAWN_NULL_STDERR_SYSCALLS;
+    }
     let mut command = Command::new(&config.exec_shell);
     let script;
     let text = match config.exec_stderr {
@@ -54,7 +59,8 @@ pub fn spawn(text: &str, config: &Config) -> io::Result<Spawned> {
 }
 
 /// Sends `signal` to the child's whole process group.
-pub fn signal_group(child: &Child, signal: sys::Signal) {
+pub fn signal_group(child: &Child, signal: sys::Signal, stats: &mut Stats) {
+    stats.process_syscalls += 1;
     // The group id is the child's pid (process_group(0) at spawn).
     if let Err(e) = sys::signal_process_group(child.id(), signal) {
         // ESRCH: already gone, which is what we wanted.
@@ -99,6 +105,11 @@ impl Children {
         self.streaming + self.ending.len()
     }
 
+    /// Commands attached to a connection, streaming its output.
+    pub fn streaming(&self) -> usize {
+        self.streaming
+    }
+
     pub fn started(&mut self) {
         self.streaming += 1;
     }
@@ -109,9 +120,9 @@ impl Children {
     }
 
     /// Takes a streaming command whose connection is gone: SIGTERM now, SIGKILL after `grace`.
-    pub fn end(&mut self, child: Child, now: Instant, grace: Duration) {
+    pub fn end(&mut self, child: Child, now: Instant, grace: Duration, stats: &mut Stats) {
         self.streaming -= 1;
-        signal_group(&child, sys::Signal::Terminate);
+        signal_group(&child, sys::Signal::Terminate, stats);
         self.ending.push(Ending {
             child,
             kill_at: now + grace,
@@ -121,12 +132,12 @@ impl Children {
     }
 
     /// At exit: every group still being ended gets its SIGKILL now.
-    pub fn kill_all(&mut self) {
+    pub fn kill_all(&mut self, stats: &mut Stats) {
         for ending in &mut self.ending {
             // A reaped leader's group is signalled only while it provably has members.
             let members_left = !ending.reaped || sys::process_group_exists(ending.child.id());
             if !ending.killed && members_left {
-                signal_group(&ending.child, sys::Signal::Kill);
+                signal_group(&ending.child, sys::Signal::Kill, stats);
                 ending.killed = true;
             }
             if !ending.reaped {
@@ -144,19 +155,25 @@ impl Children {
     /// Reaps the ending children that exited, and kills the groups past their grace. A group
     /// is followed until nothing of it is left or it got its SIGKILL: the shell may die of
     /// SIGTERM while something it started ignores it.
-    pub fn poll(&mut self, now: Instant) {
+    pub fn poll(&mut self, now: Instant, stats: &mut Stats) {
         self.ending.retain_mut(|ending| {
-            if !ending.reaped && matches!(ending.child.try_wait(), Ok(Some(_)) | Err(_)) {
-                ending.reaped = true;
+            if !ending.reaped {
+                stats.process_syscalls += 1; // wait4
+                if matches!(ending.child.try_wait(), Ok(Some(_)) | Err(_)) {
+                    ending.reaped = true;
+                }
             }
             // Once the leader is reaped its pid may in principle be reused; the group is only
             // signalled again while it provably still has members.
             let group = ending.child.id();
-            if ending.reaped && !sys::process_group_exists(group) {
-                return false;
+            if ending.reaped {
+                stats.process_syscalls += 1; // kill(-group, 0)
+                if !sys::process_group_exists(group) {
+                    return false;
+                }
             }
             if !ending.killed && now >= ending.kill_at {
-                signal_group(&ending.child, sys::Signal::Kill);
+                signal_group(&ending.child, sys::Signal::Kill, stats);
                 ending.killed = true;
             }
             !(ending.reaped && ending.killed)

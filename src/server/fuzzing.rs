@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Poll, Token};
 
+use super::access_log::AccessLog;
 use super::buffers::BufferPool;
 use super::child::Children;
 use super::conn::{Conn, Ctx, Next, Readiness};
@@ -72,6 +73,7 @@ pub fn serve_chunks(chunks: &[&[u8]]) -> Vec<u8> {
     let mut stats = Stats::default();
     let mut comet = Comet::new(config.comet, 1);
     let mut children = Children::default();
+    let mut log = AccessLog::off();
     let now = Instant::now();
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
     let mut conn = Conn::new(Scripted::default(), peer, now);
@@ -86,6 +88,7 @@ pub fn serve_chunks(chunks: &[&[u8]]) -> Vec<u8> {
             comet: &mut comet,
             children: &mut children,
             registry: poll.registry(),
+            log: &mut log,
             token: Token(0),
             now,
             draining: false,

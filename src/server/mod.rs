@@ -1,12 +1,14 @@
 //! The readiness loop: one `mio::Poll` on one thread, the listener, the table of
 //! connections, the timer queue, and the turns given to connections with work left over.
 
+mod access_log;
 mod buffers;
 mod child;
 mod conn;
 mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
+mod instruments;
 mod listener;
 pub mod stats;
 mod table;
@@ -30,8 +32,9 @@ use buffers::BufferPool;
 use child::{Children, REAP_INTERVAL};
 use conn::{Conn, Ctx, Next, Readiness};
 use fanout::Fanout;
+use instruments::Instruments;
 use stats::Stats;
-use table::{pipe_owner, ConnTable, LISTENER, SIGNALS};
+use table::{pipe_owner, ConnTable, ADMIN, LISTENER, SIGNALS};
 
 /// A bound server, ready to run. Binding and running are separate so a caller can learn the
 /// address (port 0 picks a free one) before the loop starts.
@@ -41,6 +44,7 @@ pub struct Server<S> {
     poll: Poll,
     listener: TcpListener,
     local_addr: SocketAddr,
+    instruments: Instruments,
 }
 
 impl<S: Service> Server<S> {
@@ -51,17 +55,24 @@ impl<S: Service> Server<S> {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let instruments = Instruments::bind(&config, poll.registry())?;
         Ok(Server {
             config,
             service,
             poll,
             listener,
             local_addr,
+            instruments,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `--admin-listen` serves `/metrics`, if it was given.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.instruments.admin_addr()
     }
 
     /// Runs the loop on this thread until SIGTERM or SIGINT has stopped it (see
@@ -72,6 +83,7 @@ impl<S: Service> Server<S> {
             service,
             poll,
             listener,
+            mut instruments,
             ..
         } = self;
         let config_comet = config.comet;
@@ -89,6 +101,8 @@ impl<S: Service> Server<S> {
             config.body_buffer_size,
             config.output_high_water.saturating_mul(2),
         );
+        let mut stats = Stats::default();
+        instruments.start(&config, Instant::now(), &mut stats);
         EventLoop {
             config,
             service,
@@ -103,7 +117,7 @@ impl<S: Service> Server<S> {
             conns: ConnTable::new(),
             pool,
             date: DateCache::new(SystemTime::now()),
-            stats: Stats::default(),
+            stats,
             comet: Comet::new(config_comet, comet::new_epoch()),
             children: Children::default(),
             next_sweep: Instant::now() + SWEEP_INTERVAL,
@@ -111,6 +125,7 @@ impl<S: Service> Server<S> {
             again: Vec::new(),
             turns: Vec::new(),
             accept_pending: false,
+            instruments,
         }
         .run()
     }
@@ -188,6 +203,8 @@ struct EventLoop<S> {
     turns: Vec<Token>,
     /// The listener had more connections waiting when its accept budget ran out.
     accept_pending: bool,
+    /// The admin listener, the access log, the periodic summary.
+    instruments: Instruments,
 }
 
 impl<S: Service> EventLoop<S> {
@@ -216,6 +233,8 @@ impl<S: Service> EventLoop<S> {
             std::mem::swap(&mut self.again, &mut self.turns);
             let mut accept = std::mem::take(&mut self.accept_pending);
             let mut signalled = false;
+            let mut accept_admin = std::mem::take(&mut self.instruments.admin_accept_pending);
+            let events_before = self.stats.events;
             for event in events.iter() {
                 self.stats.events += 1;
                 let token = event.token();
@@ -223,6 +242,8 @@ impl<S: Service> EventLoop<S> {
                     accept = true;
                 } else if token == SIGNALS {
                     signalled = true;
+                } else if token == ADMIN {
+                    accept_admin = true;
                 } else if let Some(owner) = pipe_owner(token) {
                     self.with_conn(owner, now, |conn, ctx| conn.on_pipe_ready(ctx));
                 } else {
@@ -238,14 +259,20 @@ impl<S: Service> EventLoop<S> {
                 self.serve(token, Readiness::default(), now);
             }
             self.turns = turns;
+            let woken_by = self.stats.events - events_before;
+            self.stats.events_per_poll.record(woken_by as usize);
             if self.accept_paused_until.is_some_and(|until| now >= until) {
                 self.accept_paused_until = None;
                 accept = true;
             }
             if accept && self.accept_paused_until.is_none() {
-                self.accept(now);
+                self.accept_pending = self.accept(Listening::Main, now);
+            }
+            if accept_admin {
+                self.instruments.admin_accept_pending = self.accept(Listening::Admin, now);
             }
             self.expire_timers(now);
+            self.instruments.after_wakeup(now, &mut self.stats);
             if signalled && self.on_signals(now) {
                 self.stop();
                 return Ok(Stopped::AtOnce);
@@ -298,18 +325,23 @@ impl<S: Service> EventLoop<S> {
         for token in self.conns.tokens() {
             self.close(token);
         }
-        self.children.kill_all();
+        self.children.kill_all(&mut self.stats);
         eprintln!("miohttpd: stopped");
     }
 
     /// Zero when work is owed, else until the next deadline, else forever.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() || self.accept_pending {
+        if !self.again.is_empty() || self.accept_pending || self.instruments.admin_accept_pending {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
         let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
-        let deadlines = [next_timer, self.accept_paused_until, self.draining_until];
+        let deadlines = [
+            next_timer,
+            self.instruments.next_due(),
+            self.accept_paused_until,
+            self.draining_until,
+        ];
         let next = deadlines.into_iter().flatten().min();
         let next = next.map(|at| at.saturating_duration_since(now));
         // Children being ended are looked at on a short interval until they are reaped.
@@ -346,6 +378,7 @@ impl<S: Service> EventLoop<S> {
             comet: &mut self.comet,
             children: &mut self.children,
             registry: self.poll.registry(),
+            log: &mut self.instruments.log,
             token,
             now,
             draining: self.draining_until.is_some(),
@@ -376,12 +409,14 @@ impl<S: Service> EventLoop<S> {
                 // An fd is free now: the backlog may hold clients no new edge will announce.
                 self.accept_pending = true;
             }
+            conn.record_close(&mut self.instruments.log, &mut self.stats);
             if let Some(spot) = conn.spot() {
                 self.comet.unpark(spot);
             }
-            if let Some(child) = conn.take_child() {
+            if let Some(child) = conn.take_child(&mut self.stats) {
                 let grace = self.config.exec_kill_grace;
-                self.children.end(child, Instant::now(), grace);
+                self.children
+                    .end(child, Instant::now(), grace, &mut self.stats);
             }
             // Dropping the stream closes the fd, which also removes it from the epoll set:
             // no deregister syscall needed.
@@ -404,23 +439,27 @@ impl<S: Service> EventLoop<S> {
             self.with_conn(token, now, |conn, ctx| conn.on_deadline(ctx));
         }
         self.fan_out(now);
-        self.children.poll(now);
+        self.children.poll(now, &mut self.stats);
         if now >= self.next_sweep {
             self.comet.sweep(now);
             self.next_sweep = now + SWEEP_INTERVAL;
         }
     }
 
-    /// Accepts up to the per-wake-up budget; with connections left, the listener gets
-    /// another turn after the others.
-    fn accept(&mut self, now: Instant) {
+    /// Accepts up to the per-wake-up budget. Returns whether connections may be left, for
+    /// the listener to get another turn after the others.
+    fn accept(&mut self, from: Listening, now: Instant) -> bool {
         for _ in 0..self.config.accepts_per_wakeup {
-            let Some(listener) = &self.listener else {
-                return;
+            let listener = match (from, &self.instruments.admin, &self.listener) {
+                (Listening::Admin, Some(admin), _) => admin,
+                (Listening::Main, _, Some(main)) => main,
+                // No admin listener, or shutdown closed the main one.
+                _ => return false,
             };
+            self.stats.accept_calls += 1;
             let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -441,11 +480,11 @@ impl<S: Service> EventLoop<S> {
                     }
                     self.stats.accept_pauses += 1;
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     eprintln!("miohttpd: accept: {e}");
-                    return;
+                    return false;
                 }
             };
             self.stats.accepts += 1;
@@ -465,8 +504,12 @@ impl<S: Service> EventLoop<S> {
                 continue;
             };
             let conn = self.conns.get_mut(token).expect("just inserted");
+            if from == Listening::Admin {
+                conn.mark_admin();
+            }
             // Both interests once, edge-triggered: no re-registration syscalls later. Bytes
             // that arrived before registration are reported by the registration itself.
+            self.stats.registrations += 1;
             let registered = self.poll.registry().register(
                 conn.stream_mut(),
                 token,
@@ -480,7 +523,7 @@ impl<S: Service> EventLoop<S> {
             // The head timeout runs from accept, even for a client that never sends a byte.
             arm_timer(&mut self.timers, conn, token, &self.config);
         }
-        self.accept_pending = true;
+        true
     }
 
     /// Over the connection limit: a 503 and a close, without a slot in the table. What the
@@ -521,4 +564,12 @@ fn arm_timer(
             conn.armed = Some(at);
         }
     }
+}
+
+/// Which listener a connection is accepted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listening {
+    Main,
+    /// `--admin-listen`: its connections are served `/metrics` only.
+    Admin,
 }

@@ -15,6 +15,9 @@ const MAX_KEYS: usize = KEY_MASK - 7;
 pub const LISTENER: Token = Token(usize::MAX);
 /// The token of the signal pipe (SIGTERM, SIGINT).
 pub const SIGNALS: Token = Token(usize::MAX - 1);
+/// The token of the admin listener (`--admin-listen`): a key the table never hands out,
+/// with generation 0 and no pipe flag, so neither a connection nor a pipe can have it.
+pub const ADMIN: Token = Token(MAX_KEYS);
 /// Set in the token of a connection's child stdout pipe; connection tokens never have it.
 const PIPE_FLAG: usize = 1 << (usize::BITS - 1);
 /// Generations use the bits above the key, less the pipe flag.
@@ -133,6 +136,24 @@ mod tests {
         assert_eq!(pipe_owner(token), None);
         assert_eq!(pipe_owner(LISTENER), None);
         assert_eq!(pipe_owner(SIGNALS), None);
+        assert_eq!(pipe_owner(ADMIN), None);
+    }
+
+    #[test]
+    fn no_connection_or_pipe_token_is_the_admin_listener() {
+        let mut table = ConnTable::new();
+        for generation in [0, 1, GENERATION_MASK] {
+            table.next_generation = generation;
+            let token = table.insert(|_| ()).unwrap();
+            assert_ne!(token, ADMIN);
+            assert_ne!(pipe_token(token), ADMIN);
+        }
+        assert_ne!(ADMIN, LISTENER);
+        assert_eq!(
+            split(ADMIN),
+            (MAX_KEYS, 0),
+            "a key the table never hands out"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, OnceLock};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,8 @@ pub struct Server {
     probe_body: Vec<u8>,
     /// Set once a test has waited for the server to exit, which it then meant to happen.
     exit_status: Option<ExitStatus>,
+    /// Lines the server printed on stdout after its listening line.
+    stdout_lines: Mutex<mpsc::Receiver<String>>,
 }
 
 /// How to start the binary beyond its flags: its environment and its open-files limit.
@@ -148,11 +150,13 @@ impl Server {
         // instead of blocking it; any later stdout output is passed through for the log.
         let stdout = child.stdout.take().expect("piped stdout");
         let (first_line, listening) = mpsc::channel();
+        let (later_line, stdout_lines) = mpsc::channel();
         thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             let _ = first_line.send(lines.next());
             for line in lines.map_while(Result::ok) {
                 eprintln!("server stdout: {line}");
+                let _ = later_line.send(line);
             }
         });
 
@@ -164,6 +168,7 @@ impl Server {
             probe,
             probe_body,
             exit_status: None,
+            stdout_lines: Mutex::new(stdout_lines),
         };
         let line = match listening.recv_timeout(IO_TIMEOUT) {
             Ok(Some(Ok(line))) => line,
@@ -248,6 +253,24 @@ impl Server {
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The next line the server prints on stdout after its listening line, waiting at most
+    /// `IO_TIMEOUT` for it.
+    pub fn next_stdout_line(&self) -> String {
+        let lines = self.stdout_lines.lock().unwrap();
+        lines
+            .recv_timeout(IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("no further stdout line within {IO_TIMEOUT:?}: {e}"))
+    }
+
+    /// The address of `--admin-listen`, from the line the server prints right after its
+    /// listening line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self.next_stdout_line();
+        line.strip_prefix("miohttpd admin listening on http://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("expected the admin listening line, got {line:?}"))
     }
 }
 

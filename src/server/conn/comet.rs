@@ -29,6 +29,7 @@ impl<T: Transport> Conn<T> {
                 let form = Form::for_reply(parked.reply.version, parked.reply.keep_alive);
                 self.output
                     .push_shared(fanout.bytes(form, ctx.date.as_bytes()));
+                self.record_response(200, Some(fanout.message.body.len() as u64), ctx);
                 self.deadline = None;
                 self.answered(form == Form::Close, ctx.now);
             }
@@ -94,6 +95,7 @@ impl<T: Transport> Conn<T> {
         let out = self.output_bytes(ctx.pool);
         let close =
             fanout::render_reply(out, &message, reply.version, reply.keep_alive, resync, date);
+        self.record_response(200, Some(message.body.len() as u64), ctx);
         self.answered(close, ctx.now);
     }
 
@@ -110,8 +112,9 @@ impl<T: Transport> Conn<T> {
         };
         let chunked = reply.version == Version::Http11;
         let date = ctx.date.as_bytes();
+        fanout::render_stream_head(self.output_bytes(ctx.pool), reply.version, date);
+        self.record_response(200, None, ctx);
         let out = self.output_bytes(ctx.pool);
-        fanout::render_stream_head(out, reply.version, date);
         if let Some(after) = after {
             let (missed, lost) = ctx.comet.replay(key, after);
             if lost {

@@ -15,6 +15,7 @@
 //! | `Lingering` | the peer's EOF, or a deadline  | closed                                   |
 
 mod comet;
+mod record;
 mod stream;
 
 use std::io;
@@ -27,12 +28,15 @@ use mio::net::TcpStream;
 use mio::{Registry, Token};
 
 use comet::{publish, Parked, Subscribed};
+use record::Record;
 use stream::Streaming;
 
+use super::access_log::AccessLog;
 use super::buffers::{BufferPool, InputBuffer, InputKind, OutputBuffer};
 use super::child::Children;
 use super::fanout::{self, HEARTBEAT};
-use super::stats::{Gauges, Stats};
+use super::instruments;
+use super::stats::Stats;
 use super::transport::Transport;
 use crate::comet::{Comet, MessageId, Spot};
 use crate::config::Config;
@@ -54,6 +58,7 @@ pub struct Ctx<'a, S> {
     pub comet: &'a mut Comet,
     pub children: &'a mut Children,
     pub registry: &'a Registry,
+    pub log: &'a mut AccessLog,
     /// The token of the connection being served, for parking it.
     pub token: Token,
     pub now: Instant,
@@ -114,6 +119,8 @@ pub struct Conn<T = TcpStream> {
     /// The earliest entry the loop's timer queue holds for this connection; a later wake-up
     /// needs no new entry, since the one that fires early re-arms.
     pub armed: Option<Instant>,
+    /// What the instruments need of it: access-log entry, bytes written, listener.
+    record: Record,
 }
 
 /// The time limits a connection can be under; `Config` holds their lengths.
@@ -209,6 +216,8 @@ enum Stall {
     Input,
     /// Pending output reached the high-water mark.
     Output,
+    /// `--coalesce off`: an answer must be written before the next request is answered.
+    Unflushed,
 }
 
 impl<T: Transport> Conn<T> {
@@ -228,6 +237,7 @@ impl<T: Transport> Conn<T> {
             idle: false,
             send_since: None,
             armed: None,
+            record: Record::default(),
         }
     }
 
@@ -422,6 +432,13 @@ impl<T: Transport> Conn<T> {
             if stall == Stall::Output {
                 continue;
             }
+            if stall == Stall::Unflushed {
+                if pending > 0 {
+                    // The send buffer is full: the writable edge resumes answering.
+                    return Next::Wait;
+                }
+                continue;
+            }
             if pending == 0 {
                 match self.phase {
                     Phase::Closing => match self.start_lingering(ctx) {
@@ -504,7 +521,9 @@ impl<T: Transport> Conn<T> {
                     // edge-triggered event will come when more arrives (unless the peer has
                     // hung up, when only the EOF is left and no event will come for it).
                     ctx.stats.short_reads += 1;
-                    self.drained = !self.hang_up_seen;
+                    // `--read-until-wouldblock on` reads again anyway: the knob that shows
+                    // what this saves (one read(2) per request).
+                    self.drained = !self.hang_up_seen && !ctx.config.read_until_wouldblock;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -560,6 +579,7 @@ impl<T: Transport> Conn<T> {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     stats.bytes_out += n as u64;
+                    self.record.wrote(n);
                     self.output.advance(n);
                     self.send_since = Some(now);
                     if n < offered {
@@ -601,6 +621,9 @@ impl<T: Transport> Conn<T> {
                 return Stall::Input;
             };
             match &mut self.phase {
+                Phase::Head(_) if !ctx.config.coalesce && self.output.pending_len() > 0 => {
+                    return Stall::Unflushed;
+                }
                 Phase::Head(scanner) => match scanner.scan(input.data(), &ctx.config.head_limits) {
                     Ok(None) => return Stall::Input,
                     Ok(Some(span)) => self.start_request(span, ctx),
@@ -638,6 +661,7 @@ impl<T: Transport> Conn<T> {
             Err(e) => return self.fail(e, ReplyTo::UNPARSED, ctx),
         };
         ctx.stats.requests += 1;
+        self.record.request(&head, ctx.log);
         let reply = ReplyTo {
             version: head.version,
             keep_alive: head.keep_alive,
@@ -645,7 +669,7 @@ impl<T: Transport> Conn<T> {
         };
         let framing = head.framing;
         let expect_continue = head.expect_continue;
-        let consumer = route(&head, ctx);
+        let consumer = route(&head, self.record.admin, ctx);
         input.consume(span.end);
         let body_already_sent = !input.is_empty();
 
@@ -747,6 +771,8 @@ impl<T: Transport> Conn<T> {
         };
         let exchange = reply.exchange(ctx.date.as_bytes());
         let close = response::encode(self.output_bytes(ctx.pool), &response, &exchange);
+        let body = record::body_bytes(&response, reply);
+        self.record_response(response.status, Some(body), ctx);
         self.answered(close, ctx.now);
     }
 
@@ -833,12 +859,17 @@ impl<T: Transport> Conn<T> {
     }
 }
 
-/// Asks the service what to do with a request; a panicking router becomes a 500.
-fn route<S: Service>(head: &Head<'_>, ctx: &mut Ctx<'_, S>) -> Consumer {
+/// Asks the service what to do with a request; a panicking router becomes a 500. A
+/// connection from the admin listener gets the metrics and nothing else.
+fn route<S: Service>(head: &Head<'_>, admin: bool, ctx: &mut Ctx<'_, S>) -> Consumer {
     let service = ctx.service;
-    let decided = match catch_unwind(AssertUnwindSafe(|| service.route(head))) {
-        Ok(decided) => decided,
-        Err(_) => return Consumer::Discard(internal_error("the router panicked")),
+    let decided = if admin {
+        instruments::admin_route(head)
+    } else {
+        match catch_unwind(AssertUnwindSafe(|| service.route(head))) {
+            Ok(decided) => instruments::hide_metrics(decided, ctx.config),
+            Err(_) => return Consumer::Discard(internal_error("the router panicked")),
+        }
     };
     let parse_after = |after: Option<String>| match after.as_deref().map(MessageId::parse) {
         None => Ok(None),
@@ -869,12 +900,10 @@ fn route<S: Service>(head: &Head<'_>, ctx: &mut Ctx<'_, S>) -> Consumer {
         },
         Route::Exec { name } => Consumer::Exec { name },
         Route::Metrics => {
-            let gauges = Gauges {
-                connections: ctx.stats.accepts - ctx.stats.closes,
-                parked: ctx.comet.parked() as u64,
-                commands_running: ctx.children.running() as u64,
-            };
-            let text = ctx.stats.render_prometheus(&gauges);
+            let gauges = instruments::gauges(ctx.stats, ctx.comet, ctx.children);
+            let text = ctx
+                .stats
+                .render_prometheus(&gauges, ctx.config.events_per_poll);
             Consumer::Discard(Response::bytes(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",

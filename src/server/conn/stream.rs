@@ -14,6 +14,7 @@ use crate::http::{Response, Version};
 use crate::router::Service;
 use crate::server::child::{self, Spawned, REAP_INTERVAL};
 use crate::server::fanout;
+use crate::server::stats::Stats;
 use crate::server::table::pipe_token;
 
 pub(super) struct Streaming {
@@ -46,10 +47,14 @@ impl<T: Transport> Conn<T> {
 
     /// The command of a stream cut short, for the loop to end and reap. Its shell may have
     /// exited already while something it started still runs: the group is ended either way.
-    pub fn take_child(&mut self) -> Option<Child> {
+    /// Its pipe, if still open, is closed here.
+    pub fn take_child(&mut self, stats: &mut Stats) -> Option<Child> {
         let phase = std::mem::replace(&mut self.phase, Phase::Closing);
         match phase {
-            Phase::Streaming(streaming) => Some(streaming.child),
+            Phase::Streaming(streaming) => {
+                stats.pipe_closes += u64::from(streaming.stdout.is_some());
+                Some(streaming.child)
+            }
             other => {
                 self.phase = other;
                 None
@@ -68,7 +73,7 @@ impl<T: Transport> Conn<T> {
             let busy = Response::text(503, "too many commands running\n");
             return self.respond(busy.with_header("Retry-After", "1"), reply, ctx);
         }
-        let Spawned { child, mut stdout } = match child::spawn(text, ctx.config) {
+        let Spawned { child, mut stdout } = match child::spawn(text, ctx.config, ctx.stats) {
             Ok(spawned) => spawned,
             Err(e) => {
                 eprintln!(
@@ -80,12 +85,15 @@ impl<T: Transport> Conn<T> {
             }
         };
         ctx.children.started();
+        ctx.stats.registrations += 1;
         let registered =
             ctx.registry
                 .register(&mut stdout, pipe_token(ctx.token), Interest::READABLE);
         if let Err(e) = registered {
             eprintln!("miohttpd: register a command's pipe: {e}");
-            ctx.children.end(child, ctx.now, ctx.config.exec_kill_grace);
+            ctx.stats.pipe_closes += 1;
+            ctx.children
+                .end(child, ctx.now, ctx.config.exec_kill_grace, ctx.stats);
             return self.respond(internal_error("pipe registration failed"), reply, ctx);
         }
         let chunked = reply.version == Version::Http11;
@@ -112,6 +120,7 @@ impl<T: Transport> Conn<T> {
             reply.keep_alive,
             &exchange,
         );
+        self.record_response(200, None, ctx);
         let limit = ctx.config.exec_time_limit;
         let limit_at = (!limit.is_zero()).then(|| ctx.now + limit);
         self.phase = Phase::Streaming(Box::new(Streaming {
@@ -138,7 +147,8 @@ impl<T: Transport> Conn<T> {
     pub(super) fn end_command<S>(&mut self, ctx: &mut Ctx<'_, S>) {
         if let Phase::Streaming(streaming) = &mut self.phase {
             if streaming.kill_at.is_none() {
-                child::signal_group(&streaming.child, crate::sys::Signal::Terminate);
+                let term = crate::sys::Signal::Terminate;
+                child::signal_group(&streaming.child, term, ctx.stats);
                 streaming.kill_at = Some(ctx.now + ctx.config.exec_kill_grace);
             }
         }
@@ -159,6 +169,7 @@ impl<T: Transport> Conn<T> {
             Ok(0) => {
                 // EOF: dropping the pipe closes it and leaves the poll set.
                 streaming.stdout = None;
+                ctx.stats.pipe_closes += 1;
                 self.check_child(ctx);
                 0
             }
@@ -175,6 +186,7 @@ impl<T: Transport> Conn<T> {
             Err(e) => {
                 eprintln!("miohttpd: {}: reading a command's output: {e}", self.peer);
                 streaming.stdout = None;
+                ctx.stats.pipe_closes += 1;
                 self.check_child(ctx);
                 0
             }
@@ -188,6 +200,7 @@ impl<T: Transport> Conn<T> {
             return;
         };
         if streaming.exit.is_none() {
+            ctx.stats.process_syscalls += 1; // wait4
             if let Ok(Some(status)) = streaming.child.try_wait() {
                 streaming.exit = Some(status);
             }
@@ -198,12 +211,13 @@ impl<T: Transport> Conn<T> {
         if !finished {
             match (streaming.kill_at, streaming.limit_at) {
                 (Some(kill_at), _) if ctx.now >= kill_at && !streaming.killed => {
-                    child::signal_group(&streaming.child, crate::sys::Signal::Kill);
+                    child::signal_group(&streaming.child, crate::sys::Signal::Kill, ctx.stats);
                     streaming.killed = true;
                 }
                 (None, Some(limit_at)) if ctx.now >= limit_at => {
                     eprintln!("miohttpd: {}: command over its time limit", self.peer);
-                    child::signal_group(&streaming.child, crate::sys::Signal::Terminate);
+                    let terminate = crate::sys::Signal::Terminate;
+                    child::signal_group(&streaming.child, terminate, ctx.stats);
                     streaming.kill_at = Some(ctx.now + ctx.config.exec_kill_grace);
                 }
                 _ => {}
@@ -245,6 +259,7 @@ impl<T: Transport> Conn<T> {
             out.extend_from_slice(child::describe_exit(status).as_bytes());
             out.extend_from_slice(b"\r\n\r\n");
         }
+        self.record_stream_end(ctx);
         let close = !(chunked && reply.keep_alive) || ctx.draining;
         self.answered(close, ctx.now);
     }

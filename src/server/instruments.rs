@@ -1,0 +1,271 @@
+//! What the loop keeps so it can be watched from outside: the admin listener (which serves
+//! `/metrics` only), the access log, and the `--stats-interval` summary on stderr. All of it
+//! runs on the loop's thread, driven by the poll timeout: no thread, no timer fd. The
+//! counters themselves are in `stats.rs`; each connection's half of the access log is in
+//! `conn/record.rs`.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Interest, Registry};
+
+use super::access_log::AccessLog;
+use super::child::Children;
+use super::listener;
+use super::stats::{Gauges, Stats};
+use super::table::ADMIN;
+use crate::comet::Comet;
+use crate::config::Config;
+use crate::http::{Head, Response};
+use crate::router::Route;
+
+pub struct Instruments {
+    /// `--admin-listen`: registered with [`ADMIN`].
+    pub admin: Option<TcpListener>,
+    /// The admin listener had more connections waiting when its accept budget ran out.
+    pub admin_accept_pending: bool,
+    pub log: AccessLog,
+    summary: Option<Summary>,
+}
+
+/// The `--stats-interval` reporter: the counters at the last line, to print rates since.
+struct Summary {
+    interval: Duration,
+    next_at: Instant,
+    last: Stats,
+    last_at: Instant,
+}
+
+impl Instruments {
+    /// Binds and registers the admin listener and opens the access log, before the loop runs.
+    pub fn bind(config: &Config, registry: &Registry) -> io::Result<Self> {
+        let admin = match config.admin_listen {
+            Some(addr) => {
+                let context = |e: io::Error| io::Error::new(e.kind(), format!("admin {addr}: {e}"));
+                let mut admin = listener::bind_admin(addr).map_err(context)?;
+                registry
+                    .register(&mut admin, ADMIN, Interest::READABLE)
+                    .map_err(context)?;
+                Some(admin)
+            }
+            None => None,
+        };
+        let log = AccessLog::open(config.access_log.as_ref())
+            .map_err(|e| io::Error::new(e.kind(), format!("access log: {e}")))?;
+        Ok(Instruments {
+            admin,
+            admin_accept_pending: false,
+            log,
+            summary: None,
+        })
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    /// The loop starts: the listeners' registrations made at bind are counted (the main
+    /// listener's and the admin one's), and the summary's first interval begins.
+    pub fn start(&mut self, config: &Config, now: Instant, stats: &mut Stats) {
+        stats.registrations += 1 + u64::from(self.admin.is_some());
+        if !config.stats_interval.is_zero() {
+            self.summary = Some(Summary {
+                interval: config.stats_interval,
+                next_at: now + config.stats_interval,
+                last: stats.clone(),
+                last_at: now,
+            });
+        }
+    }
+
+    /// The next instant something here is due: a summary line or a batch of log lines.
+    pub fn next_due(&self) -> Option<Instant> {
+        let summary = self.summary.as_ref().map(|s| s.next_at);
+        match (summary, self.log.flush_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// After each wake-up: prints the summary and writes the log's batch if they are due.
+    pub fn after_wakeup(&mut self, now: Instant, stats: &mut Stats) {
+        self.log.flush_if_due(now, stats);
+        if let Some(line) = self.summary_due(now, stats) {
+            write_counted(&mut io::stderr().lock(), line.as_bytes(), stats);
+        }
+    }
+
+    /// The summary line, if one is due; the next interval starts.
+    fn summary_due(&mut self, now: Instant, stats: &Stats) -> Option<String> {
+        let summary = self.summary.as_mut()?;
+        if now < summary.next_at {
+            return None;
+        }
+        let line = stats.summary_line(
+            &summary.last,
+            now.saturating_duration_since(summary.last_at),
+            stats.open_connections(),
+        );
+        // The next line one interval after this one, not after the missed due time: a
+        // stalled loop prints one late line rather than a burst.
+        summary.next_at = now + summary.interval;
+        summary.last = stats.clone();
+        summary.last_at = now;
+        Some(line)
+    }
+}
+
+/// Writes all of `bytes`, counting each write(2). Errors are dropped: stderr gone is no
+/// reason to stop serving.
+fn write_counted(out: &mut impl Write, mut bytes: &[u8], stats: &mut Stats) {
+    while !bytes.is_empty() {
+        stats.log_writes += 1;
+        match out.write(bytes) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => bytes = &bytes[n..],
+        }
+    }
+}
+
+/// The gauges `/metrics` shows, read from the loop's parts.
+pub fn gauges(stats: &Stats, comet: &Comet, children: &Children) -> Gauges {
+    Gauges {
+        connections: stats.open_connections(),
+        parked: comet.parked() as u64,
+        subscribed: comet.subscribed() as u64,
+        streaming: children.streaming() as u64,
+        commands_running: children.running() as u64,
+    }
+}
+
+/// What a request on the admin listener gets: the metrics, and nothing else.
+pub fn admin_route(head: &Head<'_>) -> Route {
+    match (head.path, head.method) {
+        ("/metrics", "GET" | "HEAD") => Route::Metrics,
+        ("/metrics", _) => Route::Respond(
+            Response::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD"),
+        ),
+        _ => Route::Respond(Response::text(404, "not found\n")),
+    }
+}
+
+/// On the main listener, the metrics are not served once an admin listener serves them.
+pub fn hide_metrics(route: Route, config: &Config) -> Route {
+    match route {
+        Route::Metrics if config.admin_listen.is_some() => {
+            Route::Respond(Response::text(404, "not found\n"))
+        }
+        route => route,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{header_storage, parse_head, HeadLimits};
+
+    fn status_of(route: Route) -> u16 {
+        match route {
+            Route::Metrics => 0,
+            Route::Respond(response) => response.status,
+            _ => 1,
+        }
+    }
+
+    fn with_head<T>(request_line: &str, f: impl FnOnce(&Head<'_>) -> T) -> T {
+        let raw = format!("{request_line}\r\nHost: a\r\n\r\n");
+        let mut storage = header_storage();
+        let head = parse_head(raw.as_bytes(), &mut storage, &HeadLimits::default()).unwrap();
+        f(&head)
+    }
+
+    #[test]
+    fn the_admin_listener_serves_metrics_only() {
+        let table = [
+            ("GET /metrics HTTP/1.1", 0),
+            ("HEAD /metrics HTTP/1.1", 0),
+            ("GET /metrics?x=1 HTTP/1.1", 0),
+            ("POST /metrics HTTP/1.1", 405),
+            ("GET /plaintext HTTP/1.1", 404),
+            ("GET / HTTP/1.1", 404),
+            ("GET /metrics/ HTTP/1.1", 404),
+        ];
+        for (line, want) in table {
+            assert_eq!(
+                with_head(line, |h| status_of(admin_route(h))),
+                want,
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_main_listener_hides_metrics_only_with_an_admin_listener() {
+        let mut config = Config::default();
+        assert_eq!(status_of(hide_metrics(Route::Metrics, &config)), 0);
+        config.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(status_of(hide_metrics(Route::Metrics, &config)), 404);
+        let other = Route::Respond(Response::text(200, "x"));
+        assert_eq!(status_of(hide_metrics(other, &config)), 200);
+    }
+
+    #[test]
+    fn summary_is_due_each_interval() {
+        let config = Config {
+            stats_interval: Duration::from_secs(2),
+            ..Config::default()
+        };
+        let poll = mio::Poll::new().unwrap();
+        let mut instruments = Instruments::bind(&config, poll.registry()).unwrap();
+        let mut stats = Stats::default();
+        let start = Instant::now();
+        instruments.start(&config, start, &mut stats);
+        assert_eq!(stats.registrations, 1, "the main listener's");
+        assert_eq!(instruments.next_due(), Some(start + Duration::from_secs(2)));
+        assert_eq!(
+            instruments.summary_due(start + Duration::from_secs(1), &stats),
+            None
+        );
+        stats.requests += 10;
+        let later = start + Duration::from_secs(3);
+        let line = instruments.summary_due(later, &stats).expect("due");
+        assert!(
+            line.starts_with("miohttpd: stats: conns=0 req/s=3 "),
+            "{line}"
+        );
+        assert_eq!(instruments.next_due(), Some(later + Duration::from_secs(2)));
+        assert_eq!(instruments.summary_due(later, &stats), None);
+    }
+
+    #[test]
+    fn every_write_is_counted() {
+        /// Takes at most three bytes per write, like a pipe that is nearly full.
+        struct Trickle(Vec<u8>);
+        impl Write for Trickle {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                let n = bytes.len().min(3);
+                self.0.extend_from_slice(&bytes[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut stats = Stats::default();
+        let mut out = Trickle(Vec::new());
+        write_counted(&mut out, b"0123456", &mut stats);
+        assert_eq!((out.0.as_slice(), stats.log_writes), (&b"0123456"[..], 3));
+    }
+
+    #[test]
+    fn no_interval_no_summary() {
+        let poll = mio::Poll::new().unwrap();
+        let config = Config::default();
+        let mut instruments = Instruments::bind(&config, poll.registry()).unwrap();
+        let mut stats = Stats::default();
+        instruments.start(&config, Instant::now(), &mut stats);
+        assert_eq!(instruments.next_due(), None);
+    }
+}
