@@ -5,15 +5,14 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::thread;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::SockRef;
 
 use common::{
-    assert_error_and_close, check_rows, chunked, post, post_chunked, Conn, PseudoRandom, Response,
-    Server, GET_PLAINTEXT,
+    assert_error_and_close, check_rows, chunked, connect_from, post, post_chunked, source_address,
+    Conn, PseudoRandom, Response, Server, GET_PLAINTEXT,
 };
 
 /// Polling for a state the server reaches on its own (a waiter parked or forgotten, a channel
@@ -46,24 +45,6 @@ fn send(server: &Server, request: &[u8]) -> Conn {
     let mut conn = server.connect();
     conn.send(request);
     conn
-}
-
-/// A client whose socket is bound to `source` before it connects, as a load client spreads
-/// its connections over loopback addresses to get past one address's port range.
-fn connect_from(server: &Server, source: Ipv4Addr) -> Conn {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    socket
-        .bind(&SocketAddr::from((source, 0)).into())
-        .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
-    socket
-        .connect(&server.addr().into())
-        .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
-    Conn::from_stream(socket.into())
-}
-
-/// The i-th of 127.0.0.2, 127.0.0.3, ..., 127.0.0.251, round and round.
-fn source_address(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, 2 + (i % 250) as u8)
 }
 
 /// Closes with RST instead of FIN: SO_LINGER with a zero timeout.

@@ -11,7 +11,7 @@ mod common;
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use common::{
-    assert_error_and_close, check_rows, is_timeout, md5_hex, post, Conn, Launch, Piece,
-    PseudoRandom, Response, Server, GET_PLAINTEXT, IO_TIMEOUT,
+    assert_error_and_close, check_rows, connect_from, is_timeout, md5_hex, post, source_address,
+    Conn, Launch, Piece, PseudoRandom, Response, Server, GET_PLAINTEXT, IO_TIMEOUT,
 };
 
 /// Every timeout the server has, at 1 s.
@@ -126,24 +126,6 @@ fn connect_small_window(server: &Server) -> TcpStream {
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     stream
-}
-
-/// A client whose socket is bound to `source` first, to spread many connections over loopback
-/// addresses.
-fn connect_from(server: &Server, source: Ipv4Addr) -> Conn {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    socket
-        .bind(&SocketAddr::from((source, 0)).into())
-        .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
-    socket
-        .connect(&server.addr().into())
-        .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
-    Conn::from_stream(socket.into())
-}
-
-/// The i-th of 127.0.0.2, 127.0.0.3, ..., 127.0.0.251, round and round.
-fn source_address(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, 2 + (i % 250) as u8)
 }
 
 /// Polls `check` until it returns `Ok`, failing with its last complaint after `bound`.

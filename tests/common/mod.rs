@@ -897,3 +897,22 @@ pub fn require_python_requests() {
         "python3 with the requests package is missing: run scripts/test.sh, which installs it"
     );
 }
+
+/// A client whose socket is bound to `source` before it connects, as a load client spreads
+/// its connections over loopback addresses to get past one address's port range.
+pub fn connect_from(server: &Server, source: std::net::Ipv4Addr) -> Conn {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket
+        .bind(&SocketAddr::from((source, 0)).into())
+        .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
+    socket
+        .connect(&server.addr().into())
+        .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
+    Conn::from_stream(socket.into())
+}
+
+/// The i-th of 127.0.0.2, 127.0.0.3, ..., 127.0.0.251, round and round.
+pub fn source_address(i: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 250) as u8)
+}
