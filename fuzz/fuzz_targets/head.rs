@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = limits_from(limits_control);
     let whole = HeadScanner::default().scan(payload, &limits);
     let split = scan_in_pieces(&cut(payload, cut_control, true), &limits);
-    if split != whole && !known_split_dependence(&split, &whole) {
+    if split != whole {
         panic!("split scan {split:?} differs from the whole scan {whole:?}");
     }
 
@@ -42,21 +42,6 @@ fn limits_from(control: u8) -> HeadLimits {
         max_headers: 1 + usize::from((control >> 4) & 0x07),
         max_target_size: 4 + usize::from(control & 0x1c) * 2,
     }
-}
-
-/// The one way the scanner's answer still depends on where reads end (fuzz/README.md,
-/// "Findings"): which limit error an oversized head gets (431, 414 or 501) is decided on
-/// whatever bytes the read that crossed the limit happened to bring. Tolerated here so that
-/// fuzzing goes on past it; delete once the verdict depends on the bytes alone.
-fn known_split_dependence(
-    split: &Result<Option<HeadSpan>, RequestError>,
-    whole: &Result<Option<HeadSpan>, RequestError>,
-) -> bool {
-    use RequestError::{HeadTooLarge, MethodTooLong, TargetTooLong};
-    let limit_error = |r: &Result<Option<HeadSpan>, RequestError>| {
-        matches!(r, Err(HeadTooLarge | TargetTooLong | MethodTooLong))
-    };
-    limit_error(split) && limit_error(whole)
 }
 
 /// Feeds the pieces as reads would, into one growing buffer, until the scanner answers.

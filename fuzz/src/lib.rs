@@ -2,7 +2,7 @@
 //! chunked decoder to check the real one against, and a strict parser for the server's output.
 
 use miohttpd::http::body::MAX_CHUNK_EXTENSION;
-use miohttpd::http::{header_storage, parse_head, BodyDecoder, Framing, HeadScanner, RequestError};
+use miohttpd::http::{header_storage, parse_head, BodyDecoder, Framing, HeadScanner};
 use miohttpd::Config;
 
 /// Splits off the `N` control bytes at the end of a fuzz input; None when it is too short.
@@ -345,9 +345,7 @@ pub fn head_methods(stream: &[u8]) -> Vec<bool> {
 
 /// What may differ between two runs over the same bytes cut differently, made equal:
 /// - `100 Continue` is sent only when no body byte came with the head (RFC 9110 §10.1.1);
-/// - `/metrics` counts reads, so its body (and length) depend on them;
-/// - which limit error a head over the limit gets (431, 414 or 501): a known finding, see
-///   fuzz/README.md; delete that rule once the verdict depends on the bytes alone.
+/// - `/metrics` counts reads, so its body (and length) depend on them.
 pub fn normalise(responses: Vec<Parsed>) -> Vec<Parsed> {
     let mut responses: Vec<Parsed> = responses.into_iter().filter(|r| r.status != 100).collect();
     let replace_body = |response: &mut Parsed, placeholder: &str| {
@@ -362,18 +360,6 @@ pub fn normalise(responses: Vec<Parsed>) -> Vec<Parsed> {
             .is_some_and(|t| t.starts_with(b"text/plain; version=0.0.4"));
         if metrics {
             replace_body(response, "(metrics)");
-        }
-    }
-    let limit_reasons = [
-        RequestError::HeadTooLarge,
-        RequestError::TargetTooLong,
-        RequestError::MethodTooLong,
-    ]
-    .map(|e| format!("{}\n", e.reason()));
-    if let Some(last) = responses.last_mut() {
-        if limit_reasons.iter().any(|r| last.body == r.as_bytes()) {
-            last.status = 0;
-            replace_body(last, "(head over the limit)");
         }
     }
     responses
