@@ -8,7 +8,7 @@ use std::time::Instant;
 use mio::unix::pipe;
 use mio::Interest;
 
-use super::{internal_error, Conn, Ctx, Next, Phase, ReplyTo, Transport};
+use super::{come_back_later, internal_error, Conn, Ctx, Next, Phase, ReplyTo, Transport};
 use crate::http::response::{encode_head, BodyFraming};
 use crate::http::{Response, Version};
 use crate::router::Service;
@@ -70,8 +70,8 @@ impl<T: Transport> Conn<T> {
         };
         if ctx.children.running() >= ctx.config.exec_max_running {
             eprintln!("miohttpd: {}: too many commands running", self.peer);
-            let busy = Response::text(503, "too many commands running\n");
-            return self.respond(busy.with_header("Retry-After", "1"), reply, ctx);
+            let busy = come_back_later("too many commands running\n");
+            return self.respond(busy, reply, ctx);
         }
         let Spawned { child, mut stdout } = match child::spawn(text, ctx.config, ctx.stats) {
             Ok(spawned) => spawned,
