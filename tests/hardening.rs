@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use common::{
-    assert_error_and_close, check_rows, connect_from, is_timeout, md5_hex, post, source_address,
-    Conn, Launch, Piece, PseudoRandom, Response, Server, GET_PLAINTEXT, IO_TIMEOUT,
+    assert_error_and_close, check_rows, connect_from, exit_without_serving, is_timeout, md5_hex,
+    post, source_address, Conn, Launch, Piece, PseudoRandom, Response, Server, GET_PLAINTEXT,
+    IO_TIMEOUT,
 };
 
 /// Every timeout the server has, at 1 s.
@@ -1441,38 +1442,10 @@ fn a_token_flag_wins_over_the_environment() {
     );
 }
 
-/// Runs the binary with a bad configuration; it must exit 2 before it listens.
+/// Runs the binary with a bad configuration; it must exit before it listens.
 fn startup_status(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_miohttpd"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("MIOHTTPD_ADMIN_TOKEN")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start miohttpd");
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait().expect("wait for miohttpd") {
-            Some(status) => break status,
-            None if started.elapsed() > WAIT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("miohttpd {args:?} with {env:?} started instead of refusing");
-            }
-            None => thread::sleep(POLL_PAUSE),
-        }
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status.code(), stderr)
+    let args = [&["--listen", "127.0.0.1:0"], args].concat();
+    exit_without_serving(&args, env)
 }
 
 #[test]

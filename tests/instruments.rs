@@ -6,11 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{md5_hex, post, Server, GET_PLAINTEXT, IO_TIMEOUT};
+use common::{exit_without_serving, md5_hex, post, Server, GET_PLAINTEXT, IO_TIMEOUT};
 
 fn temp_log(name: &str) -> PathBuf {
     let path =
@@ -319,24 +318,6 @@ fn reuseport_lets_a_second_server_share_the_port() {
     second.assert_still_serves();
 
     // Without it, the port is taken: the third server says so and exits.
-    let mut third = Command::new(env!("CARGO_BIN_EXE_miohttpd"))
-        .args(["--listen", &listen])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start miohttpd");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = third.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > IO_TIMEOUT {
-            let _ = third.kill();
-            let _ = third.wait();
-            panic!("a server without --reuseport listened on a port in use");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(1));
+    let (code, stderr) = exit_without_serving(&["--listen", &listen], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
 }

@@ -916,3 +916,36 @@ pub fn connect_from(server: &Server, source: std::net::Ipv4Addr) -> Conn {
 pub fn source_address(i: usize) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 250) as u8)
 }
+
+/// Runs the binary with `args` and `env` (never a developer's `MIOHTTPD_ADMIN_TOKEN`), for a
+/// command line it must refuse: waits up to `IO_TIMEOUT` for it to exit on its own, and
+/// returns its exit code and stderr. One that keeps running is killed, and the test fails.
+pub fn exit_without_serving(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_miohttpd"))
+        .args(args)
+        .env_remove("MIOHTTPD_ADMIN_TOKEN")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start miohttpd");
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait().expect("wait for miohttpd") {
+            Some(status) => break status,
+            None if started.elapsed() > IO_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("miohttpd {args:?} with {env:?} kept running instead of exiting");
+            }
+            None => thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut stderr)
+            .expect("read miohttpd's stderr");
+    }
+    (status.code(), stderr)
+}
