@@ -31,7 +31,7 @@ impl<T: Transport> Conn<T> {
                     .push_shared(fanout.bytes(form, ctx.date.as_bytes()));
                 self.record_response(200, Some(fanout.message.body.len() as u64), ctx);
                 self.deadline = None;
-                self.answered(form == Form::Close, ctx.now);
+                self.answered(form == Form::Close, ctx);
             }
             Phase::Subscribed(subscribed) => {
                 if self.output.pending_len() > MAX_EVENT_BACKLOG {
@@ -96,7 +96,7 @@ impl<T: Transport> Conn<T> {
         let close =
             fanout::render_reply(out, &message, reply.version, reply.keep_alive, resync, date);
         self.record_response(200, Some(message.body.len() as u64), ctx);
-        self.answered(close, ctx.now);
+        self.answered(close, ctx);
     }
 
     /// An event stream: the head, the history it missed, then every message as it comes.

@@ -773,19 +773,19 @@ impl<T: Transport> Conn<T> {
         let close = response::encode(self.output_bytes(ctx.pool), &response, &exchange);
         let body = record::body_bytes(&response, reply);
         self.record_response(response.status, Some(body), ctx);
-        self.answered(close, ctx.now);
+        self.answered(close, ctx);
     }
 
-    /// A response is complete: the connection closes after it, or waits for the next request
-    /// under the idle timeout.
-    fn answered(&mut self, close: bool, now: Instant) {
-        self.phase = if close {
+    /// A response is complete: the connection closes after it (always while the server shuts
+    /// down), or waits for the next request under the idle timeout.
+    fn answered<S>(&mut self, close: bool, ctx: &Ctx<'_, S>) {
+        self.phase = if close || ctx.draining {
             Phase::Closing
         } else {
             Phase::Head(HeadScanner::default())
         };
         self.idle = true;
-        self.since = now;
+        self.since = ctx.now;
     }
 
     /// Refuses the request: error response, then close.

@@ -260,7 +260,6 @@ impl<T: Transport> Conn<T> {
             out.extend_from_slice(b"\r\n\r\n");
         }
         self.record_stream_end(ctx);
-        let close = !(chunked && reply.keep_alive) || ctx.draining;
-        self.answered(close, ctx.now);
+        self.answered(!(chunked && reply.keep_alive), ctx);
     }
 }
