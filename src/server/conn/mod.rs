@@ -341,11 +341,7 @@ impl<T: Transport> Conn<T> {
         }
         match &self.phase {
             Phase::Lingering => return Next::Close,
-            Phase::Parked(parked) => {
-                ctx.comet.unpark(parked.spot);
-                let reply = parked.reply;
-                self.respond(Response::text(204, ""), reply, ctx);
-            }
+            Phase::Parked(_) => self.answer_waiter(Response::text(204, ""), ctx),
             Phase::Subscribed(subscribed) => {
                 let chunked = subscribed.chunked;
                 fanout::push_stream_bytes(self.output_bytes(ctx.pool), HEARTBEAT, chunked);
@@ -357,18 +353,24 @@ impl<T: Transport> Conn<T> {
         self.finish_turn(ctx)
     }
 
+    /// Answers a parked waiter with no message (its timeout, the shutdown): off its channel,
+    /// its deadline dropped, `response` sent.
+    fn answer_waiter<S>(&mut self, response: Response, ctx: &mut Ctx<'_, S>) {
+        if let Phase::Parked(parked) = &self.phase {
+            ctx.comet.unpark(parked.spot);
+            let reply = parked.reply;
+            self.deadline = None;
+            self.respond(response, reply, ctx);
+        }
+    }
+
     /// Shutdown began: an idle connection closes now, a waiter is told to come back, an event
     /// stream ends, a command is ended; a request being read goes on to its answer.
     pub fn on_shutdown<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
         let between_requests = !self.has_input() && self.output.pending_len() == 0;
         match &mut self.phase {
             Phase::Head(_) if between_requests => return Next::Close,
-            Phase::Parked(parked) => {
-                ctx.comet.unpark(parked.spot);
-                let reply = parked.reply;
-                self.deadline = None;
-                self.respond(come_back_later("shutting down\n"), reply, ctx);
-            }
+            Phase::Parked(_) => self.answer_waiter(come_back_later("shutting down\n"), ctx),
             Phase::Subscribed(subscribed) => {
                 ctx.comet.unpark(subscribed.spot);
                 if subscribed.chunked {
