@@ -218,17 +218,22 @@ struct CommandGroup(u32);
 
 impl CommandGroup {
     fn only_child_of(server: &Server) -> CommandGroup {
-        let mut kids = Vec::new();
-        wait_for(WAIT, || {
-            kids = children(server.pid());
-            match kids[..] {
-                [_] => Ok(()),
-                _ => Err(format!("expected one child of the server, found {kids:?}")),
+        let mut leader = 0;
+        // Right after fork the child is still in the server's group: it moves to its own just
+        // before exec, so the check waits for that rather than catching the fork half done.
+        wait_for(WAIT, || match children(server.pid())[..] {
+            [child] => {
+                leader = child;
+                let group = stat_fields(child).and_then(|f| f[2].parse::<u32>().ok());
+                match group {
+                    Some(group) if group == child => Ok(()),
+                    _ => Err(format!(
+                        "the command {child} should lead its own group: {group:?}"
+                    )),
+                }
             }
+            ref kids => Err(format!("expected one child of the server, found {kids:?}")),
         });
-        let leader = kids[0];
-        let group = stat_fields(leader).and_then(|f| f[2].parse().ok());
-        assert_eq!(group, Some(leader), "the command should lead its own group");
         CommandGroup(leader)
     }
 
