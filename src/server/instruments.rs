@@ -67,9 +67,9 @@ impl Instruments {
     }
 
     /// The loop starts: the listeners' registrations made at bind are counted (the main
-    /// listener's and the admin one's), and the summary's first interval begins.
-    pub fn start(&mut self, config: &Config, now: Instant, stats: &mut Stats) {
-        stats.registrations += 1 + u64::from(self.admin.is_some());
+    /// listeners' and the admin one's), and the summary's first interval begins.
+    pub fn start(&mut self, config: &Config, listeners: usize, now: Instant, stats: &mut Stats) {
+        stats.registrations += listeners as u64 + u64::from(self.admin.is_some());
         if !config.stats_interval.is_zero() {
             self.summary = Some(Summary {
                 interval: config.stats_interval,
@@ -221,7 +221,7 @@ mod tests {
         let mut instruments = Instruments::bind(&config, poll.registry()).unwrap();
         let mut stats = Stats::default();
         let start = Instant::now();
-        instruments.start(&config, start, &mut stats);
+        instruments.start(&config, 1, start, &mut stats);
         assert_eq!(stats.registrations, 1, "the main listener's");
         assert_eq!(instruments.next_due(), Some(start + Duration::from_secs(2)));
         assert_eq!(
@@ -265,7 +265,7 @@ mod tests {
         let config = Config::default();
         let mut instruments = Instruments::bind(&config, poll.registry()).unwrap();
         let mut stats = Stats::default();
-        instruments.start(&config, Instant::now(), &mut stats);
+        instruments.start(&config, 1, Instant::now(), &mut stats);
         assert_eq!(instruments.next_due(), None);
     }
 }

@@ -3,18 +3,63 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use mio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::table::MAX_LISTENERS;
 use crate::config::Config;
 
-/// Binds the main listener: non-blocking, SO_REUSEADDR (a restart does not wait out
+/// Binds a listener on every `--listen` address, each with the same knobs. Port 0 picks a
+/// free port once: the addresses after the first that also ask for port 0 get the same one,
+/// so `:0` or `localhost:0` is one port on every address. An address family the host does not
+/// have (`[::]` on a kernel without IPv6) is skipped with a warning while another listener
+/// binds; any other failure names the address.
+pub fn bind_all(config: &Config) -> io::Result<Vec<TcpListener>> {
+    if config.listen.len() > MAX_LISTENERS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} addresses; at most {MAX_LISTENERS}", config.listen.len()),
+        ));
+    }
+    let mut listeners = Vec::with_capacity(config.listen.len());
+    let mut picked_port = None;
+    for &wanted in &config.listen {
+        let mut addr = wanted;
+        if addr.port() == 0 {
+            addr.set_port(picked_port.unwrap_or(0));
+        }
+        match bind(addr, config) {
+            Ok(listener) => {
+                if wanted.port() == 0 && picked_port.is_none() {
+                    picked_port = Some(listener.local_addr()?.port());
+                }
+                listeners.push(listener);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) && config.listen.len() > 1 => {
+                eprintln!("miohttpd: not listening on {addr}: {e}");
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{addr}: {e}"))),
+        }
+    }
+    if listeners.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            "no address could be listened on",
+        ));
+    }
+    Ok(listeners)
+}
+
+/// Binds one main listener: non-blocking, SO_REUSEADDR (a restart does not wait out
 /// TIME_WAIT), the configured backlog, and the socket knobs. Buffer sizes are set on the
 /// listener before listen(2), so accepted sockets inherit them (no syscall per accept) and the
-/// window scale offered in the handshake already fits them.
-pub fn bind(config: &Config) -> io::Result<TcpListener> {
-    let socket = new_socket(config.listen, config.backlog, |socket| {
+/// window scale offered in the handshake already fits them. An IPv6 listener is IPv6 only
+/// (IPV6_V6ONLY), whatever the host's `net.ipv6.bindv6only`: `:PORT` listens on `0.0.0.0`
+/// and `[::]` side by side, and each listener serves exactly the addresses it names.
+pub fn bind(addr: SocketAddr, config: &Config) -> io::Result<TcpListener> {
+    let socket = new_socket(addr, config.backlog, |socket| {
         if config.reuse_port {
             socket.set_reuse_port(true)?;
         }
@@ -24,9 +69,23 @@ pub fn bind(config: &Config) -> io::Result<TcpListener> {
         if config.sndbuf > 0 {
             socket.set_send_buffer_size(config.sndbuf)?;
         }
-        set_defer_accept(socket, config.defer_accept.as_secs())
+        set_defer_accept(socket, config.defer_accept)
     })?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Takes over a socket that is already listening (passed by systemd): it must be a listening
+/// TCP socket; it is made non-blocking. Its options are the `.socket` unit's to set.
+pub fn adopt(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+    let socket = socket2::SockRef::from(&listener);
+    if socket.r#type()? != Type::STREAM || !socket.is_listener()? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a listening stream socket",
+        ));
+    }
+    listener.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(listener))
 }
 
 /// Binds the admin listener (`--admin-listen`): plain, none of the main listener's knobs.
@@ -42,6 +101,9 @@ fn new_socket(
 ) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     socket.set_nonblocking(true)?;
     options(&socket)?;
     socket.bind(&addr.into())?;
@@ -50,16 +112,18 @@ fn new_socket(
 }
 
 #[cfg(target_os = "linux")]
-fn set_defer_accept(socket: &Socket, seconds: u64) -> io::Result<()> {
-    if seconds == 0 {
+fn set_defer_accept(socket: &Socket, wait: Duration) -> io::Result<()> {
+    if wait.is_zero() {
         return Ok(());
     }
+    // The option counts whole seconds; a fraction rounds up rather than turn it off.
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     crate::sys::set_tcp_defer_accept(socket, u32::try_from(seconds).unwrap_or(u32::MAX))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn set_defer_accept(_: &Socket, seconds: u64) -> io::Result<()> {
-    if seconds > 0 {
+fn set_defer_accept(_: &Socket, wait: Duration) -> io::Result<()> {
+    if !wait.is_zero() {
         eprintln!("miohttpd: --defer-accept is Linux only; ignored");
     }
     Ok(())
@@ -68,20 +132,55 @@ fn set_defer_accept(_: &Socket, seconds: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn config(knobs: impl FnOnce(&mut Config)) -> Config {
         let mut config = Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             ..Config::default()
         };
         knobs(&mut config);
         config
     }
 
+    fn bind_one(config: &Config) -> io::Result<TcpListener> {
+        bind(config.listen[0], config)
+    }
+
+    #[test]
+    fn port_zero_is_one_port_on_every_address() {
+        let config = config(|c| {
+            c.listen = vec![
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                SocketAddr::from(([127, 0, 0, 2], 0)),
+            ];
+        });
+        let listeners = bind_all(&config).unwrap();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        assert_eq!(ports.len(), 2);
+        assert_eq!(ports[0], ports[1]);
+        assert_ne!(ports[0], 0);
+    }
+
+    #[test]
+    fn ipv6_listeners_leave_ipv4_to_their_own() {
+        let v6 =
+            config(|c| c.listen = vec![SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))]);
+        let Ok(listener) = bind_one(&v6) else {
+            return; // no IPv6 on this host
+        };
+        assert!(socket2::SockRef::from(&listener).only_v6().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let mut v4 = config(|_| {});
+        v4.listen[0] = SocketAddr::from(([0, 0, 0, 0], port));
+        assert!(bind_one(&v4).is_ok(), "0.0.0.0 on the same port");
+    }
+
     #[test]
     fn knobs_reach_the_listener() {
-        let listener = bind(&config(|c| {
+        let listener = bind_one(&config(|c| {
             c.reuse_port = true;
             c.rcvbuf = 64 * 1024;
             c.sndbuf = 96 * 1024;
@@ -99,7 +198,7 @@ mod tests {
 
     #[test]
     fn defaults_leave_the_kernel_alone() {
-        let listener = bind(&config(|_| {})).unwrap();
+        let listener = bind_one(&config(|_| {})).unwrap();
         let socket = socket2::SockRef::from(&listener);
         assert!(!socket.reuse_port().unwrap());
         #[cfg(target_os = "linux")]
@@ -108,21 +207,24 @@ mod tests {
 
     #[test]
     fn reuseport_lets_two_listeners_share_a_port() {
-        let first = bind(&config(|c| c.reuse_port = true)).unwrap();
+        let first = bind_one(&config(|c| c.reuse_port = true)).unwrap();
         let port = first.local_addr().unwrap().port();
         let shared = config(|c| {
             c.reuse_port = true;
-            c.listen.set_port(port);
+            c.listen[0].set_port(port);
         });
-        assert!(bind(&shared).is_ok());
+        assert!(bind_one(&shared).is_ok());
         let mut exclusive = shared;
         exclusive.reuse_port = false;
-        assert!(bind(&exclusive).is_err(), "without it the port is taken");
+        assert!(
+            bind_one(&exclusive).is_err(),
+            "without it the port is taken"
+        );
     }
 
     #[test]
     fn accepted_sockets_inherit_the_buffer_sizes() {
-        let listener = bind(&config(|c| c.rcvbuf = 48 * 1024)).unwrap();
+        let listener = bind_one(&config(|c| c.rcvbuf = 48 * 1024)).unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = std::net::TcpStream::connect(addr).unwrap();
         // The handshake is complete once connect returns; accept may still race it briefly.

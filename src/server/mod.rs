@@ -34,7 +34,7 @@ use conn::{Conn, Ctx, Next, Readiness};
 use fanout::Fanout;
 use instruments::Instruments;
 use stats::Stats;
-use table::{pipe_owner, ConnTable, ADMIN, LISTENER, SIGNALS};
+use table::{listener_index, listener_token, pipe_owner, ConnTable, ADMIN, SIGNALS};
 
 /// A bound server, ready to run. Binding and running are separate so a caller can learn the
 /// address (port 0 picks a free one) before the loop starts.
@@ -42,32 +42,70 @@ pub struct Server<S> {
     config: Config,
     service: S,
     poll: Poll,
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    listeners: Vec<TcpListener>,
+    local_addrs: Vec<SocketAddr>,
     instruments: Instruments,
 }
 
 impl<S: Service> Server<S> {
-    /// Binds the listener and registers it; serves nothing until [`Server::run`].
+    /// Binds a listener on every `--listen` address and registers them; serves nothing until
+    /// [`Server::run`].
     pub fn bind(config: Config, service: S) -> io::Result<Self> {
-        let mut listener = listener::bind(&config)?;
-        let local_addr = listener.local_addr()?;
+        let listeners = listener::bind_all(&config)?;
+        Self::serve_on(config, listeners, service)
+    }
+
+    /// Serves on sockets that are already listening (systemd socket activation) instead of
+    /// the `--listen` addresses.
+    pub fn with_listeners(
+        config: Config,
+        listeners: Vec<std::net::TcpListener>,
+        service: S,
+    ) -> io::Result<Self> {
+        if listeners.is_empty() || listeners.len() > table::MAX_LISTENERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} listeners; 1 to {}",
+                    listeners.len(),
+                    table::MAX_LISTENERS
+                ),
+            ));
+        }
+        let listeners = listeners
+            .into_iter()
+            .map(listener::adopt)
+            .collect::<io::Result<Vec<_>>>()?;
+        Self::serve_on(config, listeners, service)
+    }
+
+    fn serve_on(config: Config, mut listeners: Vec<TcpListener>, service: S) -> io::Result<Self> {
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut local_addrs = Vec::with_capacity(listeners.len());
+        for (index, listener) in listeners.iter_mut().enumerate() {
+            local_addrs.push(listener.local_addr()?);
+            poll.registry()
+                .register(listener, listener_token(index), Interest::READABLE)?;
+        }
         let instruments = Instruments::bind(&config, poll.registry())?;
         Ok(Server {
             config,
             service,
             poll,
-            listener,
-            local_addr,
+            listeners,
+            local_addrs,
             instruments,
         })
     }
 
+    /// The first listener's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every listener's address, in `--listen` order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// Where `--admin-listen` serves `/metrics`, if it was given.
@@ -82,7 +120,7 @@ impl<S: Service> Server<S> {
             config,
             service,
             poll,
-            listener,
+            listeners,
             mut instruments,
             ..
         } = self;
@@ -102,12 +140,12 @@ impl<S: Service> Server<S> {
             config.output_high_water.saturating_mul(2),
         );
         let mut stats = Stats::default();
-        instruments.start(&config, Instant::now(), &mut stats);
+        instruments.start(&config, listeners.len(), Instant::now(), &mut stats);
         EventLoop {
             config,
             service,
             poll,
-            listener: Some(listener),
+            listeners,
             signals,
             max_connections,
             accept_paused_until: None,
@@ -124,7 +162,7 @@ impl<S: Service> Server<S> {
             timers: BinaryHeap::new(),
             again: Vec::new(),
             turns: Vec::new(),
-            accept_pending: false,
+            accept_pending: 0,
             instruments,
         }
         .run()
@@ -172,8 +210,9 @@ struct EventLoop<S> {
     config: Config,
     service: S,
     poll: Poll,
-    /// None once shutdown began: new connections are refused by the kernel.
-    listener: Option<TcpListener>,
+    /// The `--listen` listeners, index = token's; empty once shutdown began: new connections
+    /// are refused by the kernel.
+    listeners: Vec<TcpListener>,
     signals: Signals,
     /// Beyond this many, a new connection gets a 503 and is closed.
     max_connections: usize,
@@ -201,8 +240,9 @@ struct EventLoop<S> {
     /// being served now. Two vectors swapped so neither reallocates.
     again: Vec<Token>,
     turns: Vec<Token>,
-    /// The listener had more connections waiting when its accept budget ran out.
-    accept_pending: bool,
+    /// Listeners (bit = index) that had more connections waiting when their accept budget
+    /// ran out.
+    accept_pending: u64,
     /// The admin listener, the access log, the periodic summary.
     instruments: Instruments,
 }
@@ -238,8 +278,8 @@ impl<S: Service> EventLoop<S> {
             for event in events.iter() {
                 self.stats.events += 1;
                 let token = event.token();
-                if token == LISTENER {
-                    accept = true;
+                if let Some(index) = listener_index(token) {
+                    accept |= 1 << index;
                 } else if token == SIGNALS {
                     signalled = true;
                 } else if token == ADMIN {
@@ -263,10 +303,14 @@ impl<S: Service> EventLoop<S> {
             self.stats.events_per_poll.record(woken_by as usize);
             if self.accept_paused_until.is_some_and(|until| now >= until) {
                 self.accept_paused_until = None;
-                accept = true;
+                accept = u64::MAX;
             }
-            if accept && self.accept_paused_until.is_none() {
-                self.accept_pending = self.accept(Listening::Main, now);
+            if accept != 0 && self.accept_paused_until.is_none() {
+                for index in 0..self.listeners.len() {
+                    if accept & (1 << index) != 0 && self.accept(Listening::Main(index), now) {
+                        self.accept_pending |= 1 << index;
+                    }
+                }
             }
             if accept_admin {
                 self.instruments.admin_accept_pending = self.accept(Listening::Admin, now);
@@ -311,9 +355,10 @@ impl<S: Service> EventLoop<S> {
             grace.as_secs_f64()
         );
         self.draining_until = Some(now + grace);
-        // Dropping the listener closes it: the kernel refuses new connections from here on.
-        self.listener = None;
-        self.accept_pending = false;
+        // Dropping the listeners closes them: the kernel refuses new connections from here on.
+        self.listeners.clear();
+        self.accept_pending = 0;
+        crate::systemd::notify("STOPPING=1");
         for token in self.conns.tokens() {
             self.with_conn(token, now, |conn, ctx| conn.on_shutdown(ctx));
         }
@@ -331,7 +376,10 @@ impl<S: Service> EventLoop<S> {
 
     /// Zero when work is owed, else until the next deadline, else forever.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() || self.accept_pending || self.instruments.admin_accept_pending {
+        if !self.again.is_empty()
+            || self.accept_pending != 0
+            || self.instruments.admin_accept_pending
+        {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -407,7 +455,7 @@ impl<S: Service> EventLoop<S> {
             self.stats.closes += 1;
             if self.accept_paused_until.take().is_some() {
                 // An fd is free now: the backlog may hold clients no new edge will announce.
-                self.accept_pending = true;
+                self.accept_pending = u64::MAX;
             }
             conn.record_close(&mut self.instruments.log, &mut self.stats);
             if let Some(spot) = conn.spot() {
@@ -450,9 +498,11 @@ impl<S: Service> EventLoop<S> {
     /// the listener to get another turn after the others.
     fn accept(&mut self, from: Listening, now: Instant) -> bool {
         for _ in 0..self.config.accepts_per_wakeup {
-            let listener = match (from, &self.instruments.admin, &self.listener) {
-                (Listening::Admin, Some(admin), _) => admin,
-                (Listening::Main, _, Some(main)) => main,
+            let listener = match (from, &self.instruments.admin) {
+                (Listening::Admin, Some(admin)) => admin,
+                (Listening::Main(index), _) if index < self.listeners.len() => {
+                    &self.listeners[index]
+                }
                 // No admin listener, or shutdown closed the main one.
                 _ => return false,
             };
@@ -569,7 +619,8 @@ fn arm_timer(
 /// Which listener a connection is accepted from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Listening {
-    Main,
+    /// One of the `--listen` listeners, by index.
+    Main(usize),
     /// `--admin-listen`: its connections are served `/metrics` only.
     Admin,
 }
