@@ -30,7 +30,14 @@ pub fn bind_all(config: &Config) -> io::Result<Vec<TcpListener>> {
         if addr.port() == 0 {
             addr.set_port(picked_port.unwrap_or(0));
         }
-        match bind(addr, config) {
+        // Beside an IPv4 listener on the same port, an IPv6 one must leave IPv4 to it: a
+        // dual-stack [::] would take the IPv4 port too and the second bind would fail.
+        let v6_only = addr.is_ipv6()
+            && config
+                .listen
+                .iter()
+                .any(|other| other.is_ipv4() && other.port() == wanted.port());
+        match bind(addr, v6_only, config) {
             Ok(listener) => {
                 if wanted.port() == 0 && picked_port.is_none() {
                     picked_port = Some(listener.local_addr()?.port());
@@ -55,11 +62,15 @@ pub fn bind_all(config: &Config) -> io::Result<Vec<TcpListener>> {
 /// Binds one main listener: non-blocking, SO_REUSEADDR (a restart does not wait out
 /// TIME_WAIT), the configured backlog, and the socket knobs. Buffer sizes are set on the
 /// listener before listen(2), so accepted sockets inherit them (no syscall per accept) and the
-/// window scale offered in the handshake already fits them. An IPv6 listener is IPv6 only
-/// (IPV6_V6ONLY), whatever the host's `net.ipv6.bindv6only`: `:PORT` listens on `0.0.0.0`
-/// and `[::]` side by side, and each listener serves exactly the addresses it names.
-pub fn bind(addr: SocketAddr, config: &Config) -> io::Result<TcpListener> {
+/// window scale offered in the handshake already fits them. `v6_only` (IPV6_V6ONLY) makes an
+/// IPv6 listener leave IPv4 alone whatever the host's `net.ipv6.bindv6only` says, so that
+/// `:PORT` can listen on `0.0.0.0` and `[::]` side by side; otherwise the kernel's default
+/// stands, as it always did for `--listen [::]:PORT`.
+pub fn bind(addr: SocketAddr, v6_only: bool, config: &Config) -> io::Result<TcpListener> {
     let socket = new_socket(addr, config.backlog, |socket| {
+        if v6_only {
+            socket.set_only_v6(true)?;
+        }
         if config.reuse_port {
             socket.set_reuse_port(true)?;
         }
@@ -101,9 +112,6 @@ fn new_socket(
 ) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
     socket.set_nonblocking(true)?;
     options(&socket)?;
     socket.bind(&addr.into())?;
@@ -143,7 +151,7 @@ mod tests {
     }
 
     fn bind_one(config: &Config) -> io::Result<TcpListener> {
-        bind(config.listen[0], config)
+        bind(config.listen[0], false, config)
     }
 
     #[test]
@@ -166,16 +174,22 @@ mod tests {
 
     #[test]
     fn ipv6_listeners_leave_ipv4_to_their_own() {
-        let v6 =
-            config(|c| c.listen = vec![SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))]);
-        let Ok(listener) = bind_one(&v6) else {
-            return; // no IPv6 on this host
-        };
-        assert!(socket2::SockRef::from(&listener).only_v6().unwrap());
-        let port = listener.local_addr().unwrap().port();
-        let mut v4 = config(|_| {});
-        v4.listen[0] = SocketAddr::from(([0, 0, 0, 0], port));
-        assert!(bind_one(&v4).is_ok(), "0.0.0.0 on the same port");
+        // `--listen :0`: 0.0.0.0 and [::] on one port, whatever net.ipv6.bindv6only says.
+        let every = config(|c| {
+            c.listen = vec![
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+            ]
+        });
+        let listeners = bind_all(&every).unwrap();
+        if listeners.len() == 1 {
+            return; // no IPv6 on this host: the [::] half was skipped
+        }
+        assert!(socket2::SockRef::from(&listeners[1]).only_v6().unwrap());
+        assert_eq!(
+            listeners[0].local_addr().unwrap().port(),
+            listeners[1].local_addr().unwrap().port()
+        );
     }
 
     #[test]
