@@ -41,8 +41,8 @@ pub mod fuzzing {
 }
 
 /// Parses the command line, binds (or takes systemd's sockets), prints a line per address it
-/// listens on, tells systemd it is ready, and runs
-/// the loop: what `main` and the examples share. Exits the process on usage errors.
+/// listens on, tells systemd it is ready, and runs the loop: what `main` and the examples
+/// share. Exits the process on usage errors (status 2).
 pub fn serve_from_args<S: Service>(make_service: impl FnOnce(&Config) -> S) -> ! {
     let config = match Config::from_args(std::env::args_os().skip(1)) {
         Ok(Command::Run(config)) => *config,
