@@ -19,6 +19,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod bus;
 pub mod comet;
 pub mod config;
 pub mod handlers;
