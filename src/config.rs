@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::comet::CometSettings;
 use crate::http::head::{HeadLimits, MAX_HEADERS_CAP};
+pub use crate::workers::{AcceptModel, CpuAffinity, Workers};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -98,6 +99,16 @@ pub struct Config {
     /// After a short read, read again until WouldBlock rather than take the short read as
     /// proof that the receive queue is empty: one more read(2) per request.
     pub read_until_wouldblock: bool,
+    // Worker processes (docs/tuning.md, "Workers"); src/workers/ runs them.
+    /// Worker processes serving the listeners; one: no supervisor, today's single process.
+    pub workers: Workers,
+    /// How the workers share the `--listen` addresses.
+    pub accept_model: AcceptModel,
+    /// The CPU each worker is pinned to.
+    pub worker_cpu_affinity: CpuAffinity,
+    /// A classic BPF program on each reuseport group picks the listener of the worker pinned
+    /// to the CPU that took the packet.
+    pub steer_by_cpu: bool,
 }
 
 /// A value kept out of logs and `Debug` output.
@@ -192,6 +203,10 @@ impl Default for Config {
             sndbuf: 0,
             coalesce: true,
             read_until_wouldblock: false,
+            workers: Workers::Count(1),
+            accept_model: AcceptModel::ReusePort,
+            worker_cpu_affinity: CpuAffinity::Off,
+            steer_by_cpu: false,
         }
     }
 }
@@ -555,7 +570,7 @@ const FLAGS: &[Flag] = &[
     other(
         "exec-max-running",
         "N",
-        "commands running at once; 503 beyond",
+        "commands running at once, per worker; 503 beyond",
         |c| c.exec_max_running.to_string(),
         |c, v| set_number(&mut c.exec_max_running, v, 1, 1 << 16),
     ),
@@ -571,6 +586,45 @@ const FLAGS: &[Flag] = &[
         Duration::ZERO,
         Duration::from_secs(600),
         BareNumber::Refused,
+    ),
+    // Worker processes (docs/tuning.md).
+    other(
+        "workers",
+        "N|auto",
+        "worker processes, each one loop, under a supervisor (auto: CPUs this process may use; \
+         1: one process, no supervisor)",
+        |c| c.workers.to_string(),
+        |c, v| {
+            c.workers = v.parse()?;
+            Ok(())
+        },
+    ),
+    other(
+        "accept-model",
+        "MODEL",
+        "with workers: reuseport (a SO_REUSEPORT listener each) or shared (one listener in every \
+         worker's poll, EPOLLEXCLUSIVE)",
+        |c| c.accept_model.to_string(),
+        |c, v| {
+            c.accept_model = v.parse()?;
+            Ok(())
+        },
+    ),
+    other(
+        "worker-cpu-affinity",
+        "CPUS",
+        "with workers: off, auto (worker i on the i-th allowed CPU) or a list (0,2,4-7)",
+        |c| c.worker_cpu_affinity.to_string(),
+        |c, v| {
+            c.worker_cpu_affinity = v.parse()?;
+            Ok(())
+        },
+    ),
+    on_off(
+        "steer-by-cpu",
+        "with reuseport and affinity: a BPF program gives a connection to the worker on the CPU \
+         that received it",
+        |c| &mut c.steer_by_cpu,
     ),
     // Instruments and socket knobs (docs/tuning.md).
     duration(
@@ -673,7 +727,7 @@ const FLAGS: &[Flag] = &[
     other(
         "max-connections",
         "N",
-        "connections served at once; 503 beyond (0: the open-files limit less 64)",
+        "connections served at once, per worker; 503 beyond (0: the open-files limit less 64)",
         |c| c.max_connections.to_string(),
         |c, v| set_number(&mut c.max_connections, v, 0, 1 << 24),
     ),

@@ -28,6 +28,7 @@ pub mod router;
 pub mod server;
 pub mod sys;
 pub mod systemd;
+pub mod workers;
 
 pub use config::{Command, Config, LogTarget, StderrMode};
 pub use http::{Head, Response, Version};
@@ -56,6 +57,10 @@ pub fn serve_from_args<S: Service>(make_service: impl FnOnce(&Config) -> S) -> !
             std::process::exit(2);
         }
     };
+    // A worker started by a supervisor (`--workers N`): same flags, inherited sockets.
+    if let Some(spec) = workers::WorkerSpec::take() {
+        workers::serve_as_worker(spec, config, make_service);
+    }
     // Before anything can fork: the commands the server runs must not see these.
     systemd::take_notify_socket();
     let activated = match systemd::take_listeners() {
@@ -67,6 +72,10 @@ pub fn serve_from_args<S: Service>(make_service: impl FnOnce(&Config) -> S) -> !
     };
     if let Err(e) = sys::raise_open_files_limit() {
         eprintln!("miohttpd: cannot raise the open-files limit: {e}");
+    }
+    if config.workers.resolve() > 1 {
+        // The supervisor serves nothing itself; each worker builds its own service.
+        workers::supervisor::supervise(config, activated);
     }
     let service = make_service(&config);
     // Sockets systemd passed replace the --listen addresses.

@@ -202,6 +202,192 @@ pub fn adopt_inherited_listener(fd: std::os::fd::RawFd) -> io::Result<std::net::
     Ok(listener)
 }
 
+// ---- Worker processes (src/workers/) ----
+
+/// The CPUs this process may run on (its affinity mask, which a container or `taskset` may
+/// narrow below the machine's count). std's `available_parallelism` also reads cgroup
+/// quotas and gives a count, not the CPU numbers that pinning needs.
+#[cfg(target_os = "linux")]
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity writes at most the size we pass into the set we own.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: CPU_ISSET reads the set we own, at an index below its size.
+    Ok((0..max)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// What a worker process gets between fork and exec (see [`prepare_worker`]).
+#[derive(Debug, Clone)]
+pub struct WorkerExec {
+    /// Descriptors the worker inherits: their close-on-exec flag is cleared in the child
+    /// only, so the supervisor's other descriptors (other workers' links) never leak.
+    pub keep_fds: Vec<std::os::fd::RawFd>,
+    /// The CPU to pin the worker to.
+    pub cpu: Option<usize>,
+    /// The supervisor's pid: the child checks it is still its parent after asking to die
+    /// with it, closing the race where the supervisor died before the request.
+    pub supervisor: u32,
+}
+
+/// Makes `command` start a worker: it dies (SIGKILL) when the supervisor dies, even by
+/// SIGKILL (PR_SET_PDEATHSIG, kept across exec), it inherits `keep_fds`, and it is pinned to
+/// `cpu`. std's Command has no door for any of these but `pre_exec`, which is unsafe because
+/// the closure runs between fork and exec, where only async-signal-safe calls are allowed:
+/// the closure makes syscalls only (prctl, getppid, fcntl, sched_setaffinity) and
+/// allocates nothing (the fd list and CPU set are built before the fork).
+#[cfg(target_os = "linux")]
+pub fn prepare_worker(command: &mut std::process::Command, exec: WorkerExec) {
+    use std::os::unix::process::CommandExt;
+    let cpu_set = exec.cpu.map(|cpu| {
+        // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET writes inside it (the
+        // index is bounded by the set's size first).
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+        unsafe { libc::CPU_SET(cpu % max, &mut set) };
+        set
+    });
+    let keep_fds = exec.keep_fds;
+    let supervisor = libc::pid_t::try_from(exec.supervisor).unwrap_or(0);
+    // SAFETY: see above: only async-signal-safe syscalls on memory made before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != supervisor {
+                // The supervisor died before the request above: nobody would reap us.
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            for &fd in &keep_fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some(set) = &cpu_set {
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of the worker's end of its bus link, left at `fd` by the supervisor
+/// ([`prepare_worker`]) and named in the worker's environment, which nothing else in the
+/// process reads. `from_raw_fd` is unsafe because std cannot know the fd is ours; it is
+/// checked to be open and a Unix stream socket, and made close-on-exec again so commands
+/// the worker runs do not inherit it.
+pub fn adopt_inherited_unix_stream(
+    fd: std::os::fd::RawFd,
+) -> io::Result<std::os::unix::net::UnixStream> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: F_GETFD reads the descriptor's flags and touches no memory.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd is open (above) and, by the worker protocol, owned by no one else in
+    // this process; the worker adopts it once, at start.
+    let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    let socket = socket2::SockRef::from(&stream);
+    if socket.domain()? != socket2::Domain::UNIX || socket.r#type()? != socket2::Type::STREAM {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a Unix stream socket",
+        ));
+    }
+    socket.set_cloexec(true)?;
+    Ok(stream)
+}
+
+/// Adds a listening socket to an epoll set with EPOLLEXCLUSIVE (Linux 4.5): one shared
+/// listener in every worker's poll then wakes one worker per connection, not all of them
+/// (the thundering herd). mio cannot set the flag, so the listener is added to mio's epoll
+/// fd directly, with the token in the event's data as mio itself stores it. Edge-triggered
+/// like every mio registration.
+#[cfg(target_os = "linux")]
+pub fn epoll_add_exclusive(
+    epoll: &impl std::os::fd::AsRawFd,
+    socket: &impl std::os::fd::AsRawFd,
+    token: usize,
+) -> io::Result<()> {
+    let mut event = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32,
+        u64: token as u64,
+    };
+    // SAFETY: epoll_ctl reads one epoll_event we own; the fds are borrowed, so open.
+    let done = unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            socket.as_raw_fd(),
+            &mut event,
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Attaches a classic BPF program to a SO_REUSEPORT group (through any of its sockets) that
+/// returns, for a connection, the index of the listener whose worker is pinned to the CPU
+/// that received it: `cpus[i]` is worker i's CPU, and listener i the i-th to join the group.
+/// A CPU no worker is pinned to falls back to `cpu % cpus.len()`. socket2 has no setter for
+/// SO_ATTACH_REUSEPORT_CBPF.
+#[cfg(target_os = "linux")]
+pub fn attach_reuseport_cpu_steering(
+    socket: &impl std::os::fd::AsRawFd,
+    cpus: &[usize],
+) -> io::Result<()> {
+    // Instruction encodings from linux/filter.h and linux/bpf_common.h.
+    const LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS
+    const JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const RET_A: u16 = 0x06 | 0x10; // BPF_RET | BPF_A
+    const MOD_K: u16 = 0x04 | 0x90; // BPF_ALU | BPF_MOD | BPF_K
+    const SKF_AD_CPU: u32 = (-0x1000i32 + 36) as u32; // SKF_AD_OFF + SKF_AD_CPU
+    if cpus.is_empty() || cpus.len() > 100 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let mut program = vec![op(LD_W_ABS, 0, 0, SKF_AD_CPU)];
+    for (index, &cpu) in cpus.iter().enumerate() {
+        program.push(op(JEQ_K, 0, 1, cpu as u32));
+        program.push(op(RET_K, 0, 0, index as u32));
+    }
+    program.push(op(MOD_K, 0, 0, cpus.len() as u32));
+    program.push(op(RET_A, 0, 0, 0));
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: setsockopt reads the sock_fprog and the program it points to, both alive here.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -9,7 +9,8 @@ mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 mod instruments;
-mod listener;
+pub(crate) mod listener;
+mod shared_accept;
 pub mod stats;
 mod table;
 mod transport;

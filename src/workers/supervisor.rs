@@ -1,0 +1,536 @@
+//! The supervisor (`--workers N`, N > 1): the process the user started. A small mio loop of
+//! its own that owns no client connection: it makes the listeners (so a worker's death never
+//! closes one, and connections queued on it wait for the replacement), starts the workers,
+//! reads their bus links, restarts a worker that dies (with back-off when one keeps dying),
+//! and passes SIGTERM/SIGINT on. It ends when every worker has.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook_mio::v1_0::Signals;
+
+use super::{AcceptModel, WorkerSpec, WORKER_ADMIN_ENV, WORKER_ENV};
+use crate::bus::{Frame, FrameReader};
+use crate::config::Config;
+use crate::server::listener;
+
+const SIGNALS: Token = Token(usize::MAX);
+
+/// A worker that dies this soon after its start counts towards a crash loop.
+const QUICK_DEATH: Duration = Duration::from_secs(5);
+/// Back-off before the next start in a crash loop: doubles from the first to the last.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The delay before restarting a worker that died `quick_deaths` times in a row soon after
+/// starting: none for the first (a one-off crash costs its clients as little as possible),
+/// then 100 ms doubling up to 10 s, so a crash loop never spins.
+pub fn restart_delay(quick_deaths: u32) -> Duration {
+    match quick_deaths {
+        0 | 1 => Duration::ZERO,
+        n => FIRST_BACKOFF
+            .saturating_mul(1 << (n - 2).min(16))
+            .min(MAX_BACKOFF),
+    }
+}
+
+/// One worker slot: the process in it now (if any) and its history.
+struct Slot {
+    index: u16,
+    /// The listeners this slot's worker inherits (indices into `Supervisor::listeners`).
+    listeners: Vec<usize>,
+    cpu: Option<usize>,
+    running: Option<Running>,
+    quick_deaths: u32,
+    restart_at: Option<Instant>,
+}
+
+struct Running {
+    child: Child,
+    started_at: Instant,
+    link: UnixStream,
+    reader: FrameReader,
+}
+
+enum Phase {
+    Serving,
+    /// A signal came: workers drain; none is restarted.
+    Draining,
+    /// A second signal came: workers were told to stop at once.
+    StoppingAtOnce,
+}
+
+struct Supervisor {
+    config_admin: Option<SocketAddr>,
+    model: AcceptModel,
+    /// Every listener the workers inherit; closed at shutdown so the kernel refuses new
+    /// connections once no worker accepts.
+    listeners: Vec<TcpListener>,
+    slots: Vec<Slot>,
+    poll: Poll,
+    signals: Signals,
+    phase: Phase,
+}
+
+/// Runs the supervisor until every worker has ended: exit status 0 after a graceful
+/// shutdown, 1 after a stop at once or when the loop itself fails.
+pub fn supervise(config: Config, activated: Option<Vec<std::net::TcpListener>>) -> ! {
+    match Supervisor::start(config, activated) {
+        Ok(supervisor) => {
+            let status = supervisor.run();
+            std::process::exit(status)
+        }
+        Err(e) => {
+            eprintln!("miohttpd: cannot listen: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+impl Supervisor {
+    fn start(config: Config, activated: Option<Vec<std::net::TcpListener>>) -> io::Result<Self> {
+        let workers = config.workers.resolve();
+        let cpus = config.worker_cpu_affinity.cpus(workers);
+        let mut model = config.accept_model;
+        // Per worker, the indices of its listeners in `listeners`.
+        let mut listeners = Vec::new();
+        let mut sets: Vec<Vec<usize>> = Vec::new();
+        match activated {
+            Some(sockets) => {
+                if model == AcceptModel::ReusePort {
+                    // systemd made one socket per address: every worker shares it.
+                    eprintln!("miohttpd: sockets from systemd: accept model shared");
+                    model = AcceptModel::Shared;
+                }
+                for socket in sockets {
+                    listeners.push(listener::adopt(socket)?);
+                }
+                sets = vec![(0..listeners.len()).collect(); workers];
+            }
+            None if model == AcceptModel::Shared => {
+                listeners = listener::bind_all(&config)?;
+                sets = vec![(0..listeners.len()).collect(); workers];
+            }
+            None => {
+                // One SO_REUSEPORT listener per worker and address. The first set picks any
+                // port 0; the others bind the addresses it got.
+                let mut reuse = config.clone();
+                reuse.reuse_port = true;
+                for _ in 0..workers {
+                    let set = listener::bind_all(&reuse)?;
+                    if reuse.listen != config.listen || sets.is_empty() {
+                        reuse.listen = set
+                            .iter()
+                            .map(|l| l.local_addr())
+                            .collect::<io::Result<_>>()?;
+                    }
+                    let first = listeners.len();
+                    listeners.extend(set);
+                    sets.push((first..listeners.len()).collect());
+                }
+                #[cfg(target_os = "linux")]
+                if config.steer_by_cpu {
+                    match &cpus {
+                        // Any socket of a group sets the group's program: worker 0's.
+                        Some(cpus) => {
+                            for &index in &sets[0] {
+                                crate::sys::attach_reuseport_cpu_steering(&listeners[index], cpus)?;
+                            }
+                        }
+                        None => eprintln!(
+                            "miohttpd: --steer-by-cpu needs --worker-cpu-affinity; not steering"
+                        ),
+                    }
+                }
+            }
+        }
+        let admin = match config.admin_listen {
+            // Port 0 is picked here, once, so the address printed is the one worker 0 binds.
+            Some(addr) => Some(std::net::TcpListener::bind(addr)?.local_addr()?),
+            None => None,
+        };
+        {
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            // Tests and scripts read the first line for the address.
+            for &index in &sets[0] {
+                let addr = listeners[index].local_addr()?;
+                let _ = writeln!(stdout, "miohttpd listening on http://{addr}");
+            }
+            if let Some(admin) = admin {
+                let _ = writeln!(stdout, "miohttpd admin listening on http://{admin}");
+            }
+            let _ = stdout.flush();
+        }
+        let poll = Poll::new()?;
+        let mut signals = Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGCHLD])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let slots = sets
+            .into_iter()
+            .enumerate()
+            .map(|(index, listeners)| Slot {
+                index: index as u16,
+                listeners,
+                cpu: cpus.as_ref().map(|cpus| cpus[index]),
+                running: None,
+                quick_deaths: 0,
+                restart_at: Some(Instant::now()),
+            })
+            .collect();
+        eprintln!(
+            "miohttpd: supervisor {}: {workers} workers, accept model {model}",
+            std::process::id()
+        );
+        Ok(Supervisor {
+            config_admin: admin,
+            model,
+            listeners,
+            slots,
+            poll,
+            signals,
+            phase: Phase::Serving,
+        })
+    }
+
+    fn run(mut self) -> i32 {
+        let mut events = Events::with_capacity(64);
+        self.start_due(Instant::now());
+        crate::systemd::notify("READY=1");
+        loop {
+            if !matches!(self.phase, Phase::Serving)
+                && self.slots.iter().all(|s| s.running.is_none())
+            {
+                eprintln!("miohttpd: every worker has stopped");
+                return match self.phase {
+                    Phase::StoppingAtOnce => 1,
+                    _ => 0,
+                };
+            }
+            let timeout = self
+                .slots
+                .iter()
+                .filter_map(|s| s.restart_at)
+                .min()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("miohttpd: supervisor poll failed: {e}; stopping the workers");
+                self.signal_all(libc::SIGKILL);
+                return 1;
+            }
+            let mut signalled = false;
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => signalled = true,
+                    Token(index) => self.read_link(index),
+                }
+            }
+            if signalled {
+                self.on_signals();
+            }
+            self.reap();
+            self.start_due(Instant::now());
+        }
+    }
+
+    fn on_signals(&mut self) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            if signal == libc::SIGCHLD {
+                continue; // reaped after every wake-up
+            }
+            let name = signal_name(signal);
+            match self.phase {
+                Phase::Serving => {
+                    eprintln!("miohttpd: {name}: telling every worker to finish and stop");
+                    self.phase = Phase::Draining;
+                    crate::systemd::notify("STOPPING=1");
+                    // Workers close their copies; once these go too, the kernel refuses.
+                    self.listeners.clear();
+                    for slot in &mut self.slots {
+                        slot.restart_at = None;
+                    }
+                    self.signal_all(libc::SIGTERM);
+                }
+                Phase::Draining | Phase::StoppingAtOnce => {
+                    eprintln!("miohttpd: {name} again: every worker stops at once");
+                    self.phase = Phase::StoppingAtOnce;
+                    // A worker's second signal is its own "at once".
+                    self.signal_all(libc::SIGTERM);
+                }
+            }
+        }
+    }
+
+    fn signal_all(&mut self, signal: i32) {
+        for slot in &self.slots {
+            if let Some(running) = &slot.running {
+                // A worker leads its own process group (process_group(0)), so its group
+                // is its pid; the commands it runs lead groups of their own.
+                let signal = match signal {
+                    libc::SIGKILL => crate::sys::Signal::Kill,
+                    _ => crate::sys::Signal::Terminate,
+                };
+                let _ = crate::sys::signal_process_group(running.child.id(), signal);
+            }
+        }
+    }
+
+    /// Reads what a worker sent on its link. A frame that does not decode means the worker
+    /// is broken: its link is dropped and it is killed (and restarted like any dead worker);
+    /// the supervisor itself carries on.
+    fn read_link(&mut self, index: usize) {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        let Some(running) = slot.running.as_mut() else {
+            return;
+        };
+        loop {
+            let spare = running.reader.spare(16 * 1024);
+            let len = spare.len();
+            match running.link.read(spare) {
+                Ok(0) => {
+                    running.reader.filled(len, 0);
+                    // The worker closed its end: it is exiting; SIGCHLD follows.
+                    let _ = self.poll.registry().deregister(&mut running.link);
+                    return;
+                }
+                Ok(n) => running.reader.filled(len, n),
+                Err(e) => {
+                    running.reader.filled(len, 0);
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        eprintln!("miohttpd: worker {index} link: {e}");
+                    }
+                    break;
+                }
+            }
+        }
+        loop {
+            match running.reader.next_frame() {
+                Ok(Some(Frame::Hello { worker, pid })) if worker == slot.index => {
+                    let _ = pid;
+                }
+                Ok(Some(frame)) => {
+                    eprintln!("miohttpd: worker {index}: unexpected frame {frame:?}; ignored");
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!(
+                        "miohttpd: worker {index} (pid {}) sent a bad frame ({e}); \
+                         dropping its link and restarting it",
+                        running.child.id()
+                    );
+                    let _ = self.poll.registry().deregister(&mut running.link);
+                    let _ = crate::sys::signal_process_group(
+                        running.child.id(),
+                        crate::sys::Signal::Kill,
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Collects every worker that has exited, logs how, and schedules its restart.
+    fn reap(&mut self) {
+        let now = Instant::now();
+        for slot in &mut self.slots {
+            let Some(running) = slot.running.as_mut() else {
+                continue;
+            };
+            let status = match running.child.try_wait() {
+                Ok(Some(status)) => status,
+                Ok(None) => continue,
+                Err(e) => {
+                    eprintln!("miohttpd: worker {}: wait: {e}", slot.index);
+                    continue;
+                }
+            };
+            let running = slot.running.take().expect("checked above");
+            let pid = running.child.id();
+            let lived = now.saturating_duration_since(running.started_at);
+            let _ = self.poll.registry().deregister(&mut { running.link });
+            if !matches!(self.phase, Phase::Serving) {
+                eprintln!(
+                    "miohttpd: worker {} (pid {pid}) {}",
+                    slot.index,
+                    describe(status)
+                );
+                continue;
+            }
+            slot.quick_deaths = if lived < QUICK_DEATH {
+                slot.quick_deaths + 1
+            } else {
+                1
+            };
+            let delay = restart_delay(slot.quick_deaths);
+            eprintln!(
+                "miohttpd: worker {} (pid {pid}) {} after {:.1}s; restarting in {}ms",
+                slot.index,
+                describe(status),
+                lived.as_secs_f64(),
+                delay.as_millis()
+            );
+            slot.restart_at = Some(now + delay);
+        }
+    }
+
+    /// Starts every worker whose (re)start is due.
+    fn start_due(&mut self, now: Instant) {
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            if slot.running.is_some() || slot.restart_at.map_or(true, |at| at > now) {
+                continue;
+            }
+            match self.spawn(index) {
+                Ok(running) => {
+                    let slot = &mut self.slots[index];
+                    slot.running = Some(running);
+                    slot.restart_at = None;
+                }
+                Err(e) => {
+                    let slot = &mut self.slots[index];
+                    slot.quick_deaths += 1;
+                    let delay = restart_delay(slot.quick_deaths).max(FIRST_BACKOFF);
+                    eprintln!(
+                        "miohttpd: cannot start worker {index}: {e}; again in {}ms",
+                        delay.as_millis()
+                    );
+                    slot.restart_at = Some(now + delay);
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, index: usize) -> io::Result<Running> {
+        let slot = &self.slots[index];
+        let (supervisor_end, worker_end) = std::os::unix::net::UnixStream::pair()?;
+        let listener_fds: Vec<RawFd> = slot
+            .listeners
+            .iter()
+            .map(|&i| self.listeners[i].as_raw_fd())
+            .collect();
+        let spec = WorkerSpec {
+            index: slot.index,
+            bus_fd: worker_end.as_raw_fd(),
+            model: self.model,
+            listener_fds: listener_fds.clone(),
+            admin: self.config_admin.filter(|_| index == 0),
+        };
+        let mut command = Command::new(program());
+        {
+            use std::os::unix::process::CommandExt;
+            let mut args = std::env::args_os();
+            if let Some(arg0) = args.next() {
+                command.arg0(arg0);
+            }
+            command.args(args);
+            // Its own process group: a terminal's Ctrl-C reaches the supervisor alone, which
+            // passes it on once (a worker's second SIGINT would mean "stop at once").
+            command.process_group(0);
+        }
+        command.env(WORKER_ENV, spec.to_env());
+        match spec.admin {
+            Some(addr) => command.env(WORKER_ADMIN_ENV, addr.to_string()),
+            None => command.env_remove(WORKER_ADMIN_ENV),
+        };
+        let mut keep_fds = listener_fds;
+        keep_fds.push(worker_end.as_raw_fd());
+        #[cfg(target_os = "linux")]
+        crate::sys::prepare_worker(
+            &mut command,
+            crate::sys::WorkerExec {
+                keep_fds,
+                cpu: slot.cpu,
+                supervisor: std::process::id(),
+            },
+        );
+        let child = command.spawn()?;
+        // The worker has its end now; ours would keep the link open after it died.
+        drop(worker_end);
+        supervisor_end.set_nonblocking(true)?;
+        let mut link = UnixStream::from_std(supervisor_end);
+        self.poll
+            .registry()
+            .register(&mut link, Token(index), Interest::READABLE)?;
+        Ok(Running {
+            child,
+            started_at: Instant::now(),
+            link,
+            reader: FrameReader::new(),
+        })
+    }
+}
+
+/// The running binary itself: on Linux `/proc/self/exe` still names it after the file was
+/// replaced or deleted (an upgrade in place), which its path would not.
+fn program() -> std::path::PathBuf {
+    if cfg!(target_os = "linux") {
+        "/proc/self/exe".into()
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| "miohttpd".into())
+    }
+}
+
+/// "exited with status 3", "was killed by signal 9 (SIGKILL)".
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal} ({})", signal_name(signal)),
+        _ => "ended".into(),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGCHLD => "SIGCHLD",
+        _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_grows_to_a_cap_and_a_one_off_crash_restarts_at_once() {
+        assert_eq!(restart_delay(1), Duration::ZERO);
+        assert_eq!(restart_delay(2), Duration::from_millis(100));
+        assert_eq!(restart_delay(3), Duration::from_millis(200));
+        assert_eq!(restart_delay(9), MAX_BACKOFF);
+        assert_eq!(restart_delay(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn exit_statuses_read_as_sentences() {
+        assert_eq!(
+            describe(ExitStatus::from_raw(3 << 8)),
+            "exited with status 3"
+        );
+        assert_eq!(
+            describe(ExitStatus::from_raw(9)),
+            "was killed by signal 9 (SIGKILL)"
+        );
+    }
+}
