@@ -1,0 +1,364 @@
+//! `--workers N`: a supervisor and N worker processes serving one port. Everything here is
+//! checked from outside: the process tree and each worker's sockets in `/proc`, the wire,
+//! the supervisor's stderr. Per-worker connection counts come from `/proc/net/tcp` and each
+//! worker's descriptors, so "every worker holds connections" is a fact, not a hope.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{md5_hex, post, Conn, PseudoRandom, Server, GET_PLAINTEXT};
+
+/// The pids whose parent is `parent` (live or not yet reaped).
+fn children(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if process_state(pid).is_some_and(|(_, ppid)| ppid == parent) {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    pids
+}
+
+/// A process's state letter and parent pid, from `/proc/PID/stat`; None once it is gone.
+fn process_state(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+fn alive(pid: u32) -> bool {
+    process_state(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// Waits (bounded) until the server has exactly `n` live workers, and returns them.
+fn workers(server: &Server, n: usize, bound: Duration) -> Vec<u32> {
+    let started = Instant::now();
+    loop {
+        let live: Vec<u32> = children(server.pid())
+            .into_iter()
+            .filter(|&p| alive(p))
+            .collect();
+        if live.len() == n {
+            return live;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{} workers after {bound:?}, wanted {n}: {live:?}\n{}",
+            live.len(),
+            server.stderr()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The inodes of established IPv4 TCP sockets whose local port is `port`.
+fn established_inodes(port: u16) -> HashSet<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
+            (local_port == port && fields[3] == "01").then(|| fields[9].parse().ok())?
+        })
+        .collect()
+}
+
+/// How many of the server's established connections process `pid` holds.
+fn connections_held(pid: u32, port: u16) -> usize {
+    let inodes = established_inodes(port);
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            link.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse::<u64>()
+                .ok()
+        })
+        .filter(|inode| inodes.contains(inode))
+        .count()
+}
+
+/// Opens `n` kept-alive connections, each answered once.
+fn open_served(server: &Server, n: usize) -> Vec<Conn> {
+    (0..n)
+        .map(|_| {
+            let mut conn = server.connect();
+            conn.send(GET_PLAINTEXT);
+            assert_eq!(conn.read_response().status, 200);
+            conn
+        })
+        .collect()
+}
+
+/// Every worker holds at least one of the connections just opened (reuseport hashes them:
+/// with 64 connections over 4 workers, a worker with none has odds below 1 in 10^7).
+fn assert_every_worker_holds_connections(server: &Server, pids: &[u32]) -> Vec<usize> {
+    let port = server.addr().port();
+    let held: Vec<usize> = pids.iter().map(|&p| connections_held(p, port)).collect();
+    assert!(
+        held.iter().all(|&n| n > 0),
+        "per-worker connections {held:?}"
+    );
+    held
+}
+
+#[test]
+fn workers_one_is_a_single_process() {
+    let server = Server::start();
+    server.assert_still_serves();
+    assert_eq!(children(server.pid()), Vec::<u32>::new(), "no supervisor");
+}
+
+#[test]
+fn every_worker_serves_one_port() {
+    for n in [2, 4] {
+        let server = Server::start_with(&["--workers", &n.to_string()]);
+        let pids = workers(&server, n, Duration::from_secs(5));
+        let conns = open_served(&server, 64);
+        let held = assert_every_worker_holds_connections(&server, &pids);
+        assert_eq!(held.iter().sum::<usize>(), conns.len(), "{held:?}");
+        assert_eq!(
+            connections_held(server.pid(), server.addr().port()),
+            0,
+            "the supervisor holds no client connection"
+        );
+    }
+}
+
+#[test]
+fn shared_accept_model_serves_from_one_listener() {
+    let server = Server::start_with(&["--workers", "2", "--accept-model", "shared"]);
+    let pids = workers(&server, 2, Duration::from_secs(5));
+    let conns = open_served(&server, 32);
+    let port = server.addr().port();
+    let held: usize = pids.iter().map(|&p| connections_held(p, port)).sum();
+    assert_eq!(held, conns.len());
+}
+
+#[test]
+fn cpu_affinity_pins_each_worker() {
+    let server = Server::start_with(&["--workers", "2", "--worker-cpu-affinity", "0"]);
+    for pid in workers(&server, 2, Duration::from_secs(5)) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim();
+        assert_eq!(allowed, "0", "worker {pid}");
+    }
+    server.assert_still_serves();
+}
+
+#[test]
+fn a_killed_worker_is_back_within_a_second_and_nothing_is_refused() {
+    let server = Server::start_with(&["--workers", "4"]);
+    let pids = workers(&server, 4, Duration::from_secs(5));
+    let mut conns = open_served(&server, 64);
+    assert_every_worker_holds_connections(&server, &pids);
+    let victim = pids[1];
+    let port = server.addr().port();
+    let doomed = connections_held(victim, port);
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // New connections right away: the ones hashed to the dead worker's listener wait in
+    // its backlog (the supervisor keeps the listener) for the replacement.
+    for _ in 0..32 {
+        let mut conn = server.connect();
+        conn.send(GET_PLAINTEXT);
+        assert_eq!(conn.read_response().status, 200);
+    }
+    let after = workers(&server, 4, Duration::from_secs(1));
+    assert!(!after.contains(&victim), "{after:?}");
+    // The other workers' clients kept their connections; the victim's were closed.
+    let mut served = 0;
+    for conn in &mut conns {
+        conn.send(GET_PLAINTEXT);
+        let _ = conn.stream().set_read_timeout(Some(Duration::from_secs(2)));
+        if let Ok(response) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.read_response()))
+        {
+            assert_eq!(response.status, 200);
+            served += 1;
+        }
+    }
+    assert_eq!(
+        served,
+        conns.len() - doomed,
+        "{doomed} were the dead worker's"
+    );
+    let log = server.stderr();
+    assert!(
+        log.contains(&format!(
+            "worker 1 (pid {victim}) was killed by signal 9 (SIGKILL)"
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn sigterm_lets_uploads_on_every_worker_finish() {
+    let mut server = Server::start_with(&["--workers", "2", "--shutdown-grace", "20s"]);
+    let pids = workers(&server, 2, Duration::from_secs(5));
+    let bodies: Vec<Vec<u8>> = (0..16)
+        .map(|i| PseudoRandom::bytes(i, 256 * 1024 + i as usize))
+        .collect();
+    let mut conns: Vec<Conn> = bodies
+        .iter()
+        .map(|body| {
+            let request = post("/md5", body);
+            let mut conn = server.connect();
+            // Head and half the body now; the rest after the signal.
+            conn.send(&request[..request.len() - body.len() / 2]);
+            conn
+        })
+        .collect();
+    // Every worker holds some (they are accepted once their head arrived).
+    let started = Instant::now();
+    let port = server.addr().port();
+    loop {
+        let held: Vec<usize> = pids.iter().map(|&p| connections_held(p, port)).collect();
+        if held.iter().sum::<usize>() == conns.len() {
+            assert!(held.iter().all(|&n| n > 0), "{held:?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{held:?}");
+        thread::sleep(Duration::from_millis(5));
+    }
+    server.signal("TERM");
+    thread::sleep(Duration::from_millis(200));
+    for (conn, body) in conns.iter_mut().zip(&bodies) {
+        conn.send(&body[body.len() - body.len() / 2..]);
+    }
+    for (conn, body) in conns.iter_mut().zip(&bodies) {
+        let response = conn.read_response();
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.text(), md5_hex(body));
+    }
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    for pid in pids {
+        assert!(!alive(pid), "worker {pid} outlived the supervisor");
+    }
+}
+
+#[test]
+fn no_worker_outlives_a_killed_supervisor() {
+    let mut server = Server::start_with(&["--workers", "4"]);
+    let pids = workers(&server, 4, Duration::from_secs(5));
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server.wait_exit(Duration::from_secs(5));
+    let started = Instant::now();
+    while pids.iter().any(|&p| alive(p)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "orphans: {:?}",
+            pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A duplicate of worker `pid`'s end of its bus link, taken with pidfd_getfd(2) (we are
+/// root, or its parent's user): the test can then write what a broken worker would.
+fn steal_bus_link(pid: u32) -> std::os::unix::net::UnixStream {
+    use std::os::fd::FromRawFd;
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let spec = environ
+        .split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(b"MIOHTTPD_WORKER="))
+        .expect("worker environment");
+    let bus_fd: i32 = std::str::from_utf8(spec)
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: plain syscalls with integer arguments; the fd returned is new and ours.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) as i32;
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, bus_fd, 0) as i32;
+        assert!(fd >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+        libc::close(pidfd);
+        std::os::unix::net::UnixStream::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn bad_frames_on_the_bus_never_crash_the_hub() {
+    let server = Server::start_with(&["--workers", "2"]);
+    let garbage: [&[u8]; 4] = [
+        &[0xff, 0xff, 0xff, 0xff], // length beyond the limit
+        &[0, 0, 0, 0],             // no kind
+        &[1, 0, 0, 0, 0xee],       // unknown kind
+        &[3, 0, 0, 0, 1, 0, 0],    // a hello cut short
+    ];
+    for (round, bytes) in garbage.iter().enumerate() {
+        let pids = workers(&server, 2, Duration::from_secs(5));
+        let victim = pids[round % 2];
+        let mut link = steal_bus_link(victim);
+        link.write_all(bytes).unwrap();
+        drop(link);
+        let started = Instant::now();
+        while alive(victim) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{}",
+                server.stderr()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        server.assert_still_serves();
+    }
+    workers(&server, 2, Duration::from_secs(5));
+    let log = server.stderr();
+    assert_eq!(log.matches("sent a bad frame").count(), 4, "{log}");
+}
+
+#[test]
+fn a_library_users_own_router_runs_in_every_worker() {
+    let server = Server::start_example("echo", &["--workers", "2"]);
+    let pids = workers(&server, 2, Duration::from_secs(5));
+    let conns: Vec<Conn> = (0..32)
+        .map(|i| {
+            let mut conn = server.connect();
+            let body = format!("hello {i}");
+            conn.send(&post("/echo", body.as_bytes()));
+            assert_eq!(conn.read_response().text(), body);
+            conn
+        })
+        .collect();
+    assert_every_worker_holds_connections(&server, &pids);
+    drop(conns);
+}
