@@ -50,6 +50,13 @@ pub enum Frame<'a> {
     },
     /// Hub to the publishing worker: the publish was refused.
     Refused { request: u64, reason: RefuseReason },
+    /// Hub to a worker, first frame on its link: the server's epoch and the last sequence
+    /// number given, so ids the worker sees and checks are the hub's.
+    Welcome { epoch: u32, last_seq: u64 },
+    /// Hub to a new worker, before a channel's history (sent as [`Frame::Deliver`] with
+    /// `delivery` 0: record, answer nothing): every message of the channel after `floor` is
+    /// in that history; older ones are lost to clients that ask (they get a resync).
+    Floor { floor: u64, channel: &'a str },
     /// Hub to a worker: report your counters (the reply is [`Frame::Stats`]).
     StatsQuery { query: u64 },
     /// Worker to hub: its counters as `NAME VALUE` lines, in the Prometheus text format
@@ -112,6 +119,8 @@ mod kind {
     pub const REFUSED: u8 = 6;
     pub const STATS_QUERY: u8 = 7;
     pub const STATS: u8 = 8;
+    pub const WELCOME: u8 = 9;
+    pub const FLOOR: u8 = 10;
 }
 
 impl Frame<'_> {
@@ -125,6 +134,8 @@ impl Frame<'_> {
             Frame::Refused { .. } => kind::REFUSED,
             Frame::StatsQuery { .. } => kind::STATS_QUERY,
             Frame::Stats { .. } => kind::STATS,
+            Frame::Welcome { .. } => kind::WELCOME,
+            Frame::Floor { .. } => kind::FLOOR,
         }
     }
 }
@@ -196,6 +207,15 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), FrameError> {
         Frame::Stats { query, text } => {
             out.extend_from_slice(&query.to_le_bytes());
             put_bytes(out, text)
+        }
+        Frame::Welcome { epoch, last_seq } => {
+            out.extend_from_slice(&epoch.to_le_bytes());
+            out.extend_from_slice(&last_seq.to_le_bytes());
+            Ok(())
+        }
+        Frame::Floor { floor, channel } => {
+            out.extend_from_slice(&floor.to_le_bytes());
+            put_str(out, channel)
         }
     };
     let len = out.len() - start - 4;
@@ -294,6 +314,14 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
         kind::STATS => Frame::Stats {
             query: fields.u64()?,
             text: fields.bytes()?,
+        },
+        kind::WELCOME => Frame::Welcome {
+            epoch: fields.u32()?,
+            last_seq: fields.u64()?,
+        },
+        kind::FLOOR => Frame::Floor {
+            floor: fields.u64()?,
+            channel: fields.str()?,
         },
         other => return Err(FrameError::UnknownKind(other)),
     };
@@ -455,6 +483,14 @@ mod tests {
                 reason: RefuseReason::BadChannelName,
             },
             Frame::StatsQuery { query: 1 },
+            Frame::Welcome {
+                epoch: 0xdead_beef,
+                last_seq: 77,
+            },
+            Frame::Floor {
+                floor: 70,
+                channel: "news",
+            },
             Frame::Stats {
                 query: 1,
                 text: b"miohttpd_accepts_total 5\n",

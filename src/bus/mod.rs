@@ -4,5 +4,6 @@
 //! worker's. The protocol is written down in docs/architecture.md ("The worker bus").
 
 pub mod frame;
+pub mod hub;
 
 pub use frame::{decode, encode, Frame, FrameError, FrameReader, MAX_FRAME};

@@ -4,7 +4,7 @@
 //! reads their bus links, restarts a worker that dies (with back-off when one keeps dying),
 //! and passes SIGTERM/SIGINT on. It ends when every worker has.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
@@ -16,6 +16,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 
 use super::{AcceptModel, WorkerSpec, WORKER_ADMIN_ENV, WORKER_ENV};
+use crate::bus::hub::Hub;
 use crate::bus::{Frame, FrameReader};
 use crate::config::Config;
 use crate::server::listener;
@@ -27,6 +28,11 @@ const QUICK_DEATH: Duration = Duration::from_secs(5);
 /// Back-off before the next start in a crash loop: doubles from the first to the last.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often the hub forgets idle channels.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Bytes queued for a worker that does not read its link, past which it is taken for stuck
+/// and restarted rather than buffered without bound.
+const MAX_OUTBOX: usize = 64 << 20;
 
 /// The delay before restarting a worker that died `quick_deaths` times in a row soon after
 /// starting: none for the first (a one-off crash costs its clients as little as possible),
@@ -76,6 +82,9 @@ struct Supervisor {
     poll: Poll,
     signals: Signals,
     phase: Phase,
+    /// Comet ids, history and fan-out across the workers.
+    hub: Hub,
+    next_sweep: Instant,
 }
 
 /// Runs the supervisor until every worker has ended: exit status 0 after a graceful
@@ -196,6 +205,8 @@ impl Supervisor {
             poll,
             signals,
             phase: Phase::Serving,
+            hub: Hub::new(config.comet, crate::comet::new_epoch(), workers),
+            next_sweep: Instant::now() + SWEEP_INTERVAL,
         })
     }
 
@@ -213,12 +224,9 @@ impl Supervisor {
                     _ => 0,
                 };
             }
-            let timeout = self
-                .slots
-                .iter()
-                .filter_map(|s| s.restart_at)
-                .min()
-                .map(|at| at.saturating_duration_since(Instant::now()));
+            let restarts = self.slots.iter().filter_map(|s| s.restart_at);
+            let next = restarts.chain([self.next_sweep]).min();
+            let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -238,7 +246,13 @@ impl Supervisor {
                 self.on_signals();
             }
             self.reap();
-            self.start_due(Instant::now());
+            let now = Instant::now();
+            self.start_due(now);
+            if now >= self.next_sweep {
+                self.hub.sweep(now);
+                self.next_sweep = now + SWEEP_INTERVAL;
+            }
+            self.flush_links();
         }
     }
 
@@ -318,28 +332,61 @@ impl Supervisor {
                 }
             }
         }
+        let now = Instant::now();
         loop {
-            match running.reader.next_frame() {
-                Ok(Some(Frame::Hello { worker, pid })) if worker == slot.index => {
-                    let _ = pid;
+            let broken = match running.reader.next_frame() {
+                Ok(Some(Frame::Hello { worker, .. })) if worker != slot.index => {
+                    format!("a hello from worker {worker}")
                 }
-                Ok(Some(frame)) => {
-                    eprintln!("miohttpd: worker {index}: unexpected frame {frame:?}; ignored");
-                }
+                Ok(Some(frame)) => match self.hub.on_frame(slot.index, frame, now) {
+                    Ok(()) => continue,
+                    Err(unexpected) => {
+                        format!("a {} frame, which only the hub sends", unexpected.0)
+                    }
+                },
                 Ok(None) => break,
-                Err(e) => {
-                    eprintln!(
-                        "miohttpd: worker {index} (pid {}) sent a bad frame ({e}); \
-                         dropping its link and restarting it",
-                        running.child.id()
-                    );
-                    let _ = self.poll.registry().deregister(&mut running.link);
-                    let _ = crate::sys::signal_process_group(
-                        running.child.id(),
-                        crate::sys::Signal::Kill,
-                    );
-                    break;
+                Err(e) => format!("a bad frame ({e})"),
+            };
+            eprintln!(
+                "miohttpd: worker {index} (pid {}) sent {broken}; dropping its link and \
+                 restarting it",
+                running.child.id()
+            );
+            self.hub.leave(slot.index);
+            let _ = self.poll.registry().deregister(&mut running.link);
+            let _ = crate::sys::signal_process_group(running.child.id(), crate::sys::Signal::Kill);
+            break;
+        }
+    }
+
+    /// Writes what the hub queued for each worker, as far as its link takes it now; the rest
+    /// waits for the link's next writable edge. A worker that lets too much pile up is stuck:
+    /// it is killed and restarted.
+    fn flush_links(&mut self) {
+        for slot in &mut self.slots {
+            let Some(running) = slot.running.as_mut() else {
+                continue;
+            };
+            let outbox = self.hub.outbox(slot.index as usize);
+            let mut written = 0;
+            while written < outbox.len() {
+                match running.link.write(&outbox[written..]) {
+                    Ok(0) => break,
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break, // WouldBlock, or a dead link that reap() will see
                 }
+            }
+            outbox.drain(..written);
+            if outbox.len() > MAX_OUTBOX {
+                eprintln!(
+                    "miohttpd: worker {} (pid {}) does not read its link; restarting it",
+                    slot.index,
+                    running.child.id()
+                );
+                self.hub.leave(slot.index);
+                let _ =
+                    crate::sys::signal_process_group(running.child.id(), crate::sys::Signal::Kill);
             }
         }
     }
@@ -360,6 +407,7 @@ impl Supervisor {
                 }
             };
             let running = slot.running.take().expect("checked above");
+            self.hub.leave(slot.index);
             let pid = running.child.id();
             let lived = now.saturating_duration_since(running.started_at);
             let _ = self.poll.registry().deregister(&mut { running.link });
@@ -463,9 +511,12 @@ impl Supervisor {
         drop(worker_end);
         supervisor_end.set_nonblocking(true)?;
         let mut link = UnixStream::from_std(supervisor_end);
-        self.poll
-            .registry()
-            .register(&mut link, Token(index), Interest::READABLE)?;
+        self.poll.registry().register(
+            &mut link,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.hub.join(slot.index);
         Ok(Running {
             child,
             started_at: Instant::now(),

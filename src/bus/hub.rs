@@ -1,0 +1,448 @@
+//! The comet hub: the one place ids are given and history is kept when several workers serve
+//! one server (`--workers N`). Pure state over frames: the supervisor feeds it the frames each
+//! worker sent and writes out what it queued per worker; it touches no socket and no clock
+//! but the `now` it is given.
+//!
+//! A publish is one hop to the hub and one broadcast back: the hub gives the message the
+//! next id (`EPOCH-SEQ`, one sequence for the whole server, so one total order per channel),
+//! appends it to the channel's history, sends it to every worker, and sums their delivery
+//! counts into the publisher's answer. A worker that dies before answering is left out of the
+//! sum; the answer never waits for it. A worker that (re)joins is welcomed with the epoch and
+//! the last sequence, then every channel's floor and history, so it answers catch-ups the
+//! same as the others.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use super::frame::{encode, Frame, RefuseReason};
+use crate::comet::{is_valid_channel_name, CometSettings};
+
+/// A frame a worker must never send (a hub-to-worker kind): the link is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unexpected(pub &'static str);
+
+struct Stored {
+    seq: u64,
+    content_type: Box<str>,
+    body: Box<[u8]>,
+}
+
+struct History {
+    messages: VecDeque<Stored>,
+    /// Every message of this channel with a larger seq is in `messages`.
+    floor: u64,
+    last_published: Instant,
+}
+
+/// A publish whose workers have not all answered yet.
+struct Pending {
+    origin: u16,
+    request: u64,
+    seq: u64,
+    reached: u64,
+    /// Worker indices still to answer.
+    awaiting: Vec<u16>,
+}
+
+pub struct Hub {
+    settings: CometSettings,
+    epoch: u32,
+    last_seq: u64,
+    channels: HashMap<Box<str>, History>,
+    pending: HashMap<u64, Pending>,
+    next_delivery: u64,
+    /// Whether each worker's link is up.
+    live: Vec<bool>,
+    /// Encoded frames waiting to be written, per worker.
+    outboxes: Vec<Vec<u8>>,
+}
+
+impl Hub {
+    pub fn new(settings: CometSettings, epoch: u32, workers: usize) -> Self {
+        Hub {
+            settings,
+            epoch,
+            last_seq: 0,
+            channels: HashMap::new(),
+            pending: HashMap::new(),
+            next_delivery: 1,
+            live: vec![false; workers],
+            outboxes: vec![Vec::new(); workers],
+        }
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Bytes queued for `worker`, to be written to its link; the caller drains what it wrote.
+    pub fn outbox(&mut self, worker: usize) -> &mut Vec<u8> {
+        &mut self.outboxes[worker]
+    }
+
+    fn send(&mut self, worker: u16, frame: &Frame<'_>) {
+        // Every frame the hub makes comes from a frame that decoded within the limits.
+        let _ = encode(frame, &mut self.outboxes[worker as usize]);
+    }
+
+    /// A worker's link is up (a new or restarted worker): it gets the epoch, the last id,
+    /// and every channel's floor and history.
+    pub fn join(&mut self, worker: u16) {
+        let index = worker as usize;
+        self.live[index] = true;
+        self.outboxes[index].clear();
+        let out = &mut self.outboxes[index];
+        let _ = encode(
+            &Frame::Welcome {
+                epoch: self.epoch,
+                last_seq: self.last_seq,
+            },
+            out,
+        );
+        for (name, history) in &self.channels {
+            let _ = encode(
+                &Frame::Floor {
+                    floor: history.floor,
+                    channel: name,
+                },
+                out,
+            );
+            for message in &history.messages {
+                let _ = encode(
+                    &Frame::Deliver {
+                        delivery: 0,
+                        epoch: self.epoch,
+                        seq: message.seq,
+                        channel: name,
+                        content_type: &message.content_type,
+                        body: &message.body,
+                    },
+                    out,
+                );
+            }
+        }
+    }
+
+    /// A worker's link is gone: nothing more is sent to it, and no publish waits for it.
+    pub fn leave(&mut self, worker: u16) {
+        let index = worker as usize;
+        self.live[index] = false;
+        self.outboxes[index].clear();
+        let deliveries: Vec<u64> = self.pending.keys().copied().collect();
+        for delivery in deliveries {
+            self.answered(delivery, worker, 0);
+        }
+    }
+
+    /// A frame from `worker`. An error means the worker speaks another protocol: drop its
+    /// link (and restart it); the hub's state stays consistent either way.
+    pub fn on_frame(
+        &mut self,
+        worker: u16,
+        frame: Frame<'_>,
+        now: Instant,
+    ) -> Result<(), Unexpected> {
+        match frame {
+            Frame::Hello { .. } => Ok(()),
+            Frame::Publish {
+                request,
+                channel,
+                content_type,
+                body,
+            } => {
+                self.publish(worker, request, channel, content_type, body, now);
+                Ok(())
+            }
+            Frame::Delivered { delivery, count } => {
+                self.answered(delivery, worker, count);
+                Ok(())
+            }
+            Frame::Stats { .. } => Ok(()),
+            Frame::Deliver { .. } => Err(Unexpected("deliver")),
+            Frame::Published { .. } => Err(Unexpected("published")),
+            Frame::Refused { .. } => Err(Unexpected("refused")),
+            Frame::StatsQuery { .. } => Err(Unexpected("stats query")),
+            Frame::Welcome { .. } => Err(Unexpected("welcome")),
+            Frame::Floor { .. } => Err(Unexpected("floor")),
+        }
+    }
+
+    fn publish(
+        &mut self,
+        origin: u16,
+        request: u64,
+        channel: &str,
+        content_type: &str,
+        body: &[u8],
+        now: Instant,
+    ) {
+        if !is_valid_channel_name(channel) {
+            let reason = RefuseReason::BadChannelName;
+            return self.send(origin, &Frame::Refused { request, reason });
+        }
+        if !self.channels.contains_key(channel) {
+            if self.channels.len() >= self.settings.max_channels {
+                let reason = RefuseReason::TooManyChannels;
+                return self.send(origin, &Frame::Refused { request, reason });
+            }
+            let history = History {
+                messages: VecDeque::new(),
+                floor: self.last_seq,
+                last_published: now,
+            };
+            self.channels.insert(channel.into(), history);
+        }
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        let history = self.channels.get_mut(channel).expect("made above");
+        history.last_published = now;
+        history.messages.push_back(Stored {
+            seq,
+            content_type: content_type.into(),
+            body: body.into(),
+        });
+        while history.messages.len() > self.settings.history {
+            if let Some(evicted) = history.messages.pop_front() {
+                history.floor = evicted.seq;
+            }
+        }
+        let delivery = self.next_delivery;
+        self.next_delivery += 1;
+        let awaiting: Vec<u16> = (0..self.live.len() as u16)
+            .filter(|&w| self.live[w as usize])
+            .collect();
+        for &worker in &awaiting {
+            let frame = Frame::Deliver {
+                delivery,
+                epoch: self.epoch,
+                seq,
+                channel,
+                content_type,
+                body,
+            };
+            self.send(worker, &frame);
+        }
+        self.pending.insert(
+            delivery,
+            Pending {
+                origin,
+                request,
+                seq,
+                reached: 0,
+                awaiting,
+            },
+        );
+        if self.pending[&delivery].awaiting.is_empty() {
+            self.answered(delivery, origin, 0);
+        }
+    }
+
+    /// `worker` answered `delivery` with `count` (or left, with 0): when every worker has,
+    /// the publisher gets the sum.
+    fn answered(&mut self, delivery: u64, worker: u16, count: u64) {
+        let Some(pending) = self.pending.get_mut(&delivery) else {
+            return; // late, or a replay's: nothing waits
+        };
+        if let Some(at) = pending.awaiting.iter().position(|&w| w == worker) {
+            pending.awaiting.swap_remove(at);
+            pending.reached += count;
+        }
+        if !pending.awaiting.is_empty() {
+            return;
+        }
+        let done = self.pending.remove(&delivery).expect("present above");
+        if self.live[done.origin as usize] {
+            let frame = Frame::Published {
+                request: done.request,
+                epoch: self.epoch,
+                seq: done.seq,
+                reached: done.reached,
+            };
+            self.send(done.origin, &frame);
+        }
+    }
+
+    /// Forgets channels nobody has published to for the channel TTL (`--comet-channel-ttl`,
+    /// server-wide here): a client catching up on one later is told to resynchronize.
+    pub fn sweep(&mut self, now: Instant) {
+        let ttl = self.settings.channel_ttl;
+        self.channels
+            .retain(|_, h| now.saturating_duration_since(h.last_published) < ttl);
+    }
+
+    /// Channels with history now.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Publishes still waiting for a worker's count.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::frame::decode;
+    use std::time::Duration;
+
+    fn hub(workers: usize) -> Hub {
+        let settings = CometSettings {
+            history: 2,
+            max_channels: 2,
+            channel_ttl: Duration::from_secs(10),
+        };
+        let mut hub = Hub::new(settings, 0xabcd, workers);
+        for w in 0..workers as u16 {
+            hub.join(w);
+            hub.outbox(w as usize).clear();
+        }
+        hub
+    }
+
+    /// The frames queued for `worker`, as debug strings; the outbox is emptied.
+    fn sent(hub: &mut Hub, worker: usize) -> Vec<String> {
+        let bytes = std::mem::take(hub.outbox(worker));
+        let mut at = 0;
+        let mut frames = Vec::new();
+        while let Some((frame, used)) = decode(&bytes[at..]).unwrap() {
+            frames.push(format!("{frame:?}"));
+            at += used;
+        }
+        frames
+    }
+
+    fn publish(hub: &mut Hub, worker: u16, request: u64, channel: &str, body: &str) {
+        let frame = Frame::Publish {
+            request,
+            channel,
+            content_type: "text/plain",
+            body: body.as_bytes(),
+        };
+        hub.on_frame(worker, frame, Instant::now()).unwrap();
+    }
+
+    #[test]
+    fn a_publish_reaches_every_worker_and_sums_their_counts() {
+        let mut hub = hub(3);
+        publish(&mut hub, 1, 7, "news", "hi");
+        for w in 0..3 {
+            let frames = sent(&mut hub, w);
+            assert_eq!(frames.len(), 1, "{frames:?}");
+            assert!(frames[0].starts_with("Deliver { delivery: 1, epoch: 43981, seq: 1"));
+        }
+        for (w, count) in [(0, 5), (1, 0), (2, 7)] {
+            let frame = Frame::Delivered { delivery: 1, count };
+            hub.on_frame(w, frame, Instant::now()).unwrap();
+        }
+        assert_eq!(
+            sent(&mut hub, 1),
+            ["Published { request: 7, epoch: 43981, seq: 1, reached: 12 }"]
+        );
+        assert_eq!(hub.pending_count(), 0);
+        assert!(sent(&mut hub, 0).is_empty() && sent(&mut hub, 2).is_empty());
+    }
+
+    #[test]
+    fn a_worker_dying_mid_publish_is_left_out_not_waited_for() {
+        let mut hub = hub(2);
+        publish(&mut hub, 0, 1, "news", "a");
+        hub.on_frame(
+            0,
+            Frame::Delivered {
+                delivery: 1,
+                count: 3,
+            },
+            Instant::now(),
+        )
+        .unwrap();
+        sent(&mut hub, 0);
+        hub.leave(1);
+        assert_eq!(
+            sent(&mut hub, 0),
+            ["Published { request: 1, epoch: 43981, seq: 1, reached: 3 }"]
+        );
+        // A late answer from the dead worker's delivery changes nothing.
+        hub.on_frame(
+            1,
+            Frame::Delivered {
+                delivery: 1,
+                count: 9,
+            },
+            Instant::now(),
+        )
+        .unwrap();
+        assert!(sent(&mut hub, 0).is_empty());
+    }
+
+    #[test]
+    fn ids_are_one_order_whoever_publishes() {
+        let mut hub = hub(2);
+        publish(&mut hub, 0, 1, "a", "x");
+        publish(&mut hub, 1, 1, "a", "y");
+        publish(&mut hub, 0, 2, "b", "z");
+        let seqs: Vec<String> = sent(&mut hub, 1)
+            .into_iter()
+            .filter(|f| f.starts_with("Deliver"))
+            .map(|f| {
+                f.split("seq: ")
+                    .nth(1)
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(seqs, ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn a_joining_worker_gets_the_epoch_floors_and_history() {
+        let mut hub = hub(2);
+        for (i, body) in ["1", "2", "3"].iter().enumerate() {
+            publish(&mut hub, 0, i as u64, "news", body);
+        }
+        hub.leave(1);
+        hub.join(1);
+        let frames = sent(&mut hub, 1);
+        assert_eq!(frames[0], "Welcome { epoch: 43981, last_seq: 3 }");
+        assert_eq!(frames[1], "Floor { floor: 1, channel: \"news\" }");
+        assert_eq!(frames.len(), 4, "history of 2: {frames:?}");
+        assert!(frames[2].starts_with("Deliver { delivery: 0, epoch: 43981, seq: 2"));
+        assert!(frames[3].starts_with("Deliver { delivery: 0, epoch: 43981, seq: 3"));
+    }
+
+    #[test]
+    fn refusals_name_the_reason_and_give_no_id() {
+        let mut hub = hub(1);
+        publish(&mut hub, 0, 1, "bad name", "x");
+        publish(&mut hub, 0, 2, "a", "x");
+        publish(&mut hub, 0, 3, "b", "x");
+        publish(&mut hub, 0, 4, "c", "x");
+        let frames = sent(&mut hub, 0);
+        assert_eq!(frames[0], "Refused { request: 1, reason: BadChannelName }");
+        assert_eq!(
+            frames.last().unwrap(),
+            "Refused { request: 4, reason: TooManyChannels }"
+        );
+        assert_eq!(hub.channel_count(), 2);
+    }
+
+    #[test]
+    fn hub_kinds_from_a_worker_are_refused_and_idle_channels_swept() {
+        let mut hub = hub(1);
+        let bad = Frame::Welcome {
+            epoch: 1,
+            last_seq: 1,
+        };
+        assert_eq!(
+            hub.on_frame(0, bad, Instant::now()),
+            Err(Unexpected("welcome"))
+        );
+        publish(&mut hub, 0, 1, "a", "x");
+        hub.sweep(Instant::now() + Duration::from_secs(11));
+        assert_eq!(hub.channel_count(), 0);
+    }
+}
