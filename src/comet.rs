@@ -4,6 +4,8 @@
 //! to publish (a local `/notify`, or one day a bus between worker processes) calls
 //! [`Comet::publish`] and nothing else.
 
+mod relay;
+
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::rc::Rc;
@@ -140,6 +142,8 @@ pub struct Comet {
     /// Event-stream subscribers, on all channels.
     subscribed: usize,
     deliveries: VecDeque<Delivery>,
+    /// With `--workers N`: publishes go to the hub (see `relay.rs`), queued here for the loop.
+    relay: Option<VecDeque<relay::Relayed>>,
 }
 
 /// The name of the channel the bare routes use.
@@ -157,6 +161,7 @@ impl Comet {
             parked: 0,
             subscribed: 0,
             deliveries: VecDeque::new(),
+            relay: None,
         }
     }
 

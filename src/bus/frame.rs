@@ -428,6 +428,11 @@ impl FrameReader {
         }
     }
 
+    /// Bytes held and not yet taken as frames.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
     /// Bytes held that are not yet a whole frame.
     pub fn pending(&self) -> usize {
         self.buf.len() - self.start

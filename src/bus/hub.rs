@@ -85,20 +85,13 @@ impl Hub {
         let _ = encode(frame, &mut self.outboxes[worker as usize]);
     }
 
-    /// A worker's link is up (a new or restarted worker): it gets the epoch, the last id,
-    /// and every channel's floor and history.
+    /// A worker's link is up (a new or restarted worker): it gets every channel's floor and
+    /// history, then the epoch and the last id (Welcome, the end of the replay).
     pub fn join(&mut self, worker: u16) {
         let index = worker as usize;
         self.live[index] = true;
         self.outboxes[index].clear();
         let out = &mut self.outboxes[index];
-        let _ = encode(
-            &Frame::Welcome {
-                epoch: self.epoch,
-                last_seq: self.last_seq,
-            },
-            out,
-        );
         for (name, history) in &self.channels {
             let _ = encode(
                 &Frame::Floor {
@@ -121,6 +114,14 @@ impl Hub {
                 );
             }
         }
+        // Last: the worker serves no client before it has this, so it has the history too.
+        let _ = encode(
+            &Frame::Welcome {
+                epoch: self.epoch,
+                last_seq: self.last_seq,
+            },
+            out,
+        );
     }
 
     /// A worker's link is gone: nothing more is sent to it, and no publish waits for it.
@@ -407,11 +408,11 @@ mod tests {
         hub.leave(1);
         hub.join(1);
         let frames = sent(&mut hub, 1);
-        assert_eq!(frames[0], "Welcome { epoch: 43981, last_seq: 3 }");
-        assert_eq!(frames[1], "Floor { floor: 1, channel: \"news\" }");
+        assert_eq!(frames[0], "Floor { floor: 1, channel: \"news\" }");
         assert_eq!(frames.len(), 4, "history of 2: {frames:?}");
-        assert!(frames[2].starts_with("Deliver { delivery: 0, epoch: 43981, seq: 2"));
-        assert!(frames[3].starts_with("Deliver { delivery: 0, epoch: 43981, seq: 3"));
+        assert!(frames[1].starts_with("Deliver { delivery: 0, epoch: 43981, seq: 2"));
+        assert!(frames[2].starts_with("Deliver { delivery: 0, epoch: 43981, seq: 3"));
+        assert_eq!(frames[3], "Welcome { epoch: 43981, last_seq: 3 }");
     }
 
     #[test]

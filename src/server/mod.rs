@@ -2,6 +2,7 @@
 //! connections, the timer queue, and the turns given to connections with work left over.
 
 mod access_log;
+mod as_worker;
 mod buffers;
 mod child;
 mod conn;
@@ -10,7 +11,6 @@ mod fanout;
 pub mod fuzzing;
 mod instruments;
 pub(crate) mod listener;
-mod shared_accept;
 pub mod stats;
 mod table;
 mod transport;
@@ -35,7 +35,7 @@ use conn::{Conn, Ctx, Next, Readiness};
 use fanout::Fanout;
 use instruments::Instruments;
 use stats::Stats;
-use table::{listener_index, listener_token, pipe_owner, ConnTable, ADMIN, SIGNALS};
+use table::{listener_index, listener_token, pipe_owner, ConnTable, ADMIN, BUS, SIGNALS};
 
 /// A bound server, ready to run. Binding and running are separate so a caller can learn the
 /// address (port 0 picks a free one) before the loop starts.
@@ -46,6 +46,8 @@ pub struct Server<S> {
     listeners: Vec<TcpListener>,
     local_addrs: Vec<SocketAddr>,
     instruments: Instruments,
+    /// With `--workers N`: the link to the hub (`as_worker.rs`).
+    link: Option<crate::workers::link::WorkerLink>,
 }
 
 impl<S: Service> Server<S> {
@@ -96,6 +98,7 @@ impl<S: Service> Server<S> {
             listeners,
             local_addrs,
             instruments,
+            link: None,
         })
     }
 
@@ -123,6 +126,7 @@ impl<S: Service> Server<S> {
             poll,
             listeners,
             mut instruments,
+            link,
             ..
         } = self;
         let config_comet = config.comet;
@@ -165,6 +169,8 @@ impl<S: Service> Server<S> {
             turns: Vec::new(),
             accept_pending: 0,
             instruments,
+            link,
+            hub_answers: Vec::new(),
         }
         .run()
     }
@@ -246,11 +252,15 @@ struct EventLoop<S> {
     accept_pending: u64,
     /// The admin listener, the access log, the periodic summary.
     instruments: Instruments,
+    /// With `--workers N`: the link to the hub, and a reused list of its answers.
+    link: Option<crate::workers::link::WorkerLink>,
+    hub_answers: Vec<(Token, crate::workers::link::HubAnswer)>,
 }
 
 impl<S: Service> EventLoop<S> {
     fn run(mut self) -> io::Result<Stopped> {
         let mut events = Events::with_capacity(self.config.events_per_poll);
+        self.start_link(Instant::now());
         loop {
             if let Some(until) = self.draining_until {
                 if self.conns.is_empty() || Instant::now() >= until {
@@ -285,6 +295,8 @@ impl<S: Service> EventLoop<S> {
                     signalled = true;
                 } else if token == ADMIN {
                     accept_admin = true;
+                } else if token == BUS {
+                    self.on_link(now);
                 } else if let Some(owner) = pipe_owner(token) {
                     self.with_conn(owner, now, |conn, ctx| conn.on_pipe_ready(ctx));
                 } else {
@@ -317,6 +329,7 @@ impl<S: Service> EventLoop<S> {
                 self.instruments.admin_accept_pending = self.accept(Listening::Admin, now);
             }
             self.expire_timers(now);
+            self.pump_link(now);
             self.instruments.after_wakeup(now, &mut self.stats);
             if signalled && self.on_signals(now) {
                 self.stop();

@@ -18,6 +18,9 @@ const LISTENER_KEY: usize = MAX_KEYS + 1;
 pub const MAX_LISTENERS: usize = 64;
 /// The token of the signal pipe (SIGTERM, SIGINT).
 pub const SIGNALS: Token = Token(usize::MAX - 1);
+/// The token of a worker's bus link (`--workers N`): its key is above every key the table
+/// hands out and is no listener's, so no connection, pipe or listener token can equal it.
+pub const BUS: Token = Token(usize::MAX - 2);
 /// The token of the admin listener (`--admin-listen`): a key the table never hands out,
 /// with generation 0 and no pipe flag, so neither a connection nor a pipe can have it.
 pub const ADMIN: Token = Token(MAX_KEYS);

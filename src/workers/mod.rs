@@ -11,6 +11,7 @@
 //!
 //! `--workers 1` (the default) never reaches this module: one process, no supervisor, no bus.
 
+pub mod link;
 pub mod supervisor;
 
 use std::fmt;
@@ -302,10 +303,16 @@ pub fn serve_as_worker<S: Service>(
             fail("EPOLLEXCLUSIVE", e);
         }
     }
-    // The link stays open for the worker's life: its end is how the hub sees the worker
-    // gone, and the supervisor's end closing is a worker's second sign that it is alone.
+    // The hub's replay and welcome first, so this worker's history and ids are the
+    // server's before it serves a client.
+    let link = match link::WorkerLink::new(bus_link) {
+        Ok(link) => link,
+        Err(e) => fail("waiting for the hub", e),
+    };
+    if let Err(e) = server.attach_link(link) {
+        fail("bus link", e);
+    }
     let stopped = server.run();
-    drop(bus_link);
     match stopped {
         Ok(Stopped::Gracefully) => std::process::exit(0),
         Ok(Stopped::AtOnce) => std::process::exit(1),

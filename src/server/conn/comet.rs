@@ -2,10 +2,14 @@
 //! delivering a published message to it, and publishing one.
 
 use super::{Conn, Ctx, Next, Phase, ReplyTo, Transport};
-use crate::comet::{CatchUp, ChannelKey, CometError, MessageId, Spot, SpotKind};
+use crate::bus::frame::RefuseReason;
+use crate::comet::{
+    is_valid_channel_name, CatchUp, ChannelKey, CometError, MessageId, Spot, SpotKind,
+};
 use crate::http::{Response, Version};
 use crate::router::{Payload, Service};
 use crate::server::fanout::{self, Fanout, Form, ID_HEADER, RESYNC_HEADER};
+use crate::workers::link::HubAnswer;
 
 /// Pending event-stream bytes past which a subscriber that does not read is dropped rather
 /// than buffered without bound.
@@ -129,6 +133,55 @@ impl<T: Transport> Conn<T> {
             .park(key, ctx.token, SpotKind::Subscriber, ctx.now);
         self.phase = Phase::Subscribed(Subscribed { spot, chunked });
         self.set_deadline(ctx.now + ctx.config.sse_heartbeat);
+    }
+}
+
+impl<T: Transport> Conn<T> {
+    /// `--workers N`: the publish goes to the hub, which gives the id and sums every
+    /// worker's count; the connection waits for that answer. `GET /notify`'s body (the count
+    /// it reaches) is this worker's count: it is rendered before the others are asked.
+    pub(super) fn relay_publish<S>(
+        &mut self,
+        channel: &str,
+        payload: Payload,
+        content_type: &str,
+        body: Vec<u8>,
+        reply: ReplyTo,
+        ctx: &mut Ctx<'_, S>,
+    ) {
+        if !is_valid_channel_name(channel) {
+            return self.respond(comet_error(CometError::BadChannelName), reply, ctx);
+        }
+        let body = match payload {
+            Payload::WaiterCount => ctx.comet.reached_here(channel).to_string().into_bytes(),
+            Payload::Body { .. } => body,
+        };
+        ctx.comet
+            .relay_publish(ctx.token, channel, content_type, body.into_boxed_slice());
+        self.phase = Phase::AwaitingHub(reply);
+    }
+
+    /// The hub answered the publish this connection relayed.
+    pub fn answer_from_hub<S: Service>(&mut self, answer: HubAnswer, ctx: &mut Ctx<'_, S>) -> Next {
+        let Phase::AwaitingHub(reply) = self.phase else {
+            return Next::Wait;
+        };
+        let response = match answer {
+            HubAnswer::Published { id, reached } => {
+                Response::text(200, reached.to_string()).with_header(ID_HEADER, id.to_string())
+            }
+            HubAnswer::Refused(RefuseReason::BadChannelName) => {
+                comet_error(CometError::BadChannelName)
+            }
+            HubAnswer::Refused(RefuseReason::TooManyChannels) => {
+                comet_error(CometError::TooManyChannels)
+            }
+            HubAnswer::Unavailable => {
+                Response::text(503, "shutting down\n").with_header("Retry-After", "1")
+            }
+        };
+        self.respond(response, reply, ctx);
+        self.finish_turn(ctx)
     }
 }
 

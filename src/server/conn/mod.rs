@@ -10,6 +10,7 @@
 //! | `Body`      | the rest of the body           | `Head`, `Parked`, `Subscribed`, `Closing` |
 //! | `Parked`    | a message on its channel       | `Head` (keep-alive) or `Closing`; 204 on timeout |
 //! | `Subscribed`| messages, heartbeats, EOF      | closed                                   |
+//! | `AwaitingHub`| the hub's answer to a publish (`--workers N`) | `Head` (keep-alive) or `Closing` |
 //! | `Streaming` | the child's output and exit    | `Head` (keep-alive) or `Closing`; closed on hang-up |
 //! | `Closing`   | the output to drain            | `Lingering`, or closed if the peer is gone |
 //! | `Lingering` | the peer's EOF, or a deadline  | closed                                   |
@@ -139,6 +140,8 @@ enum Phase {
     Parked(Parked),
     /// An event-stream subscriber.
     Subscribed(Subscribed),
+    /// A publish relayed to the hub (`--workers N`), answered when every worker has counted.
+    AwaitingHub(ReplyTo),
     /// Streaming a command's output. Boxed: it is large and rare.
     Streaming(Box<Streaming>),
     Closing,
@@ -416,7 +419,10 @@ impl<T: Transport> Conn<T> {
             let gone = self.peer_closed || self.hang_up_seen;
             let waiting = matches!(
                 self.phase,
-                Phase::Parked(_) | Phase::Subscribed(_) | Phase::Streaming(_)
+                Phase::Parked(_)
+                    | Phase::Subscribed(_)
+                    | Phase::Streaming(_)
+                    | Phase::AwaitingHub(_)
             );
             if gone && waiting {
                 // Gone while waiting: forgotten at once (the loop unparks it), even when its
@@ -640,7 +646,9 @@ impl<T: Transport> Conn<T> {
                     }
                 },
                 // Requests pipelined behind a wait or a stream are answered after it.
-                Phase::Parked(_) | Phase::Streaming(_) => return Stall::Input,
+                Phase::Parked(_) | Phase::Streaming(_) | Phase::AwaitingHub(_) => {
+                    return Stall::Input
+                }
                 // Closing: nothing more will be answered; the bytes are not wanted.
                 Phase::Subscribed(_) | Phase::Closing | Phase::Lingering => {
                     self.unread_input |= !input.is_empty();
@@ -745,6 +753,14 @@ impl<T: Transport> Conn<T> {
             Consumer::Wait { channel, after } => return self.wait(&channel, after, reply, ctx),
             Consumer::Subscribe { channel, after } => {
                 return self.subscribe(&channel, after, reply, ctx)
+            }
+            Consumer::Publish {
+                channel,
+                payload,
+                content_type,
+                body,
+            } if ctx.comet.relays() => {
+                return self.relay_publish(&channel, payload, &content_type, body, reply, ctx)
             }
             Consumer::Publish {
                 channel,

@@ -1,0 +1,151 @@
+//! The registry's side of the worker bus (`--workers N`): where a publish goes. A worker's
+//! registry does not give ids: it queues the publish for the hub ([`Comet::relay_publish`])
+//! and takes the hub's messages, with the hub's ids, as if published here
+//! ([`Comet::publish_from_hub`]). Waiting, catch-up and history stay the registry's own:
+//! every worker sees every message, so its history is the hub's.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Instant;
+
+use mio::Token;
+use slab::Slab;
+
+use super::{Channel, ChannelKey, Comet, Delivery, Message, MessageId};
+
+/// A publish waiting to be sent to the hub; `token` is the publisher, answered when the hub
+/// says how many it reached.
+#[derive(Debug)]
+pub struct Relayed {
+    pub token: Token,
+    pub channel: Box<str>,
+    pub content_type: Box<str>,
+    pub body: Box<[u8]>,
+}
+
+impl Comet {
+    /// From now on publishes are relayed to the hub, not given ids here.
+    pub fn relay_to_hub(&mut self) {
+        self.relay = Some(VecDeque::new());
+    }
+
+    pub fn relays(&self) -> bool {
+        self.relay.is_some()
+    }
+
+    /// Queues a publish for the hub (only when [`Comet::relays`]).
+    pub fn relay_publish(
+        &mut self,
+        token: Token,
+        channel: &str,
+        content_type: &str,
+        body: Box<[u8]>,
+    ) {
+        if let Some(queue) = &mut self.relay {
+            queue.push_back(Relayed {
+                token,
+                channel: channel.into(),
+                content_type: content_type.into(),
+                body,
+            });
+        }
+    }
+
+    /// Waiters and subscribers on the channel `name` here, now.
+    pub fn reached_here(&self, name: &str) -> usize {
+        self.by_name.get(name).map_or(0, |&key| {
+            let channel = &self.channels[key];
+            channel.waiters.len() + channel.subscribers.len()
+        })
+    }
+
+    /// The next publish to send to the hub.
+    pub fn take_relayed(&mut self) -> Option<Relayed> {
+        self.relay.as_mut()?.pop_front()
+    }
+
+    /// The hub's epoch and last id: ids checked here are the hub's from now on.
+    pub fn adopt_hub(&mut self, epoch: u32, last_seq: u64) {
+        self.epoch = epoch;
+        self.last_seq = self.last_seq.max(last_seq);
+    }
+
+    /// A channel's floor as the hub has it (a new worker learning a channel's history).
+    pub fn set_floor(&mut self, name: &str, floor: u64, now: Instant) {
+        if let Some(key) = self.hub_channel(name, now) {
+            self.channels[key.0].floor = floor;
+        }
+    }
+
+    /// A message the hub published (with its id): into the history, to every local waiter and
+    /// subscriber of the channel. Returns how many it reaches here. The hub enforces the
+    /// channel limit, so a channel it names is made here whatever the local count.
+    pub fn publish_from_hub(
+        &mut self,
+        name: &str,
+        id: MessageId,
+        content_type: &str,
+        body: Box<[u8]>,
+        now: Instant,
+    ) -> usize {
+        let Some(key) = self.hub_channel(name, now) else {
+            return 0;
+        };
+        self.last_seq = self.last_seq.max(id.seq);
+        let history_limit = self.settings.history;
+        let entry = &mut self.channels[key.0];
+        if entry
+            .history
+            .back()
+            .is_some_and(|last| last.id.seq >= id.seq)
+        {
+            return 0; // already had it (a replay overlapping a live delivery)
+        }
+        let reached = entry.waiters.len() + entry.subscribers.len();
+        let message = Rc::new(Message {
+            id,
+            content_type: content_type.into(),
+            body,
+        });
+        entry.last_active = now;
+        entry.history.push_back(Rc::clone(&message));
+        while entry.history.len() > history_limit {
+            if let Some(evicted) = entry.history.pop_front() {
+                entry.floor = evicted.id.seq;
+            }
+        }
+        let waiters = std::mem::take(&mut entry.waiters);
+        self.parked -= waiters.len();
+        let subscribers = entry.subscribers.iter().map(|(_, &t)| t).collect();
+        if reached > 0 {
+            self.deliveries.push_back(Delivery {
+                message,
+                waiters,
+                subscribers,
+            });
+        }
+        reached
+    }
+
+    /// The channel named by the hub, made if missing (no local limit); None for a name the
+    /// hub should never have sent.
+    fn hub_channel(&mut self, name: &str, now: Instant) -> Option<ChannelKey> {
+        if !super::is_valid_channel_name(name) {
+            return None;
+        }
+        if let Some(&key) = self.by_name.get(name) {
+            return Some(ChannelKey(key));
+        }
+        let name: Box<str> = name.into();
+        let key = self.channels.insert(Channel {
+            name: name.clone(),
+            waiters: Slab::new(),
+            subscribers: Slab::new(),
+            history: VecDeque::new(),
+            floor: self.last_seq,
+            last_active: now,
+        });
+        self.by_name.insert(name, key);
+        Some(ChannelKey(key))
+    }
+}

@@ -1,0 +1,110 @@
+//! The loop as one of `--workers N`: the shared listener added with EPOLLEXCLUSIVE, and the
+//! bus link to the hub polled beside the connections (publishes relayed, the hub's messages
+//! delivered, answers given). A child module of the loop's so these hooks reach its state
+//! without widening `Server`'s API beyond two methods.
+
+use std::io;
+use std::time::Instant;
+
+use mio::Interest;
+
+use super::table::{listener_token, BUS};
+use super::{EventLoop, Server};
+use crate::router::Service;
+use crate::workers::link::WorkerLink;
+
+impl<S: Service> Server<S> {
+    /// Re-adds every listener with EPOLLEXCLUSIVE (Linux 4.5; older kernels refuse it with
+    /// EINVAL and the plain registration is kept, with a log line).
+    #[cfg(target_os = "linux")]
+    pub fn accept_exclusively(&mut self) -> io::Result<()> {
+        for (index, listener) in self.listeners.iter_mut().enumerate() {
+            self.poll.registry().deregister(listener)?;
+            let token = listener_token(index);
+            match crate::sys::epoll_add_exclusive(&self.poll, listener, token.0) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    eprintln!("miohttpd: EPOLLEXCLUSIVE refused ({e}); every worker wakes");
+                    self.poll
+                        .registry()
+                        .register(listener, token, mio::Interest::READABLE)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Elsewhere there is no EPOLLEXCLUSIVE: every worker's poll wakes for a connection.
+    #[cfg(not(target_os = "linux"))]
+    pub fn accept_exclusively(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<S: Service> Server<S> {
+    /// Serves as a worker: comet publishes go to the hub over `link`, whose messages (with
+    /// the hub's ids) reach this worker's waiters.
+    pub fn attach_link(&mut self, mut link: WorkerLink) -> io::Result<()> {
+        self.poll.registry().register(
+            link.stream_mut(),
+            BUS,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.link = Some(link);
+        Ok(())
+    }
+}
+
+impl<S: Service> EventLoop<S> {
+    /// Before the first poll: the replay and welcome already read are applied, and the
+    /// registry starts relaying.
+    pub(super) fn start_link(&mut self, now: Instant) {
+        if self.link.is_some() {
+            self.comet.relay_to_hub();
+            self.on_link(now);
+        }
+    }
+
+    /// The link is readable (or writable): the hub's frames are acted on.
+    pub(super) fn on_link(&mut self, now: Instant) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let mut answers = std::mem::take(&mut self.hub_answers);
+        let down = link.read(&mut self.comet, now, &mut answers).err();
+        if let Some(down) = &down {
+            link.fail_all(&mut answers);
+            self.link = None;
+            eprintln!("miohttpd: worker alone ({}); shutting down", down.0);
+        }
+        for (token, answer) in answers.drain(..) {
+            self.with_conn(token, now, |conn, ctx| conn.answer_from_hub(answer, ctx));
+        }
+        self.hub_answers = answers;
+        self.fan_out(now);
+        if down.is_some() && self.draining_until.is_none() {
+            self.begin_shutdown("link to the supervisor lost", now);
+        }
+    }
+
+    /// After each wake-up: publishes the connections relayed go out, with the counts owed.
+    pub(super) fn pump_link(&mut self, now: Instant) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        link.relay(&mut self.comet);
+        if let Err(down) = link.flush() {
+            let mut answers = Vec::new();
+            link.fail_all(&mut answers);
+            self.link = None;
+            eprintln!("miohttpd: worker alone ({}); shutting down", down.0);
+            for (token, answer) in answers {
+                self.with_conn(token, now, |conn, ctx| conn.answer_from_hub(answer, ctx));
+            }
+            if self.draining_until.is_none() {
+                self.begin_shutdown("link to the supervisor lost", now);
+            }
+        }
+    }
+}
