@@ -4,7 +4,7 @@
 //! to publish (a local `/notify`, or one day a bus between worker processes) calls
 //! [`Comet::publish`] and nothing else.
 
-mod relay;
+pub mod relay;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

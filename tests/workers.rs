@@ -362,3 +362,168 @@ fn a_library_users_own_router_runs_in_every_worker() {
     assert_every_worker_holds_connections(&server, &pids);
     drop(conns);
 }
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
+}
+
+/// `GET /` on a new connection: parked waiters on every worker.
+fn count_waiters(server: &Server) -> usize {
+    let response = server.request(&get("/"));
+    assert_eq!(response.status, 200, "{response:?}");
+    response.text().parse().unwrap()
+}
+
+/// Waits (bounded) until `GET /` says `n`.
+fn await_waiters(server: &Server, n: usize) {
+    let started = Instant::now();
+    loop {
+        let parked = count_waiters(server);
+        if parked == n {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{parked} parked, wanted {n}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// POSTs `body` to `/notify/CHANNEL`; returns the answer's count and message id.
+fn publish(server: &Server, channel: &str, body: &str) -> (usize, String) {
+    let response = server.request(&post(&format!("/notify/{channel}"), body.as_bytes()));
+    assert_eq!(response.status, 200, "{response:?}");
+    let id = response.header("x-comet-id").expect("an id").to_string();
+    (response.text().parse().unwrap(), id)
+}
+
+/// `EPOCH-SEQ` split.
+fn split_id(id: &str) -> (String, u64) {
+    let (epoch, seq) = id.split_once('-').unwrap();
+    (epoch.to_string(), seq.parse().unwrap())
+}
+
+#[test]
+fn a_notify_reaches_waiters_on_every_worker_and_counts_them_all() {
+    for n in [2, 4] {
+        let server = Server::start_with(&["--workers", &n.to_string()]);
+        let pids = workers(&server, n, Duration::from_secs(5));
+        let mut waiters: Vec<Conn> = (0..64)
+            .map(|_| {
+                let mut conn = server.connect();
+                conn.send(&get("/wait/news"));
+                conn
+            })
+            .collect();
+        await_waiters(&server, 64);
+        assert_every_worker_holds_connections(&server, &pids);
+        let (reached, id) = publish(&server, "news", "to everyone");
+        assert_eq!(reached, 64, "n counts the waiters of every worker");
+        for conn in &mut waiters {
+            let got = conn.read_response();
+            assert_eq!(got.status, 200);
+            assert_eq!(got.text(), "to everyone");
+            assert_eq!(got.header("x-comet-id"), Some(id.as_str()));
+        }
+        await_waiters(&server, 0);
+    }
+}
+
+#[test]
+fn ids_are_one_order_and_catch_up_answers_the_same_on_every_worker() {
+    let server = Server::start_with(&["--workers", "4"]);
+    let pids = workers(&server, 4, Duration::from_secs(5));
+    // Each publish on a new connection: they land on all the workers.
+    let ids: Vec<String> = (0..12)
+        .map(|i| publish(&server, "log", &format!("m{i}")).1)
+        .collect();
+    let (epoch, first) = split_id(&ids[0]);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(split_id(id), (epoch.clone(), first + i as u64), "{ids:?}");
+    }
+    // `?after=` the 5th id: the 6th message, whichever worker answers. The connections
+    // stay open until all have been asked, so each worker is seen to answer some.
+    let mut asked = Vec::new();
+    for _ in 0..64 {
+        let mut conn = server.connect();
+        conn.send(&get(&format!("/wait/log?after={}", ids[4])));
+        let got = conn.read_response();
+        assert_eq!(got.status, 200);
+        assert_eq!(got.text(), "m5");
+        assert_eq!(got.header("x-comet-id"), Some(ids[5].as_str()));
+        assert_eq!(got.header("x-comet-resync"), None);
+        asked.push(conn);
+    }
+    assert_every_worker_holds_connections(&server, &pids);
+}
+
+#[test]
+fn event_streams_on_every_worker_get_every_message_in_order() {
+    let server = Server::start_with(&["--workers", "2"]);
+    let pids = workers(&server, 2, Duration::from_secs(5));
+    let mut streams: Vec<Conn> = (0..32)
+        .map(|_| {
+            let mut conn = server.connect();
+            conn.send(&get("/events/feed"));
+            assert_eq!(conn.read_head_response().status, 200);
+            conn
+        })
+        .collect();
+    assert_every_worker_holds_connections(&server, &pids);
+    // A stream is parked once its head is sent: every publish reaches all 32, on both
+    // workers, and the subscribers are counted in n.
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let (reached, id) = publish(&server, "feed", &format!("e{i}"));
+            assert_eq!(reached, 32);
+            id
+        })
+        .collect();
+    for conn in &mut streams {
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            let chunk = String::from_utf8(conn.read_chunk()).unwrap();
+            if !chunk.starts_with(':') {
+                seen.push(chunk); // not a heartbeat
+            }
+        }
+        for (i, event) in seen.iter().enumerate() {
+            assert!(event.contains(&format!("id: {}", ids[i])), "{event:?}");
+            assert!(event.contains(&format!("data: e{i}")), "{event:?}");
+        }
+    }
+}
+
+#[test]
+fn history_survives_a_killed_worker_and_its_replacement_answers_catch_ups() {
+    let server = Server::start_with(&["--workers", "2"]);
+    let pids = workers(&server, 2, Duration::from_secs(5));
+    let ids: Vec<String> = (0..3)
+        .map(|i| publish(&server, "keep", &format!("k{i}")).1)
+        .collect();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let after = workers(&server, 2, Duration::from_secs(1));
+    let newcomer = *after.iter().find(|p| !pids.contains(p)).unwrap();
+    // Enough catch-ups that the new worker answers some of them.
+    let mut asked = Vec::new();
+    for _ in 0..48 {
+        let mut conn = server.connect();
+        conn.send(&get(&format!("/wait/keep?after={}", ids[0])));
+        let got = conn.read_response();
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(got.text(), "k1");
+        assert_eq!(got.header("x-comet-id"), Some(ids[1].as_str()));
+        assert_eq!(got.header("x-comet-resync"), None);
+        asked.push(conn);
+    }
+    assert!(connections_held(newcomer, server.addr().port()) > 0);
+    // Ids go on from where they were, in the same epoch.
+    let (_, next) = publish(&server, "keep", "k3");
+    let (epoch, seq) = split_id(&next);
+    assert_eq!((epoch, seq), (split_id(&ids[2]).0, split_id(&ids[2]).1 + 1));
+}

@@ -57,6 +57,14 @@ pub enum Frame<'a> {
     /// `delivery` 0: record, answer nothing): every message of the channel after `floor` is
     /// in that history; older ones are lost to clients that ask (they get a resync).
     Floor { floor: u64, channel: &'a str },
+    /// Worker to hub: a client asked how many waiters are parked (`GET /`), on every worker.
+    CountWaiters { request: u64 },
+    /// Hub to every worker: how many waiters are parked here? (reply: [`Frame::Counted`]).
+    CountQuery { query: u64 },
+    /// Worker to hub: its parked waiters, for a [`Frame::CountQuery`].
+    Counted { query: u64, count: u64 },
+    /// Hub to the asking worker: parked waiters on every worker.
+    WaiterCount { request: u64, count: u64 },
     /// Hub to a worker: report your counters (the reply is [`Frame::Stats`]).
     StatsQuery { query: u64 },
     /// Worker to hub: its counters as `NAME VALUE` lines, in the Prometheus text format
@@ -121,6 +129,10 @@ mod kind {
     pub const STATS: u8 = 8;
     pub const WELCOME: u8 = 9;
     pub const FLOOR: u8 = 10;
+    pub const COUNT_WAITERS: u8 = 11;
+    pub const COUNT_QUERY: u8 = 12;
+    pub const COUNTED: u8 = 13;
+    pub const WAITER_COUNT: u8 = 14;
 }
 
 impl Frame<'_> {
@@ -136,6 +148,10 @@ impl Frame<'_> {
             Frame::Stats { .. } => kind::STATS,
             Frame::Welcome { .. } => kind::WELCOME,
             Frame::Floor { .. } => kind::FLOOR,
+            Frame::CountWaiters { .. } => kind::COUNT_WAITERS,
+            Frame::CountQuery { .. } => kind::COUNT_QUERY,
+            Frame::Counted { .. } => kind::COUNTED,
+            Frame::WaiterCount { .. } => kind::WAITER_COUNT,
         }
     }
 }
@@ -216,6 +232,15 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), FrameError> {
         Frame::Floor { floor, channel } => {
             out.extend_from_slice(&floor.to_le_bytes());
             put_str(out, channel)
+        }
+        Frame::CountWaiters { request: a } | Frame::CountQuery { query: a } => {
+            out.extend_from_slice(&a.to_le_bytes());
+            Ok(())
+        }
+        Frame::Counted { query: a, count } | Frame::WaiterCount { request: a, count } => {
+            out.extend_from_slice(&a.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            Ok(())
         }
     };
     let len = out.len() - start - 4;
@@ -322,6 +347,20 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
         kind::FLOOR => Frame::Floor {
             floor: fields.u64()?,
             channel: fields.str()?,
+        },
+        kind::COUNT_WAITERS => Frame::CountWaiters {
+            request: fields.u64()?,
+        },
+        kind::COUNT_QUERY => Frame::CountQuery {
+            query: fields.u64()?,
+        },
+        kind::COUNTED => Frame::Counted {
+            query: fields.u64()?,
+            count: fields.u64()?,
+        },
+        kind::WAITER_COUNT => Frame::WaiterCount {
+            request: fields.u64()?,
+            count: fields.u64()?,
         },
         other => return Err(FrameError::UnknownKind(other)),
     };
@@ -488,6 +527,13 @@ mod tests {
                 reason: RefuseReason::BadChannelName,
             },
             Frame::StatsQuery { query: 1 },
+            Frame::CountWaiters { request: 3 },
+            Frame::CountQuery { query: 4 },
+            Frame::Counted { query: 4, count: 5 },
+            Frame::WaiterCount {
+                request: 3,
+                count: 12,
+            },
             Frame::Welcome {
                 epoch: 0xdead_beef,
                 last_seq: 77,

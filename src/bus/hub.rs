@@ -34,11 +34,12 @@ struct History {
     last_published: Instant,
 }
 
-/// A publish whose workers have not all answered yet.
+/// A publish or a count whose workers have not all answered yet.
 struct Pending {
     origin: u16,
     request: u64,
-    seq: u64,
+    /// The publish's seq; None for a count of parked waiters.
+    seq: Option<u64>,
     reached: u64,
     /// Worker indices still to answer.
     awaiting: Vec<u16>,
@@ -154,8 +155,22 @@ impl Hub {
                 self.publish(worker, request, channel, content_type, body, now);
                 Ok(())
             }
-            Frame::Delivered { delivery, count } => {
+            Frame::Delivered { delivery, count }
+            | Frame::Counted {
+                query: delivery,
+                count,
+            } => {
                 self.answered(delivery, worker, count);
+                Ok(())
+            }
+            Frame::CountWaiters { request } => {
+                let query = self.next_delivery;
+                self.next_delivery += 1;
+                let awaiting = self.live_workers();
+                for &w in &awaiting {
+                    self.send(w, &Frame::CountQuery { query });
+                }
+                self.track(query, worker, request, None, awaiting);
                 Ok(())
             }
             Frame::Stats { .. } => Ok(()),
@@ -165,6 +180,8 @@ impl Hub {
             Frame::StatsQuery { .. } => Err(Unexpected("stats query")),
             Frame::Welcome { .. } => Err(Unexpected("welcome")),
             Frame::Floor { .. } => Err(Unexpected("floor")),
+            Frame::CountQuery { .. } => Err(Unexpected("count query")),
+            Frame::WaiterCount { .. } => Err(Unexpected("waiter count")),
         }
     }
 
@@ -209,9 +226,7 @@ impl Hub {
         }
         let delivery = self.next_delivery;
         self.next_delivery += 1;
-        let awaiting: Vec<u16> = (0..self.live.len() as u16)
-            .filter(|&w| self.live[w as usize])
-            .collect();
+        let awaiting = self.live_workers();
         for &worker in &awaiting {
             let frame = Frame::Deliver {
                 delivery,
@@ -223,17 +238,34 @@ impl Hub {
             };
             self.send(worker, &frame);
         }
-        self.pending.insert(
-            delivery,
-            Pending {
-                origin,
-                request,
-                seq,
-                reached: 0,
-                awaiting,
-            },
-        );
-        if self.pending[&delivery].awaiting.is_empty() {
+        self.track(delivery, origin, request, Some(seq), awaiting);
+    }
+
+    fn live_workers(&self) -> Vec<u16> {
+        (0..self.live.len() as u16)
+            .filter(|&w| self.live[w as usize])
+            .collect()
+    }
+
+    /// Waits for `awaiting` to answer `delivery` (a publish's or a count's).
+    fn track(
+        &mut self,
+        delivery: u64,
+        origin: u16,
+        request: u64,
+        seq: Option<u64>,
+        awaiting: Vec<u16>,
+    ) {
+        let empty = awaiting.is_empty();
+        let pending = Pending {
+            origin,
+            request,
+            seq,
+            reached: 0,
+            awaiting,
+        };
+        self.pending.insert(delivery, pending);
+        if empty {
             self.answered(delivery, origin, 0);
         }
     }
@@ -253,11 +285,17 @@ impl Hub {
         }
         let done = self.pending.remove(&delivery).expect("present above");
         if self.live[done.origin as usize] {
-            let frame = Frame::Published {
-                request: done.request,
-                epoch: self.epoch,
-                seq: done.seq,
-                reached: done.reached,
+            let frame = match done.seq {
+                Some(seq) => Frame::Published {
+                    request: done.request,
+                    epoch: self.epoch,
+                    seq,
+                    reached: done.reached,
+                },
+                None => Frame::WaiterCount {
+                    request: done.request,
+                    count: done.reached,
+                },
             };
             self.send(done.origin, &frame);
         }
@@ -375,6 +413,22 @@ mod tests {
         )
         .unwrap();
         assert!(sent(&mut hub, 0).is_empty());
+    }
+
+    #[test]
+    fn waiter_counts_are_summed_over_live_workers() {
+        let mut hub = hub(3);
+        hub.on_frame(2, Frame::CountWaiters { request: 5 }, Instant::now())
+            .unwrap();
+        for w in 0..3 {
+            assert_eq!(sent(&mut hub, w), ["CountQuery { query: 1 }"]);
+        }
+        hub.on_frame(0, Frame::Counted { query: 1, count: 4 }, Instant::now())
+            .unwrap();
+        hub.leave(1);
+        hub.on_frame(2, Frame::Counted { query: 1, count: 6 }, Instant::now())
+            .unwrap();
+        assert_eq!(sent(&mut hub, 2), ["WaiterCount { request: 5, count: 10 }"]);
     }
 
     #[test]

@@ -13,14 +13,18 @@ use slab::Slab;
 
 use super::{Channel, ChannelKey, Comet, Delivery, Message, MessageId};
 
-/// A publish waiting to be sent to the hub; `token` is the publisher, answered when the hub
-/// says how many it reached.
+/// A request waiting to be sent to the hub; `token` is the connection answered when the
+/// hub has every worker's count.
 #[derive(Debug)]
-pub struct Relayed {
-    pub token: Token,
-    pub channel: Box<str>,
-    pub content_type: Box<str>,
-    pub body: Box<[u8]>,
+pub enum Relayed {
+    Publish {
+        token: Token,
+        channel: Box<str>,
+        content_type: Box<str>,
+        body: Box<[u8]>,
+    },
+    /// `GET /`: parked waiters on every worker.
+    CountWaiters { token: Token },
 }
 
 impl Comet {
@@ -42,12 +46,19 @@ impl Comet {
         body: Box<[u8]>,
     ) {
         if let Some(queue) = &mut self.relay {
-            queue.push_back(Relayed {
+            queue.push_back(Relayed::Publish {
                 token,
                 channel: channel.into(),
                 content_type: content_type.into(),
                 body,
             });
+        }
+    }
+
+    /// Queues a count of every worker's parked waiters (only when [`Comet::relays`]).
+    pub fn relay_count(&mut self, token: Token) {
+        if let Some(queue) = &mut self.relay {
+            queue.push_back(Relayed::CountWaiters { token });
         }
     }
 

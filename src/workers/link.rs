@@ -11,6 +11,7 @@ use mio::Token;
 
 use crate::bus::frame::RefuseReason;
 use crate::bus::{decode, encode, Frame, FrameReader};
+use crate::comet::relay::Relayed;
 use crate::comet::{Comet, MessageId};
 
 /// What the hub said about a relayed publish, for the connection that asked.
@@ -21,6 +22,8 @@ pub enum HubAnswer {
         reached: u64,
     },
     Refused(RefuseReason),
+    /// Parked waiters on every worker (`GET /`).
+    Waiters(u64),
     /// The link is gone (the supervisor died): no answer will come.
     Unavailable,
 }
@@ -92,14 +95,25 @@ impl WorkerLink {
         while let Some(relayed) = comet.take_relayed() {
             let request = self.next_request;
             self.next_request += 1;
-            let frame = Frame::Publish {
-                request,
-                channel: &relayed.channel,
-                content_type: &relayed.content_type,
-                body: &relayed.body,
+            let (frame, token) = match &relayed {
+                Relayed::Publish {
+                    token,
+                    channel,
+                    content_type,
+                    body,
+                } => (
+                    Frame::Publish {
+                        request,
+                        channel,
+                        content_type,
+                        body,
+                    },
+                    *token,
+                ),
+                Relayed::CountWaiters { token } => (Frame::CountWaiters { request }, *token),
             };
             if encode(&frame, &mut self.out).is_ok() {
-                self.waiting.insert(request, relayed.token);
+                self.waiting.insert(request, token);
             }
         }
     }
@@ -196,6 +210,15 @@ impl WorkerLink {
                 Frame::Refused { request, reason } => {
                     if let Some(token) = self.waiting.remove(&request) {
                         answers.push((token, HubAnswer::Refused(reason)));
+                    }
+                }
+                Frame::CountQuery { query } => {
+                    let count = comet.parked() as u64;
+                    let _ = encode(&Frame::Counted { query, count }, &mut self.out);
+                }
+                Frame::WaiterCount { request, count } => {
+                    if let Some(token) = self.waiting.remove(&request) {
+                        answers.push((token, HubAnswer::Waiters(count)));
                     }
                 }
                 Frame::StatsQuery { query } => {

@@ -176,6 +176,7 @@ impl<T: Transport> Conn<T> {
             HubAnswer::Refused(RefuseReason::TooManyChannels) => {
                 comet_error(CometError::TooManyChannels)
             }
+            HubAnswer::Waiters(count) => Response::text(200, count.to_string()),
             HubAnswer::Unavailable => {
                 Response::text(503, "shutting down\n").with_header("Retry-After", "1")
             }

@@ -210,6 +210,8 @@ enum Consumer {
     Exec {
         name: String,
     },
+    /// `GET /` with `--workers N`: every worker's parked waiters, counted by the hub.
+    CountEverywhere,
 }
 
 /// Why [`Conn::process`] stopped.
@@ -769,6 +771,11 @@ impl<T: Transport> Conn<T> {
                 body,
             } => publish(&channel, payload, &content_type, body, ctx),
             Consumer::Exec { name } => return self.start_stream(&name, reply, ctx),
+            Consumer::CountEverywhere => {
+                ctx.comet.relay_count(ctx.token);
+                self.phase = Phase::AwaitingHub(reply);
+                return;
+            }
         };
         self.respond(response, reply, ctx);
     }
@@ -905,6 +912,7 @@ fn route<S: Service>(head: &Head<'_>, admin: bool, ctx: &mut Ctx<'_, S>) -> Cons
             handler,
         },
         Route::Streamed(sink) => Consumer::Streamed(sink),
+        Route::CountWaiters if ctx.comet.relays() => Consumer::CountEverywhere,
         Route::CountWaiters => {
             Consumer::Discard(Response::text(200, ctx.comet.parked().to_string()))
         }
@@ -983,6 +991,7 @@ impl Consumer {
             | Consumer::Wait { .. }
             | Consumer::Subscribe { .. }
             | Consumer::Exec { .. }
+            | Consumer::CountEverywhere
             | Consumer::Publish {
                 payload: Payload::WaiterCount,
                 ..
