@@ -59,12 +59,17 @@ pub enum Frame<'a> {
     Floor { floor: u64, channel: &'a str },
     /// Worker to hub: a client asked how many waiters are parked (`GET /`), on every worker.
     CountWaiters { request: u64 },
-    /// Hub to every worker: how many waiters are parked here? (reply: [`Frame::Counted`]).
-    CountQuery { query: u64 },
+    /// Hub to every worker: how many clients are parked here (reply: [`Frame::Counted`]):
+    /// waiters on every channel when `channel` is empty, else waiters and subscribers of
+    /// that channel.
+    CountQuery { query: u64, channel: &'a str },
     /// Worker to hub: its parked waiters, for a [`Frame::CountQuery`].
     Counted { query: u64, count: u64 },
     /// Hub to the asking worker: parked waiters on every worker.
     WaiterCount { request: u64, count: u64 },
+    /// Worker to hub: publish on `channel` a message whose body is the number of clients it
+    /// reaches on every worker (`GET /notify`): the hub counts first, then publishes.
+    PublishCount { request: u64, channel: &'a str },
     /// Hub to a worker: report your counters (the reply is [`Frame::Stats`]).
     StatsQuery { query: u64 },
     /// Worker to hub: its counters as `NAME VALUE` lines, in the Prometheus text format
@@ -133,6 +138,7 @@ mod kind {
     pub const COUNT_QUERY: u8 = 12;
     pub const COUNTED: u8 = 13;
     pub const WAITER_COUNT: u8 = 14;
+    pub const PUBLISH_COUNT: u8 = 15;
 }
 
 impl Frame<'_> {
@@ -152,6 +158,7 @@ impl Frame<'_> {
             Frame::CountQuery { .. } => kind::COUNT_QUERY,
             Frame::Counted { .. } => kind::COUNTED,
             Frame::WaiterCount { .. } => kind::WAITER_COUNT,
+            Frame::PublishCount { .. } => kind::PUBLISH_COUNT,
         }
     }
 }
@@ -233,9 +240,17 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), FrameError> {
             out.extend_from_slice(&floor.to_le_bytes());
             put_str(out, channel)
         }
-        Frame::CountWaiters { request: a } | Frame::CountQuery { query: a } => {
-            out.extend_from_slice(&a.to_le_bytes());
+        Frame::CountWaiters { request } => {
+            out.extend_from_slice(&request.to_le_bytes());
             Ok(())
+        }
+        Frame::CountQuery { query: a, channel }
+        | Frame::PublishCount {
+            request: a,
+            channel,
+        } => {
+            out.extend_from_slice(&a.to_le_bytes());
+            put_str(out, channel)
         }
         Frame::Counted { query: a, count } | Frame::WaiterCount { request: a, count } => {
             out.extend_from_slice(&a.to_le_bytes());
@@ -353,6 +368,11 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
         },
         kind::COUNT_QUERY => Frame::CountQuery {
             query: fields.u64()?,
+            channel: fields.str()?,
+        },
+        kind::PUBLISH_COUNT => Frame::PublishCount {
+            request: fields.u64()?,
+            channel: fields.str()?,
         },
         kind::COUNTED => Frame::Counted {
             query: fields.u64()?,
@@ -528,7 +548,18 @@ mod tests {
             },
             Frame::StatsQuery { query: 1 },
             Frame::CountWaiters { request: 3 },
-            Frame::CountQuery { query: 4 },
+            Frame::CountQuery {
+                query: 4,
+                channel: "",
+            },
+            Frame::CountQuery {
+                query: 4,
+                channel: "news",
+            },
+            Frame::PublishCount {
+                request: 6,
+                channel: "news",
+            },
             Frame::Counted { query: 4, count: 5 },
             Frame::WaiterCount {
                 request: 3,

@@ -34,12 +34,24 @@ struct History {
     last_published: Instant,
 }
 
+/// What a pending request is waiting for.
+enum Awaited {
+    /// Delivery counts of the publish with this seq.
+    Delivered { seq: u64 },
+    /// Parked waiters, for `GET /`.
+    Waiters,
+    /// Clients on the channel, whose sum becomes the body of a publish (`GET /notify`).
+    CountToPublish {
+        channel: Box<str>,
+        asked_at: Instant,
+    },
+}
+
 /// A publish or a count whose workers have not all answered yet.
 struct Pending {
     origin: u16,
     request: u64,
-    /// The publish's seq; None for a count of parked waiters.
-    seq: Option<u64>,
+    awaited: Awaited,
     reached: u64,
     /// Worker indices still to answer.
     awaiting: Vec<u16>,
@@ -164,13 +176,20 @@ impl Hub {
                 Ok(())
             }
             Frame::CountWaiters { request } => {
-                let query = self.next_delivery;
-                self.next_delivery += 1;
-                let awaiting = self.live_workers();
-                for &w in &awaiting {
-                    self.send(w, &Frame::CountQuery { query });
+                self.count(worker, request, "", Awaited::Waiters);
+                Ok(())
+            }
+            Frame::PublishCount { request, channel } => {
+                if !is_valid_channel_name(channel) {
+                    let reason = RefuseReason::BadChannelName;
+                    self.send(worker, &Frame::Refused { request, reason });
+                } else {
+                    let awaited = Awaited::CountToPublish {
+                        channel: channel.into(),
+                        asked_at: now,
+                    };
+                    self.count(worker, request, channel, awaited);
                 }
-                self.track(query, worker, request, None, awaiting);
                 Ok(())
             }
             Frame::Stats { .. } => Ok(()),
@@ -238,7 +257,24 @@ impl Hub {
             };
             self.send(worker, &frame);
         }
-        self.track(delivery, origin, request, Some(seq), awaiting);
+        self.track(
+            delivery,
+            origin,
+            request,
+            Awaited::Delivered { seq },
+            awaiting,
+        );
+    }
+
+    /// Asks every live worker to count (`channel` empty: all parked waiters).
+    fn count(&mut self, origin: u16, request: u64, channel: &str, awaited: Awaited) {
+        let query = self.next_delivery;
+        self.next_delivery += 1;
+        let awaiting = self.live_workers();
+        for &w in &awaiting {
+            self.send(w, &Frame::CountQuery { query, channel });
+        }
+        self.track(query, origin, request, awaited, awaiting);
     }
 
     fn live_workers(&self) -> Vec<u16> {
@@ -253,14 +289,14 @@ impl Hub {
         delivery: u64,
         origin: u16,
         request: u64,
-        seq: Option<u64>,
+        awaited: Awaited,
         awaiting: Vec<u16>,
     ) {
         let empty = awaiting.is_empty();
         let pending = Pending {
             origin,
             request,
-            seq,
+            awaited,
             reached: 0,
             awaiting,
         };
@@ -284,21 +320,34 @@ impl Hub {
             return;
         }
         let done = self.pending.remove(&delivery).expect("present above");
-        if self.live[done.origin as usize] {
-            let frame = match done.seq {
-                Some(seq) => Frame::Published {
-                    request: done.request,
-                    epoch: self.epoch,
-                    seq,
-                    reached: done.reached,
-                },
-                None => Frame::WaiterCount {
-                    request: done.request,
-                    count: done.reached,
-                },
-            };
-            self.send(done.origin, &frame);
+        if !self.live[done.origin as usize] {
+            return; // nobody to answer (and a count-publish dies with its asker)
         }
+        let frame = match done.awaited {
+            Awaited::Delivered { seq } => Frame::Published {
+                request: done.request,
+                epoch: self.epoch,
+                seq,
+                reached: done.reached,
+            },
+            Awaited::Waiters => Frame::WaiterCount {
+                request: done.request,
+                count: done.reached,
+            },
+            Awaited::CountToPublish { channel, asked_at } => {
+                let body = done.reached.to_string();
+                let (origin, request) = (done.origin, done.request);
+                return self.publish(
+                    origin,
+                    request,
+                    &channel,
+                    "text/plain",
+                    body.as_bytes(),
+                    asked_at,
+                );
+            }
+        };
+        self.send(done.origin, &frame);
     }
 
     /// Forgets channels nobody has published to for the channel TTL (`--comet-channel-ttl`,
@@ -421,7 +470,10 @@ mod tests {
         hub.on_frame(2, Frame::CountWaiters { request: 5 }, Instant::now())
             .unwrap();
         for w in 0..3 {
-            assert_eq!(sent(&mut hub, w), ["CountQuery { query: 1 }"]);
+            assert_eq!(
+                sent(&mut hub, w),
+                ["CountQuery { query: 1, channel: \"\" }"]
+            );
         }
         hub.on_frame(0, Frame::Counted { query: 1, count: 4 }, Instant::now())
             .unwrap();
@@ -429,6 +481,39 @@ mod tests {
         hub.on_frame(2, Frame::Counted { query: 1, count: 6 }, Instant::now())
             .unwrap();
         assert_eq!(sent(&mut hub, 2), ["WaiterCount { request: 5, count: 10 }"]);
+    }
+
+    #[test]
+    fn a_count_publish_counts_first_then_publishes_the_sum() {
+        let mut hub = hub(2);
+        let frame = Frame::PublishCount {
+            request: 9,
+            channel: "news",
+        };
+        hub.on_frame(0, frame, Instant::now()).unwrap();
+        assert_eq!(
+            sent(&mut hub, 1),
+            ["CountQuery { query: 1, channel: \"news\" }"]
+        );
+        sent(&mut hub, 0);
+        for (w, count) in [(0, 2), (1, 3)] {
+            hub.on_frame(w, Frame::Counted { query: 1, count }, Instant::now())
+                .unwrap();
+        }
+        let frames = sent(&mut hub, 1);
+        assert!(
+            frames[0].starts_with("Deliver { delivery: 2, epoch: 43981, seq: 1, channel: \"news\", content_type: \"text/plain\", body: [53]"),
+            "{frames:?}"
+        );
+        for (w, count) in [(0, 2), (1, 3)] {
+            let frame = Frame::Delivered { delivery: 2, count };
+            hub.on_frame(w, frame, Instant::now()).unwrap();
+        }
+        let answer = sent(&mut hub, 0);
+        assert_eq!(
+            answer.last().unwrap(),
+            "Published { request: 9, epoch: 43981, seq: 1, reached: 5 }"
+        );
     }
 
     #[test]

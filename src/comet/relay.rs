@@ -25,6 +25,8 @@ pub enum Relayed {
     },
     /// `GET /`: parked waiters on every worker.
     CountWaiters { token: Token },
+    /// `GET /notify`: a message whose body is the number of clients it reaches everywhere.
+    PublishCount { token: Token, channel: Box<str> },
 }
 
 impl Comet {
@@ -51,6 +53,16 @@ impl Comet {
                 channel: channel.into(),
                 content_type: content_type.into(),
                 body,
+            });
+        }
+    }
+
+    /// Queues a publish whose body is the count it reaches (only when [`Comet::relays`]).
+    pub fn relay_publish_count(&mut self, token: Token, channel: &str) {
+        if let Some(queue) = &mut self.relay {
+            queue.push_back(Relayed::PublishCount {
+                token,
+                channel: channel.into(),
             });
         }
     }

@@ -111,6 +111,9 @@ impl WorkerLink {
                     *token,
                 ),
                 Relayed::CountWaiters { token } => (Frame::CountWaiters { request }, *token),
+                Relayed::PublishCount { token, channel } => {
+                    (Frame::PublishCount { request, channel }, *token)
+                }
             };
             if encode(&frame, &mut self.out).is_ok() {
                 self.waiting.insert(request, token);
@@ -212,8 +215,11 @@ impl WorkerLink {
                         answers.push((token, HubAnswer::Refused(reason)));
                     }
                 }
-                Frame::CountQuery { query } => {
-                    let count = comet.parked() as u64;
+                Frame::CountQuery { query, channel } => {
+                    let count = match channel {
+                        "" => comet.parked(),
+                        channel => comet.reached_here(channel),
+                    } as u64;
                     let _ = encode(&Frame::Counted { query, count }, &mut self.out);
                 }
                 Frame::WaiterCount { request, count } => {

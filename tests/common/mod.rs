@@ -145,6 +145,13 @@ impl Server {
         if !own_listen {
             command.args(["--listen", "127.0.0.1:0"]);
         }
+        // MIOHTTPD_TEST_WORKERS=N runs a suite's servers as N workers (one that names its own
+        // --workers keeps it): the suite's checks then hold for the server as a whole.
+        if let Ok(workers) = std::env::var("MIOHTTPD_TEST_WORKERS") {
+            if !args.iter().any(|a| a.starts_with("--workers")) {
+                command.args(["--workers", &workers]);
+            }
+        }
         let mut child = command
             .args(args)
             .stdin(Stdio::null())

@@ -138,8 +138,8 @@ impl<T: Transport> Conn<T> {
 
 impl<T: Transport> Conn<T> {
     /// `--workers N`: the publish goes to the hub, which gives the id and sums every
-    /// worker's count; the connection waits for that answer. `GET /notify`'s body (the count
-    /// it reaches) is this worker's count: it is rendered before the others are asked.
+    /// worker's count; the connection waits for that answer. For `GET /notify` (the body is
+    /// the count it reaches) the hub counts on every worker first.
     pub(super) fn relay_publish<S>(
         &mut self,
         channel: &str,
@@ -152,12 +152,14 @@ impl<T: Transport> Conn<T> {
         if !is_valid_channel_name(channel) {
             return self.respond(comet_error(CometError::BadChannelName), reply, ctx);
         }
-        let body = match payload {
-            Payload::WaiterCount => ctx.comet.reached_here(channel).to_string().into_bytes(),
-            Payload::Body { .. } => body,
-        };
-        ctx.comet
-            .relay_publish(ctx.token, channel, content_type, body.into_boxed_slice());
+        match payload {
+            Payload::WaiterCount => ctx.comet.relay_publish_count(ctx.token, channel),
+            Payload::Body { .. } => {
+                let body = body.into_boxed_slice();
+                ctx.comet
+                    .relay_publish(ctx.token, channel, content_type, body)
+            }
+        }
         self.phase = Phase::AwaitingHub(reply);
     }
 
