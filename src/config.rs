@@ -109,6 +109,9 @@ pub struct Config {
     /// A classic BPF program on each reuseport group picks the listener of the worker pinned
     /// to the CPU that took the packet.
     pub steer_by_cpu: bool,
+    /// Set in a worker, not by a flag: the supervisor serves `--admin-listen`, so this process
+    /// binds nothing there (and still hides `/metrics` on the main listeners).
+    pub admin_served_by_supervisor: bool,
 }
 
 /// A value kept out of logs and `Debug` output.
@@ -207,6 +210,7 @@ impl Default for Config {
             accept_model: AcceptModel::ReusePort,
             worker_cpu_affinity: CpuAffinity::Off,
             steer_by_cpu: false,
+            admin_served_by_supervisor: false,
         }
     }
 }

@@ -121,6 +121,23 @@ fn assert_every_worker_holds_connections(server: &Server, pids: &[u32]) -> Vec<u
 }
 
 #[test]
+fn metrics_come_from_the_supervisor_with_a_worker_label_and_totals() {
+    let server = Server::start_with(&["--workers", "2", "--admin-listen", "127.0.0.1:0"]);
+    workers(&server, 2, Duration::from_secs(5));
+    let conns = open_served(&server, 32);
+    let text = metrics(&server);
+    let total = series(&text, "miohttpd_accepts_total").unwrap();
+    let w0 = series(&text, "miohttpd_accepts_total{worker=\"0\"}").unwrap();
+    let w1 = series(&text, "miohttpd_accepts_total{worker=\"1\"}").unwrap();
+    assert_eq!(total, w0 + w1, "{text}");
+    assert!(total >= conns.len() as u64, "{text}");
+    // Each TYPE line once, so Prometheus takes the text.
+    assert_eq!(text.matches("# TYPE miohttpd_accepts_total ").count(), 1);
+    // The main listener hides /metrics, as with one process.
+    assert_eq!(server.request(&get("/metrics")).status, 404);
+}
+
+#[test]
 fn workers_one_is_a_single_process() {
     let server = Server::start();
     server.assert_still_serves();
@@ -404,10 +421,26 @@ fn split_id(id: &str) -> (String, u64) {
     (epoch.to_string(), seq.parse().unwrap())
 }
 
+/// `/metrics` from the supervisor's admin listener.
+fn metrics(server: &Server) -> String {
+    let mut conn = Conn::connect(server.admin_addr());
+    conn.send(&get("/metrics"));
+    let response = conn.read_response();
+    assert_eq!(response.status, 200, "{response:?}");
+    response.text().to_string()
+}
+
+/// The value of the series `key` (`name` or `name{labels}`) in a metrics text.
+fn series(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())
+}
+
 #[test]
 fn a_notify_reaches_waiters_on_every_worker_and_counts_them_all() {
     for n in [2, 4] {
-        let server = Server::start_with(&["--workers", &n.to_string()]);
+        let server =
+            Server::start_with(&["--workers", &n.to_string(), "--admin-listen", "127.0.0.1:0"]);
         let pids = workers(&server, n, Duration::from_secs(5));
         let mut waiters: Vec<Conn> = (0..64)
             .map(|_| {
@@ -418,6 +451,14 @@ fn a_notify_reaches_waiters_on_every_worker_and_counts_them_all() {
             .collect();
         await_waiters(&server, 64);
         assert_every_worker_holds_connections(&server, &pids);
+        // The supervisor's /metrics says the same, per worker and in total.
+        let text = metrics(&server);
+        assert_eq!(series(&text, "miohttpd_parked_waiters"), Some(64), "{text}");
+        let per_worker: Vec<u64> = (0..n)
+            .map(|i| series(&text, &format!("miohttpd_parked_waiters{{worker=\"{i}\"}}")).unwrap())
+            .collect();
+        assert!(per_worker.iter().all(|&w| w > 0), "{per_worker:?}");
+        assert_eq!(per_worker.iter().sum::<u64>(), 64);
         let (reached, id) = publish(&server, "news", "to everyone");
         assert_eq!(reached, 64, "n counts the waiters of every worker");
         for conn in &mut waiters {

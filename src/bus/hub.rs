@@ -93,6 +93,11 @@ impl Hub {
         &mut self.outboxes[worker]
     }
 
+    /// Queues a frame for a worker (the supervisor's own queries ride the same outbox).
+    pub fn send_to(&mut self, worker: u16, frame: &Frame<'_>) {
+        self.send(worker, frame);
+    }
+
     fn send(&mut self, worker: u16, frame: &Frame<'_>) {
         // Every frame the hub makes comes from a frame that decoded within the limits.
         let _ = encode(frame, &mut self.outboxes[worker as usize]);

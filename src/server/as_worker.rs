@@ -82,6 +82,15 @@ impl<S: Service> EventLoop<S> {
             self.with_conn(token, now, |conn, ctx| conn.answer_from_hub(answer, ctx));
         }
         self.hub_answers = answers;
+        if let Some(link) = self.link.as_mut() {
+            for query in std::mem::take(&mut link.stats_wanted) {
+                let gauges = super::instruments::gauges(&self.stats, &self.comet, &self.children);
+                let text = self
+                    .stats
+                    .render_prometheus(&gauges, self.config.events_per_poll);
+                link.send_stats(query, text.as_bytes());
+            }
+        }
         self.fan_out(now);
         if down.is_some() && self.draining_until.is_none() {
             self.begin_shutdown("link to the supervisor lost", now);

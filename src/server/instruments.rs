@@ -42,7 +42,7 @@ impl Instruments {
     /// Binds and registers the admin listener and opens the access log, before the loop runs.
     pub fn bind(config: &Config, registry: &Registry) -> io::Result<Self> {
         let admin = match config.admin_listen {
-            Some(addr) => {
+            Some(addr) if !config.admin_served_by_supervisor => {
                 let context = |e: io::Error| io::Error::new(e.kind(), format!("admin {addr}: {e}"));
                 let mut admin = listener::bind_admin(addr).map_err(context)?;
                 registry
@@ -50,7 +50,7 @@ impl Instruments {
                     .map_err(context)?;
                 Some(admin)
             }
-            None => None,
+            _ => None,
         };
         let log = AccessLog::open(config.access_log.as_ref())
             .map_err(|e| io::Error::new(e.kind(), format!("access log: {e}")))?;

@@ -39,6 +39,8 @@ pub struct WorkerLink {
     next_request: u64,
     /// Relayed publishes not yet answered, by request number.
     waiting: HashMap<u64, Token>,
+    /// Stats queries from the hub, for the loop to answer with its counters.
+    pub stats_wanted: Vec<u64>,
 }
 
 /// How long a new worker waits for the hub's welcome (and the history before it).
@@ -83,6 +85,7 @@ impl WorkerLink {
             out: Vec::new(),
             next_request: 1,
             waiting: HashMap::new(),
+            stats_wanted: Vec::new(),
         })
     }
 
@@ -227,9 +230,7 @@ impl WorkerLink {
                         answers.push((token, HubAnswer::Waiters(count)));
                     }
                 }
-                Frame::StatsQuery { query } => {
-                    let _ = encode(&Frame::Stats { query, text: b"" }, &mut self.out);
-                }
+                Frame::StatsQuery { query } => self.stats_wanted.push(query),
                 other => {
                     return Err(LinkDown(format!(
                         "unexpected frame from the hub: {other:?}"
@@ -237,6 +238,11 @@ impl WorkerLink {
                 }
             }
         }
+    }
+
+    /// Answers a stats query with the worker's metrics text.
+    pub fn send_stats(&mut self, query: u64, text: &[u8]) {
+        let _ = encode(&Frame::Stats { query, text }, &mut self.out);
     }
 
     /// The link is down: every relayed publish still waiting is answered "unavailable".

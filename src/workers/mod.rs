@@ -12,10 +12,10 @@
 //! `--workers 1` (the default) never reaches this module: one process, no supervisor, no bus.
 
 pub mod link;
+pub mod metrics;
 pub mod supervisor;
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::str::FromStr;
 
@@ -181,9 +181,6 @@ fn allowed_cpus() -> Vec<usize> {
 /// (its index, its end of the bus link, the accept model, the listeners it inherits). Set
 /// only by the supervisor for the process it starts; removed as soon as it is read.
 pub const WORKER_ENV: &str = "MIOHTTPD_WORKER";
-/// For worker 0 only: the `--admin-listen` address with its port resolved (port 0 picked
-/// once by the supervisor, so the address it printed is the one served).
-pub const WORKER_ADMIN_ENV: &str = "MIOHTTPD_WORKER_ADMIN";
 
 /// What the supervisor told a worker through [`WORKER_ENV`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +189,6 @@ pub struct WorkerSpec {
     pub bus_fd: RawFd,
     pub model: AcceptModel,
     pub listener_fds: Vec<RawFd>,
-    pub admin: Option<SocketAddr>,
 }
 
 impl WorkerSpec {
@@ -207,7 +203,7 @@ impl WorkerSpec {
         )
     }
 
-    pub fn parse(text: &str, admin: Option<&str>) -> Option<WorkerSpec> {
+    pub fn parse(text: &str) -> Option<WorkerSpec> {
         let mut parts = text.split(' ');
         let index = parts.next()?.parse().ok()?;
         let bus_fd = parts.next()?.parse().ok()?;
@@ -220,16 +216,11 @@ impl WorkerSpec {
         if parts.next().is_some() || listener_fds.is_empty() {
             return None;
         }
-        let admin = match admin {
-            Some(addr) => Some(addr.parse().ok()?),
-            None => None,
-        };
         Some(WorkerSpec {
             index,
             bus_fd,
             model,
             listener_fds,
-            admin,
         })
     }
 
@@ -238,10 +229,8 @@ impl WorkerSpec {
     /// is there but malformed: a worker that cannot find its descriptors must not guess.
     pub fn take() -> Option<WorkerSpec> {
         let text = std::env::var(WORKER_ENV).ok()?;
-        let admin = std::env::var(WORKER_ADMIN_ENV).ok();
         std::env::remove_var(WORKER_ENV);
-        std::env::remove_var(WORKER_ADMIN_ENV);
-        match WorkerSpec::parse(&text, admin.as_deref()) {
+        match WorkerSpec::parse(&text) {
             Some(spec) => Some(spec),
             None => {
                 eprintln!("miohttpd: ${WORKER_ENV} is malformed: {text:?}");
@@ -263,8 +252,9 @@ pub fn serve_as_worker<S: Service>(
         eprintln!("miohttpd: worker {}: {what}: {e}", spec.index);
         std::process::exit(1);
     };
-    // Only worker 0 serves the admin address; the others would fail to bind it.
-    config.admin_listen = spec.admin;
+    // The supervisor serves --admin-listen (every worker's counters); a worker binds nothing
+    // there but still hides /metrics on the main listeners.
+    config.admin_served_by_supervisor = true;
     let mut bus_link = match crate::sys::adopt_inherited_unix_stream(spec.bus_fd) {
         Ok(link) => link,
         Err(e) => fail("bus link", e),
@@ -359,9 +349,8 @@ mod tests {
             bus_fd: 7,
             model: AcceptModel::Shared,
             listener_fds: vec![8, 9],
-            admin: Some("127.0.0.1:9100".parse().unwrap()),
         };
-        let back = WorkerSpec::parse(&spec.to_env(), Some("127.0.0.1:9100")).unwrap();
+        let back = WorkerSpec::parse(&spec.to_env()).unwrap();
         assert_eq!(back, spec);
         for bad in [
             "",
@@ -371,7 +360,7 @@ mod tests {
             "x 2 shared 3",
             "1 2 shared 3 4",
         ] {
-            assert_eq!(WorkerSpec::parse(bad, None), None, "{bad:?}");
+            assert_eq!(WorkerSpec::parse(bad), None, "{bad:?}");
         }
     }
 }

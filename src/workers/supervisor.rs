@@ -5,23 +5,31 @@
 //! and passes SIGTERM/SIGINT on. It ends when every worker has.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, UnixStream};
+use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
 
-use super::{AcceptModel, WorkerSpec, WORKER_ADMIN_ENV, WORKER_ENV};
+use super::{AcceptModel, WorkerSpec, WORKER_ENV};
 use crate::bus::hub::Hub;
 use crate::bus::{Frame, FrameReader};
 use crate::config::Config;
 use crate::server::listener;
 
 const SIGNALS: Token = Token(usize::MAX);
+/// The admin listener (`--admin-listen`), served here with every worker's counters.
+const ADMIN: Token = Token(usize::MAX - 1);
+/// Admin connections' tokens start here (worker links use their index, below MAX_WORKERS).
+const ADMIN_CONN_BASE: usize = 1 << 16;
+/// How long `/metrics` waits for the workers' counters before it answers with those it has.
+const STATS_WAIT: Duration = Duration::from_secs(2);
+/// Largest admin request head read.
+const MAX_ADMIN_HEAD: usize = 16 * 1024;
 
 /// A worker that dies this soon after its start counts towards a crash loop.
 const QUICK_DEATH: Duration = Duration::from_secs(5);
@@ -72,8 +80,25 @@ enum Phase {
     StoppingAtOnce,
 }
 
+/// A client of the admin listener: its request, then (for `/metrics`) the workers' answers
+/// being gathered, then the response being written; closed after it.
+struct AdminConn {
+    stream: TcpStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    gathering: Option<Gathering>,
+}
+
+struct Gathering {
+    query: u64,
+    awaiting: Vec<u16>,
+    texts: Vec<(u16, String)>,
+    until: Instant,
+    head_only: bool,
+}
+
 struct Supervisor {
-    config_admin: Option<SocketAddr>,
     model: AcceptModel,
     /// Every listener the workers inherit; closed at shutdown so the kernel refuses new
     /// connections once no worker accepts.
@@ -85,6 +110,9 @@ struct Supervisor {
     /// Comet ids, history and fan-out across the workers.
     hub: Hub,
     next_sweep: Instant,
+    admin: Option<TcpListener>,
+    admin_conns: Slab<AdminConn>,
+    next_query: u64,
 }
 
 /// Runs the supervisor until every worker has ended: exit status 0 after a graceful
@@ -159,9 +187,12 @@ impl Supervisor {
                 }
             }
         }
-        let admin = match config.admin_listen {
-            // Port 0 is picked here, once, so the address printed is the one worker 0 binds.
-            Some(addr) => Some(std::net::TcpListener::bind(addr)?.local_addr()?),
+        let mut admin_listener = match config.admin_listen {
+            Some(addr) => Some(listener::bind_admin(addr)?),
+            None => None,
+        };
+        let admin = match &admin_listener {
+            Some(listener) => Some(listener.local_addr()?),
             None => None,
         };
         {
@@ -181,6 +212,10 @@ impl Supervisor {
         let mut signals = Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGCHLD])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        if let Some(listener) = &mut admin_listener {
+            poll.registry()
+                .register(listener, ADMIN, Interest::READABLE)?;
+        }
         let slots = sets
             .into_iter()
             .enumerate()
@@ -198,7 +233,6 @@ impl Supervisor {
             std::process::id()
         );
         Ok(Supervisor {
-            config_admin: admin,
             model,
             listeners,
             slots,
@@ -207,6 +241,9 @@ impl Supervisor {
             phase: Phase::Serving,
             hub: Hub::new(config.comet, crate::comet::new_epoch(), workers),
             next_sweep: Instant::now() + SWEEP_INTERVAL,
+            admin: admin_listener,
+            admin_conns: Slab::new(),
+            next_query: 1,
         })
     }
 
@@ -225,7 +262,9 @@ impl Supervisor {
                 };
             }
             let restarts = self.slots.iter().filter_map(|s| s.restart_at);
-            let next = restarts.chain([self.next_sweep]).min();
+            let gathering = self.admin_conns.iter();
+            let gathering = gathering.filter_map(|(_, c)| c.gathering.as_ref().map(|g| g.until));
+            let next = restarts.chain(gathering).chain([self.next_sweep]).min();
             let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -239,6 +278,8 @@ impl Supervisor {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => signalled = true,
+                    ADMIN => self.accept_admin(),
+                    Token(key) if key >= ADMIN_CONN_BASE => self.serve_admin(key - ADMIN_CONN_BASE),
                     Token(index) => self.read_link(index),
                 }
             }
@@ -252,6 +293,7 @@ impl Supervisor {
                 self.hub.sweep(now);
                 self.next_sweep = now + SWEEP_INTERVAL;
             }
+            self.finish_gathering(now);
             self.flush_links();
         }
     }
@@ -338,6 +380,17 @@ impl Supervisor {
                 Ok(Some(Frame::Hello { worker, .. })) if worker != slot.index => {
                     format!("a hello from worker {worker}")
                 }
+                Ok(Some(Frame::Stats { query, text })) => {
+                    let text = String::from_utf8_lossy(text).into_owned();
+                    for (_, conn) in self.admin_conns.iter_mut() {
+                        if let Some(g) = conn.gathering.as_mut().filter(|g| g.query == query) {
+                            g.awaiting.retain(|&w| w != slot.index);
+                            g.texts.push((slot.index, text));
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 Ok(Some(frame)) => match self.hub.on_frame(slot.index, frame, now) {
                     Ok(()) => continue,
                     Err(unexpected) => {
@@ -391,6 +444,152 @@ impl Supervisor {
         }
     }
 
+    fn accept_admin(&mut self) {
+        loop {
+            let Some(listener) = &self.admin else {
+                return;
+            };
+            let mut stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("miohttpd: admin accept: {e}");
+                    return;
+                }
+            };
+            let entry = self.admin_conns.vacant_entry();
+            let token = Token(ADMIN_CONN_BASE + entry.key());
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, interest)
+                .is_ok()
+            {
+                entry.insert(AdminConn {
+                    stream,
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    written: 0,
+                    gathering: None,
+                });
+            }
+        }
+    }
+
+    /// Reads an admin request; `/metrics` asks every live worker for its counters (answered
+    /// by [`Supervisor::finish_gathering`]); anything else is answered at once.
+    fn serve_admin(&mut self, key: usize) {
+        let Some(conn) = self.admin_conns.get_mut(key) else {
+            return;
+        };
+        if conn.output.is_empty() && conn.gathering.is_none() {
+            let mut buf = [0u8; 4096];
+            loop {
+                match conn.stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => conn.input.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+                if conn.input.len() > MAX_ADMIN_HEAD {
+                    break;
+                }
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut request = httparse::Request::new(&mut headers);
+            match request.parse(&conn.input) {
+                Ok(httparse::Status::Complete(_)) => {
+                    let path = request.path.unwrap_or("");
+                    let path = path.split_once('?').map_or(path, |(p, _)| p);
+                    match (path, request.method.unwrap_or("")) {
+                        ("/metrics", method @ ("GET" | "HEAD")) => {
+                            let query = self.next_query;
+                            self.next_query += 1;
+                            let awaiting: Vec<u16> = self
+                                .slots
+                                .iter()
+                                .filter(|s| s.running.is_some())
+                                .map(|s| s.index)
+                                .collect();
+                            for &worker in &awaiting {
+                                self.hub.send_to(worker, &Frame::StatsQuery { query });
+                            }
+                            conn.gathering = Some(Gathering {
+                                query,
+                                awaiting,
+                                texts: Vec::new(),
+                                until: Instant::now() + STATS_WAIT,
+                                head_only: method == "HEAD",
+                            });
+                        }
+                        ("/metrics", _) => {
+                            conn.output = admin_response(
+                                "405 Method Not Allowed",
+                                "Allow: GET, HEAD\r\n",
+                                b"method not allowed\n",
+                                false,
+                            )
+                        }
+                        _ => {
+                            conn.output = admin_response("404 Not Found", "", b"not found\n", false)
+                        }
+                    }
+                }
+                Ok(httparse::Status::Partial) if conn.input.len() <= MAX_ADMIN_HEAD => {}
+                _ => conn.output = admin_response("400 Bad Request", "", b"bad request\n", false),
+            }
+        }
+        self.write_admin(key);
+    }
+
+    /// Answers every `/metrics` whose workers have all reported, or whose wait ran out.
+    fn finish_gathering(&mut self, now: Instant) {
+        let mut done = Vec::new();
+        for (key, conn) in self.admin_conns.iter_mut() {
+            let Some(g) = &conn.gathering else {
+                continue;
+            };
+            if g.awaiting.is_empty() || now >= g.until {
+                let mut g = conn.gathering.take().expect("checked");
+                g.texts.sort_by_key(|(w, _)| *w);
+                let body = super::metrics::merge(&g.texts);
+                conn.output = admin_response(
+                    "200 OK",
+                    "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n",
+                    body.as_bytes(),
+                    g.head_only,
+                );
+                done.push(key);
+            }
+        }
+        for key in done {
+            self.write_admin(key);
+        }
+    }
+
+    /// Writes an admin response; closes the connection once it is all written (or fails).
+    fn write_admin(&mut self, key: usize) {
+        let Some(conn) = self.admin_conns.get_mut(key) else {
+            return;
+        };
+        if conn.output.is_empty() {
+            return;
+        }
+        while conn.written < conn.output.len() {
+            match conn.stream.write(&conn.output[conn.written..]) {
+                Ok(0) => break,
+                Ok(n) => conn.written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        let mut conn = self.admin_conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+    }
+
     /// Collects every worker that has exited, logs how, and schedules its restart.
     fn reap(&mut self) {
         let now = Instant::now();
@@ -408,6 +607,11 @@ impl Supervisor {
             };
             let running = slot.running.take().expect("checked above");
             self.hub.leave(slot.index);
+            for (_, conn) in self.admin_conns.iter_mut() {
+                if let Some(g) = conn.gathering.as_mut() {
+                    g.awaiting.retain(|&w| w != slot.index);
+                }
+            }
             let pid = running.child.id();
             let lived = now.saturating_duration_since(running.started_at);
             let _ = self.poll.registry().deregister(&mut { running.link });
@@ -476,7 +680,6 @@ impl Supervisor {
             bus_fd: worker_end.as_raw_fd(),
             model: self.model,
             listener_fds: listener_fds.clone(),
-            admin: self.config_admin.filter(|_| index == 0),
         };
         let mut command = Command::new(program());
         {
@@ -491,10 +694,6 @@ impl Supervisor {
             command.process_group(0);
         }
         command.env(WORKER_ENV, spec.to_env());
-        match spec.admin {
-            Some(addr) => command.env(WORKER_ADMIN_ENV, addr.to_string()),
-            None => command.env_remove(WORKER_ADMIN_ENV),
-        };
         let mut keep_fds = listener_fds;
         keep_fds.push(worker_end.as_raw_fd());
         #[cfg(target_os = "linux")]
@@ -524,6 +723,22 @@ impl Supervisor {
             reader: FrameReader::new(),
         })
     }
+}
+
+/// A whole admin response; `Connection: close` (one request per admin connection).
+fn admin_response(status: &str, headers: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+    let date = crate::http::DateCache::new(std::time::SystemTime::now());
+    let date = String::from_utf8_lossy(date.as_bytes()).into_owned();
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nServer: miohttpd\r\nDate: {date}\r\n{headers}\
+         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
 }
 
 /// The running binary itself: on Linux `/proc/self/exe` still names it after the file was
