@@ -63,6 +63,26 @@ fn workers(server: &Server, n: usize, bound: Duration) -> Vec<u32> {
     }
 }
 
+/// Waits (bounded) until `victim` is gone and `n` workers serve again; returns them.
+fn await_replacement(server: &Server, victim: u32, n: usize, bound: Duration) -> Vec<u32> {
+    let started = Instant::now();
+    loop {
+        let live: Vec<u32> = children(server.pid())
+            .into_iter()
+            .filter(|&p| alive(p))
+            .collect();
+        if live.len() == n && !live.contains(&victim) {
+            return live;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "after {bound:?}: {live:?} (victim {victim})\n{}",
+            server.stderr()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The inodes of established IPv4 TCP sockets whose local port is `port`.
 fn established_inodes(port: u16) -> HashSet<u64> {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
@@ -206,8 +226,7 @@ fn a_killed_worker_is_back_within_a_second_and_nothing_is_refused() {
         conn.send(GET_PLAINTEXT);
         assert_eq!(conn.read_response().status, 200);
     }
-    let after = workers(&server, 4, Duration::from_secs(1));
-    assert!(!after.contains(&victim), "{after:?}");
+    await_replacement(&server, victim, 4, Duration::from_secs(1));
     // The other workers' clients kept their connections; the victim's were closed.
     let mut served = 0;
     for conn in &mut conns {
@@ -548,7 +567,7 @@ fn history_survives_a_killed_worker_and_its_replacement_answers_catch_ups() {
         .status()
         .unwrap();
     assert!(status.success());
-    let after = workers(&server, 2, Duration::from_secs(1));
+    let after = await_replacement(&server, pids[0], 2, Duration::from_secs(1));
     let newcomer = *after.iter().find(|p| !pids.contains(p)).unwrap();
     // Enough catch-ups that the new worker answers some of them.
     let mut asked = Vec::new();

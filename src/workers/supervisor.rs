@@ -88,6 +88,10 @@ struct AdminConn {
     output: Vec<u8>,
     written: usize,
     gathering: Option<Gathering>,
+    /// Bytes of `input` the request being answered took.
+    consumed: usize,
+    keep_alive: bool,
+    peer_closed: bool,
 }
 
 struct Gathering {
@@ -473,75 +477,110 @@ impl Supervisor {
                     output: Vec::new(),
                     written: 0,
                     gathering: None,
+                    consumed: 0,
+                    keep_alive: false,
+                    peer_closed: false,
                 });
             }
         }
     }
 
-    /// Reads an admin request; `/metrics` asks every live worker for its counters (answered
-    /// by [`Supervisor::finish_gathering`]); anything else is answered at once.
+    /// Reads admin requests; `/metrics` asks every live worker for its counters (answered
+    /// by [`Supervisor::finish_gathering`]); anything else is answered at once. Keep-alive and
+    /// pipelining as on a worker's admin listener: one request at a time, in order.
     fn serve_admin(&mut self, key: usize) {
         let Some(conn) = self.admin_conns.get_mut(key) else {
             return;
         };
-        if conn.output.is_empty() && conn.gathering.is_none() {
-            let mut buf = [0u8; 4096];
-            loop {
-                match conn.stream.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => conn.input.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
+        let mut buf = [0u8; 4096];
+        while conn.input.len() <= MAX_ADMIN_HEAD {
+            match conn.stream.read(&mut buf) {
+                Ok(0) => {
+                    conn.peer_closed = true;
+                    break;
                 }
-                if conn.input.len() > MAX_ADMIN_HEAD {
+                Ok(n) => conn.input.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    conn.peer_closed = true;
                     break;
                 }
             }
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut request = httparse::Request::new(&mut headers);
-            match request.parse(&conn.input) {
-                Ok(httparse::Status::Complete(_)) => {
-                    let path = request.path.unwrap_or("");
-                    let path = path.split_once('?').map_or(path, |(p, _)| p);
-                    match (path, request.method.unwrap_or("")) {
-                        ("/metrics", method @ ("GET" | "HEAD")) => {
-                            let query = self.next_query;
-                            self.next_query += 1;
-                            let awaiting: Vec<u16> = self
-                                .slots
-                                .iter()
-                                .filter(|s| s.running.is_some())
-                                .map(|s| s.index)
-                                .collect();
-                            for &worker in &awaiting {
-                                self.hub.send_to(worker, &Frame::StatsQuery { query });
-                            }
-                            conn.gathering = Some(Gathering {
-                                query,
-                                awaiting,
-                                texts: Vec::new(),
-                                until: Instant::now() + STATS_WAIT,
-                                head_only: method == "HEAD",
-                            });
+        }
+        self.next_admin_request(key);
+        self.write_admin(key);
+    }
+
+    /// Starts on the next request already read, unless one is being answered.
+    fn next_admin_request(&mut self, key: usize) {
+        let Some(conn) = self.admin_conns.get_mut(key) else {
+            return;
+        };
+        if !conn.output.is_empty() || conn.gathering.is_some() {
+            return;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&conn.input) {
+            Ok(httparse::Status::Complete(used)) => {
+                conn.consumed = used;
+                let close_asked = request.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case("connection")
+                        && h.value.eq_ignore_ascii_case(b"close")
+                });
+                conn.keep_alive = request.version == Some(1) && !close_asked;
+                let close = !conn.keep_alive;
+                let path = request.path.unwrap_or("");
+                let path = path.split_once('?').map_or(path, |(p, _)| p);
+                match (path, request.method.unwrap_or("")) {
+                    ("/metrics", method @ ("GET" | "HEAD")) => {
+                        let query = self.next_query;
+                        self.next_query += 1;
+                        let awaiting: Vec<u16> = self
+                            .slots
+                            .iter()
+                            .filter(|s| s.running.is_some())
+                            .map(|s| s.index)
+                            .collect();
+                        for &worker in &awaiting {
+                            self.hub.send_to(worker, &Frame::StatsQuery { query });
                         }
-                        ("/metrics", _) => {
-                            conn.output = admin_response(
-                                "405 Method Not Allowed",
-                                "Allow: GET, HEAD\r\n",
-                                b"method not allowed\n",
-                                false,
-                            )
-                        }
-                        _ => {
-                            conn.output = admin_response("404 Not Found", "", b"not found\n", false)
-                        }
+                        conn.gathering = Some(Gathering {
+                            query,
+                            awaiting,
+                            texts: Vec::new(),
+                            until: Instant::now() + STATS_WAIT,
+                            head_only: method == "HEAD",
+                        });
+                    }
+                    ("/metrics", _) => {
+                        conn.output = admin_response(
+                            "405 Method Not Allowed",
+                            "Allow: GET, HEAD\r\n",
+                            b"method not allowed\n",
+                            false,
+                            close,
+                        )
+                    }
+                    _ => {
+                        conn.output =
+                            admin_response("404 Not Found", "", b"not found\n", false, close)
                     }
                 }
-                Ok(httparse::Status::Partial) if conn.input.len() <= MAX_ADMIN_HEAD => {}
-                _ => conn.output = admin_response("400 Bad Request", "", b"bad request\n", false),
+            }
+            Ok(httparse::Status::Partial) if conn.input.len() <= MAX_ADMIN_HEAD => {
+                if conn.peer_closed {
+                    let mut conn = self.admin_conns.remove(key);
+                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                }
+            }
+            _ => {
+                conn.keep_alive = false;
+                conn.consumed = conn.input.len();
+                conn.output = admin_response("400 Bad Request", "", b"bad request\n", false, true);
             }
         }
-        self.write_admin(key);
     }
 
     /// Answers every `/metrics` whose workers have all reported, or whose wait ran out.
@@ -560,6 +599,7 @@ impl Supervisor {
                     "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n",
                     body.as_bytes(),
                     g.head_only,
+                    !conn.keep_alive,
                 );
                 done.push(key);
             }
@@ -583,7 +623,24 @@ impl Supervisor {
                 Ok(n) => conn.written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => break,
+                Err(_) => {
+                    conn.keep_alive = false;
+                    break;
+                }
+            }
+        }
+        if conn.keep_alive && conn.written == conn.output.len() {
+            // Answered: on to the next request, pipelined or still to come.
+            conn.input.drain(..conn.consumed);
+            conn.consumed = 0;
+            conn.output.clear();
+            conn.written = 0;
+            if !conn.input.is_empty() {
+                self.next_admin_request(key);
+                return self.write_admin(key);
+            }
+            if !conn.peer_closed {
+                return;
             }
         }
         let mut conn = self.admin_conns.remove(key);
@@ -725,13 +782,20 @@ impl Supervisor {
     }
 }
 
-/// A whole admin response; `Connection: close` (one request per admin connection).
-fn admin_response(status: &str, headers: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+/// A whole admin response.
+fn admin_response(
+    status: &str,
+    headers: &str,
+    body: &[u8],
+    head_only: bool,
+    close: bool,
+) -> Vec<u8> {
     let date = crate::http::DateCache::new(std::time::SystemTime::now());
     let date = String::from_utf8_lossy(date.as_bytes()).into_owned();
+    let connection = if close { "Connection: close\r\n" } else { "" };
     let mut out = format!(
         "HTTP/1.1 {status}\r\nServer: miohttpd\r\nDate: {date}\r\n{headers}\
-         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+         Content-Length: {}\r\nCache-Control: no-store\r\n{connection}\r\n",
         body.len()
     )
     .into_bytes();
