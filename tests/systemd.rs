@@ -234,3 +234,46 @@ fn abstract_notify_sockets_are_reached() {
     server.terminate();
     assert_eq!(receive(&notify), "STOPPING=1");
 }
+
+/// `--workers 2` under socket activation: the supervisor takes fd 3 and every worker serves
+/// it (shared), READY=1 comes once, the commands a worker runs inherit neither systemd's
+/// sockets and variables nor the worker's own (its bus link, `MIOHTTPD_WORKER`), and a
+/// SIGTERM gives STOPPING=1 and a clean exit.
+#[test]
+fn activated_workers_share_the_socket_and_leak_nothing_to_commands() {
+    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (notify, notify_name, path) = notify_socket();
+    let exec = "look=env; ls -l /proc/$$/fd";
+    let mut server = Activated::start(
+        Some(&socket),
+        true,
+        &[("NOTIFY_SOCKET", &notify_name)],
+        &["--workers", "2", "--exec", exec],
+    );
+    assert_eq!(server.listening_addr(), addr);
+    assert_eq!(receive(&notify), "READY=1");
+    for _ in 0..16 {
+        assert_eq!(plaintext_status(addr), 200);
+    }
+    for _ in 0..4 {
+        let mut conn = Conn::connect(addr);
+        conn.send(b"GET /stream/look HTTP/1.1\r\nHost: x\r\n\r\n");
+        let response = conn.read_response();
+        assert_eq!(response.status, 200);
+        let text = String::from_utf8_lossy(&response.body).into_owned();
+        for name in ["LISTEN_", "NOTIFY_SOCKET", "MIOHTTPD_WORKER"] {
+            assert!(!text.contains(name), "the command saw {name}:\n{text}");
+        }
+        assert!(text.contains(" -> "), "the command listed its fds:\n{text}");
+        assert!(
+            !text.contains("socket:"),
+            "the command holds a socket:\n{text}"
+        );
+    }
+    server.terminate();
+    assert_eq!(receive(&notify), "STOPPING=1");
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_file(path);
+}
