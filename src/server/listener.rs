@@ -1,5 +1,6 @@
 //! The listening sockets, built with socket2 because mio's own bind fixes the backlog and
-//! sets none of the options below.
+//! sets none of the options below, and handed to the loop as [`Listener`]s, whose accepts
+//! are counted.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,13 +8,14 @@ use std::net::SocketAddr;
 use mio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::syscalls::Listener;
 use crate::config::Config;
 
 /// Binds the main listener: non-blocking, SO_REUSEADDR (a restart does not wait out
 /// TIME_WAIT), the configured backlog, and the socket knobs. Buffer sizes are set on the
 /// listener before listen(2), so accepted sockets inherit them (no syscall per accept) and the
 /// window scale offered in the handshake already fits them.
-pub fn bind(config: &Config) -> io::Result<TcpListener> {
+pub fn bind(config: &Config) -> io::Result<Listener> {
     let socket = new_socket(config.listen, config.backlog, |socket| {
         if config.reuse_port {
             socket.set_reuse_port(true)?;
@@ -26,13 +28,13 @@ pub fn bind(config: &Config) -> io::Result<TcpListener> {
         }
         set_defer_accept(socket, config.defer_accept.as_secs())
     })?;
-    Ok(TcpListener::from_std(socket.into()))
+    Ok(Listener::new(TcpListener::from_std(socket.into())))
 }
 
 /// Binds the admin listener (`--admin-listen`): plain, none of the main listener's knobs.
-pub fn bind_admin(addr: SocketAddr) -> io::Result<TcpListener> {
+pub fn bind_admin(addr: SocketAddr) -> io::Result<Listener> {
     let socket = new_socket(addr, 128, |_| Ok(()))?;
-    Ok(TcpListener::from_std(socket.into()))
+    Ok(Listener::new(TcpListener::from_std(socket.into())))
 }
 
 fn new_socket(
@@ -126,8 +128,10 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _client = std::net::TcpStream::connect(addr).unwrap();
         // The handshake is complete once connect returns; accept may still race it briefly.
+        // A raw accept: the counted one gives no look at the socket's options.
+        let listening = socket2::SockRef::from(&listener);
         let accepted = (0..5000)
-            .find_map(|_| match listener.accept() {
+            .find_map(|_| match listening.accept() {
                 Ok((stream, _)) => Some(stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(1));
@@ -136,14 +140,7 @@ mod tests {
                 Err(e) => panic!("{e}"),
             })
             .expect("the connection is accepted within seconds");
-        let size = socket2::SockRef::from(&accepted)
-            .recv_buffer_size()
-            .unwrap();
-        assert_eq!(
-            size,
-            socket2::SockRef::from(&listener)
-                .recv_buffer_size()
-                .unwrap()
-        );
+        let size = accepted.recv_buffer_size().unwrap();
+        assert_eq!(size, listening.recv_buffer_size().unwrap());
     }
 }
