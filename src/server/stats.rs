@@ -226,8 +226,8 @@ impl Stats {
         self.accepts.saturating_sub(self.closes)
     }
 
-    /// Every syscall the server makes while it runs, summed: the counters of kind
-    /// [`Kind::Syscalls`]. Not counted: what happens before the loop starts (socket, bind,
+    /// Every syscall the server makes while it runs, summed: the counters the table declares
+    /// `Syscalls`. Not counted: what happens before the loop starts (socket, bind,
     /// listen, epoll_create, the signal pipe; the registrations in the poll are counted), vDSO
     /// calls (clock_gettime makes no syscall), the allocator's mmap/brk (the buffer pool keeps
     /// them off the request path), the writes of error log lines on stderr, a spawn's exact
