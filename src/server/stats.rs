@@ -230,7 +230,8 @@ impl Stats {
     /// `Syscalls`. Not counted: what happens before the loop starts (socket, bind,
     /// listen, epoll_create, the signal pipe; the registrations in the poll are counted), vDSO
     /// calls (clock_gettime makes no syscall), the allocator's mmap/brk (the buffer pool keeps
-    /// them off the request path), the writes of error log lines on stderr, a spawn's exact
+    /// them off the request path), the writes of error log lines on stderr, the reads with
+    /// which signal-hook drains its pipe when a signal comes (two or more), a spawn's exact
     /// cost (see [`SPAWN_SYSCALLS`]), and in debug builds only, the fcntl(F_GETFD) with which
     /// std checks each fd before closing it.
     pub fn syscalls(&self) -> u64 {
