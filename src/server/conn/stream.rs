@@ -75,7 +75,7 @@ impl<T: Transport> Conn<T> {
             let busy = come_back_later("too many commands running\n");
             return self.respond(busy, reply, ctx);
         }
-        let Spawned { child, mut stdout } = match child::spawn(text, ctx.config, ctx.stats) {
+        let Spawned { child, stdout } = match child::spawn(text, ctx.config, ctx.stats) {
             Ok(spawned) => spawned,
             Err(e) => {
                 eprintln!(
@@ -87,6 +87,7 @@ impl<T: Transport> Conn<T> {
             }
         };
         ctx.children.started();
+        let mut stdout = Pipe::new(stdout);
         let token = pipe_token(ctx.token);
         let registered = ctx
             .registry
