@@ -10,8 +10,9 @@ use crate::http::head::{HeadLimits, MAX_HEADERS_CAP};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Address the listener binds.
-    pub listen: SocketAddr,
+    /// Addresses to listen on, one listener each (`--listen`, repeatable; names are resolved
+    /// when the flag is read). Listeners passed by systemd replace them.
+    pub listen: Vec<SocketAddr>,
     /// Pending-connection queue length passed to listen(2).
     pub backlog: i32,
     /// Limits on request heads (431, 414).
@@ -153,7 +154,7 @@ pub enum LogTarget {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
             backlog: 1024,
             head_limits: HeadLimits::default(),
             read_buffer_size: 16 * 1024,
@@ -195,167 +196,307 @@ impl Default for Config {
     }
 }
 
-/// One command-line flag: its name, what it sets, and how.
+/// One command-line flag: its name, the placeholder `--help` shows for its value, and what
+/// it sets. On/off and duration flags are one [`on_off`] or [`duration`] line each.
+#[derive(Clone, Copy)]
 struct Flag {
+    name: &'static str,
+    value: &'static str,
+    help: &'static str,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    OnOff(fn(&mut Config) -> &mut bool),
+    Duration(DurationFlag),
+    /// Anything else: how to show the default and how to set the field.
+    Other {
+        show: fn(&Config) -> String,
+        set: fn(&mut Config, &str) -> Result<(), String>,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct DurationFlag {
+    field: fn(&mut Config) -> &mut Duration,
+    min: Duration,
+    max: Duration,
+    bare: BareNumber,
+}
+
+/// What a number without a unit means to a duration flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BareNumber {
+    /// Seconds: the rule for every duration flag.
+    Seconds,
+    /// Milliseconds: only `--linger-ms`, kept so that old command lines mean what they did.
+    Milliseconds,
+    /// Refused (except 0): the flag took milliseconds before and now reads units, and reading
+    /// `300` as seconds would silently make a grace 1000 times longer.
+    Refused,
+}
+
+/// The longest any duration flag accepts.
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+const SECOND: Duration = Duration::from_secs(1);
+
+/// An on/off flag.
+const fn on_off(
+    name: &'static str,
+    help: &'static str,
+    field: fn(&mut Config) -> &mut bool,
+) -> Flag {
+    Flag {
+        name,
+        value: "on|off",
+        help,
+        kind: Kind::OnOff(field),
+    }
+}
+
+/// A duration flag: `30s`, `250ms`, `1.5s`, `2m`, `1h`; a bare number is seconds; 0 up to a
+/// week.
+const fn duration(
+    name: &'static str,
+    help: &'static str,
+    field: fn(&mut Config) -> &mut Duration,
+) -> Flag {
+    duration_within(name, help, field, Duration::ZERO, WEEK, BareNumber::Seconds)
+}
+
+const fn duration_within(
+    name: &'static str,
+    help: &'static str,
+    field: fn(&mut Config) -> &mut Duration,
+    min: Duration,
+    max: Duration,
+    bare: BareNumber,
+) -> Flag {
+    Flag {
+        name,
+        value: "DURATION",
+        help,
+        kind: Kind::Duration(DurationFlag {
+            field,
+            min,
+            max,
+            bare,
+        }),
+    }
+}
+
+/// Any other flag.
+const fn other(
     name: &'static str,
     value: &'static str,
     help: &'static str,
     show: fn(&Config) -> String,
     set: fn(&mut Config, &str) -> Result<(), String>,
+) -> Flag {
+    Flag {
+        name,
+        value,
+        help,
+        kind: Kind::Other { show, set },
+    }
+}
+
+impl Flag {
+    /// The value this flag has in `config`, as `--help` shows a default.
+    fn show(&self, config: &Config) -> String {
+        // The field accessors take `&mut`, so they are applied to a copy.
+        let mut copy = config.clone();
+        match self.kind {
+            Kind::OnOff(field) => on_off_text(*field(&mut copy)).into(),
+            Kind::Duration(d) => match d.bare {
+                BareNumber::Milliseconds => (d.field)(&mut copy).as_millis().to_string(),
+                _ => show_duration(*(d.field)(&mut copy)),
+            },
+            Kind::Other { show, .. } => show(config),
+        }
+    }
+
+    fn set(&self, config: &mut Config, value: &str) -> Result<(), String> {
+        match self.kind {
+            Kind::OnOff(field) => *field(config) = parse_on_off(value)?,
+            Kind::Duration(d) => {
+                let parsed = parse_duration_as(value, d.bare)?;
+                if parsed < d.min || parsed > d.max {
+                    return Err(format!(
+                        "{value} is outside {}..={}",
+                        show_duration(d.min),
+                        show_duration(d.max)
+                    ));
+                }
+                *(d.field)(config) = parsed;
+            }
+            Kind::Other { set, .. } => set(config, value)?,
+        }
+        Ok(())
+    }
 }
 
 const FLAGS: &[Flag] = &[
-    Flag {
-        name: "listen",
-        value: "ADDR",
-        help: "address to listen on (port 0 picks a free port)",
-        show: |c| c.listen.to_string(),
-        set: |c, v| {
-            c.listen = v
-                .parse()
-                .map_err(|_| format!("not an IP:port address: {v}"))?;
+    other(
+        "listen",
+        "ADDR",
+        "IP:PORT, [IPv6]:PORT, NAME:PORT (every address of NAME) or :PORT (all); repeatable; \
+         port 0: a free one",
+        |c| {
+            let addrs: Vec<String> = c.listen.iter().map(|a| a.to_string()).collect();
+            addrs.join(",")
+        },
+        |c, v| {
+            for addr in resolve_listen(v)? {
+                if !c.listen.contains(&addr) {
+                    c.listen.push(addr);
+                }
+            }
             Ok(())
         },
-    },
+    ),
+    other(
+        "backlog",
+        "N",
+        "listen(2) backlog: connections the kernel queues before accept",
+        |c| c.backlog.to_string(),
+        |c, v| set_number(&mut c.backlog, v, 1, i32::MAX),
+    ),
+    other(
+        "max-head-size",
+        "BYTES",
+        "largest request head (request line and header fields); 431 beyond",
+        |c| c.head_limits.max_head_size.to_string(),
+        |c, v| set_number(&mut c.head_limits.max_head_size, v, 64, 1 << 20),
+    ),
+    other(
+        "max-headers",
+        "N",
+        "most header fields in a request; 431 beyond",
+        |c| c.head_limits.max_headers.to_string(),
+        |c, v| set_number(&mut c.head_limits.max_headers, v, 1, MAX_HEADERS_CAP),
+    ),
+    other(
+        "max-target-size",
+        "BYTES",
+        "longest request-target; 414 beyond",
+        |c| c.head_limits.max_target_size.to_string(),
+        |c, v| set_number(&mut c.head_limits.max_target_size, v, 1, 1 << 20),
+    ),
+    other(
+        "read-buffer-size",
+        "BYTES",
+        "bytes per read(2) for request heads; held only while bytes are buffered",
+        |c| c.read_buffer_size.to_string(),
+        |c, v| set_number(&mut c.read_buffer_size, v, 1024, 64 << 20),
+    ),
+    other(
+        "body-buffer-size",
+        "BYTES",
+        "bytes per read(2) while a large body streams in",
+        |c| c.body_buffer_size.to_string(),
+        |c, v| set_number(&mut c.body_buffer_size, v, 1024, 256 << 20),
+    ),
+    other(
+        "output-high-water",
+        "BYTES",
+        "pending response bytes at which a connection stops reading requests",
+        |c| c.output_high_water.to_string(),
+        |c, v| set_number(&mut c.output_high_water, v, 1024, 1 << 30),
+    ),
+    other(
+        "events-per-poll",
+        "N",
+        "readiness events taken per poll wake-up",
+        |c| c.events_per_poll.to_string(),
+        |c, v| set_number(&mut c.events_per_poll, v, 1, 1 << 20),
+    ),
+    other(
+        "accepts-per-wakeup",
+        "N",
+        "connections accepted per listener wake-up before others get a turn",
+        |c| c.accepts_per_wakeup.to_string(),
+        |c, v| set_number(&mut c.accepts_per_wakeup, v, 1, 1 << 20),
+    ),
+    other(
+        "turn-bytes",
+        "BYTES",
+        "bytes one connection may read before others get a turn",
+        |c| c.turn_bytes.to_string(),
+        |c, v| set_number(&mut c.turn_bytes, v, 1, 1 << 30),
+    ),
+    on_off(
+        "tcp-nodelay",
+        "set TCP_NODELAY on accepted connections",
+        |c| &mut c.tcp_nodelay,
+    ),
+    duration_within(
+        "linger",
+        "how long to drain a client's input after an error response before closing",
+        |c| &mut c.linger,
+        Duration::ZERO,
+        Duration::from_secs(600),
+        BareNumber::Seconds,
+    ),
     Flag {
-        name: "backlog",
-        value: "N",
-        help: "listen(2) backlog: connections the kernel queues before accept",
-        show: |c| c.backlog.to_string(),
-        set: |c, v| set_number(&mut c.backlog, v, 1, i32::MAX),
-    },
-    Flag {
-        name: "max-head-size",
-        value: "BYTES",
-        help: "largest request head (request line and header fields); 431 beyond",
-        show: |c| c.head_limits.max_head_size.to_string(),
-        set: |c, v| set_number(&mut c.head_limits.max_head_size, v, 64, 1 << 20),
-    },
-    Flag {
-        name: "max-headers",
-        value: "N",
-        help: "most header fields in a request; 431 beyond",
-        show: |c| c.head_limits.max_headers.to_string(),
-        set: |c, v| set_number(&mut c.head_limits.max_headers, v, 1, MAX_HEADERS_CAP),
-    },
-    Flag {
-        name: "max-target-size",
-        value: "BYTES",
-        help: "longest request-target; 414 beyond",
-        show: |c| c.head_limits.max_target_size.to_string(),
-        set: |c, v| set_number(&mut c.head_limits.max_target_size, v, 1, 1 << 20),
-    },
-    Flag {
-        name: "read-buffer-size",
-        value: "BYTES",
-        help: "bytes per read(2) for request heads; held only while bytes are buffered",
-        show: |c| c.read_buffer_size.to_string(),
-        set: |c, v| set_number(&mut c.read_buffer_size, v, 1024, 64 << 20),
-    },
-    Flag {
-        name: "body-buffer-size",
-        value: "BYTES",
-        help: "bytes per read(2) while a large body streams in",
-        show: |c| c.body_buffer_size.to_string(),
-        set: |c, v| set_number(&mut c.body_buffer_size, v, 1024, 256 << 20),
-    },
-    Flag {
-        name: "output-high-water",
-        value: "BYTES",
-        help: "pending response bytes at which a connection stops reading requests",
-        show: |c| c.output_high_water.to_string(),
-        set: |c, v| set_number(&mut c.output_high_water, v, 1024, 1 << 30),
-    },
-    Flag {
-        name: "events-per-poll",
-        value: "N",
-        help: "readiness events taken per poll wake-up",
-        show: |c| c.events_per_poll.to_string(),
-        set: |c, v| set_number(&mut c.events_per_poll, v, 1, 1 << 20),
-    },
-    Flag {
-        name: "accepts-per-wakeup",
-        value: "N",
-        help: "connections accepted per listener wake-up before others get a turn",
-        show: |c| c.accepts_per_wakeup.to_string(),
-        set: |c, v| set_number(&mut c.accepts_per_wakeup, v, 1, 1 << 20),
-    },
-    Flag {
-        name: "turn-bytes",
-        value: "BYTES",
-        help: "bytes one connection may read before others get a turn",
-        show: |c| c.turn_bytes.to_string(),
-        set: |c, v| set_number(&mut c.turn_bytes, v, 1, 1 << 30),
-    },
-    Flag {
-        name: "tcp-nodelay",
-        value: "on|off",
-        help: "set TCP_NODELAY on accepted connections",
-        show: |c| on_off(c.tcp_nodelay).to_string(),
-        set: |c, v| {
-            c.tcp_nodelay = parse_on_off(v)?;
-            Ok(())
-        },
-    },
-    Flag {
-        name: "linger-ms",
         value: "MS",
-        help: "how long to drain a client's input after an error response before closing",
-        show: |c| c.linger.as_millis().to_string(),
-        set: |c, v| {
-            let mut ms = 0u64;
-            set_number(&mut ms, v, 0, 600_000)?;
-            c.linger = Duration::from_millis(ms);
-            Ok(())
-        },
+        ..duration_within(
+            "linger-ms",
+            "the same as --linger, a bare number in milliseconds (kept for old command lines)",
+            |c| &mut c.linger,
+            Duration::ZERO,
+            Duration::from_secs(600),
+            BareNumber::Milliseconds,
+        )
     },
-    Flag {
-        name: "comet-timeout",
-        value: "SECS",
-        help: "how long a long-poll waiter stays parked before an empty 204 (0: forever)",
-        show: |c| c.comet_timeout.as_secs().to_string(),
-        set: |c, v| set_seconds(&mut c.comet_timeout, v, 0),
-    },
-    Flag {
-        name: "comet-history",
-        value: "N",
-        help: "messages kept per channel for clients catching up",
-        show: |c| c.comet.history.to_string(),
-        set: |c, v| set_number(&mut c.comet.history, v, 1, 1 << 16),
-    },
-    Flag {
-        name: "comet-body-limit",
-        value: "BYTES",
-        help: "largest body POST /notify/{channel} accepts; 413 beyond",
-        show: |c| c.comet_body_limit.to_string(),
-        set: |c, v| set_number(&mut c.comet_body_limit, v, 0, 64 << 20),
-    },
-    Flag {
-        name: "comet-max-channels",
-        value: "N",
-        help: "channels that may exist at once; 503 beyond",
-        show: |c| c.comet.max_channels.to_string(),
-        set: |c, v| set_number(&mut c.comet.max_channels, v, 1, 1 << 24),
-    },
-    Flag {
-        name: "comet-channel-ttl",
-        value: "SECS",
-        help: "a channel with no waiters and no message for this long is dropped",
-        show: |c| c.comet.channel_ttl.as_secs().to_string(),
-        set: |c, v| set_seconds(&mut c.comet.channel_ttl, v, 1),
-    },
-    Flag {
-        name: "sse-heartbeat",
-        value: "SECS",
-        help: "interval of the comment lines that keep an idle event stream alive",
-        show: |c| c.sse_heartbeat.as_secs().to_string(),
-        set: |c, v| set_seconds(&mut c.sse_heartbeat, v, 1),
-    },
-    Flag {
-        name: "exec",
-        value: "NAME=COMMAND",
-        help: "let GET /stream/NAME run COMMAND (repeatable; GET /stream runs NAME stream)",
-        show: |c| {
+    duration(
+        "comet-timeout",
+        "how long a long-poll waiter stays parked before an empty 204 (0: forever)",
+        |c| &mut c.comet_timeout,
+    ),
+    other(
+        "comet-history",
+        "N",
+        "messages kept per channel for clients catching up",
+        |c| c.comet.history.to_string(),
+        |c, v| set_number(&mut c.comet.history, v, 1, 1 << 16),
+    ),
+    other(
+        "comet-body-limit",
+        "BYTES",
+        "largest body POST /notify/{channel} accepts; 413 beyond",
+        |c| c.comet_body_limit.to_string(),
+        |c, v| set_number(&mut c.comet_body_limit, v, 0, 64 << 20),
+    ),
+    other(
+        "comet-max-channels",
+        "N",
+        "channels that may exist at once; 503 beyond",
+        |c| c.comet.max_channels.to_string(),
+        |c, v| set_number(&mut c.comet.max_channels, v, 1, 1 << 24),
+    ),
+    duration_within(
+        "comet-channel-ttl",
+        "a channel with no waiters and no message for this long is dropped (at least 1s)",
+        |c| &mut c.comet.channel_ttl,
+        SECOND,
+        WEEK,
+        BareNumber::Seconds,
+    ),
+    duration_within(
+        "sse-heartbeat",
+        "interval of the comment lines that keep an idle event stream alive (at least 1s)",
+        |c| &mut c.sse_heartbeat,
+        SECOND,
+        WEEK,
+        BareNumber::Seconds,
+    ),
+    other(
+        "exec",
+        "NAME=COMMAND",
+        "let GET /stream/NAME run COMMAND (repeatable; GET /stream runs NAME stream)",
+        |c| {
             let names: Vec<&str> = c.commands.iter().map(|(n, _)| n.as_str()).collect();
             if names.is_empty() {
                 "none".into()
@@ -363,7 +504,7 @@ const FLAGS: &[Flag] = &[
                 names.join(",")
             }
         },
-        set: |c, v| {
+        |c, v| {
             let (name, command) = v
                 .split_once('=')
                 .ok_or_else(|| format!("expected NAME=COMMAND, got {v}"))?;
@@ -378,22 +519,22 @@ const FLAGS: &[Flag] = &[
             c.commands.push((name.to_string(), command.to_string()));
             Ok(())
         },
-    },
-    Flag {
-        name: "exec-shell",
-        value: "PATH",
-        help: "the shell that runs a command's text",
-        show: |c| c.exec_shell.display().to_string(),
-        set: |c, v| {
+    ),
+    other(
+        "exec-shell",
+        "PATH",
+        "the shell that runs a command's text",
+        |c| c.exec_shell.display().to_string(),
+        |c, v| {
             c.exec_shell = PathBuf::from(v);
             Ok(())
         },
-    },
-    Flag {
-        name: "exec-stderr",
-        value: "inherit|merge|discard",
-        help: "a command's stderr: to the server's stderr, into the stream, or dropped",
-        show: |c| {
+    ),
+    other(
+        "exec-stderr",
+        "MODE",
+        "a command's stderr: inherit (the server's stderr), merge (into the stream), discard",
+        |c| {
             match c.exec_stderr {
                 StderrMode::Inherit => "inherit",
                 StderrMode::Merge => "merge",
@@ -401,7 +542,7 @@ const FLAGS: &[Flag] = &[
             }
             .into()
         },
-        set: |c, v| {
+        |c, v| {
             c.exec_stderr = match v {
                 "inherit" => StderrMode::Inherit,
                 "merge" => StderrMode::Merge,
@@ -410,51 +551,43 @@ const FLAGS: &[Flag] = &[
             };
             Ok(())
         },
-    },
-    Flag {
-        name: "exec-max-running",
-        value: "N",
-        help: "commands running at once; 503 beyond",
-        show: |c| c.exec_max_running.to_string(),
-        set: |c, v| set_number(&mut c.exec_max_running, v, 1, 1 << 16),
-    },
-    Flag {
-        name: "exec-time-limit",
-        value: "SECS",
-        help: "how long a command may run before it is terminated (0: no limit)",
-        show: |c| c.exec_time_limit.as_secs().to_string(),
-        set: |c, v| set_seconds(&mut c.exec_time_limit, v, 0),
-    },
-    Flag {
-        name: "exec-kill-grace",
-        value: "MS",
-        help: "between SIGTERM and SIGKILL when a command must end",
-        show: |c| c.exec_kill_grace.as_millis().to_string(),
-        set: |c, v| {
-            let mut ms = 0u64;
-            set_number(&mut ms, v, 0, 600_000)?;
-            c.exec_kill_grace = Duration::from_millis(ms);
-            Ok(())
-        },
-    },
+    ),
+    other(
+        "exec-max-running",
+        "N",
+        "commands running at once; 503 beyond",
+        |c| c.exec_max_running.to_string(),
+        |c, v| set_number(&mut c.exec_max_running, v, 1, 1 << 16),
+    ),
+    duration(
+        "exec-time-limit",
+        "how long a command may run before it is terminated (0: no limit)",
+        |c| &mut c.exec_time_limit,
+    ),
+    duration_within(
+        "exec-kill-grace",
+        "between SIGTERM and SIGKILL when a command must end (give a unit: 300ms, 2s)",
+        |c| &mut c.exec_kill_grace,
+        Duration::ZERO,
+        Duration::from_secs(600),
+        BareNumber::Refused,
+    ),
     // Instruments and socket knobs (docs/tuning.md).
-    Flag {
-        name: "stats-interval",
-        value: "SECS",
-        help: "print one summary line (req/s, syscalls/req, events/poll) on stderr every SECS (0: off)",
-        show: |c| c.stats_interval.as_secs().to_string(),
-        set: |c, v| set_seconds(&mut c.stats_interval, v, 0),
-    },
-    Flag {
-        name: "access-log",
-        value: "PATH|-|off",
-        help: "append an nginx combined-format access log to PATH (-: stdout), written in batches",
-        show: |c| match &c.access_log {
+    duration(
+        "stats-interval",
+        "print one summary line (req/s, syscalls/req, events/poll) on stderr this often (0: off)",
+        |c| &mut c.stats_interval,
+    ),
+    other(
+        "access-log",
+        "PATH|-|off",
+        "append an nginx combined-format access log to PATH (-: stdout), written in batches",
+        |c| match &c.access_log {
             None => "off".into(),
             Some(LogTarget::Stdout) => "-".into(),
             Some(LogTarget::File(path)) => path.display().to_string(),
         },
-        set: |c, v| {
+        |c, v| {
             c.access_log = match v {
                 "off" => None,
                 "-" => Some(LogTarget::Stdout),
@@ -463,13 +596,13 @@ const FLAGS: &[Flag] = &[
             };
             Ok(())
         },
-    },
-    Flag {
-        name: "admin-listen",
-        value: "ADDR|off",
-        help: "serve GET /metrics on this second address only (404 there on --listen)",
-        show: |c| c.admin_listen.map_or("off".into(), |a| a.to_string()),
-        set: |c, v| {
+    ),
+    other(
+        "admin-listen",
+        "ADDR|off",
+        "serve GET /metrics on this second address only (404 there on --listen)",
+        |c| c.admin_listen.map_or("off".into(), |a| a.to_string()),
+        |c, v| {
             c.admin_listen = match v {
                 "off" => None,
                 v => Some(
@@ -479,137 +612,103 @@ const FLAGS: &[Flag] = &[
             };
             Ok(())
         },
-    },
-    Flag {
-        name: "reuseport",
-        value: "on|off",
-        help: "SO_REUSEPORT on the listener: several processes may listen on one port",
-        show: |c| on_off(c.reuse_port).to_string(),
-        set: |c, v| {
-            c.reuse_port = parse_on_off(v)?;
-            Ok(())
-        },
-    },
-    Flag {
-        name: "defer-accept",
-        value: "SECS",
-        help: "TCP_DEFER_ACCEPT: accept a connection only once it sent data (Linux; 0: off)",
-        show: |c| c.defer_accept.as_secs().to_string(),
-        set: |c, v| {
-            let mut secs = 0u64;
-            set_number(&mut secs, v, 0, 3600)?;
-            c.defer_accept = Duration::from_secs(secs);
-            Ok(())
-        },
-    },
-    Flag {
-        name: "rcvbuf",
-        value: "BYTES",
-        help: "SO_RCVBUF on the listener, inherited by accepted sockets (0: kernel default)",
-        show: |c| c.rcvbuf.to_string(),
-        set: |c, v| set_number(&mut c.rcvbuf, v, 0, 1 << 30),
-    },
-    Flag {
-        name: "sndbuf",
-        value: "BYTES",
-        help: "SO_SNDBUF on the listener, inherited by accepted sockets (0: kernel default)",
-        show: |c| c.sndbuf.to_string(),
-        set: |c, v| set_number(&mut c.sndbuf, v, 0, 1 << 30),
-    },
-    Flag {
-        name: "coalesce",
-        value: "on|off",
-        help: "answers to pipelined requests already read share one write (off: one each)",
-        show: |c| on_off(c.coalesce).to_string(),
-        set: |c, v| {
-            c.coalesce = parse_on_off(v)?;
-            Ok(())
-        },
-    },
-    Flag {
-        name: "read-until-wouldblock",
-        value: "on|off",
-        help: "after a short read, read again until EAGAIN (one more read(2) per request)",
-        show: |c| on_off(c.read_until_wouldblock).to_string(),
-        set: |c, v| {
-            c.read_until_wouldblock = parse_on_off(v)?;
-            Ok(())
-        },
-    },
-    Flag {
-        name: "head-timeout",
-        value: "SECS",
-        help: "time for a request head to arrive, from accept or its first byte; 408 after (0: none)",
-        show: |c| show_secs(c.head_timeout),
-        set: |c, v| set_duration(&mut c.head_timeout, v),
-    },
-    Flag {
-        name: "idle-timeout",
-        value: "SECS",
-        help: "time a kept-alive connection may wait for its next request (0: forever)",
-        show: |c| show_secs(c.idle_timeout),
-        set: |c, v| set_duration(&mut c.idle_timeout, v),
-    },
-    Flag {
-        name: "body-timeout",
-        value: "SECS",
-        help: "time a request body may go without a byte; 408 after (0: none)",
-        show: |c| show_secs(c.body_timeout),
-        set: |c, v| set_duration(&mut c.body_timeout, v),
-    },
-    Flag {
-        name: "send-timeout",
-        value: "SECS",
-        help: "time a client may leave response bytes untaken before it is dropped (0: none)",
-        show: |c| show_secs(c.send_timeout),
-        set: |c, v| set_duration(&mut c.send_timeout, v),
-    },
-    Flag {
-        name: "max-connections",
-        value: "N",
-        help: "connections served at once; 503 beyond (0: the open-files limit less 64)",
-        show: |c| c.max_connections.to_string(),
-        set: |c, v| set_number(&mut c.max_connections, v, 0, 1 << 24),
-    },
-    Flag {
-        name: "shutdown-grace",
-        value: "SECS",
-        help: "after SIGTERM/SIGINT, time for requests in flight to finish",
-        show: |c| show_secs(c.shutdown_grace),
-        set: |c, v| set_duration(&mut c.shutdown_grace, v),
-    },
-    Flag {
-        name: "admin-token",
-        value: "TOKEN",
-        help: "bearer token required by /notify and /metrics (prefer the file or $MIOHTTPD_ADMIN_TOKEN)",
-        show: |c| show_token(c),
-        set: |c, v| {
+    ),
+    on_off(
+        "reuseport",
+        "SO_REUSEPORT on the listeners: several processes may listen on one port",
+        |c| &mut c.reuse_port,
+    ),
+    duration_within(
+        "defer-accept",
+        "TCP_DEFER_ACCEPT: accept a connection only once it sent data (Linux; 0: off)",
+        |c| &mut c.defer_accept,
+        Duration::ZERO,
+        Duration::from_secs(3600),
+        BareNumber::Seconds,
+    ),
+    other(
+        "rcvbuf",
+        "BYTES",
+        "SO_RCVBUF on the listeners, inherited by accepted sockets (0: kernel default)",
+        |c| c.rcvbuf.to_string(),
+        |c, v| set_number(&mut c.rcvbuf, v, 0, 1 << 30),
+    ),
+    other(
+        "sndbuf",
+        "BYTES",
+        "SO_SNDBUF on the listeners, inherited by accepted sockets (0: kernel default)",
+        |c| c.sndbuf.to_string(),
+        |c, v| set_number(&mut c.sndbuf, v, 0, 1 << 30),
+    ),
+    on_off(
+        "coalesce",
+        "answers to pipelined requests already read share one write (off: one each)",
+        |c| &mut c.coalesce,
+    ),
+    on_off(
+        "read-until-wouldblock",
+        "after a short read, read again until EAGAIN (one more read(2) per request)",
+        |c| &mut c.read_until_wouldblock,
+    ),
+    duration(
+        "head-timeout",
+        "time for a request head to arrive, from accept or its first byte; 408 after (0: none)",
+        |c| &mut c.head_timeout,
+    ),
+    duration(
+        "idle-timeout",
+        "time a kept-alive connection may wait for its next request (0: forever)",
+        |c| &mut c.idle_timeout,
+    ),
+    duration(
+        "body-timeout",
+        "time a request body may go without a byte; 408 after (0: none)",
+        |c| &mut c.body_timeout,
+    ),
+    duration(
+        "send-timeout",
+        "time a client may leave response bytes untaken before it is dropped (0: none)",
+        |c| &mut c.send_timeout,
+    ),
+    other(
+        "max-connections",
+        "N",
+        "connections served at once; 503 beyond (0: the open-files limit less 64)",
+        |c| c.max_connections.to_string(),
+        |c, v| set_number(&mut c.max_connections, v, 0, 1 << 24),
+    ),
+    duration(
+        "shutdown-grace",
+        "after SIGTERM/SIGINT, time for requests in flight to finish",
+        |c| &mut c.shutdown_grace,
+    ),
+    other(
+        "admin-token",
+        "TOKEN",
+        "bearer token required by /notify and /metrics (prefer the file or $MIOHTTPD_ADMIN_TOKEN)",
+        show_token,
+        |c, v| {
             c.admin_token = Some(Secret::new(v)?);
             Ok(())
         },
-    },
-    Flag {
-        name: "admin-token-file",
-        value: "PATH",
-        help: "read the admin token from the first line of this file",
-        show: |c| show_token(c),
-        set: |c, v| {
+    ),
+    other(
+        "admin-token-file",
+        "PATH",
+        "read the admin token from the first line of this file",
+        show_token,
+        |c, v| {
             let text = std::fs::read_to_string(v).map_err(|e| format!("{v}: {e}"))?;
             let first = text.lines().next().unwrap_or("");
             c.admin_token = Some(Secret::new(first).map_err(|e| format!("{v}: {e}"))?);
             Ok(())
         },
-    },
-    Flag {
-        name: "exec-require-token",
-        value: "on|off",
-        help: "streamed commands need the admin token too",
-        show: |c| on_off(c.exec_require_token).to_string(),
-        set: |c, v| {
-            c.exec_require_token = parse_on_off(v)?;
-            Ok(())
-        },
-    },
+    ),
+    on_off(
+        "exec-require-token",
+        "streamed commands need the admin token too",
+        |c| &mut c.exec_require_token,
+    ),
 ];
 
 fn show_token(c: &Config) -> String {
@@ -621,27 +720,111 @@ fn show_token(c: &Config) -> String {
     set.to_string()
 }
 
-/// Seconds, with a fraction: `30`, `0.5`.
-fn set_duration(field: &mut Duration, value: &str) -> Result<(), String> {
-    let secs: f64 = value
-        .parse()
-        .map_err(|_| format!("not a number of seconds: {value}"))?;
-    if !(0.0..=7.0 * 24.0 * 3600.0).contains(&secs) {
-        return Err(format!("{value} is outside 0..=604800 seconds"));
+/// Parses a duration: a decimal number and a unit, `ms`, `s`, `m` or `h` (`250ms`, `1.5s`,
+/// `2m`); a bare number is seconds. Exact to the nanosecond: no floating point, so `0.1s`
+/// is 100ms and not 99.999...ms.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_duration_as(text, BareNumber::Seconds)
+}
+
+fn parse_duration_as(text: &str, bare: BareNumber) -> Result<Duration, String> {
+    let wrong = || format!("expected a duration like 30s, 250ms or 1.5s, got {text:?}");
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || fraction.contains('.')
+        || number.ends_with('.')
+        || fraction.len() > 9
+    {
+        return Err(wrong());
     }
-    *field = Duration::from_secs_f64(secs);
-    Ok(())
+    let nanos_per_unit: u128 = match unit {
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "" => match bare {
+            BareNumber::Seconds => 1_000_000_000,
+            BareNumber::Milliseconds => 1_000_000,
+            BareNumber::Refused if number.bytes().all(|b| b == b'0' || b == b'.') => 1,
+            BareNumber::Refused => {
+                return Err(format!(
+                    "give a unit, e.g. {text}ms or {text}s (this flag took milliseconds before, \
+                     and a bare number would now be seconds)"
+                ))
+            }
+        },
+        _ => return Err(wrong()),
+    };
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| wrong())?
+    };
+    let fraction_nanos: u128 = format!("{fraction:0<9}").parse().map_err(|_| wrong())?;
+    let units_in_nanos = whole
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(fraction_nanos))
+        .and_then(|n| n.checked_mul(nanos_per_unit))
+        .ok_or_else(|| format!("{text} is too long"))?;
+    let nanos =
+        u64::try_from(units_in_nanos / 1_000_000_000).map_err(|_| format!("{text} is too long"))?;
+    Ok(Duration::from_nanos(nanos))
 }
 
-fn show_secs(d: Duration) -> String {
-    format!("{}", d.as_secs_f64())
+/// The shortest text [`parse_duration`] reads back as `d`: `0`, `250ms`, `30s`, `1.5s`.
+pub fn show_duration(d: Duration) -> String {
+    if d.is_zero() {
+        "0".into()
+    } else if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 && d.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", d.subsec_millis())
+    } else {
+        let fraction = format!("{:09}", d.subsec_nanos());
+        format!("{}.{}s", d.as_secs(), fraction.trim_end_matches('0'))
+    }
 }
 
-fn set_seconds(field: &mut Duration, value: &str, min: u64) -> Result<(), String> {
-    let mut secs = 0u64;
-    set_number(&mut secs, value, min, 7 * 24 * 3600)?;
-    *field = Duration::from_secs(secs);
-    Ok(())
+/// What `--listen` accepts: `IP:PORT`, `[IPv6]:PORT`, `:PORT` (every address: `0.0.0.0` and
+/// `[::]`, two listeners rather than one dual-stack socket, see README) and `NAME:PORT`,
+/// resolved here, at start-up, to every address the name has.
+fn resolve_listen(text: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected HOST:PORT, [IPv6]:PORT or :PORT, got {text:?}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("not a port (0 to 65535): {port:?} in {text:?}"))?;
+    if host.is_empty() {
+        return Ok(vec![
+            SocketAddr::from(([0, 0, 0, 0], port)),
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+        ]);
+    }
+    if host.starts_with('[') || host.contains(':') {
+        return Err(format!("not an IPv6 address: {host:?} in {text:?}"));
+    }
+    use std::net::ToSocketAddrs;
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    let resolved = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?;
+    for addr in resolved {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
+        return Err(format!("{host:?} resolves to no address"));
+    }
+    Ok(addrs)
 }
 
 fn set_number<T>(field: &mut T, value: &str, min: T, max: T) -> Result<(), String>
@@ -658,7 +841,7 @@ where
     Ok(())
 }
 
-fn on_off(b: bool) -> &'static str {
+fn on_off_text(b: bool) -> &'static str {
     if b {
         "on"
     } else {
@@ -679,6 +862,13 @@ fn parse_on_off(v: &str) -> Result<bool, String> {
 pub enum Command {
     Run(Box<Config>),
     Help(String),
+    /// `--version`: `miohttpd 0.1.0`.
+    Version(String),
+}
+
+/// What `--version` prints.
+pub fn version() -> String {
+    format!("miohttpd {}\n", env!("CARGO_PKG_VERSION"))
 }
 
 impl Config {
@@ -691,9 +881,12 @@ impl Config {
         use lexopt::prelude::*;
         let mut config = Config::default();
         let mut parser = lexopt::Parser::from_args(args);
+        // The first --listen replaces the default address; later ones add to it.
+        let mut listen_given = false;
         while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
             match arg {
                 Short('h') | Long("help") => return Ok(Command::Help(Config::help())),
+                Short('V') | Long("version") => return Ok(Command::Version(version())),
                 Long(name) => {
                     let name = name.to_owned();
                     let flag = FLAGS
@@ -704,7 +897,12 @@ impl Config {
                     let value = value
                         .into_string()
                         .map_err(|_| format!("--{name}: value is not UTF-8"))?;
-                    (flag.set)(&mut config, &value).map_err(|e| format!("--{name}: {e}"))?;
+                    if flag.name == "listen" && !listen_given {
+                        config.listen.clear();
+                        listen_given = true;
+                    }
+                    flag.set(&mut config, &value)
+                        .map_err(|e| format!("--{name}: {e}"))?;
                 }
                 other => return Err(other.unexpected().to_string()),
             }
@@ -725,22 +923,32 @@ impl Config {
         Ok(Command::Run(Box::new(config)))
     }
 
-    /// The `--help` text: every flag with its default.
+    /// The `--help` text: every flag with its default, the descriptions in one column.
     pub fn help() -> String {
         let defaults = Config::default();
-        let mut text = String::from(
-            "miohttpd: a small, fast HTTP/1.1 server on one readiness loop\n\n\
-             Usage: miohttpd [FLAGS]\n\nFlags:\n",
+        let mut text = format!(
+            "miohttpd {}: a small, fast HTTP/1.1 server on one readiness loop\n\n\
+             Usage: miohttpd [FLAGS]\n\n\
+             DURATION is 30s, 250ms, 1.5s, 2m or 1h; a bare number is seconds.\n\nFlags:\n",
+            env!("CARGO_PKG_VERSION")
         );
-        for flag in FLAGS {
-            let left = format!("--{} {}", flag.name, flag.value);
+        let lefts: Vec<String> = FLAGS
+            .iter()
+            .map(|flag| format!("--{} {}", flag.name, flag.value))
+            .collect();
+        let width = lefts.iter().map(String::len).max().unwrap_or(0);
+        for (flag, left) in FLAGS.iter().zip(&lefts) {
             text.push_str(&format!(
-                "  {left:<28} {} [default: {}]\n",
+                "  {left:<width$}  {} [default: {}]\n",
                 flag.help,
-                (flag.show)(&defaults)
+                flag.show(&defaults)
             ));
         }
-        text.push_str(&format!("  {:<28} print this help\n", "-h, --help"));
+        text.push_str(&format!("  {:<width$}  print this help\n", "-h, --help"));
+        text.push_str(&format!(
+            "  {:<width$}  print the name and version\n",
+            "-V, --version"
+        ));
         text
     }
 }
@@ -752,7 +960,7 @@ mod tests {
     fn run(args: &[&str]) -> Result<Config, String> {
         match Config::from_args(args.iter().copied())? {
             Command::Run(config) => Ok(*config),
-            Command::Help(_) => Err("help".into()),
+            Command::Help(_) | Command::Version(_) => Err("help".into()),
         }
     }
 
@@ -776,7 +984,7 @@ mod tests {
             "merge",
         ])
         .unwrap();
-        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.listen, ["0.0.0.0:9000".parse().unwrap()]);
         assert_eq!(config.head_limits.max_head_size, 16384);
         assert_eq!(config.head_limits.max_headers, 20);
         assert!(!config.tcp_nodelay);
@@ -842,6 +1050,12 @@ mod tests {
     fn bad_flags_are_errors_not_defaults() {
         for args in [
             &["--listen", "nowhere"][..],
+            &["--listen", "localhost:99999"],
+            &["--listen", "localhost:http"],
+            &["--listen", "[::1]"],
+            &["--listen", "[::1:80"],
+            &["--listen", "no-such-host.invalid:80"],
+            &["--listen", ""],
             &["--max-headers", "0"],
             &["--max-headers", "100000"],
             &["--read-buffer-size", "big"],
@@ -866,6 +1080,161 @@ mod tests {
     }
 
     #[test]
+    fn durations_read_one_syntax() {
+        let ms = Duration::from_millis;
+        let table: &[(&str, Result<Duration, ()>)] = &[
+            ("30s", Ok(Duration::from_secs(30))),
+            ("250ms", Ok(ms(250))),
+            ("1.5s", Ok(ms(1500))),
+            ("0.1s", Ok(ms(100))),
+            (".5s", Ok(ms(500))),
+            ("2m", Ok(Duration::from_secs(120))),
+            ("1h", Ok(Duration::from_secs(3600))),
+            ("1.5ms", Ok(Duration::from_micros(1500))),
+            ("30", Ok(Duration::from_secs(30))),
+            ("0.25", Ok(ms(250))),
+            ("0", Ok(Duration::ZERO)),
+            ("0ms", Ok(Duration::ZERO)),
+            ("0.000000001", Ok(Duration::from_nanos(1))),
+            ("", Err(())),
+            (".", Err(())),
+            ("5.", Err(())),
+            ("1.2.3", Err(())),
+            ("-1", Err(())),
+            ("+1s", Err(())),
+            ("1e9", Err(())),
+            ("NaN", Err(())),
+            ("inf", Err(())),
+            ("s", Err(())),
+            ("10 s", Err(())),
+            ("10S", Err(())),
+            ("10sec", Err(())),
+            ("10us", Err(())),
+            ("1.0000000001s", Err(())),
+            ("99999999999999999999h", Err(())),
+        ];
+        for (text, expected) in table {
+            let parsed = parse_duration(text).map_err(|_| ());
+            assert_eq!(parsed, *expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn shown_durations_read_back() {
+        for d in [0, 1, 999, 1000, 1500, 2000, 250, 86_400_000, 1_234_567] {
+            let d = Duration::from_millis(d);
+            assert_eq!(parse_duration(&show_duration(d)), Ok(d), "{d:?}");
+        }
+        assert_eq!(show_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(show_duration(Duration::from_secs(30)), "30s");
+    }
+
+    #[test]
+    fn every_time_flag_takes_units_and_bare_seconds() {
+        let config = run(&[
+            "--head-timeout=1.5s",
+            "--idle-timeout=250ms",
+            "--body-timeout=2m",
+            "--send-timeout=7",
+            "--comet-timeout=0.5",
+            "--comet-channel-ttl=90s",
+            "--sse-heartbeat=2",
+            "--exec-time-limit=1500ms",
+            "--exec-kill-grace=300ms",
+            "--linger=100ms",
+            "--stats-interval=5",
+            "--shutdown-grace=1m",
+            "--defer-accept=3s",
+        ])
+        .unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(config.head_timeout, ms(1500));
+        assert_eq!(config.idle_timeout, ms(250));
+        assert_eq!(config.body_timeout, ms(120_000));
+        assert_eq!(config.send_timeout, ms(7000));
+        assert_eq!(config.comet_timeout, ms(500));
+        assert_eq!(config.comet.channel_ttl, ms(90_000));
+        assert_eq!(config.sse_heartbeat, ms(2000));
+        assert_eq!(config.exec_time_limit, ms(1500));
+        assert_eq!(config.exec_kill_grace, ms(300));
+        assert_eq!(config.linger, ms(100));
+        assert_eq!(config.stats_interval, ms(5000));
+        assert_eq!(config.shutdown_grace, ms(60_000));
+        assert_eq!(config.defer_accept, ms(3000));
+    }
+
+    #[test]
+    fn millisecond_flags_do_not_silently_change_meaning() {
+        // --linger-ms keeps its milliseconds; --exec-kill-grace refuses a bare number rather
+        // than read yesterday's "300" (ms) as 300 seconds.
+        let ms = Duration::from_millis;
+        assert_eq!(run(&["--linger-ms", "500"]).unwrap().linger, ms(500));
+        assert_eq!(run(&["--linger-ms", "2s"]).unwrap().linger, ms(2000));
+        assert_eq!(run(&["--linger", "2"]).unwrap().linger, ms(2000));
+        let refused = run(&["--exec-kill-grace", "300"]).unwrap_err();
+        assert!(refused.contains("300ms"), "{refused}");
+        assert_eq!(
+            run(&["--exec-kill-grace", "0"]).unwrap().exec_kill_grace,
+            Duration::ZERO
+        );
+        assert!(
+            run(&["--sse-heartbeat", "500ms"]).is_err(),
+            "below its minimum"
+        );
+        assert!(
+            run(&["--comet-channel-ttl", "0"]).is_err(),
+            "below its minimum"
+        );
+        assert!(run(&["--head-timeout", "8d"]).is_err());
+        assert!(run(&["--head-timeout", "169h"]).is_err(), "above a week");
+    }
+
+    #[test]
+    fn listen_takes_names_ports_and_repeats() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(Config::default().listen, [addr("127.0.0.1:8080")]);
+        let config = run(&["--listen", "[::1]:8080", "--listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(config.listen, [addr("[::1]:8080"), addr("127.0.0.1:0")]);
+        let every = run(&["--listen", ":8080"]).unwrap();
+        assert_eq!(every.listen, [addr("0.0.0.0:8080"), addr("[::]:8080")]);
+        let local = run(&["--listen", "localhost:8080"]).unwrap();
+        assert!(!local.listen.is_empty());
+        assert!(local
+            .listen
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 8080));
+        let twice = run(&["--listen", "127.0.0.1:1", "--listen", "127.0.0.1:1"]).unwrap();
+        assert_eq!(twice.listen, [addr("127.0.0.1:1")], "the same address once");
+    }
+
+    #[test]
+    fn version_names_the_program() {
+        let Ok(Command::Version(text)) = Config::from_args(["--version"]) else {
+            panic!("--version is not a version");
+        };
+        assert_eq!(text, format!("miohttpd {}\n", env!("CARGO_PKG_VERSION")));
+        assert!(matches!(Config::from_args(["-V"]), Ok(Command::Version(_))));
+        assert!(Config::help().contains("--version"));
+    }
+
+    #[test]
+    fn help_descriptions_start_in_one_column() {
+        let help = Config::help();
+        let columns: Vec<usize> = help
+            .lines()
+            .filter(|line| line.starts_with("  -"))
+            .map(|line| {
+                let rest = &line[2..];
+                let padding = &rest[rest.find("  ").unwrap()..];
+                line.len() - padding.trim_start().len()
+            })
+            .collect();
+        assert!(columns.len() > FLAGS.len());
+        assert!(columns.iter().all(|&c| c == columns[0]), "{help}");
+    }
+
+    #[test]
     fn timeouts_take_fractions_and_zero() {
         let config = run(&[
             "--head-timeout",
@@ -878,7 +1247,7 @@ mod tests {
         assert_eq!(config.head_timeout, Duration::from_millis(250));
         assert_eq!(config.idle_timeout, Duration::ZERO);
         assert_eq!(config.send_timeout, Duration::from_secs(7));
-        for bad in ["-1", "soon", "1e9", "NaN"] {
+        for bad in ["-1", "soon", "1e9", "NaN", "5 s"] {
             assert!(run(&["--body-timeout", bad]).is_err(), "{bad}");
         }
     }

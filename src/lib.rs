@@ -30,6 +30,7 @@ pub mod http;
 pub mod router;
 pub mod server;
 pub mod sys;
+pub mod systemd;
 
 pub use config::{Command, Config, LogTarget, StderrMode};
 pub use http::{Head, Response, Version};
@@ -43,15 +44,25 @@ pub mod fuzzing {
     pub use crate::server::fuzzing::serve_chunks;
 }
 
-/// Parses the command line, binds, prints the one line saying where it listens, and runs
-/// the loop: what `main` and the examples share. Exits the process on usage errors.
+/// Parses the command line, binds (or takes systemd's sockets), prints a line per address it
+/// listens on, tells systemd it is ready, and runs the loop: what `main` and the examples
+/// share. Exits the process on usage errors (status 2).
 pub fn serve_from_args<S: Service>(make_service: impl FnOnce(&Config) -> S) -> ! {
     let config = match Config::from_args(std::env::args_os().skip(1)) {
         Ok(Command::Run(config)) => *config,
-        Ok(Command::Help(text)) => {
+        Ok(Command::Help(text) | Command::Version(text)) => {
             print!("{text}");
             std::process::exit(0);
         }
+        Err(e) => {
+            eprintln!("miohttpd: {e}");
+            std::process::exit(2);
+        }
+    };
+    // Before anything can fork: the commands the server runs must not see these.
+    systemd::take_notify_socket();
+    let activated = match systemd::take_listeners() {
+        Ok(activated) => activated,
         Err(e) => {
             eprintln!("miohttpd: {e}");
             std::process::exit(2);
@@ -61,26 +72,33 @@ pub fn serve_from_args<S: Service>(make_service: impl FnOnce(&Config) -> S) -> !
         eprintln!("miohttpd: cannot raise the open-files limit: {e}");
     }
     let service = make_service(&config);
-    let server = match Server::bind(config.clone(), service) {
+    // Sockets systemd passed replace the --listen addresses.
+    let server = match activated {
+        Some(listeners) => Server::with_listeners(config, listeners, service),
+        None => Server::bind(config, service),
+    };
+    let server = match server {
         Ok(server) => server,
         Err(e) => {
-            eprintln!("miohttpd: cannot listen on {}: {e}", config.listen);
+            eprintln!("miohttpd: cannot listen: {e}");
             std::process::exit(1);
         }
     };
     {
         use std::io::Write;
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(
-            stdout,
-            "miohttpd listening on http://{}",
-            server.local_addr()
-        );
+        // Tests and scripts read the first line for the address.
+        for addr in server.local_addrs() {
+            let _ = writeln!(stdout, "miohttpd listening on http://{addr}");
+        }
         if let Some(admin) = server.admin_addr() {
             let _ = writeln!(stdout, "miohttpd admin listening on http://{admin}");
         }
         let _ = stdout.flush();
     }
+    // Every listener is listening: connections queue from here on, so systemd may start
+    // what depends on the server.
+    systemd::notify("READY=1");
     match server.run() {
         Ok(Stopped::Gracefully) => std::process::exit(0),
         Ok(Stopped::AtOnce) => std::process::exit(1),

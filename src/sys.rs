@@ -187,6 +187,28 @@ pub fn tcp_defer_accept(socket: &impl std::os::fd::AsRawFd) -> io::Result<u32> {
     Ok(u32::try_from(value).unwrap_or(0))
 }
 
+/// Takes ownership of a listening socket another process left at `fd`: systemd's socket
+/// activation (sd_listen_fds(3)) passes them as fds 3 and up, and by that protocol nothing
+/// else in this process owns them. std can only adopt a descriptor through `from_raw_fd`,
+/// which is unsafe because it cannot know that; the caller ([`crate::systemd`]) takes each
+/// fd once, after clearing the variables that named it. The fd is checked to be open, and
+/// marked close-on-exec so the commands the server runs do not inherit it.
+pub fn adopt_inherited_listener(fd: std::os::fd::RawFd) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: F_GETFD reads the descriptor's flags and touches no memory.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd is open (above) and, by the activation protocol, owned by no one else
+    // in this process; the caller adopts each fd at most once.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    socket2::SockRef::from(&listener).set_cloexec(true)?;
+    Ok(listener)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

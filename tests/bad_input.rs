@@ -272,7 +272,7 @@ impl Row {
 }
 
 /// Rows too long to write out, against the default head limits (8192-byte head, 100 fields,
-/// 4096-byte target) and the battery's `BODY_LIMIT`.
+/// 8000-byte target) and the battery's `BODY_LIMIT`.
 fn oversized_rows() -> Vec<Row> {
     let chunked_head = |path: &str| {
         format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -316,10 +316,10 @@ fn oversized_rows() -> Vec<Row> {
         ),
         // RFC 9112 §3: a target longer than we parse MUST get 414; the query is part of it.
         Row::new(
-            "5,000-byte query",
+            "8,011-byte query",
             format!(
                 "GET /plaintext?{} HTTP/1.1\r\nHost: x\r\n\r\n",
-                "q".repeat(5_000)
+                "q".repeat(8_000)
             ),
             Refused(&[414]),
         ),

@@ -62,7 +62,7 @@ const BAD_REQUESTS: &[(&str, &[u8], &[u16])] = &[
     ("HTTP/3.0", b"GET /plaintext HTTP/3.0\r\nHost: x\r\n\r\n", &[505]),
 ];
 
-/// Rows too long to write out: over the default limits (8192-byte head, 100 headers, 4096-byte
+/// Rows too long to write out: over the default limits (8192-byte head, 100 headers, 8000-byte
 /// target).
 fn oversized_requests() -> Vec<(&'static str, Vec<u8>, &'static [u16])> {
     vec![
@@ -77,8 +77,8 @@ fn oversized_requests() -> Vec<(&'static str, Vec<u8>, &'static [u16])> {
         ),
         ("101 headers", request_with_headers(100), &[431]),
         (
-            "5,000-byte target",
-            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "p".repeat(4_999)).into_bytes(),
+            "8,001-byte target",
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "p".repeat(8_000)).into_bytes(),
             &[414],
         ),
     ]

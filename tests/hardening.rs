@@ -1154,7 +1154,7 @@ fn a_second_signal_during_the_grace_exits_at_once_with_status_1() {
         "--shutdown-grace",
         "30",
         "--exec-kill-grace",
-        "60000",
+        "60s",
         "--exec",
         &format!("stubborn={STUBBORN}"),
     ]);
@@ -1185,7 +1185,7 @@ fn when_the_grace_ends_what_is_left_is_closed_and_the_server_exits_0() {
         "--shutdown-grace",
         "1",
         "--exec-kill-grace",
-        "60000",
+        "60s",
         "--exec",
         &format!("stubborn={STUBBORN}"),
     ]);

@@ -767,7 +767,7 @@ fn a_command_that_cannot_start_gets_500_before_any_body_byte() {
 fn the_time_limit_ends_a_command_with_sigterm_then_sigkill() {
     let _machine = shared();
     let server = Streamer::start(
-        &["--exec-time-limit", "1", "--exec-kill-grace", "300"],
+        &["--exec-time-limit", "1", "--exec-kill-grace", "300ms"],
         &[
             ("polite", "echo started; sleep 30"),
             // Ignored signals stay ignored across exec, so `sleep` ignores TERM too.
@@ -820,7 +820,7 @@ fn the_time_limit_ends_a_command_with_sigterm_then_sigkill() {
 fn a_client_that_hangs_up_during_the_kill_grace_still_gets_its_group_killed() {
     let _machine = shared();
     let server = Streamer::start(
-        &["--exec-time-limit", "1", "--exec-kill-grace", "1000"],
+        &["--exec-time-limit", "1", "--exec-kill-grace", "1s"],
         &[
             ("stubborn", "trap '' TERM; echo started; sleep 30"),
             // The shell is gone before the limit; only what it left behind remains.
@@ -859,7 +859,7 @@ fn a_client_that_hangs_up_leaves_no_child_zombie_or_descriptor() {
     // flag is used.
     const GRACE_BOUND: Duration = Duration::from_millis(1500);
     let server = Streamer::start(
-        &["--exec-kill-grace", "200"],
+        &["--exec-kill-grace", "200ms"],
         &[
             ("warm", "true"),
             ("polite", "echo started; sleep 60"),

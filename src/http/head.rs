@@ -36,7 +36,10 @@ impl Default for HeadLimits {
         HeadLimits {
             max_head_size: 8192,
             max_headers: 100,
-            max_target_size: 4096,
+            // RFC 9112 §3: recipients SHOULD support request-lines of at least 8000 octets.
+            // The target may have 8000 of them; the head limit above leaves the rest of an
+            // 8000-byte request line room for a few short header fields.
+            max_target_size: 8000,
         }
     }
 }

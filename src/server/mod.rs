@@ -36,7 +36,7 @@ use fanout::Fanout;
 use instruments::Instruments;
 use stats::Stats;
 use syscalls::{Listener, Poller};
-use table::{pipe_owner, ConnTable, ADMIN, LISTENER, SIGNALS};
+use table::{listener_index, listener_token, pipe_owner, ConnTable, ADMIN, SIGNALS};
 use transport::Counted;
 
 /// A bound server, ready to run. Binding and running are separate so a caller can learn the
@@ -45,36 +45,78 @@ pub struct Server<S> {
     config: Config,
     service: S,
     poll: Poller,
-    listener: Listener,
-    local_addr: SocketAddr,
+    listeners: Vec<Listener>,
+    local_addrs: Vec<SocketAddr>,
     instruments: Instruments,
     /// Counting from the first registration, made here.
     stats: Stats,
 }
 
 impl<S: Service> Server<S> {
-    /// Binds the listener and registers it; serves nothing until [`Server::run`].
+    /// Binds a listener on every `--listen` address and registers them; serves nothing until
+    /// [`Server::run`].
     pub fn bind(config: Config, service: S) -> io::Result<Self> {
+        let listeners = listener::bind_all(&config)?;
+        Self::serve_on(config, listeners, service)
+    }
+
+    /// Serves on sockets that are already listening (systemd socket activation) instead of
+    /// the `--listen` addresses.
+    pub fn with_listeners(
+        config: Config,
+        listeners: Vec<std::net::TcpListener>,
+        service: S,
+    ) -> io::Result<Self> {
+        if listeners.is_empty() || listeners.len() > table::MAX_LISTENERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} listeners; 1 to {}",
+                    listeners.len(),
+                    table::MAX_LISTENERS
+                ),
+            ));
+        }
+        let listeners = listeners
+            .into_iter()
+            .map(listener::adopt)
+            .collect::<io::Result<Vec<_>>>()?;
+        Self::serve_on(config, listeners, service)
+    }
+
+    fn serve_on(config: Config, mut listeners: Vec<Listener>, service: S) -> io::Result<Self> {
         let mut stats = Stats::default();
-        let mut listener = listener::bind(&config)?;
-        let local_addr = listener.local_addr()?;
         let poll = Poller::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE, &mut stats)?;
+        let mut local_addrs = Vec::with_capacity(listeners.len());
+        for (index, listener) in listeners.iter_mut().enumerate() {
+            local_addrs.push(listener.local_addr()?);
+            poll.registry().register(
+                listener,
+                listener_token(index),
+                Interest::READABLE,
+                &mut stats,
+            )?;
+        }
         let instruments = Instruments::bind(&config, poll.registry(), &mut stats)?;
         Ok(Server {
             config,
             service,
             poll,
-            listener,
-            local_addr,
+            listeners,
+            local_addrs,
             instruments,
             stats,
         })
     }
 
+    /// The first listener's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every listener's address, in `--listen` order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// Where `--admin-listen` serves `/metrics`, if it was given.
@@ -89,7 +131,7 @@ impl<S: Service> Server<S> {
             config,
             service,
             poll,
-            listener,
+            listeners,
             mut instruments,
             mut stats,
             ..
@@ -114,7 +156,7 @@ impl<S: Service> Server<S> {
             config,
             service,
             poll,
-            listener: Some(listener),
+            listeners,
             signals,
             max_connections,
             accept_paused_until: None,
@@ -131,7 +173,7 @@ impl<S: Service> Server<S> {
             timers: BinaryHeap::new(),
             again: Vec::new(),
             turns: Vec::new(),
-            accept_pending: false,
+            accept_pending: 0,
             instruments,
         }
         .run()
@@ -179,8 +221,9 @@ struct EventLoop<S> {
     config: Config,
     service: S,
     poll: Poller,
-    /// None once shutdown began: new connections are refused by the kernel.
-    listener: Option<Listener>,
+    /// The `--listen` listeners, index = token's; empty once shutdown began: new connections
+    /// are refused by the kernel.
+    listeners: Vec<Listener>,
     signals: Signals,
     /// Beyond this many, a new connection gets a 503 and is closed.
     max_connections: usize,
@@ -208,8 +251,9 @@ struct EventLoop<S> {
     /// being served now. Two vectors swapped so neither reallocates.
     again: Vec<Token>,
     turns: Vec<Token>,
-    /// The listener had more connections waiting when its accept budget ran out.
-    accept_pending: bool,
+    /// Listeners (bit = index) that had more connections waiting when their accept budget
+    /// ran out.
+    accept_pending: u64,
     /// The admin listener, the access log, the periodic summary.
     instruments: Instruments,
 }
@@ -244,8 +288,8 @@ impl<S: Service> EventLoop<S> {
             for event in events.iter() {
                 self.stats.events += 1;
                 let token = event.token();
-                if token == LISTENER {
-                    accept = true;
+                if let Some(index) = listener_index(token) {
+                    accept |= 1 << index;
                 } else if token == SIGNALS {
                     signalled = true;
                 } else if token == ADMIN {
@@ -269,10 +313,14 @@ impl<S: Service> EventLoop<S> {
             self.stats.events_per_poll.record(woken_by as usize);
             if self.accept_paused_until.is_some_and(|until| now >= until) {
                 self.accept_paused_until = None;
-                accept = true;
+                accept = u64::MAX;
             }
-            if accept && self.accept_paused_until.is_none() {
-                self.accept_pending = self.accept(Listening::Main, now);
+            if accept != 0 && self.accept_paused_until.is_none() {
+                for index in 0..self.listeners.len() {
+                    if accept & (1 << index) != 0 && self.accept(Listening::Main(index), now) {
+                        self.accept_pending |= 1 << index;
+                    }
+                }
             }
             if accept_admin {
                 self.instruments.admin_accept_pending = self.accept(Listening::Admin, now);
@@ -317,9 +365,10 @@ impl<S: Service> EventLoop<S> {
             grace.as_secs_f64()
         );
         self.draining_until = Some(now + grace);
-        // Dropping the listener closes it: the kernel refuses new connections from here on.
-        self.listener = None;
-        self.accept_pending = false;
+        // Dropping the listeners closes them: the kernel refuses new connections from here on.
+        self.listeners.clear();
+        self.accept_pending = 0;
+        crate::systemd::notify("STOPPING=1");
         for token in self.conns.tokens() {
             self.with_conn(token, now, |conn, ctx| conn.on_shutdown(ctx));
         }
@@ -337,7 +386,10 @@ impl<S: Service> EventLoop<S> {
 
     /// Zero when work is owed, else until the next deadline, else forever.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() || self.accept_pending || self.instruments.admin_accept_pending {
+        if !self.again.is_empty()
+            || self.accept_pending != 0
+            || self.instruments.admin_accept_pending
+        {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -412,7 +464,7 @@ impl<S: Service> EventLoop<S> {
         if let Some(mut conn) = self.conns.remove(token) {
             if self.accept_paused_until.take().is_some() {
                 // An fd is free now: the backlog may hold clients no new edge will announce.
-                self.accept_pending = true;
+                self.accept_pending = u64::MAX;
             }
             conn.record_close(&mut self.instruments.log, &mut self.stats);
             if let Some(spot) = conn.spot() {
@@ -455,9 +507,11 @@ impl<S: Service> EventLoop<S> {
     /// the listener to get another turn after the others.
     fn accept(&mut self, from: Listening, now: Instant) -> bool {
         for _ in 0..self.config.accepts_per_wakeup {
-            let listener = match (from, &self.instruments.admin, &self.listener) {
-                (Listening::Admin, Some(admin), _) => admin,
-                (Listening::Main, _, Some(main)) => main,
+            let listener = match (from, &self.instruments.admin) {
+                (Listening::Admin, Some(admin)) => admin,
+                (Listening::Main(index), _) if index < self.listeners.len() => {
+                    &self.listeners[index]
+                }
                 // No admin listener, or shutdown closed the main one.
                 _ => return false,
             };
@@ -571,7 +625,8 @@ fn arm_timer(
 /// Which listener a connection is accepted from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Listening {
-    Main,
+    /// One of the `--listen` listeners, by index.
+    Main(usize),
     /// `--admin-listen`: its connections are served `/metrics` only.
     Admin,
 }
@@ -584,9 +639,15 @@ mod tests {
     #[test]
     fn the_listeners_registrations_are_counted_from_bind() {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        for (admin_listen, registrations) in [(None, 1), (Some(loopback), 2)] {
+        let second = SocketAddr::from(([127, 0, 0, 2], 0));
+        let table = [
+            (vec![loopback], None, 1),
+            (vec![loopback], Some(loopback), 2),
+            (vec![loopback, second], Some(loopback), 3),
+        ];
+        for (listen, admin_listen, registrations) in table {
             let config = Config {
-                listen: loopback,
+                listen,
                 admin_listen,
                 ..Config::default()
             };

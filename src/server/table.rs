@@ -11,8 +11,11 @@ const KEY_MASK: usize = (1 << KEY_BITS) - 1;
 /// of the loop's own sources below.
 const MAX_KEYS: usize = KEY_MASK - 7;
 
-/// The token of the listening socket.
-pub const LISTENER: Token = Token(usize::MAX);
+/// The key of every listening socket's token: one the table never hands out (like
+/// [`ADMIN`]'s), with the listener's index where a connection's generation would be.
+const LISTENER_KEY: usize = MAX_KEYS + 1;
+/// Most `--listen` listeners: their indices fit a 64-bit mask of pending accepts.
+pub const MAX_LISTENERS: usize = 64;
 /// The token of the signal pipe (SIGTERM, SIGINT).
 pub const SIGNALS: Token = Token(usize::MAX - 1);
 /// The token of the admin listener (`--admin-listen`): a key the table never hands out,
@@ -22,6 +25,17 @@ pub const ADMIN: Token = Token(MAX_KEYS);
 const PIPE_FLAG: usize = 1 << (usize::BITS - 1);
 /// Generations use the bits above the key, less the pipe flag.
 const GENERATION_MASK: usize = usize::MAX >> (KEY_BITS + 1);
+
+/// The token listener `index` is registered with.
+pub fn listener_token(index: usize) -> Token {
+    debug_assert!(index < MAX_LISTENERS);
+    Token(index << KEY_BITS | LISTENER_KEY)
+}
+
+/// Which listener a token belongs to, if it is a listener's.
+pub fn listener_index(token: Token) -> Option<usize> {
+    (token.0 & KEY_MASK == LISTENER_KEY && token.0 & PIPE_FLAG == 0).then_some(token.0 >> KEY_BITS)
+}
 
 /// The token a connection's child pipe is registered with.
 pub fn pipe_token(conn: Token) -> Token {
@@ -134,7 +148,8 @@ mod tests {
         assert_eq!(token.0 & PIPE_FLAG, 0);
         assert_eq!(pipe_owner(pipe_token(token)), Some(token));
         assert_eq!(pipe_owner(token), None);
-        assert_eq!(pipe_owner(LISTENER), None);
+        assert_eq!(pipe_owner(listener_token(0)), None);
+        assert_eq!(pipe_owner(listener_token(MAX_LISTENERS - 1)), None);
         assert_eq!(pipe_owner(SIGNALS), None);
         assert_eq!(pipe_owner(ADMIN), None);
     }
@@ -148,7 +163,9 @@ mod tests {
             assert_ne!(token, ADMIN);
             assert_ne!(pipe_token(token), ADMIN);
         }
-        assert_ne!(ADMIN, LISTENER);
+        assert_ne!(ADMIN, listener_token(0));
+        assert_eq!(listener_index(ADMIN), None);
+        assert_eq!(listener_index(SIGNALS), None);
         assert_eq!(
             split(ADMIN),
             (MAX_KEYS, 0),
@@ -157,12 +174,20 @@ mod tests {
     }
 
     #[test]
+    fn listener_tokens_map_back_to_their_index() {
+        for index in 0..MAX_LISTENERS {
+            assert_eq!(listener_index(listener_token(index)), Some(index));
+        }
+    }
+
+    #[test]
     fn tokens_never_collide_with_the_listener() {
         let mut table = ConnTable::new();
         let mut seen = Vec::new();
         for _ in 0..1000 {
             let mut token = table.insert(|t| t).unwrap();
-            assert_ne!(token, LISTENER);
+            assert_eq!(listener_index(token), None);
+            assert_eq!(listener_index(pipe_token(token)), None);
             assert_ne!(token, SIGNALS);
             assert_eq!(table.get_mut(token), Some(&mut token));
             seen.push(token);

@@ -122,7 +122,8 @@ impl Server {
         Server::spawn(Command::new(&program), &program, args, probe, probe_body)
     }
 
-    /// Runs `command` (the program, or a shell that execs it) with `--listen 127.0.0.1:0 ARGS`.
+    /// Runs `command` (the program, or a shell that execs it) with `--listen 127.0.0.1:0 ARGS`
+    /// (ARGS alone when they give their own `--listen`).
     fn spawn(
         mut command: Command,
         program: &Path,
@@ -137,8 +138,14 @@ impl Server {
             NEXT_LOG.fetch_add(1, Ordering::Relaxed)
         ));
         let stderr = File::create(&log).expect("create server log file");
+        // --listen is repeatable: a test that gives its own means it instead of port 0.
+        let own_listen = args
+            .iter()
+            .any(|a| *a == "--listen" || a.starts_with("--listen="));
+        if !own_listen {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = command
-            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
