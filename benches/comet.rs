@@ -19,7 +19,7 @@
 //! Under `cargo test` (no `--bench`): 300 waiters against the debug binary, no pinning, no peer.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,12 +27,14 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Socket, Type};
 
-mod common;
-use common::svg::{LineChart, Scale, Series};
-use common::{
-    apt_install, free_port, median, memory, number_list, pin_self_to_client_core, CpuTimes, Server,
-    MIOHTTPD,
-};
+use loadbench::client::exchange;
+use loadbench::cpu::{memory, pin_self_to_client_core, CpuTimes};
+use loadbench::peers::{ensure_nchan, nchan_config, start_nginx};
+use loadbench::report::{median, number_list};
+use loadbench::server::Server;
+use loadbench::svg::{LineChart, Scale, Series};
+
+const MIOHTTPD: &str = env!("CARGO_BIN_EXE_miohttpd");
 
 /// Connections per source address: the ephemeral port range (28k ports here) slows connects
 /// well before it runs out.
@@ -42,7 +44,6 @@ const MAX_CONNECTING: usize = 512;
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// A server whose waiter count stops growing for this long will not reach N: skip it.
 const STALL_TIMEOUT: Duration = Duration::from_secs(15);
-const NCHAN_MODULE: &str = "/usr/lib/nginx/modules/ngx_nchan_module.so";
 
 struct Options {
     waiters: usize,
@@ -161,7 +162,7 @@ fn main() {
     }
     let mut peers = vec![Peer::Miohttpd];
     if opts.bench && opts.peer {
-        match nchan_available() {
+        match ensure_nchan("comet") {
             Ok(()) => peers.push(Peer::Nchan),
             Err(why) => println!("comet: nginx+nchan peer skipped: {why}"),
         }
@@ -242,9 +243,7 @@ impl Table {
         if failure.is_some() || results.is_empty() {
             return None;
         }
-        let mut v: Vec<f64> = results.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        Some(median(&v))
+        Some(median(&results.iter().map(f).collect::<Vec<_>>()))
     }
 }
 
@@ -268,17 +267,13 @@ impl Peer {
             Peer::Miohttpd => {
                 Server::start_with_banner(self.name(), Command::new(MIOHTTPD), "miohttpd", pin)
             }
-            Peer::Nchan => {
-                let addr = free_port();
-                let dir =
-                    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nchan-{}", addr.port()));
-                std::fs::create_dir_all(&dir).expect("nchan scratch dir");
-                let conf = dir.join("nginx.conf");
-                std::fs::write(&conf, nchan_config(addr, &dir)).expect("nginx.conf");
-                let mut cmd = Command::new("nginx");
-                cmd.arg("-c").arg(&conf).arg("-p").arg(&dir);
-                Server::start_at(self.name(), cmd, addr, pin)
-            }
+            Peer::Nchan => start_nginx(
+                self.name(),
+                Path::new(env!("CARGO_TARGET_TMPDIR")),
+                nchan_config,
+                pin,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name())),
         }
     }
 
@@ -318,59 +313,6 @@ impl Peer {
                 exchange(addr, request.as_bytes())
             }
         }
-    }
-}
-
-/// One worker, longpoll subscribers on `/sub`, the publisher on `/pub`. `worker_connections`
-/// is a table size, not an fd count: nginx starts closing idle connections to reuse them once
-/// fewer than 1/16 of the table is free, which with 20,000 slots dropped waiters from about
-/// 18,750 on. 32,768 slots keep 19,000 waiters whole; the fd limit still caps real sockets.
-fn nchan_config(addr: SocketAddr, dir: &Path) -> String {
-    format!(
-        "load_module {NCHAN_MODULE};\n\
-         worker_processes 1;\n\
-         daemon off;\n\
-         pid {dir}/nginx.pid;\n\
-         error_log {dir}/error.log warn;\n\
-         worker_rlimit_nofile 20000;\n\
-         events {{ worker_connections 32768; }}\n\
-         http {{\n\
-           access_log off;\n\
-           client_body_temp_path {dir};\n\
-           server {{\n\
-             listen {addr} backlog=4096;\n\
-             location = /sub {{ nchan_subscriber longpoll; nchan_channel_id default; }}\n\
-             location = /pub {{ nchan_publisher; nchan_channel_id default; }}\n\
-           }}\n\
-         }}\n",
-        dir = dir.display()
-    )
-}
-
-/// Installs nginx's nchan module with apt if it is missing (the driver needs root for that).
-fn nchan_available() -> Result<(), String> {
-    if Path::new(NCHAN_MODULE).exists() {
-        return Ok(());
-    }
-    apt_install("comet", &["nginx-light", "libnginx-mod-nchan"])?;
-    if Path::new(NCHAN_MODULE).exists() {
-        Ok(())
-    } else {
-        Err(format!("{NCHAN_MODULE} still missing after apt-get"))
-    }
-}
-
-/// One request on a fresh connection; the response body.
-fn exchange(addr: SocketAddr, request: &[u8]) -> io::Result<String> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(request)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    match text.split_once("\r\n\r\n") {
-        Some((_, body)) => Ok(body.to_string()),
-        None => Err(io::Error::other(format!("no response head in {text:?}"))),
     }
 }
 

@@ -1,0 +1,270 @@
+//! wrk runs: the command line (pinned to the client core, optionally with a Lua script), one
+//! measured run against a server (its CPU, fds, and syscalls when a counter is attached), and
+//! the parse of wrk's report.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cpu::{open_fds, pinned_to, CpuTimes, CLIENT_CORE};
+use crate::peers::{apt_install, have_command};
+use crate::perf::{SyscallCount, SyscallCounter, SyscallTool};
+
+/// wrk, installed with apt-get when missing.
+pub fn ensure_wrk(driver: &str) -> Result<(), String> {
+    if have_command("wrk", "--version") {
+        return Ok(());
+    }
+    apt_install(driver, &["wrk"])
+}
+
+/// What wrk puts on the server: `-t1 -cN -dS URL`, and with `script`, `-s SCRIPT URL -- ARGS`.
+#[derive(Debug, Clone)]
+pub struct Load<'a> {
+    pub url: String,
+    pub connections: usize,
+    pub seconds: u64,
+    pub script: Option<(&'a Path, Vec<String>)>,
+}
+
+impl Load<'_> {
+    pub fn command(&self, pin: bool) -> Command {
+        let mut wrk = Command::new("wrk");
+        wrk.arg("-t1")
+            .arg(format!("-c{}", self.connections))
+            .arg(format!("-d{}s", self.seconds));
+        if let Some((script, args)) = &self.script {
+            wrk.arg("-s")
+                .arg(script)
+                .arg(&self.url)
+                .arg("--")
+                .args(args);
+        } else {
+            wrk.arg(&self.url);
+        }
+        pinned_to(CLIENT_CORE, wrk, pin)
+    }
+}
+
+/// What wrk reports at its end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub requests: u64,
+    pub rate: f64,
+    /// The socket-error and non-2xx lines, when wrk printed any.
+    pub errors: Option<String>,
+}
+
+/// Total requests, requests/s, and any error lines from wrk's report.
+pub fn parse(out: &str) -> Result<Report, String> {
+    let requests = out
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no 'requests in' line in wrk's output:\n{out}"))?;
+    let rate = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no Requests/sec in wrk's output:\n{out}"))?;
+    let errors: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Socket errors") || l.starts_with("Non-2xx"))
+        .collect();
+    Ok(Report {
+        requests,
+        rate,
+        errors: (!errors.is_empty()).then(|| errors.join("; ")),
+    })
+}
+
+/// One wrk run against one server process.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub requests: u64,
+    pub rate: f64,
+    pub wall: Duration,
+    pub server_cpu: CpuTimes,
+    pub wrk_cpu: CpuTimes,
+    /// The server's open fds halfway through: every connection wrk opened should be there.
+    pub fds: usize,
+    pub errors: Option<String>,
+    pub syscalls: Option<SyscallCount>,
+}
+
+impl Sample {
+    /// `cpu` in ms per 1,000 requests, which is µs per request.
+    pub fn per_k(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+
+    pub fn server_busy(&self) -> f64 {
+        self.server_cpu.total().as_secs_f64() / self.wall.as_secs_f64()
+    }
+
+    pub fn wrk_busy(&self) -> f64 {
+        self.wrk_cpu.total().as_secs_f64() / self.wall.as_secs_f64()
+    }
+}
+
+/// Runs `load` against the process `server_pid` (the one whose CPU counts), with its syscalls
+/// counted by `tool` when given.
+pub fn measure(
+    load: &Load,
+    server_pid: u32,
+    pin: bool,
+    tool: Option<SyscallTool>,
+    scratch: &Path,
+) -> Result<Sample, String> {
+    let mut wrk = load.command(pin);
+    wrk.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let counter = tool
+        .map(|tool| SyscallCounter::attach(tool, server_pid, pin, scratch))
+        .transpose()?;
+    let cpu_before = CpuTimes::of(server_pid);
+    let started = Instant::now();
+    let mut child = wrk.spawn().map_err(|e| format!("cannot run wrk: {e}"))?;
+    let wrk_pid = child.id();
+    std::thread::sleep(Duration::from_millis(load.seconds * 500));
+    let fds = open_fds(server_pid);
+    // wrk prints everything at its end, so the pipes never fill before it exits.
+    let mut out = String::new();
+    let mut err = String::new();
+    let _ = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
+    let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+    // Output closed means wrk is exiting: read its CPU before it is reaped.
+    let wrk_cpu = cpu_at_exit(wrk_pid);
+    let wall = started.elapsed();
+    let server_cpu = CpuTimes::of(server_pid).since(cpu_before);
+    let status = child.wait().map_err(|e| format!("wrk: {e}"))?;
+    let syscalls = counter.map(SyscallCounter::finish).transpose()?;
+    if !status.success() {
+        return Err(format!("wrk failed ({status}): {out}{err}"));
+    }
+    let report = parse(&out)?;
+    Ok(Sample {
+        requests: report.requests,
+        rate: report.rate,
+        wall,
+        server_cpu,
+        wrk_cpu,
+        fds,
+        errors: report.errors,
+        syscalls,
+    })
+}
+
+/// wrk's CPU from `/proc/PID/stat` once it has exited but is not yet reaped (a zombie keeps
+/// its times there, its threads' included).
+fn cpu_at_exit(pid: u32) -> CpuTimes {
+    let mut last = CpuTimes::of(pid);
+    // Its threads' times settle as they exit: read until two readings agree.
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(5));
+        let now = CpuTimes::of(pid);
+        if now == last && now != CpuTimes::default() {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// wrk 4.1.0's report, as captured from a keep-alive run.
+    const CLEAN: &str = "\
+Running 5s test @ http://127.0.0.1:40123/plaintext
+  1 threads and 100 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   519.04us  120.55us   3.85ms   87.13%
+    Req/Sec   192.92k    11.04k  205.71k    80.00%
+  959926 requests in 5.00s, 117.18MB read
+Requests/sec: 191962.66
+Transfer/sec:     23.43MB
+";
+
+    #[test]
+    fn a_clean_report_gives_requests_and_rate() {
+        assert_eq!(
+            parse(CLEAN),
+            Ok(Report {
+                requests: 959_926,
+                rate: 191_962.66,
+                errors: None
+            })
+        );
+    }
+
+    #[test]
+    fn error_lines_are_kept() {
+        let out = "  1000 requests in 5.00s, 1.00MB read\n  Socket errors: connect 0, read 1, \
+                   write 0, timeout 0\n  Non-2xx or 3xx responses: 7\nRequests/sec:    200.00\n";
+        assert_eq!(
+            parse(out),
+            Ok(Report {
+                requests: 1000,
+                rate: 200.0,
+                errors: Some(
+                    "Socket errors: connect 0, read 1, write 0, timeout 0; \
+                     Non-2xx or 3xx responses: 7"
+                        .into()
+                )
+            })
+        );
+    }
+
+    #[test]
+    fn a_report_without_totals_is_an_error() {
+        assert!(parse("unable to connect to 127.0.0.1:1 Connection refused\n").is_err());
+        assert!(parse("  10 requests in 1.00s, 1KB read\n").is_err());
+    }
+
+    #[test]
+    fn the_command_line_has_one_thread_and_the_script_after_the_url() {
+        let script = Path::new("/b/pipeline.lua");
+        let load = Load {
+            url: "http://127.0.0.1:1/plaintext".into(),
+            connections: 100,
+            seconds: 5,
+            script: Some((script, vec!["16".into()])),
+        };
+        let cmd = load.command(true);
+        let args: Vec<_> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(cmd.get_program(), "taskset");
+        assert_eq!(
+            args,
+            [
+                "-c",
+                CLIENT_CORE,
+                "wrk",
+                "-t1",
+                "-c100",
+                "-d5s",
+                "-s",
+                "/b/pipeline.lua",
+                "http://127.0.0.1:1/plaintext",
+                "--",
+                "16"
+            ]
+        );
+    }
+
+    #[test]
+    fn per_k_is_microseconds_per_request() {
+        let s = Sample {
+            requests: 1_000_000,
+            ..Sample::default()
+        };
+        assert!((s.per_k(Duration::from_secs(2)) - 2.0).abs() < 1e-9);
+    }
+}
