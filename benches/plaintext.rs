@@ -22,7 +22,7 @@ use loadbench::perf::{pick_syscall_tool, syscall_tool_works, SyscallCount, Sysca
 use loadbench::report::{host_summary, median, number_list, today, Bound, Targets};
 use loadbench::server::Server;
 use loadbench::svg::{check_chart, LineChart, Scale, Series};
-use loadbench::wrk::{self, ensure_wrk, Load, Sample};
+use loadbench::wrk::{self, ensure_wrk, Load, Sample, Watch};
 
 const MIOHTTPD: &str = env!("CARGO_BIN_EXE_miohttpd");
 const SCRATCH: &str = env!("CARGO_TARGET_TMPDIR");
@@ -50,6 +50,8 @@ linux-perf (or strace) with apt-get when missing.
   --syscalls auto|perf|strace|off
                              how to count the servers' syscalls [default: auto: perf, else strace]
   --syscall-runs N           counted runs per server and scenario, apart from the timed ones [default: 1]
+  --profile-runs N           runs per server and scenario under perf record -g, apart from the
+                             others: the server's kernel time per request by path [default: 0]
   --no-read-until-wouldblock do not add miohttpd --read-until-wouldblock on, even if supported
   --bin PATH                 the miohttpd to run [default: this build's target/release/miohttpd]
   --server-arg=--FLAG=VALUE  extra flag for miohttpd (repeatable)
@@ -80,6 +82,7 @@ struct Options {
     peers: Vec<PeerKind>,
     syscalls: Counting,
     syscall_runs: usize,
+    profile_runs: usize,
     read_until_wouldblock: bool,
     bin: PathBuf,
     server_args: Vec<OsString>,
@@ -99,6 +102,7 @@ fn parse_args() -> Result<Options, lexopt::Error> {
         peers: vec![PeerKind::Miohttpd, PeerKind::Nginx, PeerKind::Go],
         syscalls: Counting::Auto,
         syscall_runs: 1,
+        profile_runs: 0,
         read_until_wouldblock: true,
         bin: PathBuf::from(MIOHTTPD),
         server_args: Vec::new(),
@@ -139,6 +143,7 @@ fn parse_args() -> Result<Options, lexopt::Error> {
                 }
             }
             Long("syscall-runs") => opts.syscall_runs = parser.value()?.parse()?,
+            Long("profile-runs") => opts.profile_runs = parser.value()?.parse()?,
             Long("no-read-until-wouldblock") => opts.read_until_wouldblock = false,
             Long("bin") => opts.bin = parser.value()?.into(),
             Long("server-arg") => opts.server_args.push(parser.value()?),
@@ -252,6 +257,11 @@ fn bench(opts: &Options) -> Result<(), String> {
         }
     };
 
+    if opts.profile_runs > 0 {
+        // perf record needs perf; the probe installs it when missing.
+        syscall_tool_works("plaintext", SyscallTool::Perf, scratch)?;
+    }
+
     let targets = start_targets(opts, pinned)?;
     let date = today();
     println!(
@@ -274,49 +284,53 @@ fn bench(opts: &Options) -> Result<(), String> {
         );
     }
     let counted_runs = if tool.is_some() { opts.syscall_runs } else { 0 };
-    let seconds =
-        (scenarios.len() * targets.len() * (opts.runs + counted_runs)) as u64 * (opts.duration + 1);
+    let rounds = opts.runs + counted_runs + opts.profile_runs;
+    let seconds = (scenarios.len() * targets.len() * rounds) as u64 * (opts.duration + 1);
     println!("plaintext: about {} min of load", seconds.div_ceil(60));
 
     // Warm-up: first faults, Go's heap, nginx's connection table; not measured.
     for t in &targets {
         let warm = Scenario::keep_alive(most).load(t.server.addr(), 1);
-        wrk::measure(&warm, t.pid, pinned, None, scratch)?;
+        wrk::measure(&warm, t.pid, pinned, Watch::Nothing, scratch)?;
     }
 
     let mut results: Vec<Cell> = Vec::new();
-    let rounds = opts.runs + counted_runs;
     for round in 0..rounds {
-        let counting = round >= opts.runs;
+        // Timed rounds first, then counted ones, then profiled ones: watching slows a server.
+        let (watch, label) = if round < opts.runs {
+            (Watch::Nothing, format!("run {}/{}", round + 1, opts.runs))
+        } else if round < opts.runs + counted_runs {
+            let k = round - opts.runs;
+            let tool = tool.expect("counted rounds only with a tool");
+            (
+                Watch::Syscalls(tool),
+                format!("count {}/{counted_runs}", k + 1),
+            )
+        } else {
+            let k = round - opts.runs - counted_runs;
+            (
+                Watch::Profile,
+                format!("profile {}/{}", k + 1, opts.profile_runs),
+            )
+        };
         for &scenario in &scenarios {
             // The server that goes first moves each round: nobody always runs right after
             // the same neighbour.
             for k in 0..targets.len() {
                 let t = &targets[(round + k) % targets.len()];
                 let load = scenario.load(t.server.addr(), opts.duration);
-                let sample = wrk::measure(
-                    &load,
-                    t.pid,
-                    pinned,
-                    if counting { tool } else { None },
-                    scratch,
-                )?;
+                let sample = wrk::measure(&load, t.pid, pinned, watch, scratch)?;
                 println!(
-                    "plaintext: {} {:<34} {:<26} {}",
-                    if counting {
-                        format!("count {}/{}", round - opts.runs + 1, counted_runs)
-                    } else {
-                        format!("run {}/{}", round + 1, opts.runs)
-                    },
+                    "plaintext: {label} {:<34} {:<26} {}",
                     t.name,
                     scenario.label(),
                     sample_line(&sample)
                 );
                 let cell = Cell::of(&mut results, t, scenario);
-                if counting {
-                    cell.counted.push(sample);
-                } else {
-                    cell.timed.push(sample);
+                match watch {
+                    Watch::Nothing => cell.timed.push(sample),
+                    Watch::Syscalls(_) => cell.counted.push(sample),
+                    Watch::Profile => cell.profiled.push(sample),
                 }
             }
         }
@@ -426,6 +440,12 @@ fn sample_line(s: &Sample) -> String {
             n.waits as f64 / requests
         );
     }
+    if let Some(profile) = &s.profile {
+        for (label, us) in profile.per_request(s.requests) {
+            let _ = write!(line, ", {label} {us:.2}");
+        }
+        line.push_str(" µs/req sampled");
+    }
     if let Some(errors) = &s.errors {
         let _ = write!(line, "  ({errors})");
     }
@@ -440,6 +460,8 @@ struct Cell {
     timed: Vec<Sample>,
     /// Runs with the syscall counter attached: only their syscalls per request are used.
     counted: Vec<Sample>,
+    /// Runs under perf record: only their kernel time by path is used.
+    profiled: Vec<Sample>,
 }
 
 impl Cell {
@@ -457,6 +479,7 @@ impl Cell {
                     scenario,
                     timed: Vec::new(),
                     counted: Vec::new(),
+                    profiled: Vec::new(),
                 });
                 results.len() - 1
             }
@@ -500,6 +523,26 @@ impl Cell {
             .filter_map(|s| Some(f(s.syscalls.as_ref()?) as f64 / s.requests.max(1) as f64))
             .collect();
         (!v.is_empty()).then(|| median(&v))
+    }
+
+    /// Median µs per request of the kernel and each kernel path, over the profiled runs.
+    fn kernel_paths(&self) -> Vec<(&'static str, f64)> {
+        let per_run: Vec<Vec<(&'static str, f64)>> = self
+            .profiled
+            .iter()
+            .filter_map(|s| Some(s.profile.as_ref()?.per_request(s.requests)))
+            .collect();
+        let Some(first) = per_run.first() else {
+            return Vec::new();
+        };
+        (0..first.len())
+            .map(|i| {
+                (
+                    first[i].0,
+                    median(&per_run.iter().map(|r| r[i].1).collect::<Vec<_>>()),
+                )
+            })
+            .collect()
     }
 
     /// Which side was the bottleneck, from how busy each core was.
@@ -595,6 +638,22 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
                     out,
                     "  note: fewer open fds than wrk's {} connections: wrk did not open them all",
                     scenario.connections
+                );
+            }
+        }
+        for c in &cells {
+            let paths = c.kernel_paths();
+            if !paths.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "kernel µs/req by path, {} (perf record -g, median of {} run(s)): {}",
+                    c.target,
+                    c.profiled.len(),
+                    paths
+                        .iter()
+                        .map(|(label, us)| format!("{label} {us:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }
@@ -830,6 +889,7 @@ fn smoke_test() {
                 scenario: Scenario::keep_alive(connections),
                 timed: vec![sample(80_000.0 * k, 2000)],
                 counted: vec![sample(80_000.0 * k, 2050)],
+                profiled: Vec::new(),
             })
         })
         .collect();

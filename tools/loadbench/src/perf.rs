@@ -1,6 +1,7 @@
-//! Counting a running server's syscalls from outside: `perf stat` on the syscall tracepoints
-//! (cheap), else `strace -c -f` (slows every syscall, so only in runs kept apart from the timed
-//! ones). Both are stopped with SIGINT and their summaries parsed here.
+//! Watching a running server from outside: its syscalls counted with `perf stat` on the
+//! syscall tracepoints (cheap), else `strace -c -f` (slows every syscall, so only in runs kept
+//! apart from the timed ones); and where its kernel time goes, sampled with `perf record -g`
+//! and split by syscall path. Each tool is stopped with SIGINT and its summary parsed here.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -217,6 +218,138 @@ pub fn syscall_tool_works(driver: &str, tool: SyscallTool, scratch: &Path) -> Re
     ))
 }
 
+/// The kernel paths a request's CPU is split into: (label, the functions whose inclusive
+/// samples make it up). Each function is the one point every call of that syscall passes, as
+/// perf resolves it (writev's `__x64_sys_writev` is often a tail call perf does not see).
+const KERNEL_PATHS: [(&str, &[&str]); 4] = [
+    (
+        "send",
+        &["__sys_sendto", "___sys_sendmsg", "do_writev", "ksys_write"],
+    ),
+    ("recv", &["__sys_recvfrom", "___sys_recvmsg", "ksys_read"]),
+    ("epoll", &["do_epoll_wait"]),
+    ("ep_send_events", &["ep_send_events"]),
+];
+
+/// Where a process's CPU went over one run, from `perf record -g` (cpu-clock samples).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Profile {
+    /// Sampled CPU time, all of it.
+    pub sampled: Duration,
+    /// Share of the samples in the kernel (self time in `[k]` symbols), 0..1.
+    pub kernel: f64,
+    /// Share of the samples under each kernel path (send, recv, epoll, and epoll's
+    /// ep_send_events), in that order, 0..1.
+    pub paths: Vec<(&'static str, f64)>,
+}
+
+impl Profile {
+    /// (label, µs per request) for the kernel as a whole and then each path.
+    pub fn per_request(&self, requests: u64) -> Vec<(&'static str, f64)> {
+        let us = self.sampled.as_secs_f64() * 1e6 / requests.max(1) as f64;
+        std::iter::once(("kernel", self.kernel * us))
+            .chain(self.paths.iter().map(|&(label, share)| (label, share * us)))
+            .collect()
+    }
+}
+
+/// `perf report --children --sort sym --stdio -g none` output, parsed: the event count (ns of
+/// cpu-clock), the kernel's self share, and the inclusive share of each kernel path.
+pub fn parse_perf_report(text: &str) -> Option<Profile> {
+    let nanos: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# Event count (approx.):"))?
+        .trim()
+        .parse()
+        .ok()?;
+    // `    60.35%     0.11%  [k] __x64_sys_sendto`: children, self, space, symbol.
+    let rows: Vec<(f64, f64, bool, &str)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut cols = l.split_whitespace();
+            let children = cols.next()?.strip_suffix('%')?.parse().ok()?;
+            let own = cols.next()?.strip_suffix('%')?.parse().ok()?;
+            let kernel = cols.next()? == "[k]";
+            Some((children, own, kernel, cols.next()?))
+        })
+        .collect();
+    let share = |symbol: &str| {
+        rows.iter()
+            .find(|r| r.3 == symbol)
+            .map_or(0.0, |r| r.0 / 100.0)
+    };
+    Some(Profile {
+        sampled: Duration::from_nanos(nanos),
+        kernel: rows.iter().filter(|r| r.2).map(|r| r.1).sum::<f64>() / 100.0,
+        paths: KERNEL_PATHS
+            .iter()
+            .map(|&(label, symbols)| (label, symbols.iter().map(|s| share(s)).sum()))
+            .collect(),
+    })
+}
+
+/// `perf record -g` attached to a server for one run.
+pub struct Recorder {
+    child: Child,
+    output: PathBuf,
+}
+
+impl Recorder {
+    pub fn attach(pid: u32, pin: bool, scratch: &Path) -> Result<Recorder, String> {
+        let output = scratch.join(format!("profile-{pid}.data"));
+        let mut cmd = Command::new("perf");
+        cmd.args(["record", "-q", "-g", "-o"])
+            .arg(&output)
+            .args(["-p", &pid.to_string()]);
+        let child = pinned_to(CLIENT_CORE, cmd, pin)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start perf record: {e}"))?;
+        std::thread::sleep(ATTACH_DELAY);
+        Ok(Recorder { child, output })
+    }
+
+    /// Stops the recording (SIGINT) and reads the report.
+    pub fn finish(mut self) -> Result<Profile, String> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let report = Command::new("perf")
+            .args([
+                "report",
+                "--children",
+                "--sort",
+                "sym",
+                "--stdio",
+                "-g",
+                "none",
+                "-i",
+            ])
+            .arg(&self.output)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| format!("perf report: {e}"))?;
+        let _ = std::fs::remove_file(&self.output);
+        let text = String::from_utf8_lossy(&report.stdout);
+        parse_perf_report(&text)
+            .ok_or_else(|| format!("no profile in perf report's output:\n{text}"))
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +404,43 @@ mod tests {
         assert_eq!(strace_calls(STRACE_C, "writev"), Some(4304));
         assert_eq!(strace_calls(STRACE_C, "sendto"), None);
         assert_eq!(strace_count("strace: Process 1 attached\n"), None);
+    }
+
+    /// `perf report --children --sort sym --stdio -g none` of miohttpd under wrk (perf 6.1),
+    /// shortened.
+    const PERF_REPORT: &str = "\
+# Samples: 2K of event 'cpu-clock:pppH'
+# Event count (approx.): 664000000
+#
+# Children      Self  Symbol
+# ........  ........  ....................
+#
+    88.18%     2.15%  [k] do_syscall_64
+    62.35%     0.98%  [.] __send
+    60.35%     0.11%  [k] __x64_sys_sendto
+    60.24%     0.49%  [k] __sys_sendto
+    13.63%     0.78%  [k] __sys_recvfrom
+    12.37%     0.18%  [k] do_epoll_wait
+    10.01%     0.90%  [k] ep_send_events
+     4.23%     4.23%  [.] miohttpd::server::conn::Conn<T>::finish_turn
+     2.94%     2.94%  [k] tcp_poll
+";
+
+    #[test]
+    fn a_perf_report_splits_kernel_time_by_path() {
+        let p = parse_perf_report(PERF_REPORT).unwrap();
+        assert_eq!(p.sampled, Duration::from_millis(664));
+        // Self time of the [k] rows: 2.15 + 0.11 + 0.49 + 0.78 + 0.18 + 0.90 + 2.94.
+        assert!((p.kernel - 0.0755).abs() < 1e-9, "{}", p.kernel);
+        let share = |label| p.paths.iter().find(|x| x.0 == label).unwrap().1;
+        assert!((share("send") - 0.6024).abs() < 1e-9);
+        assert!((share("recv") - 0.1363).abs() < 1e-9);
+        assert!((share("epoll") - 0.1237).abs() < 1e-9);
+        // 664 ms over 100,000 requests is 6.64 µs each; the send path is 60.24% of it.
+        let per = p.per_request(100_000);
+        assert_eq!(per[0].0, "kernel");
+        assert!((per[1].1 - 6.64 * 0.6024).abs() < 1e-9);
+        assert_eq!(parse_perf_report("# no samples\n"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::cpu::{open_fds, pinned_to, CpuTimes, CLIENT_CORE};
 use crate::peers::{apt_install, have_command};
-use crate::perf::{SyscallCount, SyscallCounter, SyscallTool};
+use crate::perf::{Profile, Recorder, SyscallCount, SyscallCounter, SyscallTool};
 
 /// wrk, installed with apt-get when missing.
 pub fn ensure_wrk(driver: &str) -> Result<(), String> {
@@ -92,6 +92,17 @@ pub struct Sample {
     pub fds: usize,
     pub errors: Option<String>,
     pub syscalls: Option<SyscallCount>,
+    pub profile: Option<Profile>,
+}
+
+/// What watches the server during a run, besides its CPU times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    Nothing,
+    /// Its syscalls counted (perf stat or strace).
+    Syscalls(SyscallTool),
+    /// Its CPU sampled with call stacks (perf record -g).
+    Profile,
 }
 
 impl Sample {
@@ -109,22 +120,27 @@ impl Sample {
     }
 }
 
-/// Runs `load` against the process `server_pid` (the one whose CPU counts), with its syscalls
-/// counted by `tool` when given.
+/// Runs `load` against the process `server_pid` (the one whose CPU counts), watched by
+/// `watch`. Counting and profiling slow the server: keep such runs apart from timed ones.
 pub fn measure(
     load: &Load,
     server_pid: u32,
     pin: bool,
-    tool: Option<SyscallTool>,
+    watch: Watch,
     scratch: &Path,
 ) -> Result<Sample, String> {
     let mut wrk = load.command(pin);
     wrk.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let counter = tool
-        .map(|tool| SyscallCounter::attach(tool, server_pid, pin, scratch))
-        .transpose()?;
+    let counter = match watch {
+        Watch::Syscalls(tool) => Some(SyscallCounter::attach(tool, server_pid, pin, scratch)?),
+        _ => None,
+    };
+    let recorder = match watch {
+        Watch::Profile => Some(Recorder::attach(server_pid, pin, scratch)?),
+        _ => None,
+    };
     let cpu_before = CpuTimes::of(server_pid);
     let started = Instant::now();
     let mut child = wrk.spawn().map_err(|e| format!("cannot run wrk: {e}"))?;
@@ -142,6 +158,7 @@ pub fn measure(
     let server_cpu = CpuTimes::of(server_pid).since(cpu_before);
     let status = child.wait().map_err(|e| format!("wrk: {e}"))?;
     let syscalls = counter.map(SyscallCounter::finish).transpose()?;
+    let profile = recorder.map(Recorder::finish).transpose()?;
     if !status.success() {
         return Err(format!("wrk failed ({status}): {out}{err}"));
     }
@@ -155,6 +172,7 @@ pub fn measure(
         fds,
         errors: report.errors,
         syscalls,
+        profile,
     })
 }
 
