@@ -19,10 +19,10 @@ use loadbench::client::check_plaintext;
 use loadbench::cpu::{pin_self_to_client_core, CLIENT_CORE, SERVER_CORE};
 use loadbench::peers::{build_go_peer, ensure_nginx, nginx_plaintext_config, start_nginx};
 use loadbench::perf::{pick_syscall_tool, syscall_tool_works, SyscallCount, SyscallTool};
-use loadbench::report::{host_summary, median, number_list, today, Bound, Targets};
+use loadbench::report::{host_summary, number_list, today, Bound, Targets};
 use loadbench::server::Server;
 use loadbench::svg::{check_chart, LineChart, Scale, Series};
-use loadbench::wrk::{self, ensure_wrk, Load, Sample, Watch};
+use loadbench::wrk::{self, ensure_wrk, Load, Runs, Sample, Watch, SATURATED};
 
 const MIOHTTPD: &str = env!("CARGO_BIN_EXE_miohttpd");
 const SCRATCH: &str = env!("CARGO_TARGET_TMPDIR");
@@ -31,8 +31,6 @@ const PIPELINE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pipe
 const GO_PEER_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/plaintext.go");
 /// Run as a second miohttpd variant when `--help` lists it.
 const READ_UNTIL_WOULDBLOCK: &str = "--read-until-wouldblock";
-/// A core this busy over a run was the bottleneck.
-const SATURATED: f64 = 0.9;
 
 const HELP: &str = "\
 cargo bench --bench plaintext [-- FLAGS]
@@ -324,14 +322,9 @@ fn bench(opts: &Options) -> Result<(), String> {
                     "plaintext: {label} {:<34} {:<26} {}",
                     t.name,
                     scenario.label(),
-                    sample_line(&sample)
+                    sample.line()
                 );
-                let cell = Cell::of(&mut results, t, scenario);
-                match watch {
-                    Watch::Nothing => cell.timed.push(sample),
-                    Watch::Syscalls(_) => cell.counted.push(sample),
-                    Watch::Profile => cell.profiled.push(sample),
-                }
+                Cell::of(&mut results, t, scenario).runs.push(watch, sample);
             }
         }
     }
@@ -420,48 +413,12 @@ fn lists_flag(bin: &Path, flag: &str) -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
 }
 
-/// One run's line as it happens.
-fn sample_line(s: &Sample) -> String {
-    let mut line = format!(
-        "{:>9.0} req/s, server {:.2}+{:.2} ms/1k req, server cpu {:>3.0}%, wrk cpu {:>3.0}%, {} fds",
-        s.rate,
-        s.per_k(s.server_cpu.user),
-        s.per_k(s.server_cpu.sys),
-        s.server_busy() * 100.0,
-        s.wrk_busy() * 100.0,
-        s.fds
-    );
-    if let Some(n) = s.syscalls {
-        let requests = s.requests.max(1) as f64;
-        let _ = write!(
-            line,
-            ", {:.3} syscalls/req ({:.3} epoll waits)",
-            n.total as f64 / requests,
-            n.waits as f64 / requests
-        );
-    }
-    if let Some(profile) = &s.profile {
-        for (label, us) in profile.per_request(s.requests) {
-            let _ = write!(line, ", {label} {us:.2}");
-        }
-        line.push_str(" µs/req sampled");
-    }
-    if let Some(errors) = &s.errors {
-        let _ = write!(line, "  ({errors})");
-    }
-    line
-}
-
 /// The results of one server in one scenario.
 struct Cell {
     target: String,
     kind: PeerKind,
     scenario: Scenario,
-    timed: Vec<Sample>,
-    /// Runs with the syscall counter attached: only their syscalls per request are used.
-    counted: Vec<Sample>,
-    /// Runs under perf record: only their kernel time by path is used.
-    profiled: Vec<Sample>,
+    runs: Runs,
 }
 
 impl Cell {
@@ -477,89 +434,12 @@ impl Cell {
                     target: t.name.clone(),
                     kind: t.kind,
                     scenario,
-                    timed: Vec::new(),
-                    counted: Vec::new(),
-                    profiled: Vec::new(),
+                    runs: Runs::default(),
                 });
                 results.len() - 1
             }
         };
         &mut results[at]
-    }
-
-    fn median_of(&self, f: impl Fn(&Sample) -> f64) -> f64 {
-        median(&self.timed.iter().map(f).collect::<Vec<_>>())
-    }
-
-    fn rate(&self) -> f64 {
-        self.median_of(|s| s.rate)
-    }
-
-    /// Server CPU, user and sys, in ms per 1,000 requests (= µs per request).
-    fn cpu_per_k(&self) -> (f64, f64) {
-        (
-            self.median_of(|s| s.per_k(s.server_cpu.user)),
-            self.median_of(|s| s.per_k(s.server_cpu.sys)),
-        )
-    }
-
-    fn cpu_total_per_k(&self) -> f64 {
-        self.median_of(|s| s.per_k(s.server_cpu.total()))
-    }
-
-    fn syscalls_per_request(&self) -> Option<f64> {
-        self.counted_median(|n| n.total)
-    }
-
-    /// epoll_wait calls per request: how often the server ran out of work and slept.
-    fn waits_per_request(&self) -> Option<f64> {
-        self.counted_median(|n| n.waits)
-    }
-
-    fn counted_median(&self, f: impl Fn(&SyscallCount) -> u64) -> Option<f64> {
-        let v: Vec<f64> = self
-            .counted
-            .iter()
-            .filter_map(|s| Some(f(s.syscalls.as_ref()?) as f64 / s.requests.max(1) as f64))
-            .collect();
-        (!v.is_empty()).then(|| median(&v))
-    }
-
-    /// Median µs per request of the kernel and each kernel path, over the profiled runs.
-    fn kernel_paths(&self) -> Vec<(&'static str, f64)> {
-        let per_run: Vec<Vec<(&'static str, f64)>> = self
-            .profiled
-            .iter()
-            .filter_map(|s| Some(s.profile.as_ref()?.per_request(s.requests)))
-            .collect();
-        let Some(first) = per_run.first() else {
-            return Vec::new();
-        };
-        (0..first.len())
-            .map(|i| {
-                (
-                    first[i].0,
-                    median(&per_run.iter().map(|r| r[i].1).collect::<Vec<_>>()),
-                )
-            })
-            .collect()
-    }
-
-    /// Which side was the bottleneck, from how busy each core was.
-    fn limit(&self) -> &'static str {
-        match (
-            self.median_of(Sample::wrk_busy) >= SATURATED,
-            self.median_of(Sample::server_busy) >= SATURATED,
-        ) {
-            (true, false) => "wrk",
-            (false, true) => "server",
-            (true, true) => "both",
-            (false, false) => "neither",
-        }
-    }
-
-    fn wrk_bound(&self) -> bool {
-        matches!(self.limit(), "wrk" | "both")
     }
 }
 
@@ -589,51 +469,10 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
                 String::new()
             }
         );
-        let _ = writeln!(
-            out,
-            "{:<34} {:>10} {:>21} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>6} {:>8}",
-            "server",
-            "req/s",
-            "min..max",
-            "user",
-            "sys",
-            "cpu",
-            "srv cpu",
-            "wrk cpu",
-            "sysc/req",
-            "waits/req",
-            "fds",
-            "limit"
-        );
-        let or_dash = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        let _ = writeln!(out, "{}", Runs::table_header());
         for c in &cells {
-            let (min, max) = c
-                .timed
-                .iter()
-                .map(|s| s.rate)
-                .fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
-                    (lo.min(r), hi.max(r))
-                });
-            let (user, sys) = c.cpu_per_k();
-            let errors = c.timed.iter().find_map(|s| s.errors.clone());
-            let _ = writeln!(
-                out,
-                "{:<34} {:>10.0} {:>21} {:>8.3} {:>8.3} {:>8.3} {:>7.0}% {:>7.0}% {:>10} {:>10} {:>6.0} {:>8}{}",
-                c.target,
-                c.rate(),
-                format!("{min:.0}..{max:.0}"),
-                user,
-                sys,
-                c.cpu_total_per_k(),
-                c.median_of(Sample::server_busy) * 100.0,
-                c.median_of(Sample::wrk_busy) * 100.0,
-                or_dash(c.syscalls_per_request()),
-                or_dash(c.waits_per_request()),
-                c.median_of(|s| s.fds as f64),
-                c.limit(),
-                errors.map_or(String::new(), |e| format!("  ERRORS: {e}"))
-            );
-            if c.median_of(|s| s.fds as f64) < scenario.connections as f64 {
+            let _ = writeln!(out, "{}", c.runs.table_row(&c.target));
+            if c.runs.median_of(|s| s.fds as f64) < scenario.connections as f64 {
                 let _ = writeln!(
                     out,
                     "  note: fewer open fds than wrk's {} connections: wrk did not open them all",
@@ -642,13 +481,13 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
             }
         }
         for c in &cells {
-            let paths = c.kernel_paths();
+            let paths = c.runs.kernel_paths();
             if !paths.is_empty() {
                 let _ = writeln!(
                     out,
                     "kernel µs/req by path, {} (perf record -g, median of {} run(s)): {}",
                     c.target,
-                    c.profiled.len(),
+                    c.runs.profiled.len(),
                     paths
                         .iter()
                         .map(|(label, us)| format!("{label} {us:.2}"))
@@ -662,19 +501,20 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
                 continue;
             };
             for m in cells.iter().filter(|c| c.kind == PeerKind::Miohttpd) {
-                let (mu, ms) = m.cpu_per_k();
-                let (bu, bs) = b.cpu_per_k();
+                let (mu, ms) = m.runs.cpu_per_k();
+                let (bu, bs) = b.runs.cpu_per_k();
                 let syscalls = m
+                    .runs
                     .syscalls_per_request()
-                    .zip(b.syscalls_per_request())
+                    .zip(b.runs.syscalls_per_request())
                     .map_or("-".to_string(), |(a, b)| format!("{:.2}x", a / b));
                 let _ = writeln!(
                     out,
                     "ratio {} / {}: req/s {:.2}x, cpu/req {:.2}x (user {:.2}x, sys {:.2}x), syscalls/req {syscalls}",
                     m.target,
                     b.target,
-                    m.rate() / b.rate(),
-                    m.cpu_total_per_k() / b.cpu_total_per_k(),
+                    m.runs.rate() / b.runs.rate(),
+                    m.runs.cpu_total_per_k() / b.runs.cpu_total_per_k(),
                     mu / bu,
                     ms / bs,
                 );
@@ -682,7 +522,7 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
         }
         let wrk_bound: Vec<&str> = cells
             .iter()
-            .filter(|c| c.wrk_bound())
+            .filter(|c| c.runs.limit().wrk_bound())
             .map(|c| c.target.as_str())
             .collect();
         if !wrk_bound.is_empty() {
@@ -728,7 +568,7 @@ fn targets_check(results: &[Cell], opts: &Options) -> String {
             .filter(|c| c.kind == PeerKind::Miohttpd && c.scenario == scenario)
         {
             let who = format!("{}, {}", m.target, scenario.label());
-            if let Some(sc) = m.syscalls_per_request() {
+            if let Some(sc) = m.runs.syscalls_per_request() {
                 targets.check(
                     &format!("{who}: syscalls per request"),
                     sc,
@@ -739,24 +579,27 @@ fn targets_check(results: &[Cell], opts: &Options) -> String {
             if let Some(n) = nginx {
                 targets.check(
                     &format!("{who}: CPU per request / nginx's"),
-                    m.cpu_total_per_k() / n.cpu_total_per_k(),
+                    m.runs.cpu_total_per_k() / n.runs.cpu_total_per_k(),
                     Bound::AtMost(max_cpu),
                     None,
                 );
                 targets.check(
                     &format!("{who}: req/s / nginx's"),
-                    m.rate() / n.rate(),
+                    m.runs.rate() / n.runs.rate(),
                     Bound::AtLeast(min_rate),
-                    m.wrk_bound().then_some("or wrk-limited: it was"),
+                    m.runs
+                        .limit()
+                        .wrk_bound()
+                        .then_some("or wrk-limited: it was"),
                 );
             }
             if let Some(g) = go {
                 targets.check(
                     &format!(
                         "{who}: req/s / Go's (CPU per request {:.2}x Go's)",
-                        m.cpu_total_per_k() / g.cpu_total_per_k()
+                        m.runs.cpu_total_per_k() / g.runs.cpu_total_per_k()
                     ),
-                    m.rate() / g.rate(),
+                    m.runs.rate() / g.runs.rate(),
                     Bound::AtLeast(1.5),
                     None,
                 );
@@ -767,8 +610,8 @@ fn targets_check(results: &[Cell], opts: &Options) -> String {
         .iter()
         .filter(|c| c.kind == PeerKind::Miohttpd && c.scenario.depth == 1)
     {
-        let nginx = find(PeerKind::Nginx, m.scenario).and_then(Cell::syscalls_per_request);
-        if let Some((sc, n)) = m.syscalls_per_request().zip(nginx) {
+        let nginx = find(PeerKind::Nginx, m.scenario).and_then(|n| n.runs.syscalls_per_request());
+        if let Some((sc, n)) = m.runs.syscalls_per_request().zip(nginx) {
             targets.check(
                 &format!(
                     "{}, {}: syscalls per request / nginx's",
@@ -814,19 +657,19 @@ fn plots() -> [Plot; 3] {
             "plaintext-rps.svg",
             "GET /plaintext, keep-alive: requests per second",
             "requests/s",
-            |c| Some(c.rate()),
+            |c| Some(c.runs.rate()),
         ),
         (
             "plaintext-syscalls.svg",
             "GET /plaintext, keep-alive: server syscalls per request",
             "syscalls per request",
-            Cell::syscalls_per_request,
+            |c| c.runs.syscalls_per_request(),
         ),
         (
             "plaintext-cpu.svg",
             "GET /plaintext, keep-alive: server CPU per request (user + sys)",
             "CPU µs per request",
-            |c| Some(c.cpu_total_per_k()),
+            |c| Some(c.runs.cpu_total_per_k()),
         ),
     ]
 }
@@ -887,9 +730,11 @@ fn smoke_test() {
                 target: name.into(),
                 kind,
                 scenario: Scenario::keep_alive(connections),
-                timed: vec![sample(80_000.0 * k, 2000)],
-                counted: vec![sample(80_000.0 * k, 2050)],
-                profiled: Vec::new(),
+                runs: Runs {
+                    timed: vec![sample(80_000.0 * k, 2000)],
+                    counted: vec![sample(80_000.0 * k, 2050)],
+                    profiled: Vec::new(),
+                },
             })
         })
         .collect();

@@ -180,7 +180,7 @@ pub fn read_response(stream: &mut impl Read) -> Result<Response, String> {
 }
 
 /// A chunked body's data (RFC 9112 §7.1), extensions ignored, trailers not read.
-pub fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
         let eol = raw

@@ -157,7 +157,7 @@ pub fn strace_count(text: &str) -> Option<SyscallCount> {
 
 /// The calls of one syscall (or `total`) in `strace -c`'s table. The errors column is empty
 /// for a syscall that never failed, so the calls are the fourth column either way.
-pub fn strace_calls(text: &str, name: &str) -> Option<u64> {
+fn strace_calls(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|cols| cols.last() == Some(&name))

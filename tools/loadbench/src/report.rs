@@ -67,6 +67,7 @@ pub enum Bound {
 #[derive(Debug, Default)]
 pub struct Targets {
     lines: String,
+    checked: usize,
     missed: usize,
 }
 
@@ -88,15 +89,16 @@ impl Targets {
             "  [{}] {what}: {value:.3} ({bound_text}{excuse})",
             if ok { "met" } else { "MISSED" }
         );
+        self.checked += 1;
         self.missed += usize::from(!ok);
     }
 
-    pub fn missed(&self) -> usize {
-        self.missed
-    }
-
+    /// The title with how many were missed, then one line per target.
     pub fn render(&self, title: &str) -> String {
-        format!("\n{title}\n{}", self.lines)
+        format!(
+            "\n{title}: {} of {} missed\n{}",
+            self.missed, self.checked, self.lines
+        )
     }
 }
 
@@ -135,10 +137,9 @@ mod tests {
         t.check("cpu/req vs nginx", 0.7, Bound::AtMost(0.8), None);
         t.check("req/s vs nginx", 1.1, Bound::AtLeast(1.2), None);
         t.check("req/s vs go", 1.1, Bound::AtLeast(1.5), Some("wrk-limited"));
-        assert_eq!(t.missed(), 1);
         assert_eq!(
             t.render("targets"),
-            "\ntargets\n  [met] cpu/req vs nginx: 0.700 (at most 0.8)\n  \
+            "\ntargets: 1 of 3 missed\n  [met] cpu/req vs nginx: 0.700 (at most 0.8)\n  \
              [MISSED] req/s vs nginx: 1.100 (at least 1.2)\n  \
              [met] req/s vs go: 1.100 (at least 1.5; wrk-limited)\n"
         );
