@@ -7,6 +7,7 @@
 //! - [`wrk`]: running wrk and reading its report.
 //! - [`perf`]: counting a server's syscalls from outside with `perf stat` or `strace -c`.
 //! - [`client`]: blocking HTTP/1.1 checks that a server answers what the benchmark expects.
+//! - [`longpoll`]: thousands of long-poll clients from one thread, every answer checked.
 //! - [`report`]: medians, tables and the targets a run is checked against.
 //! - [`svg`]: the line charts in `docs/img/`.
 //!
@@ -15,6 +16,7 @@
 
 pub mod client;
 pub mod cpu;
+pub mod longpoll;
 pub mod peers;
 pub mod perf;
 pub mod report;
