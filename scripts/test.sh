@@ -3,7 +3,8 @@
 #
 # Installs what the black-box tests need when it is missing — curl, strace and Chromium (Debian
 # packages) and Python's `requests` (pip) — then runs `cargo test --workspace --all-targets
-# --no-fail-fast` (every failure shows in one run; the workspace adds tools/loadbench) and the doctests, passing any arguments through to the first:
+# --no-fail-fast` (every failure shows in one run; --workspace adds tools/loadbench's tests) and
+# the doctests, passing any arguments through to the first:
 #   scripts/test.sh            scripts/test.sh -- --nocapture
 #   scripts/test.sh --test md5
 # Quiet and fast when everything is already present; safe to run any number of times.
