@@ -8,7 +8,7 @@ use std::time::Instant;
 use mio::unix::pipe;
 use mio::Interest;
 
-use super::{come_back_later, internal_error, Conn, Ctx, Next, Phase, ReplyTo, Transport};
+use super::{come_back_later, internal_error, Conn, Ctx, Next, Outcome, Phase, ReplyTo, Transport};
 use crate::http::response::{encode_head, BodyFraming};
 use crate::http::{Response, Version};
 use crate::router::Service;
@@ -18,7 +18,8 @@ use crate::server::stats::Stats;
 use crate::server::table::pipe_token;
 
 pub(super) struct Streaming {
-    child: Child,
+    /// None once handed to the loop's reaper (the connection is closing).
+    child: Option<Child>,
     /// The child's stdout; None once it reached EOF.
     pub(super) stdout: Option<pipe::Receiver>,
     reply: ReplyTo,
@@ -31,6 +32,8 @@ pub(super) struct Streaming {
     /// After SIGTERM: when SIGKILL follows.
     kill_at: Option<Instant>,
     killed: bool,
+    /// When to look at the child again: its exit poll, or a limit's signal.
+    pub(super) next_look: Option<Instant>,
 }
 
 /// The most read from a child's pipe at once; a pipe holds 64 KiB.
@@ -49,21 +52,22 @@ impl<T: Transport> Conn<T> {
     /// exited already while something it started still runs: the group is ended either way.
     /// Its pipe, if still open, is closed here.
     pub fn take_child(&mut self, stats: &mut Stats) -> Option<Child> {
-        let phase = std::mem::replace(&mut self.phase, Phase::Closing);
-        match phase {
-            Phase::Streaming(streaming) => {
-                stats.pipe_closes += u64::from(streaming.stdout.is_some());
-                Some(streaming.child)
-            }
-            other => {
-                self.phase = other;
-                None
-            }
+        let Phase::Streaming(streaming) = &mut self.phase else {
+            return None;
+        };
+        if streaming.stdout.take().is_some() {
+            stats.pipe_closes += 1;
         }
+        streaming.child.take()
     }
 
     /// Runs the operator's command `name` and starts streaming its output.
-    pub(super) fn start_stream<S>(&mut self, name: &str, reply: ReplyTo, ctx: &mut Ctx<'_, S>) {
+    pub(super) fn start_stream<S>(
+        &mut self,
+        name: &str,
+        reply: ReplyTo,
+        ctx: &mut Ctx<'_, S>,
+    ) -> Outcome {
         let command = ctx.config.commands.iter().find(|(n, _)| n == name);
         let Some((_, text)) = command else {
             return self.respond(Response::text(404, "no such command\n"), reply, ctx);
@@ -123,8 +127,8 @@ impl<T: Transport> Conn<T> {
         self.record_response(200, None, ctx);
         let limit = ctx.config.exec_time_limit;
         let limit_at = (!limit.is_zero()).then(|| ctx.now + limit);
-        self.phase = Phase::Streaming(Box::new(Streaming {
-            child,
+        Outcome::Streaming(Box::new(Streaming {
+            child: Some(child),
             stdout: Some(stdout),
             reply: ReplyTo {
                 keep_alive: !close,
@@ -136,19 +140,17 @@ impl<T: Transport> Conn<T> {
             limit_at,
             kill_at: None,
             killed: false,
-        }));
-        if let Some(at) = limit_at {
-            self.set_deadline(at);
-        }
+            next_look: limit_at,
+        }))
     }
 
     /// Shutdown: the command gets SIGTERM now and SIGKILL after the kill grace, as at its
     /// time limit; its stream then ends as usual, with its exit status.
     pub(super) fn end_command<S>(&mut self, ctx: &mut Ctx<'_, S>) {
         if let Phase::Streaming(streaming) = &mut self.phase {
-            if streaming.kill_at.is_none() {
+            if let (None, Some(child)) = (streaming.kill_at, &streaming.child) {
                 let term = crate::sys::Signal::Terminate;
-                child::signal_group(&streaming.child, term, ctx.stats);
+                child::signal_group(child, term, ctx.stats);
                 streaming.kill_at = Some(ctx.now + ctx.config.exec_kill_grace);
             }
         }
@@ -199,9 +201,12 @@ impl<T: Transport> Conn<T> {
         let Phase::Streaming(streaming) = &mut self.phase else {
             return;
         };
+        let Some(child) = streaming.child.as_mut() else {
+            return;
+        };
         if streaming.exit.is_none() {
             ctx.stats.process_syscalls += 1; // wait4
-            if let Ok(Some(status)) = streaming.child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 streaming.exit = Some(status);
             }
         }
@@ -211,13 +216,13 @@ impl<T: Transport> Conn<T> {
         if !finished {
             match (streaming.kill_at, streaming.limit_at) {
                 (Some(kill_at), _) if ctx.now >= kill_at && !streaming.killed => {
-                    child::signal_group(&streaming.child, crate::sys::Signal::Kill, ctx.stats);
+                    child::signal_group(child, crate::sys::Signal::Kill, ctx.stats);
                     streaming.killed = true;
                 }
                 (None, Some(limit_at)) if ctx.now >= limit_at => {
                     eprintln!("miohttpd: {}: command over its time limit", self.peer);
                     let terminate = crate::sys::Signal::Terminate;
-                    child::signal_group(&streaming.child, terminate, ctx.stats);
+                    child::signal_group(child, terminate, ctx.stats);
                     streaming.kill_at = Some(ctx.now + ctx.config.exec_kill_grace);
                 }
                 _ => {}
@@ -238,9 +243,7 @@ impl<T: Transport> Conn<T> {
                 } else {
                     &next[..]
                 };
-                if let Some(at) = next.iter().flatten().min().copied() {
-                    self.set_deadline(at);
-                }
+                streaming.next_look = next.iter().flatten().min().copied();
             }
         }
     }
@@ -252,7 +255,6 @@ impl<T: Transport> Conn<T> {
         };
         let (chunked, reply) = (streaming.chunked, streaming.reply);
         ctx.children.exited();
-        self.deadline = None;
         if chunked {
             let out = self.output_bytes(ctx.pool);
             out.extend_from_slice(b"0\r\nX-Exit-Status: ");
@@ -260,6 +262,7 @@ impl<T: Transport> Conn<T> {
             out.extend_from_slice(b"\r\n\r\n");
         }
         self.record_stream_end(ctx);
-        self.answered(!(chunked && reply.keep_alive), ctx);
+        let outcome = Outcome::answered(!(chunked && reply.keep_alive), ctx);
+        self.transition(outcome, ctx);
     }
 }
