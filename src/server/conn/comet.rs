@@ -1,13 +1,13 @@
-//! The comet side of a connection: parking a long-poll waiter or subscribing an event stream,
-//! delivering a published message to it, and publishing one.
+//! The park primitive of a connection: parking a long-poll waiter or subscribing an event
+//! stream on a named channel, and delivering a published message to it.
 
 use std::time::Instant;
 
 use super::{Conn, Ctx, Next, Outcome, Phase, ReplyTo, Transport};
-use crate::comet::{CatchUp, ChannelKey, CometError, MessageId, Spot, SpotKind};
+use crate::comet::{CatchUp, ChannelKey, MessageId, Spot, SpotKind};
 use crate::http::{Response, Version};
-use crate::router::{Payload, Service};
-use crate::server::fanout::{self, Fanout, Form, ID_HEADER, RESYNC_HEADER};
+use crate::router::Service;
+use crate::server::fanout::{self, Fanout, Form, RESYNC_HEADER};
 
 /// Pending event-stream bytes past which a subscriber that does not read is dropped rather
 /// than buffered without bound.
@@ -62,7 +62,7 @@ impl<T: Transport> Conn<T> {
     ) -> Result<ChannelKey, Outcome> {
         ctx.comet
             .channel(name, ctx.now)
-            .map_err(|e| self.respond(comet_error(e), reply, ctx))
+            .map_err(|e| self.respond(e.response(), reply, ctx))
     }
 
     /// A long-poll: the next message it missed at once, or park until there is one.
@@ -137,37 +137,5 @@ impl<T: Transport> Conn<T> {
             chunked,
             heartbeat_at: ctx.now + ctx.config.sse_heartbeat,
         })
-    }
-}
-
-/// Publishes and answers the publisher with the number of connections reached.
-pub(super) fn publish<S>(
-    channel: &str,
-    payload: Payload,
-    content_type: &str,
-    body: Vec<u8>,
-    ctx: &mut Ctx<'_, S>,
-) -> Response {
-    let key = match ctx.comet.channel(channel, ctx.now) {
-        Ok(key) => key,
-        Err(e) => return comet_error(e),
-    };
-    let message_body = |reached: usize| match payload {
-        Payload::WaiterCount => reached.to_string().into_bytes().into_boxed_slice(),
-        Payload::Body { .. } => body.into_boxed_slice(),
-    };
-    let (id, reached) = ctx.comet.publish(key, content_type, message_body, ctx.now);
-    Response::text(200, reached.to_string()).with_header(ID_HEADER, id.to_string())
-}
-
-fn comet_error(error: CometError) -> Response {
-    match error {
-        CometError::BadChannelName => {
-            Response::text(400, "channel names are 1 to 64 of A-Z a-z 0-9 . _ ~ -\n")
-        }
-        CometError::TooManyChannels => {
-            eprintln!("miohttpd: channel limit reached");
-            Response::text(503, "too many channels\n").with_header("Retry-After", "60")
-        }
     }
 }

@@ -21,7 +21,6 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Registry, Token};
 
-use comet::publish;
 use phase::{Outcome, Phase};
 use record::Record;
 
@@ -34,13 +33,17 @@ use super::stats::Stats;
 use super::transport::Transport;
 use crate::comet::{Comet, MessageId, Spot};
 use crate::config::Config;
+use crate::handlers::come_back_later;
 use crate::http::date::DATE_LEN;
 use crate::http::response::{self, Exchange, CONTINUE};
 use crate::http::{
     header_storage, parse_head, BodyDecoder, DateCache, Head, HeadSpan, RequestError, Response,
     Version,
 };
-use crate::router::{BodySink, BufferedHandler, Payload, Request, Route, Service};
+use crate::router::{
+    BodySink, BufferedHandler, ParkMode, Request, Route, ServerHandler, ServerState, Service,
+    StartStream,
+};
 
 /// Everything of the loop's that a connection may use during one event.
 pub struct Ctx<'a, S> {
@@ -59,6 +62,20 @@ pub struct Ctx<'a, S> {
     /// The server is shutting down: responses close their connections, and nothing new
     /// (a wait, a stream) is started.
     pub draining: bool,
+}
+
+impl<S> Ctx<'_, S> {
+    /// What a handler or a source may see and do of the server.
+    fn server(&mut self, peer: SocketAddr) -> ServerState<'_> {
+        ServerState {
+            peer: Some(peer),
+            config: self.config,
+            comet: self.comet,
+            stats: self.stats,
+            children: self.children,
+            now: self.now,
+        }
+    }
 }
 
 /// What a readiness event reported for a connection.
@@ -154,35 +171,36 @@ impl ReplyTo {
     }
 }
 
-/// Where decoded body bytes go.
+/// Where decoded body bytes go, and what answers once they are all in.
 enum Consumer {
     /// Handed over: the body is complete and the consumer is answering.
     Done,
     /// The response is decided; the body is read only to reach the next request.
     Discard(Response),
+    /// The body is collected (under `limit`), then `handler` answers.
     Buffered {
         limit: usize,
         request: Box<Request>,
-        handler: Rc<dyn BufferedHandler>,
+        handler: Handler,
     },
     Streamed(Box<dyn BodySink>),
-    /// Comet routes name their channel; it is looked up (or made) once the body is read.
-    Wait {
-        channel: String,
+    /// The body is discarded, then the connection parks on a channel.
+    Park {
+        channel: Box<str>,
         after: Option<MessageId>,
+        mode: ParkMode,
     },
-    Subscribe {
-        channel: String,
-        after: Option<MessageId>,
-    },
-    Publish {
-        channel: String,
-        payload: Payload,
-        content_type: Box<str>,
-        body: Vec<u8>,
-    },
-    Exec {
-        name: String,
+    /// The body is discarded, then the stream starts.
+    Stream(Box<dyn StartStream>),
+}
+
+/// Who answers a collected request.
+enum Handler {
+    Plain(Rc<dyn BufferedHandler>),
+    /// Also sees the server's state; `keep_body` false discards the body.
+    Server {
+        handler: Rc<dyn ServerHandler>,
+        keep_body: bool,
     },
 }
 
@@ -324,7 +342,7 @@ impl<T: Transport> Conn<T> {
                 subscribed.heartbeat_at = ctx.now + ctx.config.sse_heartbeat;
                 fanout::push_stream_bytes(self.output_bytes(ctx.pool), HEARTBEAT, chunked);
             }
-            Phase::Streaming(_) => self.check_child(ctx),
+            Phase::Streaming(_) => self.look_at_source(ctx),
             _ => return Next::Wait,
         }
         self.finish_turn(ctx)
@@ -355,7 +373,7 @@ impl<T: Transport> Conn<T> {
                 }
                 self.transition(Outcome::Ended, ctx);
             }
-            Phase::Streaming(_) => self.end_command(ctx),
+            Phase::Streaming(_) => self.stop_stream(ctx),
             _ => {}
         }
         self.finish_turn(ctx)
@@ -427,7 +445,7 @@ impl<T: Transport> Conn<T> {
                 }
             }
             let pipe_ready = matches!(&self.phase, Phase::Streaming(streaming)
-                if streaming.stdout.is_some() && !streaming.pipe_drained);
+                if streaming.pipe.is_some() && !streaming.pipe_drained);
             let socket_ready = !self.peer_closed && !self.drained;
             if !pipe_ready && !socket_ready {
                 return Next::Wait;
@@ -699,30 +717,40 @@ impl<T: Transport> Conn<T> {
     /// Produces the response from the consumer, whose body (if any) is complete.
     fn complete<S>(&mut self, reply: ReplyTo, consumer: Consumer, ctx: &mut Ctx<'_, S>) -> Outcome {
         let response = match consumer {
-            Consumer::Wait { .. } | Consumer::Subscribe { .. } | Consumer::Exec { .. }
-                if ctx.draining =>
-            {
+            // Nothing new (a wait, a stream) starts while the server shuts down.
+            Consumer::Park { .. } | Consumer::Stream(_) if ctx.draining => {
                 come_back_later("shutting down\n")
             }
             Consumer::Discard(response) => response,
             Consumer::Done => internal_error("a request answered twice"),
             Consumer::Buffered {
-                request, handler, ..
+                request,
+                handler: Handler::Plain(handler),
+                ..
             } => catch_unwind(AssertUnwindSafe(|| handler.handle(*request)))
                 .unwrap_or_else(|_| internal_error("a buffered handler panicked")),
+            Consumer::Buffered {
+                request,
+                handler: Handler::Server { handler, .. },
+                ..
+            } => {
+                let mut server = ctx.server(self.peer);
+                catch_unwind(AssertUnwindSafe(|| handler.handle(*request, &mut server)))
+                    .unwrap_or_else(|_| internal_error("a server handler panicked"))
+            }
             Consumer::Streamed(sink) => catch_unwind(AssertUnwindSafe(|| sink.finish()))
                 .unwrap_or_else(|_| internal_error("a body sink panicked")),
-            Consumer::Wait { channel, after } => return self.wait(&channel, after, reply, ctx),
-            Consumer::Subscribe { channel, after } => {
-                return self.subscribe(&channel, after, reply, ctx)
-            }
-            Consumer::Publish {
+            Consumer::Park {
                 channel,
-                payload,
-                content_type,
-                body,
-            } => publish(&channel, payload, &content_type, body, ctx),
-            Consumer::Exec { name } => return self.start_stream(&name, reply, ctx),
+                after,
+                mode: ParkMode::Once,
+            } => return self.wait(&channel, after, reply, ctx),
+            Consumer::Park {
+                channel,
+                after,
+                mode: ParkMode::Events,
+            } => return self.subscribe(&channel, after, reply, ctx),
+            Consumer::Stream(start) => return self.start_stream(start, reply, ctx),
         };
         self.respond(response, reply, ctx)
     }
@@ -828,64 +856,41 @@ fn route<S: Service>(head: &Head<'_>, admin: bool, ctx: &mut Ctx<'_, S>) -> Cons
         instruments::admin_route(head)
     } else {
         match catch_unwind(AssertUnwindSafe(|| service.route(head))) {
-            Ok(decided) => instruments::hide_metrics(decided, ctx.config),
+            Ok(decided) => decided,
             Err(_) => return Consumer::Discard(internal_error("the router panicked")),
         }
-    };
-    let parse_after = |after: Option<String>| match after.as_deref().map(MessageId::parse) {
-        None => Ok(None),
-        Some(Some(id)) => Ok(Some(id)),
-        Some(None) => Err(Consumer::Discard(Response::text(
-            400,
-            "invalid message id\n",
-        ))),
     };
     match decided {
         Route::Respond(response) => Consumer::Discard(response),
         Route::Buffered { limit, handler } => Consumer::Buffered {
             limit,
             request: Box::new(Request::from_head(head)),
-            handler,
+            handler: Handler::Plain(handler),
+        },
+        Route::Server { limit, handler } => Consumer::Buffered {
+            limit: limit.unwrap_or(usize::MAX),
+            request: Box::new(Request::from_head(head)),
+            handler: Handler::Server {
+                handler,
+                keep_body: limit.is_some(),
+            },
         },
         Route::Streamed(sink) => Consumer::Streamed(sink),
-        Route::CountWaiters => {
-            Consumer::Discard(Response::text(200, ctx.comet.parked().to_string()))
-        }
-        Route::Wait { channel, after } => match parse_after(after) {
-            Ok(after) => Consumer::Wait { channel, after },
-            Err(refused) => refused,
-        },
-        Route::Subscribe { channel, after } => match parse_after(after) {
-            Ok(after) => Consumer::Subscribe { channel, after },
-            Err(refused) => refused,
-        },
-        Route::Exec { name } => Consumer::Exec { name },
-        Route::Metrics => {
-            let gauges = instruments::gauges(ctx.stats, ctx.comet, ctx.children);
-            let text = ctx
-                .stats
-                .render_prometheus(&gauges, ctx.config.events_per_poll);
-            Consumer::Discard(Response::bytes(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                text.into_bytes(),
-            ))
-        }
-        Route::Publish { channel, payload } => {
-            let content_type = match payload {
-                Payload::WaiterCount => "text/plain",
-                Payload::Body { .. } => head
-                    .header("content-type")
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .unwrap_or("application/octet-stream"),
+        Route::Park(park) => {
+            let after = match park.after.as_deref().map(MessageId::parse) {
+                None => None,
+                Some(Some(id)) => Some(id),
+                Some(None) => {
+                    return Consumer::Discard(Response::text(400, "invalid message id\n"))
+                }
             };
-            Consumer::Publish {
-                channel,
-                payload,
-                content_type: content_type.into(),
-                body: Vec::new(),
+            Consumer::Park {
+                channel: park.channel.into_boxed_str(),
+                after,
+                mode: park.mode,
             }
         }
+        Route::Stream(start) => Consumer::Stream(start),
     }
 }
 
@@ -908,12 +913,16 @@ fn feed_body(body: &mut BodyPhase, input: &mut InputBuffer) -> Result<bool, Requ
 }
 
 impl Consumer {
-    /// The most body bytes this consumer takes, for those that buffer the body.
+    /// The most body bytes this consumer takes, for those that collect the body.
     fn limit(&self) -> Option<usize> {
         match self {
-            Consumer::Buffered { limit, .. }
-            | Consumer::Publish {
-                payload: Payload::Body { limit },
+            Consumer::Buffered {
+                limit,
+                handler:
+                    Handler::Plain(_)
+                    | Handler::Server {
+                        keep_body: true, ..
+                    },
                 ..
             } => Some(*limit),
             _ => None,
@@ -922,26 +931,17 @@ impl Consumer {
 
     fn accept(&mut self, bytes: &[u8]) -> Result<(), RequestError> {
         match self {
-            Consumer::Discard(_)
-            | Consumer::Done
-            | Consumer::Wait { .. }
-            | Consumer::Subscribe { .. }
-            | Consumer::Exec { .. }
-            | Consumer::Publish {
-                payload: Payload::WaiterCount,
+            Consumer::Done
+            | Consumer::Discard(_)
+            | Consumer::Park { .. }
+            | Consumer::Stream(_)
+            | Consumer::Buffered {
+                handler:
+                    Handler::Server {
+                        keep_body: false, ..
+                    },
                 ..
             } => Ok(()),
-            Consumer::Publish {
-                payload: Payload::Body { limit },
-                body,
-                ..
-            } => {
-                if body.len() + bytes.len() > *limit {
-                    return Err(RequestError::BodyTooLarge);
-                }
-                body.extend_from_slice(bytes);
-                Ok(())
-            }
             Consumer::Buffered { limit, request, .. } => {
                 if request.body.len() + bytes.len() > *limit {
                     return Err(RequestError::BodyTooLarge);
@@ -959,11 +959,6 @@ impl Consumer {
             }
         }
     }
-}
-
-/// 503 with a hint to retry: the server is going away or full.
-fn come_back_later(body: &'static str) -> Response {
-    Response::text(503, body).with_header("Retry-After", "1")
 }
 
 fn internal_error(why: &'static str) -> Response {
