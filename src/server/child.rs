@@ -8,14 +8,17 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::stats::Stats;
-use super::syscalls::{Pipe, Process};
+use mio::unix::pipe;
+
+use super::syscalls::Process;
 use crate::config::{Config, StderrMode};
 use crate::sys;
 
 /// A running command and the read end of its stdout.
 pub struct Spawned {
     pub child: Process,
-    pub stdout: Pipe,
+    /// Counted once the connection takes it (`syscalls::Pipe`).
+    pub stdout: pipe::Receiver,
 }
 
 /// Starts `SHELL -c TEXT`. Nothing from the request reaches it: the text is the operator's,

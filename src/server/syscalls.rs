@@ -126,6 +126,11 @@ impl AsRawFd for Listener {
 pub struct Pipe(pipe::Receiver);
 
 impl Pipe {
+    /// A pipe a stream's source handed over, counted from here on.
+    pub fn new(pipe: pipe::Receiver) -> Self {
+        Pipe(pipe)
+    }
+
     /// One read(2).
     pub fn read(&mut self, buf: &mut [u8], stats: &mut Stats) -> io::Result<usize> {
         stats.pipe_reads += 1;
@@ -174,7 +179,7 @@ impl Process {
         command: &mut Command,
         null_stderr: bool,
         stats: &mut Stats,
-    ) -> io::Result<(Process, Pipe)> {
+    ) -> io::Result<(Process, pipe::Receiver)> {
         stats.process_syscalls += SPAWN_SYSCALLS;
         if null_stderr {
             stats.process_syscalls += SPAWN_NULL_STDERR_SYSCALLS;
@@ -189,7 +194,12 @@ impl Process {
         };
         let stdout = pipe::Receiver::from(stdout);
         stdout.set_nonblocking(true)?;
-        Ok((Process(child), Pipe(stdout)))
+        Ok((Process(child), stdout))
+    }
+
+    /// A process spawned elsewhere (a stream source's), counted from here on.
+    pub fn adopt(child: Child) -> Self {
+        Process(child)
     }
 
     /// The pid, which is also the group id.
