@@ -34,7 +34,10 @@ pub mod systemd;
 
 pub use config::{Command, Config, LogTarget, StderrMode};
 pub use http::{Head, Response, Version};
-pub use router::{BodySink, BufferedHandler, Payload, Request, Route, Router, Service};
+pub use router::{
+    BodySink, BufferedHandler, Look, Park, ParkMode, Polled, Published, Request, Route, Router,
+    ServerHandler, ServerState, Service, Source, StartStream,
+};
 pub use server::{Server, Stopped};
 
 /// For fuzz targets and property tests: one connection of the real server over scripted
