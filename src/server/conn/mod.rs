@@ -1,8 +1,9 @@
 //! One connection's state machine: which phase of a request it is in, what each readiness
 //! event makes it do, and when it is done. The loop owns the socket registration and the
 //! table; this module owns everything that happens between accept and close. The request
-//! cycle is here; `comet.rs` holds the parked and subscribed phases, `stream.rs` the
-//! streamed command.
+//! cycle is here; `comet.rs` holds the park primitive (the parked and subscribed phases),
+//! `stream.rs` the stream primitive (a polled source's pipe). Which handler asks for them is
+//! the router's business: nothing here names a built-in route.
 //!
 //! The phases and the one function that moves between them are in `phase.rs`; the table of
 //! legal moves is in `docs/architecture.md`, checked against the code by a test.
@@ -486,7 +487,7 @@ impl<T: Transport> Conn<T> {
                 return Next::Yield;
             }
             if pipe_ready {
-                // The child's output first; the client's socket is read once it is drained.
+                // The source's output first; the client's socket is read once it is drained.
                 read_this_turn += self.pump(ctx);
                 continue;
             }
