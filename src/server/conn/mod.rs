@@ -1,8 +1,9 @@
 //! One connection's state machine: which phase of a request it is in, what each readiness
 //! event makes it do, and when it is done. The loop owns the socket registration and the
 //! table; this module owns everything that happens between accept and close. The request
-//! cycle is here; `comet.rs` holds the parked and subscribed phases, `stream.rs` the
-//! streamed command.
+//! cycle is here; `comet.rs` holds the park primitive (the parked and subscribed phases),
+//! `stream.rs` the stream primitive (a polled source's pipe). Which handler asks for them is
+//! the router's business: nothing here names a built-in route.
 //!
 //! The phases and the one function that moves between them are in `phase.rs`; the table of
 //! legal moves is in `docs/architecture.md`, checked against the code by a test.
@@ -13,7 +14,7 @@ mod record;
 mod stream;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Instant;
@@ -102,7 +103,7 @@ pub enum Next {
 
 pub struct Conn<T = TcpStream> {
     stream: Counted<T>,
-    peer: SocketAddr,
+    peer: Peer,
     phase: Phase,
     /// Lent by the pool while bytes are buffered; None while idle.
     input: Option<InputBuffer>,
@@ -125,6 +126,38 @@ pub struct Conn<T = TcpStream> {
     pub armed: Option<Instant>,
     /// What the instruments need of it: access-log entry, bytes written, listener.
     record: Record,
+}
+
+/// The client's address in 16 bytes, not `SocketAddr`'s 32: an IPv6 one (with its flow
+/// label and scope) is boxed, since every byte of a parked connection counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Peer {
+    V4(SocketAddrV4),
+    V6(Box<SocketAddrV6>),
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Self {
+        match addr {
+            SocketAddr::V4(v4) => Peer::V4(v4),
+            SocketAddr::V6(v6) => Peer::V6(Box::new(v6)),
+        }
+    }
+}
+
+impl Peer {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::V4(v4) => SocketAddr::V4(*v4),
+            Peer::V6(v6) => SocketAddr::V6(**v6),
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr().fmt(f)
+    }
 }
 
 /// The time limits a connection can be under; `Config` holds their lengths.
@@ -220,7 +253,7 @@ impl<T: Transport> Conn<T> {
     pub fn new(stream: Counted<T>, peer: SocketAddr, now: Instant) -> Self {
         Conn {
             stream,
-            peer,
+            peer: Peer::from(peer),
             phase: Phase::head(now, false),
             input: None,
             output: OutputBuffer::default(),
@@ -456,7 +489,7 @@ impl<T: Transport> Conn<T> {
                 return Next::Yield;
             }
             if pipe_ready {
-                // The child's output first; the client's socket is read once it is drained.
+                // The source's output first; the client's socket is read once it is drained.
                 read_this_turn += self.pump(ctx);
                 continue;
             }
@@ -714,7 +747,7 @@ impl<T: Transport> Conn<T> {
                 handler: Handler::Server { handler, .. },
                 ..
             } => {
-                let mut server = ctx.server(self.peer);
+                let mut server = ctx.server(self.peer.addr());
                 catch_unwind(AssertUnwindSafe(|| handler.handle(*request, &mut server)))
                     .unwrap_or_else(|_| internal_error("a server handler panicked"))
             }
@@ -964,6 +997,21 @@ mod tests {
             std::mem::size_of::<OutputBuffer>(),
             std::mem::size_of::<Record>(),
         );
-        assert!(size <= 256, "Conn<TcpStream> is {size} bytes");
+        assert_eq!(std::mem::size_of::<Peer>(), 16);
+        assert!(size <= 232, "Conn<TcpStream> is {size} bytes");
+    }
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::Peer;
+
+    #[test]
+    fn a_peer_address_reads_back_as_given() {
+        for text in ["127.0.0.1:8080", "[::1]:443", "[fe80::1%2]:80"] {
+            let addr: std::net::SocketAddr = text.parse().unwrap();
+            let peer = Peer::from(addr);
+            assert_eq!((peer.addr(), peer.to_string()), (addr, addr.to_string()));
+        }
     }
 }

@@ -63,7 +63,7 @@ impl<T: Transport> Conn<T> {
         reply: ReplyTo,
         ctx: &mut Ctx<'_, S>,
     ) -> Outcome {
-        let started = start.start(&mut ctx.server(self.peer));
+        let started = start.start(&mut ctx.server(self.peer.addr()));
         let Polled {
             pipe,
             content_type,
@@ -82,7 +82,7 @@ impl<T: Transport> Conn<T> {
         if let Err(e) = registered {
             eprintln!("miohttpd: register a stream's pipe: {e}");
             pipe.close(ctx.stats);
-            source.abandon(&mut ctx.server(self.peer));
+            source.abandon(&mut ctx.server(self.peer.addr()));
             return self.respond(internal_error("pipe registration failed"), reply, ctx);
         }
         let chunked = reply.version == Version::Http11;
@@ -126,7 +126,7 @@ impl<T: Transport> Conn<T> {
     /// Shutdown: the source winds down; its stream then ends as usual.
     pub(super) fn stop_stream<S>(&mut self, ctx: &mut Ctx<'_, S>) {
         if let Phase::Streaming(streaming) = &mut self.phase {
-            streaming.source.stop(&mut ctx.server(self.peer));
+            streaming.source.stop(&mut ctx.server(self.peer.addr()));
         }
         self.look_at_source(ctx);
     }
@@ -177,7 +177,10 @@ impl<T: Transport> Conn<T> {
             return;
         };
         let pipe_open = streaming.pipe.is_some();
-        match streaming.source.look(pipe_open, &mut ctx.server(self.peer)) {
+        match streaming
+            .source
+            .look(pipe_open, &mut ctx.server(self.peer.addr()))
+        {
             // The stream ends only once all the pipe's output is in.
             Look::Done(trailer) if !pipe_open => self.finish_stream(trailer, ctx),
             Look::Done(_) => streaming.next_look = None,
