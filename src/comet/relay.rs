@@ -13,6 +13,9 @@ use slab::Slab;
 
 use super::{Channel, ChannelKey, Comet, Delivery, Message, MessageId};
 
+/// The token of a relayed request no connection has claimed yet.
+pub const UNCLAIMED: Token = Token(usize::MAX);
+
 /// A request waiting to be sent to the hub; `token` is the connection answered when the
 /// hub has every worker's count.
 #[derive(Debug)]
@@ -80,6 +83,28 @@ impl Comet {
             let channel = &self.channels[key];
             channel.waiters.len() + channel.subscribers.len()
         })
+    }
+
+    /// Gives the requests queued since the last claim (by a handler, which knows no token)
+    /// to the connection `token`; true if there were any: it then waits for the hub.
+    pub fn claim_relayed(&mut self, token: Token) -> bool {
+        let Some(queue) = &mut self.relay else {
+            return false;
+        };
+        let mut claimed = false;
+        for relayed in queue.iter_mut().rev() {
+            let slot = match relayed {
+                Relayed::Publish { token, .. }
+                | Relayed::CountWaiters { token }
+                | Relayed::PublishCount { token, .. } => token,
+            };
+            if *slot != UNCLAIMED {
+                break;
+            }
+            *slot = token;
+            claimed = true;
+        }
+        claimed
     }
 
     /// The next publish to send to the hub.

@@ -14,23 +14,12 @@ use crate::router::Service;
 use crate::workers::link::WorkerLink;
 
 impl<S: Service> Server<S> {
-    /// Re-adds every listener with EPOLLEXCLUSIVE (Linux 4.5; older kernels refuse it with
-    /// EINVAL and the plain registration is kept, with a log line).
+    /// Re-adds every listener with EPOLLEXCLUSIVE (`--accept-model shared`).
     #[cfg(target_os = "linux")]
     pub fn accept_exclusively(&mut self) -> io::Result<()> {
         for (index, listener) in self.listeners.iter_mut().enumerate() {
-            self.poll.registry().deregister(listener)?;
-            let token = listener_token(index);
-            match crate::sys::epoll_add_exclusive(&self.poll, listener, token.0) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    eprintln!("miohttpd: EPOLLEXCLUSIVE refused ({e}); every worker wakes");
-                    self.poll
-                        .registry()
-                        .register(listener, token, mio::Interest::READABLE)?;
-                }
-                Err(e) => return Err(e),
-            }
+            self.poll
+                .make_exclusive(listener, listener_token(index), &mut self.stats)?;
         }
         Ok(())
     }
@@ -50,6 +39,7 @@ impl<S: Service> Server<S> {
             link.stream_mut(),
             BUS,
             Interest::READABLE | Interest::WRITABLE,
+            &mut self.stats,
         )?;
         self.link = Some(link);
         Ok(())

@@ -10,6 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use crate::server::syscalls::Listener;
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
@@ -106,7 +107,7 @@ struct Supervisor {
     model: AcceptModel,
     /// Every listener the workers inherit; closed at shutdown so the kernel refuses new
     /// connections once no worker accepts.
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     slots: Vec<Slot>,
     poll: Poll,
     signals: Signals,
@@ -192,7 +193,11 @@ impl Supervisor {
             }
         }
         let mut admin_listener = match config.admin_listen {
-            Some(addr) => Some(listener::bind_admin(addr)?),
+            Some(addr) => {
+                let std_listener = std::net::TcpListener::bind(addr)?;
+                std_listener.set_nonblocking(true)?;
+                Some(TcpListener::from_std(std_listener))
+            }
             None => None,
         };
         let admin = match &admin_listener {
