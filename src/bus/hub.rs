@@ -12,10 +12,14 @@
 //! same as the others.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::frame::{encode, Frame, RefuseReason};
 use crate::comet::{is_valid_channel_name, CometSettings};
+
+/// How long a publish or count waits for a worker that neither answers nor dies (stuck, or
+/// far behind): then it is answered without that worker's count.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// A frame a worker must never send (a hub-to-worker kind): the link is broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +59,8 @@ struct Pending {
     reached: u64,
     /// Worker indices still to answer.
     awaiting: Vec<u16>,
+    /// Answered by then whoever is missing.
+    due: Instant,
 }
 
 pub struct Hub {
@@ -181,7 +187,7 @@ impl Hub {
                 Ok(())
             }
             Frame::CountWaiters { request } => {
-                self.count(worker, request, "", Awaited::Waiters);
+                self.count(worker, request, "", Awaited::Waiters, now);
                 Ok(())
             }
             Frame::PublishCount { request, channel } => {
@@ -193,7 +199,7 @@ impl Hub {
                         channel: channel.into(),
                         asked_at: now,
                     };
-                    self.count(worker, request, channel, awaited);
+                    self.count(worker, request, channel, awaited, now);
                 }
                 Ok(())
             }
@@ -262,24 +268,19 @@ impl Hub {
             };
             self.send(worker, &frame);
         }
-        self.track(
-            delivery,
-            origin,
-            request,
-            Awaited::Delivered { seq },
-            awaiting,
-        );
+        let awaited = Awaited::Delivered { seq };
+        self.track(delivery, origin, request, awaited, awaiting, now);
     }
 
     /// Asks every live worker to count (`channel` empty: all parked waiters).
-    fn count(&mut self, origin: u16, request: u64, channel: &str, awaited: Awaited) {
+    fn count(&mut self, origin: u16, request: u64, channel: &str, awaited: Awaited, now: Instant) {
         let query = self.next_delivery;
         self.next_delivery += 1;
         let awaiting = self.live_workers();
         for &w in &awaiting {
             self.send(w, &Frame::CountQuery { query, channel });
         }
-        self.track(query, origin, request, awaited, awaiting);
+        self.track(query, origin, request, awaited, awaiting, now);
     }
 
     fn live_workers(&self) -> Vec<u16> {
@@ -296,6 +297,7 @@ impl Hub {
         request: u64,
         awaited: Awaited,
         awaiting: Vec<u16>,
+        now: Instant,
     ) {
         let empty = awaiting.is_empty();
         let pending = Pending {
@@ -304,6 +306,7 @@ impl Hub {
             awaited,
             reached: 0,
             awaiting,
+            due: now + ANSWER_WAIT,
         };
         self.pending.insert(delivery, pending);
         if empty {
@@ -353,6 +356,37 @@ impl Hub {
             }
         };
         self.send(done.origin, &frame);
+    }
+
+    /// Answers every publish or count past its due time without the workers still missing
+    /// (returned, for the log): a stuck worker delays an answer, it never hangs it.
+    pub fn expire(&mut self, now: Instant) -> Vec<u16> {
+        let late: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.due <= now)
+            .map(|(&delivery, _)| delivery)
+            .collect();
+        let mut missing = Vec::new();
+        for delivery in late {
+            let Some(pending) = self.pending.get_mut(&delivery) else {
+                continue;
+            };
+            let workers = std::mem::take(&mut pending.awaiting);
+            missing.extend_from_slice(&workers);
+            let origin = pending.origin;
+            // An empty list completes it, as the last answer would.
+            pending.awaiting.push(origin);
+            self.answered(delivery, origin, 0);
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        missing
+    }
+
+    /// When the next pending answer falls due, if any waits.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.due).min()
     }
 
     /// Forgets channels nobody has published to for the channel TTL (`--comet-channel-ttl`,
@@ -519,6 +553,38 @@ mod tests {
             answer.last().unwrap(),
             "Published { request: 9, epoch: 43981, seq: 1, reached: 5 }"
         );
+    }
+
+    #[test]
+    fn a_stuck_worker_delays_an_answer_but_never_hangs_it() {
+        let mut hub = hub(2);
+        let start = Instant::now();
+        let frame = Frame::Publish {
+            request: 1,
+            channel: "news",
+            content_type: "text/plain",
+            body: b"x",
+        };
+        hub.on_frame(0, frame, start).unwrap();
+        hub.on_frame(
+            0,
+            Frame::Delivered {
+                delivery: 1,
+                count: 2,
+            },
+            start,
+        )
+        .unwrap();
+        sent(&mut hub, 0);
+        assert_eq!(hub.next_due(), Some(start + ANSWER_WAIT));
+        assert!(hub.expire(start + ANSWER_WAIT / 2).is_empty());
+        assert!(sent(&mut hub, 0).is_empty());
+        assert_eq!(hub.expire(start + ANSWER_WAIT), [1]);
+        assert_eq!(
+            sent(&mut hub, 0),
+            ["Published { request: 1, epoch: 43981, seq: 1, reached: 2 }"]
+        );
+        assert_eq!(hub.next_due(), None);
     }
 
     #[test]

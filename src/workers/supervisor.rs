@@ -273,7 +273,12 @@ impl Supervisor {
             let restarts = self.slots.iter().filter_map(|s| s.restart_at);
             let gathering = self.admin_conns.iter();
             let gathering = gathering.filter_map(|(_, c)| c.gathering.as_ref().map(|g| g.until));
-            let next = restarts.chain(gathering).chain([self.next_sweep]).min();
+            let hub_due = self.hub.next_due();
+            let next = restarts
+                .chain(gathering)
+                .chain(hub_due)
+                .chain([self.next_sweep])
+                .min();
             let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -301,6 +306,13 @@ impl Supervisor {
             if now >= self.next_sweep {
                 self.hub.sweep(now);
                 self.next_sweep = now + SWEEP_INTERVAL;
+            }
+            let missing = self.hub.expire(now);
+            if !missing.is_empty() {
+                eprintln!(
+                    "miohttpd: workers {missing:?} gave no count within {}s; answered without",
+                    crate::bus::hub::ANSWER_WAIT.as_secs()
+                );
             }
             self.finish_gathering(now);
             self.flush_links();
