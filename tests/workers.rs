@@ -324,12 +324,24 @@ fn no_worker_outlives_a_killed_supervisor() {
 /// root, or its parent's user): the test can then write what a broken worker would.
 fn steal_bus_link(pid: u32) -> std::os::unix::net::UnixStream {
     use std::os::fd::FromRawFd;
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    let spec = environ
-        .split(|&b| b == 0)
-        .find_map(|var| var.strip_prefix(b"MIOHTTPD_WORKER="))
-        .expect("worker environment");
-    let bus_fd: i32 = std::str::from_utf8(spec)
+    // A worker just forked has the supervisor's environment until it execs.
+    let started = Instant::now();
+    let spec = loop {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let spec = environ
+            .split(|&b| b == 0)
+            .find_map(|var| var.strip_prefix(b"MIOHTTPD_WORKER="))
+            .map(<[u8]>::to_vec);
+        if let Some(spec) = spec {
+            break spec;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "worker {pid} never exec'd"
+        );
+        thread::sleep(Duration::from_millis(5));
+    };
+    let bus_fd: i32 = std::str::from_utf8(&spec)
         .unwrap()
         .split(' ')
         .nth(1)
