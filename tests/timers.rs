@@ -530,6 +530,15 @@ fn an_event_stream_gets_a_heartbeat_every_interval() {
             "beat {beat}"
         );
     }
+    // A subscriber that stops reading after its head has nothing pending, so no timeout
+    // applies to it until the next heartbeat waits for it; the send timeout drops it then.
+    driver.advance(heartbeat * 5 - TICK - driver.elapsed());
+    let stalled = driver.connect();
+    driver.send(stalled, &get("/events/e"));
+    driver.stop_reading(stalled);
+    let (before, after) = straddle(&mut driver, stalled, heartbeat * 6 - TICK + secs(1));
+    assert_eq!(before.writes.len(), 1, "the head only: {before:?}");
+    assert_silent_close_at(&before, &after, heartbeat * 6 - TICK + secs(1), "stalled");
     // A message resets nothing: the heartbeats keep their beat.
     let notifier = driver.connect();
     driver.send(notifier, &post("/notify/e", b"hello"));
@@ -538,8 +547,8 @@ fn an_event_stream_gets_a_heartbeat_every_interval() {
         String::from_utf8_lossy(&event).contains("data: hello\n"),
         "{event:?}"
     );
-    let (_, after) = straddle(&mut driver, subscriber, heartbeat * 5);
-    assert_eq!(after.written_at(heartbeat * 5), b"d\r\n: heartbeat\n\n\r\n");
+    let (_, after) = straddle(&mut driver, subscriber, heartbeat * 7);
+    assert_eq!(after.written_at(heartbeat * 7), b"d\r\n: heartbeat\n\n\r\n");
     assert!(driver.is_open(subscriber));
 }
 
