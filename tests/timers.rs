@@ -210,6 +210,7 @@ fn between_requests_the_idle_timeout_rules() {
             let at = ms(500) + idle_timeout;
             let (before, after) = straddle(&mut driver, client, at);
             assert_silent_close_at(&before, &after, at, case);
+            assert!(!after.cut_off, "{case}: everything was taken: {after:?}");
         },
     );
 
@@ -355,6 +356,7 @@ fn a_client_that_reads_nothing_is_dropped_at_the_send_timeout() {
     let (before, after) = straddle(&mut driver, client, ms(1300));
     assert_silent_close_at(&before, &after, ms(1300), "reads nothing");
     assert!(after.output().is_empty());
+    assert!(after.cut_off, "dropped with its answers unsent: {after:?}");
 }
 
 /// The send timeout is about a client that takes nothing: one that takes a few bytes now and

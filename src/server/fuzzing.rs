@@ -67,6 +67,9 @@ pub struct Trace {
     /// When the server shut down its sending side (the start of a lingering close).
     pub write_shut_at: Option<Duration>,
     pub closed_at: Option<Duration>,
+    /// The close came while the client was not taking what it was offered (it stopped
+    /// reading, or hung up): the last response may be cut short.
+    pub cut_off: bool,
 }
 
 impl Trace {
@@ -107,6 +110,8 @@ struct Wire {
     window: Option<usize>,
     /// The scripted time of the turn under way.
     at: Duration,
+    /// The last write could not put out everything offered.
+    blocked: bool,
     trace: Trace,
 }
 
@@ -131,9 +136,11 @@ impl Write for Scripted {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut wire = self.0.borrow_mut();
         if wire.reset {
+            wire.blocked = true;
             return Err(io::ErrorKind::ConnectionReset.into());
         }
         let n = wire.window.map_or(buf.len(), |room| room.min(buf.len()));
+        wire.blocked = n < buf.len();
         if n == 0 && !buf.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -506,7 +513,10 @@ impl Driver {
     fn close(&mut self, token: Token) {
         let client = &mut self.clients[token.0];
         if let Some(conn) = client.conn.take() {
-            client.wire.borrow_mut().trace.closed_at = Some(self.now - self.start);
+            let mut wire = client.wire.borrow_mut();
+            wire.trace.closed_at = Some(self.now - self.start);
+            wire.trace.cut_off = wire.blocked;
+            drop(wire);
             close(&mut self.parts, conn, self.now);
         }
     }
