@@ -4,8 +4,8 @@
 //! admin token in front of `/notify`, `/metrics` and (on request) `/stream`.
 //!
 //! The timing rules themselves (each timeout at its exact boundary, lingering, the comet
-//! timeout, heartbeats, the connection side of a shutdown) are tested without sleeping in
-//! `tests/timers.rs`; the few timed tests here check that the real loop's timers fire. Timeouts
+//! timeout, heartbeats, the connection side of a shutdown) are tested under a scripted clock
+//! in `tests/timers.rs`; the few timed tests here check that the real loop's timers fire. Timeouts
 //! are 1 s here so they stay quick; every timed assertion is a generous window around them
 //! ("answered between 0.5 s and 8 s"), and causality carries the rest.
 

@@ -648,6 +648,26 @@ fn the_shutdown_grace_ends_what_is_left_at_its_end() {
         408,
         "head timeout during the grace",
     );
+
+    // A timeout due at the grace's very end still fires (the loop fires a wake-up's timers
+    // before it looks at the grace), then the close comes.
+    let mut driver = Driver::new(Config {
+        shutdown_grace: secs(1),
+        ..one_second_timeouts()
+    });
+    let slow = driver.connect();
+    driver.send(slow, b"GET / HTTP/1.1\r\n");
+    driver.shutdown();
+    let (before, after) = straddle(&mut driver, slow, secs(1));
+    assert_error_at(
+        &before,
+        &after,
+        secs(1),
+        408,
+        "head timeout at the grace's end",
+    );
+    assert_eq!(after.closed_at, Some(secs(1)));
+    assert_eq!(driver.stopped_at(), Some(secs(1)));
 }
 
 /// With nothing in flight the server stops at the signal.

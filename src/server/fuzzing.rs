@@ -2,9 +2,10 @@
 //! what the fuzz targets, the split property test and the timer tests call. Not part of the
 //! stable API.
 //!
-//! A [`Driver`] owns what the loop owns (buffers, comet registry, timer queue, a `Poll` for
-//! command pipes) and a scripted `now` that starts at one `Instant` and moves only when the
-//! script says [`Driver::advance`]. Timers fire as the loop fires them (`wake_at` armed after
+//! A [`Driver`] owns what the loop owns (buffers, comet registry, timer queue, the `Poll` a
+//! command's pipe would be registered with) and a scripted `now` that starts at one `Instant`
+//! and moves only when the script says [`Driver::advance`]. Pipe events are not delivered:
+//! streamed commands run real children on real time, and are tested end to end. Timers fire as the loop fires them (`wake_at` armed after
 //! every turn, `on_deadline` once the clock reaches it, re-armed after), at the instant they
 //! are due, so a test can say "one tick before the limit nothing, at the limit a 408". Every
 //! byte a connection writes is kept with the scripted time it was written at, and so are its
@@ -403,7 +404,8 @@ impl Driver {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
             let stop = self.draining_until.filter(|_| self.stopped_at.is_none());
             let next = match (next_timer, stop) {
-                (Some(timer), Some(stop)) if stop <= timer => Err(stop),
+                // The loop fires the timers of a wake-up before it looks at the grace again.
+                (Some(timer), Some(stop)) if stop < timer => Err(stop),
                 (Some(timer), _) => Ok(timer),
                 (None, Some(stop)) => Err(stop),
                 (None, None) => break,
