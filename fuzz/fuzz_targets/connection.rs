@@ -1,6 +1,7 @@
 //! Fuzz target `connection`: one connection of the real server (builtin routes, a fixed Date)
 //! fed arbitrary bytes three ways: whole, cut into reads, and cut into reads with the clock,
-//! the client's reading and the server's shutdown interleaved as the input chooses. None may
+//! the client's reading, publishes from other clients and the server's shutdown interleaved
+//! as the input chooses. None may
 //! panic or hang (the driver bounds its turns and its timer firings; libFuzzer's -timeout
 //! catches the rest), each output must read as a sequence of HTTP/1.1 responses, the whole
 //! and split runs must be the same once normalised for what may legitimately depend on the
@@ -15,8 +16,8 @@
 use libfuzzer_sys::fuzz_target;
 use miohttpd::fuzzing::{serve_chunks, Driver};
 use miohttpd_fuzz::{
-    cut, head_methods, normalise, parse_responses, parse_responses_with, take_controls,
-    timed_config, timed_script, Ending,
+    channel_named, cut, head_methods, normalise, parse_responses, parse_responses_with,
+    take_controls, timed_config, timed_script, Action, Ending,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -54,8 +55,27 @@ fuzz_target!(|data: &[u8]| {
     let script = timed_script(&pieces, time_control, &config);
     let mut driver = Driver::new(config);
     let client = driver.connect();
-    for step in script {
-        driver.step(client, step);
+    let mut publish = b"POST /notify/".to_vec();
+    publish.extend_from_slice(channel_named(payload));
+    publish.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi");
+    let mut publishers = Vec::new();
+    for action in script {
+        match action {
+            Action::Client(step) => driver.step(client, step),
+            Action::Publish => {
+                let publisher = driver.connect();
+                driver.send(publisher, &publish);
+                driver.shutdown_write(publisher);
+                publishers.push(publisher);
+            }
+        }
+    }
+    for publisher in publishers {
+        let out = driver.trace(publisher).output();
+        let answers =
+            parse_responses(&out, |_| false).unwrap_or_else(|e| fail(&out, "publisher", e));
+        assert!(answers.len() <= 1, "{answers:?}");
+        assert!(!driver.is_open(publisher), "a publisher outlived its FIN");
     }
     let trace = driver.trace(client);
     let out = trace.output();

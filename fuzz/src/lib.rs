@@ -62,13 +62,23 @@ pub fn timed_config() -> Config {
     }
 }
 
-/// A one-connection script: the `pieces` sent in order, with what `control` chooses before
-/// each piece and after the last: nothing, a short advance of the clock, an advance to one
-/// of `config`'s limits (a tick before, at, or a tick after it, counted from now), the client
-/// stopping or resuming reading or taking a few bytes, or the server's shutdown. 0 chooses
-/// nothing at all. The script ends with the client reading, then its FIN (or, as `control`
-/// says, a hang-up), then an hour: by then every connection must be closed.
-pub fn timed_script<'a>(pieces: &[&'a [u8]], control: u8, config: &Config) -> Vec<Step<'a>> {
+/// One thing a timed run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// On the fuzzed connection (or, for an advance or the shutdown, the whole server).
+    Client(Step<'a>),
+    /// Another client publishes to the channel the payload waits or subscribes on.
+    Publish,
+}
+
+/// A timed run's script: the `pieces` sent in order on one connection, with what `control`
+/// chooses before each piece and after the last: nothing, a short advance of the clock, an
+/// advance to one of `config`'s limits (a tick before, at, or a tick after it, counted from
+/// now), the client stopping or resuming reading or taking a few bytes, a publish from
+/// another client, or the server's shutdown. 0 chooses nothing at all. The script ends with
+/// the client reading, then its FIN (or, as `control` says, a hang-up), then an hour: by then
+/// every connection must be closed.
+pub fn timed_script<'a>(pieces: &[&'a [u8]], control: u8, config: &Config) -> Vec<Action<'a>> {
     const TICK: Duration = Duration::from_nanos(1);
     let limits = [
         config.head_timeout,
@@ -91,41 +101,63 @@ pub fn timed_script<'a>(pieces: &[&'a [u8]], control: u8, config: &Config) -> Ve
     for piece in pieces.iter().map(Some).chain([None]) {
         if control != 0 {
             let r = next();
-            match r % 10 {
-                0..=2 => {}
-                3 | 4 => steps.push(Step::Advance(Duration::from_millis(
+            let step = match r % 10 {
+                0..=2 => None,
+                3 | 4 => Some(Step::Advance(Duration::from_millis(
                     u64::from(r >> 8) % 800,
                 ))),
                 5 | 6 => {
                     let limit = limits[(r >> 8) as usize % limits.len()];
-                    let advance = match (r >> 16) % 3 {
+                    Some(Step::Advance(match (r >> 16) % 3 {
                         0 => limit.saturating_sub(TICK),
                         1 => limit,
                         _ => limit + TICK,
-                    };
-                    steps.push(Step::Advance(advance));
+                    }))
                 }
-                7 => steps.push(Step::StopReading),
-                8 => match (r >> 8) % 3 {
-                    0 => steps.push(Step::StartReading),
-                    _ => steps.push(Step::Take((r >> 10) as usize % 4096)),
+                7 => Some(Step::StopReading),
+                8 if (r >> 8) % 3 == 0 => Some(Step::StartReading),
+                8 => Some(Step::Take((r >> 10) as usize % 4096)),
+                _ => match (r >> 8) % 4 {
+                    0 => Some(Step::Shutdown),
+                    1 | 2 => {
+                        steps.push(Action::Publish);
+                        None
+                    }
+                    _ => None,
                 },
-                _ if (r >> 8) % 4 == 0 => steps.push(Step::Shutdown),
-                _ => {}
-            }
+            };
+            steps.extend(step.map(Action::Client));
         }
         if let Some(piece) = piece {
-            steps.push(Step::Send(piece));
+            steps.push(Action::Client(Step::Send(piece)));
         }
     }
-    steps.push(Step::StartReading);
-    steps.push(if control & 0x80 != 0 && control % 7 == 0 {
+    steps.push(Action::Client(Step::StartReading));
+    steps.push(Action::Client(if control & 0x80 != 0 && control % 7 == 0 {
         Step::HangUp
     } else {
         Step::ShutdownWrite
-    });
-    steps.push(Step::Advance(Duration::from_secs(3600)));
+    }));
+    steps.push(Action::Client(Step::Advance(Duration::from_secs(3600))));
     steps
+}
+
+/// The channel of the first `/wait/NAME` or `/events/NAME` in `payload`, for a publisher to
+/// reach it ("w" when there is none: the publish then reaches nobody).
+pub fn channel_named(payload: &[u8]) -> &[u8] {
+    for prefix in [&b"/wait/"[..], b"/events/"] {
+        if let Some(at) = payload.windows(prefix.len()).position(|w| w == prefix) {
+            let rest = &payload[at + prefix.len()..];
+            let end = rest
+                .iter()
+                .position(|&b| !(b.is_ascii_alphanumeric() || b"._~-".contains(&b)))
+                .unwrap_or(rest.len());
+            if end > 0 {
+                return &rest[..end];
+            }
+        }
+    }
+    b"w"
 }
 
 /// How a body ends when all of its input has been fed.
@@ -508,24 +540,37 @@ mod tests {
             let sent: Vec<&[u8]> = script
                 .iter()
                 .filter_map(|step| match step {
-                    Step::Send(bytes) => Some(*bytes),
+                    Action::Client(Step::Send(bytes)) => Some(*bytes),
                     _ => None,
                 })
                 .collect();
             assert_eq!(sent, pieces, "control {control}");
             let end = &script[script.len() - 3..];
-            assert_eq!(end[0], Step::StartReading);
-            assert!(matches!(end[1], Step::ShutdownWrite | Step::HangUp));
+            assert_eq!(end[0], Action::Client(Step::StartReading));
+            assert!(matches!(
+                end[1],
+                Action::Client(Step::ShutdownWrite | Step::HangUp)
+            ));
             if control == 0 {
                 assert_eq!(script.len(), pieces.len() + 3);
             }
         }
-        let any_boundary = (1..=255u8).any(|control| {
-            timed_script(&pieces, control, &config).contains(&Step::Advance(
-                config.head_timeout - Duration::from_nanos(1),
-            ))
-        });
-        assert!(any_boundary, "no control reaches a tick before a limit");
+        let tick_before = Step::Advance(config.head_timeout - Duration::from_nanos(1));
+        let any = |action: Action| {
+            (1..=255u8).any(|control| timed_script(&pieces, control, &config).contains(&action))
+        };
+        assert!(
+            any(Action::Client(tick_before)),
+            "no control reaches a tick before a limit"
+        );
+        assert!(any(Action::Publish), "no control publishes");
+        assert!(any(Action::Client(Step::Shutdown)), "no control shuts down");
+        assert_eq!(channel_named(b"GET /events/c?x HTTP/1.1\r\n"), b"c");
+        assert_eq!(
+            channel_named(b"GET /wait/ HTTP/1.1\r\nGET /events/a.b_~-"),
+            b"a.b_~-"
+        );
+        assert_eq!(channel_named(b"GET / HTTP/1.1\r\n"), b"w");
     }
 
     #[test]
