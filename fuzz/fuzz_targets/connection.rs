@@ -97,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
         panic!("the connection outlived its client's FIN by an hour: {trace:?}");
     };
     assert!(
-        trace.last_write_at().map_or(true, |at| at <= closed_at),
+        trace.last_write_at().is_none_or(|at| at <= closed_at),
         "written after the close: {trace:?}"
     );
 });

@@ -133,7 +133,7 @@ pub fn timed_script<'a>(pieces: &[&'a [u8]], control: u8, config: &Config) -> Ve
         }
     }
     steps.push(Action::Client(Step::StartReading));
-    steps.push(Action::Client(if control & 0x80 != 0 && control % 7 == 0 {
+    steps.push(Action::Client(if control & 0x83 == 0x83 {
         Step::HangUp
     } else {
         Step::ShutdownWrite

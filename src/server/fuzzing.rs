@@ -190,7 +190,13 @@ struct Parts {
     log: AccessLog,
 }
 
-// ---- The adapter: the only code here that knows Conn's entry points and Ctx's fields. ----
+// ---- The adapter: the only code here that knows Conn's entry points and Ctx's fields ----
+// ---- (timers are armed by the loop's own `arm_timer`). Re-fit this when they change. ----
+
+/// A connection accepted now, as `EventLoop::accept` makes it.
+fn accept(wire: &Rc<RefCell<Wire>>, peer: SocketAddr, now: Instant) -> Conn<Scripted> {
+    Conn::new(Scripted(Rc::clone(wire)), peer, now)
+}
 
 /// Gives `conn` its turn for `event` with the loop's context, as `EventLoop::with_conn` does.
 fn turn(
@@ -341,7 +347,7 @@ impl Driver {
             wire.borrow_mut().trace.closed_at = Some(self.elapsed());
             None
         } else {
-            Some(Conn::new(Scripted(Rc::clone(&wire)), peer, self.now))
+            Some(accept(&wire, peer, self.now))
         };
         self.clients.push(Client { wire, conn });
         self.arm(Token(id));
