@@ -335,13 +335,14 @@ fn unknown_paths_get_404() {
 fn known_paths_with_the_wrong_method_get_405_and_allow() {
     let server = Server::start();
     #[rustfmt::skip]
-    let cases: [(&[u8], &[&str]); 6] = [
+    // (DELETE and OPTIONS, which no built-in route has, are 501s since: see
+    // methods_no_route_has_get_501; PUT /md5 is an upload.)
+    let cases: [(&[u8], &[&str]); 5] = [
         (b"POST /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &["GET", "HEAD"]),
         (b"PUT /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",  &["GET", "HEAD"]),
-        (b"DELETE /plaintext HTTP/1.1\r\nHost: x\r\n\r\n",                     &["GET", "HEAD"]),
-        (b"GET /md5 HTTP/1.1\r\nHost: x\r\n\r\n",                              &["POST"]),
-        (b"PUT /md5 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",        &["POST"]),
-        (b"OPTIONS /md5 HTTP/1.1\r\nHost: x\r\n\r\n",                          &["POST"]),
+        (b"GET /md5 HTTP/1.1\r\nHost: x\r\n\r\n",                              &["POST", "PUT"]),
+        (b"POST /wait/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",       &["GET"]),
+        (b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",       &["GET"]),
     ];
     for (request, allowed) in cases {
         let mut conn = server.connect();
