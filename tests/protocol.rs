@@ -719,3 +719,52 @@ fn curl_upload_file_puts_anywhere_unclaimed_and_gets_the_md5() {
         "only PUT reaches the upload fallback: {get:?}"
     );
 }
+
+#[test]
+fn dynamic_answers_are_never_stored_by_a_cache() {
+    // RFC 9111 §5.2.2.5: counts, publish results, waits, events, digests, metrics and command
+    // output change from one request to the next: a cache in front must not replay them.
+    // /plaintext is a fixed answer and says nothing.
+    let server = Server::start_with(&["--comet-timeout", "1", "--exec", "x=echo hi"]);
+    let no_store = |name: &str, headers: &str| {
+        let values: Vec<&str> = headers
+            .lines()
+            .filter_map(|l| l.strip_prefix("cache-control:"))
+            .map(str::trim)
+            .collect();
+        assert_eq!(values, ["no-store"], "{name}: {headers}");
+    };
+    let mut parked = server.connect();
+    parked.send(b"GET /wait/cache HTTP/1.1\r\nHost: x\r\n\r\n");
+    #[rustfmt::skip]
+    let requests: [(&str, &[u8]); 10] = [
+        ("count", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("HEAD count", b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("GET /notify", b"GET /notify/nobody HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("POST /notify", b"POST /notify/nobody HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"),
+        ("POST /md5", b"POST /md5 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"),
+        ("PUT upload", b"PUT /file.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"),
+        ("metrics", b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("wait timing out", b"GET /wait/nobody HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("events", b"GET /events/cache HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("command output", b"GET /stream/x HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ];
+    for (name, request) in requests {
+        let mut conn = server.connect();
+        conn.send(request);
+        let (status, headers) = status_and_headers(&mut conn);
+        assert!(status == 200 || status == 204, "{name}: {headers}");
+        no_store(name, &headers);
+    }
+    // The waiter sent first is answered by this message (or, had it not parked yet, by its
+    // timeout): a wait's answer either way.
+    let published = server.request(&post("/notify/cache", b"m"));
+    assert_eq!(published.status, 200, "{published:?}");
+    let (_, headers) = status_and_headers(&mut parked);
+    no_store("wait answered", &headers);
+
+    let mut conn = server.connect();
+    conn.send(GET_PLAINTEXT);
+    let (_, headers) = status_and_headers(&mut conn);
+    assert!(!headers.contains("cache-control"), "{headers}");
+}

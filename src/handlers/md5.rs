@@ -24,7 +24,7 @@ impl BodySink for Md5Sink {
 
     fn finish(self: Box<Self>) -> Response {
         let digest = self.hasher.finalize();
-        Response::text(200, hex(&digest))
+        Response::text(200, hex(&digest)).no_store()
     }
 }
 

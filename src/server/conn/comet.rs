@@ -87,7 +87,9 @@ impl<T: Transport> Conn<T> {
             CatchUp::Next(message) => (message, false),
             CatchUp::Resync(Some(message)) => (message, true),
             CatchUp::Resync(None) => {
-                let response = Response::text(204, "").with_header(RESYNC_HEADER, "true");
+                let response = Response::text(204, "")
+                    .with_header(RESYNC_HEADER, "true")
+                    .no_store();
                 return self.respond(response, reply, ctx);
             }
         };
@@ -149,7 +151,9 @@ pub(super) fn publish<S>(
         Payload::Body { .. } => body.into_boxed_slice(),
     };
     let (id, reached) = ctx.comet.publish(key, content_type, message_body, ctx.now);
-    Response::text(200, reached.to_string()).with_header(ID_HEADER, id.to_string())
+    Response::text(200, reached.to_string())
+        .with_header(ID_HEADER, id.to_string())
+        .no_store()
 }
 
 fn comet_error(error: CometError) -> Response {

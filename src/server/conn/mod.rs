@@ -341,7 +341,7 @@ impl<T: Transport> Conn<T> {
         }
         match &self.phase {
             Phase::Lingering => return Next::Close,
-            Phase::Parked(_) => self.answer_waiter(Response::text(204, ""), ctx),
+            Phase::Parked(_) => self.answer_waiter(Response::text(204, "").no_store(), ctx),
             Phase::Subscribed(subscribed) => {
                 let chunked = subscribed.chunked;
                 fanout::push_stream_bytes(self.output_bytes(ctx.pool), HEARTBEAT, chunked);
@@ -890,7 +890,7 @@ fn route<S: Service>(head: &Head<'_>, admin: bool, ctx: &mut Ctx<'_, S>) -> Cons
         },
         Route::Streamed(sink) => Consumer::Streamed(sink),
         Route::CountWaiters => {
-            Consumer::Discard(Response::text(200, ctx.comet.parked().to_string()))
+            Consumer::Discard(Response::text(200, ctx.comet.parked().to_string()).no_store())
         }
         Route::Wait { channel, after } => match parse_after(after) {
             Ok(after) => Consumer::Wait { channel, after },
@@ -906,11 +906,14 @@ fn route<S: Service>(head: &Head<'_>, admin: bool, ctx: &mut Ctx<'_, S>) -> Cons
             let text = ctx
                 .stats
                 .render_prometheus(&gauges, ctx.config.events_per_poll);
-            Consumer::Discard(Response::bytes(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                text.into_bytes(),
-            ))
+            Consumer::Discard(
+                Response::bytes(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text.into_bytes(),
+                )
+                .no_store(),
+            )
         }
         Route::Publish { channel, payload } => {
             let content_type = match payload {

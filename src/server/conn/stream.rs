@@ -9,7 +9,7 @@ use mio::unix::pipe;
 use mio::Interest;
 
 use super::{come_back_later, internal_error, Conn, Ctx, Next, Phase, ReplyTo, Transport};
-use crate::http::response::{encode_head, BodyFraming};
+use crate::http::response::{encode_head, BodyFraming, NO_STORE};
 use crate::http::{Response, Version};
 use crate::router::Service;
 use crate::server::child::{self, Spawned, REAP_INTERVAL};
@@ -104,7 +104,7 @@ impl<T: Transport> Conn<T> {
         };
         let headers = [
             ("X-Content-Type-Options", "nosniff"),
-            ("Cache-Control", "no-cache"),
+            NO_STORE,
             ("Trailer", "X-Exit-Status"),
         ];
         let headers = headers.into_iter().take(if chunked { 3 } else { 2 });
