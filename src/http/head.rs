@@ -219,24 +219,38 @@ pub fn parse_head<'a>(
     // Our own request-line grammar first (RFC 9112 §3): httparse is laxer about the target
     // and knows no version but 1.0 and 1.1.
     let line = parse_request_line(head)?;
-    let headers: &'a [httparse::Header<'a>] = if line.minor_version <= 1 {
-        let mut request = httparse::Request::new(&mut []);
-        match request.parse_with_uninit_headers(head, &mut storage[..slots]) {
-            Ok(httparse::Status::Complete(_)) => {}
-            // The scanner found an empty line, so a partial parse means a malformed line ending.
-            Ok(httparse::Status::Partial) => return Err(RequestError::MalformedHead),
-            Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
-            Err(_) => return Err(RequestError::MalformedHead),
-        }
-        request.headers
-    } else {
-        higher_minor_fields(&head[line.len..], storage, slots)?
-    };
-    let (method, target, version) = (line.method, line.target, line.version);
+    let (method, target, headers): (&'a str, &'a str, &'a [httparse::Header<'a>]) =
+        if line.minor_version <= 1 {
+            let mut request = httparse::Request::new(&mut []);
+            match request.parse_with_uninit_headers(head, &mut storage[..slots]) {
+                Ok(httparse::Status::Complete(_)) => {}
+                // The scanner found an empty line, so a partial parse means a malformed line
+                // ending.
+                Ok(httparse::Status::Partial) => return Err(RequestError::MalformedHead),
+                Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
+                Err(_) => return Err(RequestError::MalformedHead),
+            }
+            let method = request.method.unwrap_or_default();
+            let target = request.path.unwrap_or_default();
+            (method, target, request.headers)
+        } else {
+            let ascii = |bytes| std::str::from_utf8(bytes).map_err(|_| RequestError::MalformedHead);
+            let target_end = line.method_len + 1 + line.target_len;
+            let method = ascii(&head[..line.method_len])?;
+            let target = ascii(&head[line.method_len + 1..target_end])?;
+            let headers = higher_minor_fields(&head[line.len..], storage, slots)?;
+            (method, target, headers)
+        };
+    // httparse read the same line: what it accepts includes all our grammar does.
+    debug_assert_eq!(
+        (method.len(), target.len()),
+        (line.method_len, line.target_len)
+    );
+    let version = line.version;
     if target.len() > limits.max_target_size {
         return Err(RequestError::TargetTooLong);
     }
-    let (path, query) = split_target(method, target)?;
+    let (path, query) = split_target(method, target, &line)?;
     let fields = FieldSummary::collect(headers, version)?;
 
     // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request without exactly one
@@ -262,42 +276,71 @@ pub fn parse_head<'a>(
     })
 }
 
-/// A request-line (RFC 9112 §3): `method SP request-target SP HTTP-version`, then CRLF (or
-/// the bare LF §2.2 lets a server accept).
+/// The shape of a request-line (RFC 9112 §3): `method SP request-target SP HTTP-version`,
+/// then CRLF (or the bare LF §2.2 lets a server accept).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RequestLine<'a> {
-    method: &'a str,
-    /// Only its extent is checked here; [`split_target`] judges its form and bytes.
-    target: &'a str,
+struct RequestLine {
+    method_len: usize,
+    /// The target starts after the method and its SP. Its bytes are all RFC 3986's.
+    target_len: usize,
+    /// `[` or `]`, which only an authority may hold (an IP-literal).
+    target_has_brackets: bool,
+    /// Where the first `?` is in the target, if anywhere: the query follows it.
+    query_at: Option<usize>,
     version: Version,
     minor_version: u8,
     /// Bytes of the line, its line ending included.
     len: usize,
 }
 
-/// Splits and checks a request-line, exactly one SP between its parts (RFC 9112 §3: the
+/// Checks a request-line in one pass: exactly one SP between its parts (RFC 9112 §3: the
 /// lenient whitespace splitting it allows is how a target with a space in it turns into a
-/// different request). A well-formed `HTTP/x.y` with a major version other than 1 is a 505
-/// (RFC 9110 §15.6.6), `HTTP/0.9` included; 1.y with y > 1 is read as 1.1 (RFC 9110 §2.5:
-/// the highest minor version we speak); anything else is a malformed line, 400.
-fn parse_request_line(head: &[u8]) -> Result<RequestLine<'_>, RequestError> {
-    let line_end = find_newline(head).ok_or(RequestError::MalformedHead)?;
-    let line = match &head[..line_end] {
-        [line @ .., b'\r'] => line,
-        line => line,
-    };
+/// different request); a target of RFC 3986 bytes only (§3.2: no fragment, raw space,
+/// control or non-ASCII byte, no `"<>\^`{|}`, a `%` then two hex digits). A well-formed
+/// `HTTP/x.y` with a major version other than 1 is a 505 (RFC 9110 §15.6.6), `HTTP/0.9`
+/// included; 1.y with y > 1 is read as 1.1 (RFC 9110 §2.5: the highest minor version we
+/// speak); anything else is a malformed line, 400.
+fn parse_request_line(head: &[u8]) -> Result<RequestLine, RequestError> {
     // method = token (RFC 9110 §9.1)
-    let method_len = line
-        .iter()
-        .position(|&b| !is_tchar(b))
-        .unwrap_or(line.len());
-    let rest = match &line[method_len..] {
-        [b' ', rest @ ..] if method_len > 0 => rest,
-        _ => return Err(RequestError::MalformedHead),
-    };
-    let target_len = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-    let version = match &rest[target_len..] {
-        [b' ', version @ ..] if target_len > 0 => version,
+    let method_len = head.iter().position(|&b| !is_tchar(b)).unwrap_or(0);
+    if method_len == 0 || head.get(method_len) != Some(&b' ') {
+        return Err(RequestError::MalformedHead);
+    }
+    let target_start = method_len + 1;
+    let mut at = target_start;
+    let mut target_has_brackets = false;
+    let mut query_at = None;
+    while let Some(&b) = head.get(at) {
+        match TARGET_BYTES[usize::from(b)] {
+            URI_PLAIN => at += 1,
+            URI_QUESTION_MARK => {
+                query_at = query_at.or(Some(at - target_start));
+                at += 1;
+            }
+            URI_PERCENT => match head.get(at + 1..at + 3) {
+                Some([h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => at += 3,
+                _ => return Err(RequestError::BadTarget),
+            },
+            URI_BRACKET => {
+                target_has_brackets = true;
+                at += 1;
+            }
+            _ => break,
+        }
+    }
+    let target_len = at - target_start;
+    match head.get(at) {
+        Some(b' ') if target_len > 0 => {}
+        Some(b' ' | b'\r' | b'\n') | None => return Err(RequestError::MalformedHead),
+        Some(_) => return Err(RequestError::BadTarget),
+    }
+    let version_at = at + 1;
+    let version = head
+        .get(version_at..version_at + 8)
+        .ok_or(RequestError::MalformedHead)?;
+    let line_ending = match &head[version_at + 8..] {
+        [b'\r', b'\n', ..] => 2,
+        [b'\n', ..] => 1,
         _ => return Err(RequestError::MalformedHead),
     };
     let (version, minor_version) = match *version {
@@ -317,15 +360,21 @@ fn parse_request_line(head: &[u8]) -> Result<RequestLine<'_>, RequestError> {
         }
         _ => return Err(RequestError::MalformedHead),
     };
-    let ascii = |bytes| std::str::from_utf8(bytes).map_err(|_| RequestError::MalformedHead);
     Ok(RequestLine {
-        method: ascii(&line[..method_len])?,
-        // Any byte but SP so far: split_target refuses what RFC 3986 does not allow.
-        target: std::str::from_utf8(&rest[..target_len]).map_err(|_| RequestError::BadTarget)?,
+        method_len,
+        target_len,
+        target_has_brackets,
+        query_at,
         version,
         minor_version,
-        len: line_end + 1,
+        len: version_at + 8 + line_ending,
     })
+}
+
+/// tchar (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    matches!(b, b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'.' | b'^'..=b'`' | b'|' | b'~')
+        || b.is_ascii_alphanumeric()
 }
 
 /// A request httparse knows with an empty field line `a:` for each header slot.
@@ -374,15 +423,24 @@ fn higher_minor_fields<'a>(
 }
 
 /// Splits a request-target into the path the router sees and the query, refusing any form
-/// or byte RFC 9112 §3.2 and RFC 3986 do not allow: a fragment, a raw space, control or
-/// non-ASCII byte, `"<>\^`{|}`, a `%` not followed by two hex digits.
+/// RFC 9112 §3.2 does not allow, and bytes RFC 3986 does not allow where they are.
 fn split_target<'a>(
     method: &str,
     target: &'a str,
+    line: &RequestLine,
 ) -> Result<(&'a str, Option<&'a str>), RequestError> {
     let path_and_query = if target.starts_with('/') {
-        // origin-form = absolute-path [ "?" query ]
-        target
+        // origin-form = absolute-path [ "?" query ]: the request-line checked its bytes,
+        // all but the brackets only an authority may hold, and found the `?`.
+        if line.target_has_brackets {
+            return Err(RequestError::BadTarget);
+        }
+        return Ok(
+            match line.query_at.and_then(|at| target.split_at_checked(at)) {
+                Some((path, query)) => (path, Some(&query[1..])),
+                None => (target, None),
+            },
+        );
     } else if let Some(rest) = strip_http_scheme(target) {
         // absolute-form (§3.2.2): authority, then an optional path-abempty and query.
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -417,6 +475,30 @@ fn split_target<'a>(
         None => (path_and_query, None),
     })
 }
+
+/// What a byte is in a request-target, as the request-line scan sees it: not RFC 3986's,
+/// allowed as it is, `%` (two hex digits must follow), a bracket, or `?`.
+const URI_INVALID: u8 = 0;
+const URI_PLAIN: u8 = 1;
+const URI_PERCENT: u8 = 2;
+const URI_BRACKET: u8 = 3;
+const URI_QUESTION_MARK: u8 = 4;
+
+static TARGET_BYTES: [u8; 256] = {
+    let mut table = [URI_INVALID; 256];
+    let mut b = 0;
+    while b < 256 {
+        if URI_BYTES[b] != 0 {
+            table[b] = URI_PLAIN;
+        }
+        b += 1;
+    }
+    table[b'%' as usize] = URI_PERCENT;
+    table[b'[' as usize] = URI_BRACKET;
+    table[b']' as usize] = URI_BRACKET;
+    table[b'?' as usize] = URI_QUESTION_MARK;
+    table
+};
 
 /// Which bytes a part of a request-target may hold as they are (RFC 3986 §2-§3).
 const PATH_OR_QUERY: u8 = 1;
@@ -490,11 +572,6 @@ fn is_host_and_port(target: &str) -> bool {
         }
         None => false,
     }
-}
-
-/// tchar (RFC 9110 §5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn strip_http_scheme(target: &str) -> Option<&str> {
