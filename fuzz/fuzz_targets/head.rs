@@ -100,7 +100,9 @@ fn check_parsed(head: &[u8], parsed: &Head<'_>, limits: &HeadLimits) {
     // httparse knows no HTTP/1.y beyond 1.1, which we read as 1.1 (RFC 9110 §2.5): it reads
     // a copy that says 1.1.
     let line_end = head.iter().position(|&b| b == b'\n').expect("a line");
-    let line = head[..line_end].strip_suffix(b"\r").unwrap_or(&head[..line_end]);
+    let line = head[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&head[..line_end]);
     let mut as_http_1_1 = head.to_vec();
     if let [.., b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] = *line {
         assert!(minor.is_ascii_digit());
@@ -122,7 +124,13 @@ fn check_parsed(head: &[u8], parsed: &Head<'_>, limits: &HeadLimits) {
         assert_eq!((theirs.name, theirs.value), (ours.name, ours.value));
     }
     // The request-line is exactly `method SP target SP version` (RFC 9112 §3).
-    let expected_line = [parsed.method.as_bytes(), b" ", parsed.target.as_bytes(), b" "].concat();
+    let expected_line = [
+        parsed.method.as_bytes(),
+        b" ",
+        parsed.target.as_bytes(),
+        b" ",
+    ]
+    .concat();
     assert!(line.starts_with(&expected_line) && line.len() == expected_line.len() + 8);
     // RFC 3986 bytes only: no fragment, space, control, non-ASCII or "<>\^`{|}; `%` then
     // two hex digits.
