@@ -161,7 +161,7 @@ fn assert_stream_head(head: &Response, case: &str) {
     for (name, value) in [
         ("content-type", "text/plain; charset=utf-8"),
         ("x-content-type-options", "nosniff"),
-        ("cache-control", "no-cache"),
+        ("cache-control", "no-store"),
         ("trailer", "X-Exit-Status"),
     ] {
         assert!(

@@ -219,18 +219,82 @@ fn reference_chunked_into(input: &[u8], max_trailer: usize, data: &mut Vec<u8>) 
         if digits == 0 {
             return Invalid;
         }
-        // BWS, then extensions: everything after the first ';' up to CR, bounded.
-        while matches!(byte!(), b' ' | b'\t') {
-            at += 1;
-        }
-        if byte!() == b';' {
-            at += 1;
-            let start = at;
-            while byte!() != b'\r' {
-                if is_control(byte!()) || at + 1 - start > MAX_CHUNK_EXTENSION {
+        // chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ), then
+        // CRLF (RFC 9112 §7.1.1): every byte between the size and the CR counts against the
+        // bound.
+        let ext_start = at;
+        macro_rules! take {
+            () => {
+                if at - ext_start >= MAX_CHUNK_EXTENSION {
                     return Invalid;
                 }
                 at += 1;
+            };
+        }
+        macro_rules! bws {
+            () => {{
+                let mut any = false;
+                while matches!(byte!(), b' ' | b'\t') {
+                    take!();
+                    any = true;
+                }
+                any
+            }};
+        }
+        macro_rules! token {
+            () => {
+                if !is_tchar(byte!()) {
+                    return Invalid;
+                }
+                while is_tchar(byte!()) {
+                    take!();
+                }
+            };
+        }
+        loop {
+            let spaced = bws!();
+            match byte!() {
+                b'\r' if !spaced => break,
+                b';' => {
+                    take!();
+                }
+                _ => return Invalid,
+            }
+            bws!();
+            token!();
+            let spaced = bws!();
+            match byte!() {
+                b'=' => {
+                    take!();
+                    bws!();
+                    if byte!() == b'"' {
+                        take!();
+                        loop {
+                            match byte!() {
+                                b'"' => {
+                                    take!();
+                                    break;
+                                }
+                                b'\\' => {
+                                    take!();
+                                    if is_control(byte!()) {
+                                        return Invalid;
+                                    }
+                                    take!();
+                                }
+                                b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80.. => {
+                                    take!();
+                                }
+                                _ => return Invalid,
+                            }
+                        }
+                    } else {
+                        token!();
+                    }
+                }
+                b';' => {}
+                _ if spaced => return Invalid,
+                _ => {}
             }
         }
         expect!(b'\r');
@@ -281,6 +345,11 @@ fn reference_chunked_into(input: &[u8], max_trailer: usize, data: &mut Vec<u8>) 
         }
         expect!(b'\n');
     }
+}
+
+/// tchar (RFC 9110 §5.6.2).
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// RFC 9110 §5.5: controls other than HTAB (CR counts: it may only end a line).
@@ -585,6 +654,12 @@ mod tests {
             (b"0\r\n: v\r\n\r\n", b"", Invalid),
             (b"0\r\nT v\r\n\r\n", b"", Invalid),
             (b"10000000000000000\r\n", b"", Invalid),
+            (b"5 ;a=\"q\\\"x\" ; b = c\r\nhello\r\n0\r\n\r\n", b"hello", Done { consumed: 33 }),
+            (b"5 \r\nhello\r\n0\r\n\r\n", b"", Invalid),
+            (b"5;\r\nhello\r\n0\r\n\r\n", b"", Invalid),
+            (b"5;bad[=x\r\n", b"", Invalid),
+            (b"5;a=\"q\r\nhello\r\n0\r\n\r\n", b"", Invalid),
+            (b"5;a=\"q", b"", NeedMore),
         ];
         for (input, data, outcome) in table {
             assert_eq!(reference_chunked(input, 64), (data.to_vec(), outcome.clone()), "{input:?}");
