@@ -88,9 +88,9 @@ pub fn notify_body(limit: usize) -> impl Fn(&Head<'_>) -> Route {
 /// The publisher's answer: how many connections the message reached, and its id.
 fn answer(published: Result<Published, CometError>) -> Response {
     match published {
-        Ok(Published { id, reached }) => {
-            Response::text(200, reached.to_string()).with_header(ID_HEADER, id.to_string())
-        }
+        Ok(Published { id, reached }) => Response::text(200, reached.to_string())
+            .with_header(ID_HEADER, id.to_string())
+            .no_store(),
         Err(e) => e.response(),
     }
 }
@@ -100,7 +100,7 @@ pub fn count(_head: &Head<'_>) -> Route {
     Route::Server {
         limit: None,
         handler: Rc::new(|_: Request, server: &mut ServerState<'_>| {
-            Response::text(200, server.count_waiters().to_string())
+            Response::text(200, server.count_waiters().to_string()).no_store()
         }),
     }
 }

@@ -93,7 +93,9 @@ impl<T: Transport> Conn<T> {
             CatchUp::Next(message) => (message, false),
             CatchUp::Resync(Some(message)) => (message, true),
             CatchUp::Resync(None) => {
-                let response = Response::text(204, "").with_header(RESYNC_HEADER, "true");
+                let response = Response::text(204, "")
+                    .with_header(RESYNC_HEADER, "true")
+                    .no_store();
                 return self.respond(response, reply, ctx);
             }
         };
@@ -149,16 +151,16 @@ impl<T: Transport> Conn<T> {
             return Next::Wait;
         };
         let response = match answer {
-            HubAnswer::Published { id, reached } => {
-                Response::text(200, reached.to_string()).with_header(ID_HEADER, id.to_string())
-            }
+            HubAnswer::Published { id, reached } => Response::text(200, reached.to_string())
+                .with_header(ID_HEADER, id.to_string())
+                .no_store(),
             HubAnswer::Refused(RefuseReason::BadChannelName) => {
                 CometError::BadChannelName.response()
             }
             HubAnswer::Refused(RefuseReason::TooManyChannels) => {
                 CometError::TooManyChannels.response()
             }
-            HubAnswer::Waiters(count) => Response::text(200, count.to_string()),
+            HubAnswer::Waiters(count) => Response::text(200, count.to_string()).no_store(),
             HubAnswer::Unavailable => {
                 Response::text(503, "shutting down\n").with_header("Retry-After", "1")
             }
