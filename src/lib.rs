@@ -23,6 +23,7 @@ pub mod comet;
 pub mod config;
 pub mod handlers;
 pub mod http;
+pub mod redis;
 pub mod router;
 pub mod server;
 pub mod sys;
