@@ -3,5 +3,7 @@
 //! connections ([`session`]) and its non-blocking I/O in a `mio::Poll` ([`link`]). Nothing
 //! here runs unless `--redis` is given.
 
+pub mod link;
 pub mod resp;
 pub mod scripts;
+pub mod session;
