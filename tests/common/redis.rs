@@ -54,6 +54,15 @@ impl Redis {
         panic!("redis-server did not start; log:\n{}", redis.log());
     }
 
+    /// Starts one on `port` (a test that needed the address before Redis existed).
+    pub fn start_on(port: u16) -> Redis {
+        let mut redis = Redis::start_with(&[]);
+        redis.kill();
+        redis.port = port;
+        redis.restart();
+        redis
+    }
+
     /// Starts it again on the same port and directory: with its data when it was saved
     /// (`SAVE`, or `kill` after a save), empty otherwise.
     pub fn restart(&mut self) {

@@ -1,0 +1,367 @@
+//! The Redis link (`miohttpd::redis::link`) in a real `mio::Poll` against a real
+//! `redis-server` the test starts, and against a fake Redis on a socket: cross-host delivery
+//! with identical ids, Redis unreachable at start, killed and restarted, paused (SIGSTOP),
+//! and malformed or oversized replies. The link must come back every time and never panic.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use mio::{Events, Poll, Token};
+use miohttpd::redis::link::Link;
+use miohttpd::redis::resp::Limits;
+use miohttpd::redis::scripts::KeySpace;
+use miohttpd::redis::session::{Event, Failure, LinkState, SessionConfig};
+
+const PROBE: Duration = Duration::from_millis(200);
+const REPLY_TIMEOUT: Duration = Duration::from_millis(300);
+
+fn config(addr: SocketAddr, host: &str) -> SessionConfig {
+    SessionConfig {
+        addr,
+        username: None,
+        password: None,
+        db: 0,
+        keys: KeySpace::new("t"),
+        host: host.into(),
+        history: 16,
+        key_ttl: Duration::ZERO,
+        probe_interval: PROBE,
+        reply_timeout: REPLY_TIMEOUT,
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(400),
+        limits: Limits::default(),
+    }
+}
+
+/// Links in one poll, as hosts would each have theirs.
+struct Hosts {
+    poll: Poll,
+    links: Vec<Link>,
+    /// Every event each link produced, in order.
+    seen: Vec<Vec<Event>>,
+}
+
+impl Hosts {
+    fn new(addr: SocketAddr, count: usize) -> Hosts {
+        let poll = Poll::new().unwrap();
+        let now = Instant::now();
+        let links = (0..count)
+            .map(|i| {
+                let tokens = [Token(2 * i), Token(2 * i + 1)];
+                Link::new(
+                    config(addr, &format!("host{i}")),
+                    tokens,
+                    poll.registry(),
+                    now,
+                )
+            })
+            .collect();
+        Hosts {
+            poll,
+            links,
+            seen: vec![Vec::new(); count],
+        }
+    }
+
+    /// Runs the loop until `done` holds or `limit` passes; whether it held.
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Hosts) -> bool) -> bool {
+        let end = Instant::now() + limit;
+        let mut events = Events::with_capacity(64);
+        loop {
+            self.collect();
+            if done(self) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= end {
+                return false;
+            }
+            let deadline = self.links.iter().map(Link::next_deadline).min().unwrap();
+            let wait = deadline.saturating_duration_since(now).min(end - now);
+            self.poll.poll(&mut events, Some(wait)).unwrap();
+            let now = Instant::now();
+            for event in events.iter() {
+                for link in &mut self.links {
+                    if link.owns(event.token()) {
+                        link.ready(self.poll.registry(), event.token(), now);
+                    }
+                }
+            }
+            for link in &mut self.links {
+                if link.next_deadline() <= now {
+                    link.tick(self.poll.registry(), now);
+                }
+            }
+        }
+    }
+
+    fn collect(&mut self) {
+        for (link, seen) in self.links.iter_mut().zip(&mut self.seen) {
+            seen.extend(std::iter::from_fn(|| link.poll_event()));
+        }
+    }
+
+    fn all_up(&self) -> bool {
+        self.links.iter().all(|l| l.state() == LinkState::Up)
+    }
+
+    fn publish(
+        &mut self,
+        host: usize,
+        request: u64,
+        channel: &str,
+        body: &[u8],
+    ) -> Result<(), Failure> {
+        let registry = self.poll.registry();
+        self.links[host].publish(registry, request, channel, body, Instant::now())
+    }
+
+    fn logs(&self, host: usize) -> Vec<&str> {
+        self.seen[host]
+            .iter()
+            .filter_map(|e| match e {
+                Event::Log(line) => Some(line.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn published(
+        &self,
+        host: usize,
+        request: u64,
+    ) -> Option<&Result<miohttpd::redis::scripts::Published, Failure>> {
+        self.seen[host].iter().find_map(|e| match e {
+            Event::Published { request: r, result } if *r == request => Some(result),
+            _ => None,
+        })
+    }
+}
+
+fn messages(seen: &[Event]) -> Vec<(String, u32, u64, Vec<u8>)> {
+    seen.iter()
+        .filter_map(|e| match e {
+            Event::Message {
+                channel,
+                epoch,
+                seq,
+                body,
+            } => Some((channel.clone(), *epoch, *seq, body.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+const SECONDS_5: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_publish_on_one_host_reaches_the_other_with_the_same_id() {
+    let redis = Redis::start();
+    let mut hosts = Hosts::new(redis.addr(), 2);
+    assert!(hosts.run_until(SECONDS_5, Hosts::all_up), "links up");
+    hosts.publish(0, 1, "news", b"first").unwrap();
+    hosts.publish(1, 2, "news", b"second").unwrap();
+    assert!(hosts.run_until(SECONDS_5, |h| {
+        h.published(0, 1).is_some()
+            && h.published(1, 2).is_some()
+            && messages(&h.seen[0]).len() == 1
+            && messages(&h.seen[1]).len() == 1
+    }));
+    let a = hosts.published(0, 1).unwrap().clone().unwrap();
+    let b = hosts.published(1, 2).unwrap().clone().unwrap();
+    assert_eq!(
+        (a.epoch, b.epoch),
+        (a.epoch, a.epoch),
+        "one epoch per channel"
+    );
+    let mut seqs = [a.seq, b.seq];
+    seqs.sort();
+    assert_eq!(seqs, [1, 2], "one sequence, whoever publishes");
+    assert_eq!(a.hosts, 2, "both hosts heartbeat");
+    // Each host hears the other's message (not its own), under the id its publisher got.
+    assert_eq!(
+        messages(&hosts.seen[1]),
+        [("news".into(), a.epoch, a.seq, b"first".to_vec())]
+    );
+    assert_eq!(
+        messages(&hosts.seen[0]),
+        [("news".into(), b.epoch, b.seq, b"second".to_vec())]
+    );
+}
+
+#[test]
+fn unreachable_at_start_logs_once_retries_and_comes_up() {
+    // A port nobody listens on yet.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut hosts = Hosts::new(port, 1);
+    assert_eq!(hosts.publish(0, 1, "c", b"x"), Err(Failure::Unavailable));
+    hosts.run_until(Duration::from_millis(1500), |_| false);
+    assert_eq!(hosts.links[0].state(), LinkState::Down);
+    assert!(
+        hosts.links[0].stats().failed_attempts >= 3,
+        "{:?}",
+        hosts.links[0].stats()
+    );
+    assert_eq!(
+        hosts.logs(0).len(),
+        1,
+        "one line per outage: {:?}",
+        hosts.logs(0)
+    );
+
+    let redis = Redis::start_on(port.port());
+    assert!(
+        hosts.run_until(SECONDS_5, Hosts::all_up),
+        "up once redis is there"
+    );
+    assert!(hosts.logs(0)[1].contains("up again"), "{:?}", hosts.logs(0));
+    hosts.publish(0, 2, "c", b"x").unwrap();
+    assert!(hosts.run_until(SECONDS_5, |h| h.published(0, 2).is_some()));
+    assert!(hosts.published(0, 2).unwrap().is_ok());
+    drop(redis);
+}
+
+#[test]
+fn redis_killed_and_restarted_without_its_data_gives_a_new_epoch() {
+    let mut redis = Redis::start();
+    let mut hosts = Hosts::new(redis.addr(), 2);
+    assert!(hosts.run_until(SECONDS_5, Hosts::all_up));
+    hosts.publish(0, 1, "c", b"before").unwrap();
+    assert!(hosts.run_until(SECONDS_5, |h| {
+        messages(&h.seen[1]).len() == 1 && h.published(0, 1).is_some()
+    }));
+    let before = hosts.published(0, 1).unwrap().clone().unwrap();
+
+    redis.kill();
+    assert!(hosts.run_until(SECONDS_5, |h| h
+        .links
+        .iter()
+        .all(|l| l.state() != LinkState::Up)));
+    assert!(hosts.seen[1].contains(&Event::Down));
+    assert_eq!(
+        hosts.publish(0, 2, "c", b"refused"),
+        Err(Failure::Unavailable)
+    );
+    redis.restart();
+    assert!(hosts.run_until(SECONDS_5, Hosts::all_up));
+    assert_eq!(
+        hosts.seen[1].iter().filter(|e| **e == Event::Up).count(),
+        2,
+        "Up again: catch up"
+    );
+
+    hosts.publish(0, 3, "c", b"after").unwrap();
+    assert!(hosts.run_until(SECONDS_5, |h| {
+        messages(&h.seen[1]).len() == 2 && h.published(0, 3).is_some()
+    }));
+    let after = hosts.published(0, 3).unwrap().clone().unwrap();
+    assert!(
+        after.fresh && after.seq == 1 && after.epoch != before.epoch,
+        "{after:?}"
+    );
+}
+
+#[test]
+fn redis_restarted_with_its_data_keeps_the_sequence() {
+    let mut redis = Redis::start();
+    let mut hosts = Hosts::new(redis.addr(), 1);
+    assert!(hosts.run_until(SECONDS_5, Hosts::all_up));
+    hosts.publish(0, 1, "c", b"one").unwrap();
+    assert!(hosts.run_until(SECONDS_5, |h| h.published(0, 1).is_some()));
+    let before = hosts.published(0, 1).unwrap().clone().unwrap();
+    assert_eq!(
+        redis.client().cmd(&["SAVE"]),
+        miohttpd::redis::resp::Value::Simple(b"OK".to_vec())
+    );
+    redis.kill();
+    redis.restart();
+    assert!(hosts.run_until(SECONDS_5, |h| h.seen[0]
+        .iter()
+        .filter(|e| **e == Event::Up)
+        .count()
+        == 2));
+    hosts.publish(0, 2, "c", b"two").unwrap();
+    assert!(hosts.run_until(SECONDS_5, |h| h.published(0, 2).is_some()));
+    let after = hosts.published(0, 2).unwrap().clone().unwrap();
+    assert_eq!(
+        (after.epoch, after.seq, after.fresh),
+        (before.epoch, 2, false)
+    );
+}
+
+#[test]
+fn a_paused_redis_is_detected_within_the_probe_bound_and_the_link_rebuilt() {
+    let redis = Redis::start();
+    let mut hosts = Hosts::new(redis.addr(), 1);
+    assert!(hosts.run_until(SECONDS_5, Hosts::all_up));
+    redis.pause();
+    let paused = Instant::now();
+    // Bound: a probe at most PROBE away, its reply overdue REPLY_TIMEOUT later; the margin is
+    // for a loaded machine, the assertion is that it happens, not how fast.
+    assert!(hosts.run_until(SECONDS_5, |h| h.links[0].state() != LinkState::Up));
+    let detected = paused.elapsed();
+    assert!(
+        detected < PROBE + REPLY_TIMEOUT + Duration::from_secs(2),
+        "{detected:?}"
+    );
+    assert!(hosts.logs(0)[0].contains("overdue"), "{:?}", hosts.logs(0));
+    // Attempts against a paused Redis connect (the kernel accepts) but never finish.
+    hosts.run_until(Duration::from_millis(800), |_| false);
+    assert_ne!(hosts.links[0].state(), LinkState::Up);
+    redis.resume();
+    assert!(hosts.run_until(SECONDS_5, Hosts::all_up));
+}
+
+/// A fake Redis: accepts connections and answers each with `reply` after reading a little.
+fn fake_redis(reply: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(reply);
+                // Hold the connection open: the link must notice the garbage, not an EOF.
+                let _ = stream.read(&mut buf);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn malformed_truncated_or_oversized_replies_are_errors_and_reconnects() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"!garbage\r\n", "unknown RESP type"),
+        (b"$999999999999\r\n", "bulk string too long"),
+        (b"*99999999\r\n", "array too long"),
+        (b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n", "nested too deep"),
+        (b":12a\r\n", "malformed number"),
+        // Truncated: half a reply, then silence.
+        (b"$10\r\nabc", "no answer to the handshake"),
+        // A well-formed reply of the wrong kind.
+        (b":1\r\n:1\r\n:1\r\n:1\r\n:1\r\n", "unexpected reply"),
+    ];
+    for (reply, reason) in cases {
+        let addr = fake_redis(reply);
+        let mut hosts = Hosts::new(addr, 1);
+        assert!(
+            hosts.run_until(SECONDS_5, |h| h.links[0].stats().failed_attempts >= 2),
+            "{reason}: retries"
+        );
+        let logs = hosts.logs(0);
+        assert_eq!(logs.len(), 1, "{reason}: {logs:?}");
+        assert!(logs[0].contains(reason), "{reason}: {logs:?}");
+        assert_ne!(hosts.links[0].state(), LinkState::Up);
+    }
+}
