@@ -169,6 +169,8 @@ pub struct Decoder {
     buf: Vec<u8>,
     /// Start of the unparsed bytes in `buf`.
     pos: usize,
+    /// Bytes after `pos` already searched for the CRLF of the element there.
+    scanned: usize,
     stack: Vec<OpenArray>,
     /// Wire bytes of the reply in progress consumed so far.
     reply_bytes: usize,
@@ -181,6 +183,7 @@ impl Decoder {
             limits,
             buf: Vec::new(),
             pos: 0,
+            scanned: 0,
             stack: Vec::new(),
             reply_bytes: 0,
             failed: None,
@@ -212,6 +215,7 @@ impl Decoder {
     pub fn reset(&mut self) {
         self.buf.clear();
         self.pos = 0;
+        self.scanned = 0;
         self.stack.clear();
         self.reply_bytes = 0;
         self.failed = None;
@@ -279,11 +283,19 @@ impl Decoder {
         }
         // The line, CRLF excluded, is rest[1..eol]; a CRLF is looked for only as far as the
         // longest line allowed could reach, so a peer that never sends one is refused early.
-        let search = &rest[..rest.len().min(self.limits.max_line + 3)];
-        let Some(eol) = search.windows(2).position(|w| w == b"\r\n") else {
+        // The search resumes where the last one stopped: a line arriving a byte per read
+        // costs linear time, not quadratic.
+        let end = rest.len().min(self.limits.max_line + 3);
+        let from = self.scanned.saturating_sub(1).min(end);
+        let Some(eol) = rest[from..end]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|at| from + at)
+        else {
             if rest.len() > self.limits.max_line + 2 {
                 return Err(RespError::LineTooLong);
             }
+            self.scanned = end;
             return Ok(None);
         };
         let line = &rest[1..eol];
@@ -304,6 +316,7 @@ impl Decoder {
                         return Err(RespError::ReplyTooLarge);
                     }
                     if rest.len() < total {
+                        self.scanned = eol + 1;
                         return Ok(None);
                     }
                     if &rest[used + len..total] != b"\r\n" {
@@ -326,6 +339,7 @@ impl Decoder {
             return Err(RespError::ReplyTooLarge);
         }
         self.pos += used;
+        self.scanned = 0;
         Ok(Some(element))
     }
 }
