@@ -151,6 +151,7 @@ fn messages(seen: &[Event]) -> Vec<(String, u32, u64, Vec<u8>)> {
                 epoch,
                 seq,
                 body,
+                ..
             } => Some((channel.clone(), *epoch, *seq, body.clone())),
             _ => None,
         })
@@ -364,4 +365,66 @@ fn malformed_truncated_or_oversized_replies_are_errors_and_reconnects() {
         assert!(logs[0].contains(reason), "{reason}: {logs:?}");
         assert_ne!(hosts.links[0].state(), LinkState::Up);
     }
+}
+
+#[test]
+fn a_publish_counts_every_host_that_answers_within_the_bound() {
+    use miohttpd::redis::counts::{count_payload, Counts, MessageKey};
+    let redis = Redis::start();
+    let mut hosts = Hosts::new(redis.addr(), 3);
+    assert!(hosts.run_until(SECONDS_5, Hosts::all_up));
+    // Up means counted: the first heartbeat is part of the handshake.
+
+    let bound = Duration::from_millis(500);
+    let mut counts = Counts::new(bound);
+    let mut answered = 0;
+    // Round one: hosts 1 and 2 answer with 10 and 20 waiters; round two: host 2 is silent.
+    for (request, silent) in [(1, None), (2, Some(2))] {
+        hosts.publish(0, request, "c", b"x").unwrap();
+        let started = Instant::now();
+        let mut tally = None;
+        hosts.run_until(SECONDS_5, |h| {
+            h.published(0, request).is_some() && messages(&h.seen[1]).len() == request as usize
+        });
+        let published = hosts.published(0, request).unwrap().clone().unwrap();
+        assert_eq!(published.hosts, 3);
+        let key = MessageKey {
+            channel: "c".into(),
+            epoch: published.epoch,
+            seq: published.seq,
+        };
+        assert_eq!(
+            counts.published(request, key.clone(), 5, published.hosts, started),
+            None
+        );
+        for other in [1, 2] {
+            if Some(other) == silent {
+                continue;
+            }
+            let payload = count_payload(&key, &format!("host{other}"), 10 * other as u64);
+            let registry = hosts.poll.registry();
+            hosts.links[other].reply_to_host(registry, "host0", &payload, Instant::now());
+        }
+        while tally.is_none() && started.elapsed() < SECONDS_5 {
+            hosts.run_until(Duration::from_millis(20), |_| false);
+            for event in hosts.seen[0].drain(..) {
+                if let Event::HostReply(payload) = event {
+                    tally = tally.or(counts.reply(&payload));
+                }
+            }
+            let mut done = Vec::new();
+            counts.expire(Instant::now(), &mut done);
+            tally = tally.or(done.pop());
+        }
+        let tally = tally.expect("a tally within the bound");
+        answered += 1;
+        match silent {
+            None => assert_eq!((tally.reached, tally.hosts_header()), (35, "3/3".into())),
+            Some(_) => {
+                assert_eq!((tally.reached, tally.hosts_header()), (15, "2/3".into()));
+                assert!(started.elapsed() >= bound, "left out only after the bound");
+            }
+        }
+    }
+    assert_eq!(answered, 2);
 }

@@ -1,8 +1,10 @@
 //! Comet across hosts through Redis: the RESP codec ([`resp`]), the atomic publish and the
 //! catch-up read as Lua scripts ([`scripts`]), the sans-IO state machine of the two Redis
-//! connections ([`session`]) and its non-blocking I/O in a `mio::Poll` ([`link`]). Nothing
-//! here runs unless `--redis` is given.
+//! connections ([`session`]), its non-blocking I/O in a `mio::Poll` ([`link`]), and the
+//! count of every host's waiters for a publish ([`counts`]); plus the `--redis` URL. Nothing
+//! here runs unless `--redis` is given. The design is in docs/comet.md ("Across hosts").
 
+pub mod counts;
 pub mod link;
 pub mod resp;
 pub mod scripts;

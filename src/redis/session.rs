@@ -132,8 +132,10 @@ pub enum Event {
     Up,
     /// The link went down; parked waiters stay parked.
     Down,
-    /// A message published by another host.
+    /// A message published by another host, `origin` (which wants this host's delivery
+    /// count on its reply channel).
     Message {
+        origin: String,
         channel: String,
         epoch: u32,
         seq: u64,
@@ -160,6 +162,13 @@ pub enum Action {
     Connect(Conn),
     /// Drop the connection.
     Close(Conn),
+}
+
+/// How long a heartbeat marks this host live: three probe intervals and a reply timeout, so
+/// one late heartbeat does not drop a host from the counts.
+fn heartbeat_ttl_ms(config: &SessionConfig) -> u64 {
+    let ttl = config.probe_interval * 3 + config.reply_timeout;
+    ttl.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
 /// A request sent and not yet answered, in the order sent.
@@ -382,6 +391,11 @@ impl Session {
                         now,
                     );
                 }
+                // The first heartbeat is part of the handshake: once the link is up, this
+                // host is counted by every publish.
+                let ttl = heartbeat_ttl_ms(config);
+                encode_heartbeat(&mut c.out, Invoke::Source, &config.keys, &config.host, ttl);
+                c.pending.push_back((Pending::Heartbeat, now));
             }
             Conn::Subscriber => {
                 // Pub/sub ignores the database number: no SELECT.
@@ -535,19 +549,13 @@ impl Session {
         self.next_probe = now + self.config.probe_interval;
         self.stats.probes += 1;
         self.conns[Conn::Subscriber.index()].send(&[b"PING"], Pending::Probe, now);
-        let ttl = (self.config.probe_interval * 3 + self.config.reply_timeout).as_millis();
+        let ttl = heartbeat_ttl_ms(&self.config);
         let how = match &self.shas[2] {
             Some(sha) => Invoke::Sha(sha),
             None => Invoke::Source,
         };
         let c = &mut self.conns[Conn::Command.index()];
-        encode_heartbeat(
-            &mut c.out,
-            how,
-            &self.config.keys,
-            &self.config.host,
-            ttl as u64,
-        );
+        encode_heartbeat(&mut c.out, how, &self.config.keys, &self.config.host, ttl);
         c.pending.push_back((Pending::Heartbeat, now));
     }
 
@@ -691,6 +699,7 @@ impl Session {
             if message.origin != self.config.host {
                 self.stats.received += 1;
                 self.events.push_back(Event::Message {
+                    origin: message.origin.to_owned(),
                     channel: message.channel.to_owned(),
                     epoch: message.epoch,
                     seq: message.seq,
@@ -721,8 +730,7 @@ impl Session {
             self.outage_logged = false;
         }
         self.events.push_back(Event::Up);
-        // The first probe and heartbeat at once: this host is counted from now.
-        self.probe(now);
+        self.next_probe = now + self.config.probe_interval;
     }
 
     fn fail(&mut self, reason: &str, now: Instant) {
@@ -824,11 +832,11 @@ mod tests {
             .collect()
     }
 
-    const COMMAND_HANDSHAKE: &[u8] = b"+OK\r\n+OK\r\n$3\r\nsh1\r\n$3\r\nsh2\r\n$3\r\nsh3\r\n";
+    const COMMAND_HANDSHAKE: &[u8] = b"+OK\r\n+OK\r\n$3\r\nsh1\r\n$3\r\nsh2\r\n$3\r\nsh3\r\n:1\r\n";
     const SUBSCRIBER_HANDSHAKE: &[u8] = b"+OK\r\n*3\r\n$9\r\nsubscribe\r\n$5\r\np:bus\r\n:1\r\n\
         *3\r\n$9\r\nsubscribe\r\n$9\r\np:host:me\r\n:2\r\n";
 
-    /// A session through its handshakes at `now`, its first probe written.
+    /// A session through its handshakes at `now`.
     fn up(now: Instant) -> Session {
         let mut s = Session::new(config(Some("sekrit")), now);
         assert_eq!(
@@ -869,7 +877,8 @@ mod tests {
                 "SELECT 2",
                 "SCRIPT LOAD <script>",
                 "SCRIPT LOAD <script>",
-                "SCRIPT LOAD <script>"
+                "SCRIPT LOAD <script>",
+                "EVAL <script> 1 p:hosts me 3500"
             ]
         );
         s.connected(Conn::Subscriber, t);
@@ -886,12 +895,15 @@ mod tests {
         s.received(Conn::Subscriber, SUBSCRIBER_HANDSHAKE, t);
         assert_eq!(s.state(), LinkState::Up);
         assert_eq!(events(&mut s), [Event::Up]);
+        assert_eq!(s.output(Conn::Subscriber), b"");
+        assert_eq!(s.next_deadline(), t + 1000 * MS, "the first probe");
+        s.tick(t + 1000 * MS);
         assert_eq!(written(&mut s, Conn::Subscriber), ["PING"]);
         assert_eq!(
             written(&mut s, Conn::Command),
             ["EVALSHA sh3 1 p:hosts me 3500"]
         );
-        assert_eq!(s.next_deadline(), t + 500 * MS, "the replies are due");
+        assert_eq!(s.next_deadline(), t + 1500 * MS, "the replies are due");
     }
 
     #[test]
@@ -918,7 +930,6 @@ mod tests {
             written(&mut s, Conn::Command),
             ["EVALSHA sh1 3 p:{news}:meta p:{news}:stream p:hosts 8 hi p:bus news me 0"]
         );
-        s.received(Conn::Command, b":1\r\n", t); // the heartbeat's reply comes first
         s.received(Conn::Command, b"-NOSCRIPT No matching script.\r\n", t);
         assert_eq!(events(&mut s), []);
         let again = written(&mut s, Conn::Command);
@@ -970,6 +981,7 @@ mod tests {
             events(&mut s),
             [
                 Event::Message {
+                    origin: "other".into(),
                     channel: "c".into(),
                     epoch: 5,
                     seq: 2,
@@ -985,9 +997,6 @@ mod tests {
     fn a_silent_subscriber_is_noticed_within_the_probe_bound_and_rebuilt() {
         let t = Instant::now();
         let mut s = up(t);
-        // The first probe's answers.
-        s.received(Conn::Subscriber, b"*2\r\n$4\r\npong\r\n$0\r\n\r\n", t);
-        s.received(Conn::Command, b":1\r\n", t);
         s.publish(1, "c", b"x", t + 900 * MS).unwrap();
         s.received(
             Conn::Command,
@@ -1086,10 +1095,10 @@ mod tests {
         let cases: &[(Conn, &[u8], &str)] = &[
             (Conn::Command, b"?what\r\n", "malformed reply"),
             (Conn::Command, b"$99999999999\r\n", "bulk string too long"),
-            (Conn::Command, b":1\r\n*2\r\n:1\r\n:2\r\n", "not 4 items"),
+            (Conn::Command, b"*2\r\n:1\r\n:2\r\n", "not 4 items"),
             (
                 Conn::Command,
-                b":1\r\n*4\r\n:1\r\n:1\r\n:0\r\n:1\r\n:6\r\n",
+                b"*4\r\n:1\r\n:1\r\n:0\r\n:1\r\n:6\r\n",
                 "a reply to no request",
             ),
             (
@@ -1101,6 +1110,11 @@ mod tests {
         ];
         for (conn, bytes, reason) in cases {
             let mut s = up(t);
+            if *conn == Conn::Subscriber {
+                // A probe in flight, its heartbeat answered.
+                s.tick(t + 1000 * MS);
+                s.received(Conn::Command, b":1\r\n", t);
+            }
             s.publish(1, "c", b"x", t).unwrap();
             s.received(*conn, bytes, t);
             assert_eq!(s.state(), LinkState::Down, "{reason}");
