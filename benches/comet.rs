@@ -18,31 +18,25 @@
 //!
 //! Under `cargo test` (no `--bench`): 300 waiters against the debug binary, no pinning, no peer.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, Socket, Type};
+use loadbench::client::exchange;
+use loadbench::cpu::{memory, pin_self_to_client_core, CpuTimes};
+use loadbench::longpoll::{check_answer, Waiters};
+use loadbench::peers::{ensure_nchan, nchan_config, start_nginx};
+use loadbench::report::{median, number_list};
+use loadbench::server::Server;
+use loadbench::svg::{LineChart, Scale, Series};
 
-mod common;
-use common::svg::{LineChart, Scale, Series};
-use common::{
-    apt_install, free_port, median, memory, number_list, pin_self_to_client_core, CpuTimes, Server,
-    MIOHTTPD,
-};
+const MIOHTTPD: &str = env!("CARGO_BIN_EXE_miohttpd");
 
-/// Connections per source address: the ephemeral port range (28k ports here) slows connects
-/// well before it runs out.
-const PER_SOURCE_ADDRESS: usize = 5_000;
-/// Connects in flight at once, so the listen backlog never overflows into SYN retries.
-const MAX_CONNECTING: usize = 512;
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// A server whose waiter count stops growing for this long will not reach N: skip it.
 const STALL_TIMEOUT: Duration = Duration::from_secs(15);
-const NCHAN_MODULE: &str = "/usr/lib/nginx/modules/ngx_nchan_module.so";
 
 struct Options {
     waiters: usize,
@@ -161,7 +155,7 @@ fn main() {
     }
     let mut peers = vec![Peer::Miohttpd];
     if opts.bench && opts.peer {
-        match nchan_available() {
+        match ensure_nchan("comet") {
             Ok(()) => peers.push(Peer::Nchan),
             Err(why) => println!("comet: nginx+nchan peer skipped: {why}"),
         }
@@ -242,9 +236,7 @@ impl Table {
         if failure.is_some() || results.is_empty() {
             return None;
         }
-        let mut v: Vec<f64> = results.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        Some(median(&v))
+        Some(median(&results.iter().map(f).collect::<Vec<_>>()))
     }
 }
 
@@ -268,17 +260,13 @@ impl Peer {
             Peer::Miohttpd => {
                 Server::start_with_banner(self.name(), Command::new(MIOHTTPD), "miohttpd", pin)
             }
-            Peer::Nchan => {
-                let addr = free_port();
-                let dir =
-                    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nchan-{}", addr.port()));
-                std::fs::create_dir_all(&dir).expect("nchan scratch dir");
-                let conf = dir.join("nginx.conf");
-                std::fs::write(&conf, nchan_config(addr, &dir)).expect("nginx.conf");
-                let mut cmd = Command::new("nginx");
-                cmd.arg("-c").arg(&conf).arg("-p").arg(&dir);
-                Server::start_at(self.name(), cmd, addr, pin)
-            }
+            Peer::Nchan => start_nginx(
+                self.name(),
+                Path::new(env!("CARGO_TARGET_TMPDIR")),
+                nchan_config,
+                pin,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name())),
         }
     }
 
@@ -321,59 +309,6 @@ impl Peer {
     }
 }
 
-/// One worker, longpoll subscribers on `/sub`, the publisher on `/pub`. `worker_connections`
-/// is a table size, not an fd count: nginx starts closing idle connections to reuse them once
-/// fewer than 1/16 of the table is free, which with 20,000 slots dropped waiters from about
-/// 18,750 on. 32,768 slots keep 19,000 waiters whole; the fd limit still caps real sockets.
-fn nchan_config(addr: SocketAddr, dir: &Path) -> String {
-    format!(
-        "load_module {NCHAN_MODULE};\n\
-         worker_processes 1;\n\
-         daemon off;\n\
-         pid {dir}/nginx.pid;\n\
-         error_log {dir}/error.log warn;\n\
-         worker_rlimit_nofile 20000;\n\
-         events {{ worker_connections 32768; }}\n\
-         http {{\n\
-           access_log off;\n\
-           client_body_temp_path {dir};\n\
-           server {{\n\
-             listen {addr} backlog=4096;\n\
-             location = /sub {{ nchan_subscriber longpoll; nchan_channel_id default; }}\n\
-             location = /pub {{ nchan_publisher; nchan_channel_id default; }}\n\
-           }}\n\
-         }}\n",
-        dir = dir.display()
-    )
-}
-
-/// Installs nginx's nchan module with apt if it is missing (the driver needs root for that).
-fn nchan_available() -> Result<(), String> {
-    if Path::new(NCHAN_MODULE).exists() {
-        return Ok(());
-    }
-    apt_install("comet", &["nginx-light", "libnginx-mod-nchan"])?;
-    if Path::new(NCHAN_MODULE).exists() {
-        Ok(())
-    } else {
-        Err(format!("{NCHAN_MODULE} still missing after apt-get"))
-    }
-}
-
-/// One request on a fresh connection; the response body.
-fn exchange(addr: SocketAddr, request: &[u8]) -> io::Result<String> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(request)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    match text.split_once("\r\n\r\n") {
-        Some((_, body)) => Ok(body.to_string()),
-        None => Err(io::Error::other(format!("no response head in {text:?}"))),
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 struct RunResult {
     connect: Duration,
@@ -411,19 +346,6 @@ impl RunResult {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Connecting,
-    Parked,
-    Answered,
-}
-
-struct Waiter {
-    stream: mio::net::TcpStream,
-    state: State,
-    response: Vec<u8>,
-}
-
 /// One full run against a server at `addr` (`pid` known when this driver started it). Any
 /// failure (a connect refused, a count that stalls below N, a wrong or missing answer) is the
 /// error, so a peer at its limits can be skipped instead of ending the whole bench.
@@ -440,57 +362,8 @@ fn run_once(
     let cpu_start = pid.map(CpuTimes::of).unwrap_or_default();
     result.idle_rss = pid.map_or(0, |p| memory(p).rss);
 
-    let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
-    let mut events = Events::with_capacity(4096);
-    let mut waiters: Vec<Waiter> = Vec::with_capacity(n);
     let started = Instant::now();
-    let mut connecting = 0;
-    let mut parked = 0;
-    while parked < n {
-        while waiters.len() < n && connecting < MAX_CONNECTING {
-            let i = waiters.len();
-            let mut stream = connect_from(source_address(i), addr)
-                .map_err(|e| format!("connect of waiter {i}: {e}"))?;
-            poll.registry()
-                .register(
-                    &mut stream,
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .map_err(|e| format!("register: {e}"))?;
-            waiters.push(Waiter {
-                stream,
-                state: State::Connecting,
-                response: Vec::new(),
-            });
-            connecting += 1;
-        }
-        poll.poll(&mut events, Some(Duration::from_secs(1)))
-            .map_err(|e| format!("poll: {e}"))?;
-        if started.elapsed() > RUN_TIMEOUT {
-            return Err(format!("connecting took too long: {parked}/{n}"));
-        }
-        for event in events.iter() {
-            let index = event.token().0;
-            let waiter = &mut waiters[index];
-            if waiter.state != State::Connecting || !event.is_writable() {
-                continue;
-            }
-            if let Ok(Some(e)) | Err(e) = waiter.stream.take_error() {
-                return Err(format!("waiter {index} failed to connect: {e}"));
-            }
-            // The request is tiny: one write takes it whole on a fresh socket.
-            let request = peer.wait_request();
-            match waiter.stream.write(request) {
-                Ok(written) if written == request.len() => {}
-                Ok(written) => return Err(format!("short write of the wait request: {written}")),
-                Err(e) => return Err(format!("waiter {index}: sending the wait request: {e}")),
-            }
-            waiter.state = State::Parked;
-            connecting -= 1;
-            parked += 1;
-        }
-    }
+    let mut waiters = Waiters::connect(addr, n, peer.wait_request(), RUN_TIMEOUT)?;
     result.connect = started.elapsed();
 
     // The server counts them all as parked before the notify goes out. A count that stops
@@ -523,39 +396,9 @@ fn run_once(
     if matches!(peer, Peer::Miohttpd) && notify_body.trim() != want {
         return Err(format!("the notifier got {notify_body:?}, want {want}"));
     }
-    let mut answered = 0;
-    let mut last_answer = notified;
-    let mut buf = [0u8; 4096];
-    while answered < n {
-        poll.poll(&mut events, Some(Duration::from_secs(1)))
-            .map_err(|e| format!("poll: {e}"))?;
-        if notified.elapsed() > RUN_TIMEOUT {
-            return Err(format!("only {answered}/{n} waiters answered"));
-        }
-        for event in events.iter() {
-            let index = event.token().0;
-            let waiter = &mut waiters[index];
-            if waiter.state != State::Parked {
-                continue;
-            }
-            loop {
-                match waiter.stream.read(&mut buf) {
-                    Ok(0) => {
-                        waiter.state = State::Answered;
-                        answered += 1;
-                        last_answer = Instant::now();
-                        check_answer(index, &waiter.response, &want)?;
-                        break;
-                    }
-                    Ok(k) => waiter.response.extend_from_slice(&buf[..k]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(format!("waiter {index}: {e}")),
-                }
-            }
-        }
-    }
-    result.notify_to_last = last_answer - notified;
+    let last_answer =
+        waiters.answers(RUN_TIMEOUT, |i, response| check_answer(i, response, &want))?;
+    result.notify_to_last = last_answer.saturating_duration_since(notified);
     result.driver_notify_cpu = CpuTimes::of(std::process::id()).since(driver_before_notify);
     if let Some(pid) = pid {
         result.notify_cpu = CpuTimes::of(pid).since(cpu_before_notify);
@@ -563,36 +406,6 @@ fn run_once(
         result.peak_rss = memory(pid).peak;
     }
     Ok(result)
-}
-
-fn check_answer(index: usize, response: &[u8], want: &str) -> Result<(), String> {
-    let text = String::from_utf8_lossy(response);
-    let ok = text.starts_with("HTTP/1.") && text.contains(" 200 ");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.trim());
-    if ok && body == Some(want) {
-        Ok(())
-    } else {
-        Err(format!("waiter {index} got {text:?}, want body {want}"))
-    }
-}
-
-fn source_address(index: usize) -> IpAddr {
-    let host = 2 + index / PER_SOURCE_ADDRESS;
-    IpAddr::V4(Ipv4Addr::new(127, 0, (host >> 8) as u8, host as u8))
-}
-
-/// A non-blocking connect from `source` (any port) to `addr`.
-fn connect_from(source: IpAddr, addr: SocketAddr) -> io::Result<mio::net::TcpStream> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::new(source, 0).into())?;
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
-    }
-    Ok(mio::net::TcpStream::from_std(socket.into()))
 }
 
 fn report(waiters: usize, table: &Table) -> String {

@@ -1,19 +1,9 @@
 //! Plaintext benchmark: `GET /plaintext` ("Hello, World!") under wrk, miohttpd beside nginx
 //! (one worker, `return 200`) and Go net/http (GOMAXPROCS=1), in the same run, interleaved.
 //!
-//! `cargo bench --bench plaintext -- --help` lists the flags.
-//!
-//! Every server runs pinned to core 1, wrk (`-t1`) to core 0. Scenarios: keep-alive without
-//! pipelining at each `--connections` count, and `--pipeline` requests deep
-//! (`benches/pipeline.lua`) at `--pipeline-connections`. Per server and scenario, medians over
-//! `--runs` runs of: requests/s (wrk), the server's user and sys CPU per 1,000 requests
-//! (`/proc/PID/stat` deltas over the run), how busy the server's and wrk's cores were, and the
-//! server's open fds mid-run. Then `--syscall-runs` more runs per pair with the server's
-//! syscalls counted from outside (`perf stat -e raw_syscalls:sys_enter -p PID`, else
-//! `strace -c -f -p PID`), and among them the epoll waits: kept apart from the timed runs
-//! because tracing slows every syscall.
-//! Prints ratios against nginx and Go, issue 5's targets, and writes SVG charts over the
-//! connection count into `docs/img/`.
+//! `cargo bench --bench plaintext -- --help` lists the flags; `benches/README.md` says what
+//! each column means. The harness (servers, peers, wrk, syscall counting, charts) is the
+//! `loadbench` crate in `tools/loadbench`; this file is the scenarios and the report.
 //!
 //! Under `cargo test` (no `--bench`): a smoke test against the debug binary (keep-alive and 16
 //! pipelined requests on one connection, every answer checked; the charts rendered and
@@ -21,29 +11,26 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-mod common;
-use common::svg::{check_chart, LineChart, Scale, Series};
-use common::{
-    apt_install, build_go_peer, free_port, have_command, median, number_list,
-    pin_self_to_client_core, CpuTimes, Server, CLIENT_CORE, MIOHTTPD,
-};
+use loadbench::client::check_plaintext;
+use loadbench::cpu::{pin_self_to_client_core, CLIENT_CORE, SERVER_CORE};
+use loadbench::peers::{build_go_peer, ensure_nginx, nginx_plaintext_config, start_nginx};
+use loadbench::perf::{pick_syscall_tool, syscall_tool_works, SyscallCount, SyscallTool};
+use loadbench::report::{host_summary, number_list, today, Bound, Targets};
+use loadbench::server::Server;
+use loadbench::svg::{check_chart, LineChart, Scale, Series};
+use loadbench::wrk::{self, ensure_wrk, Load, Runs, Sample, Watch, SATURATED};
 
+const MIOHTTPD: &str = env!("CARGO_BIN_EXE_miohttpd");
+const SCRATCH: &str = env!("CARGO_TARGET_TMPDIR");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const PIPELINE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pipeline.lua");
 const GO_PEER_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/plaintext.go");
-const BODY: &str = "Hello, World!";
-/// The flag another change adds to miohttpd; run as a second miohttpd when `--help` lists it.
+/// Run as a second miohttpd variant when `--help` lists it.
 const READ_UNTIL_WOULDBLOCK: &str = "--read-until-wouldblock";
-/// A core this busy over a run was the bottleneck.
-const SATURATED: f64 = 0.9;
-/// Time for perf or strace to attach before wrk starts.
-const ATTACH_DELAY: Duration = Duration::from_millis(400);
 
 const HELP: &str = "\
 cargo bench --bench plaintext [-- FLAGS]
@@ -61,6 +48,8 @@ linux-perf (or strace) with apt-get when missing.
   --syscalls auto|perf|strace|off
                              how to count the servers' syscalls [default: auto: perf, else strace]
   --syscall-runs N           counted runs per server and scenario, apart from the timed ones [default: 1]
+  --profile-runs N           runs per server and scenario under perf record -g, apart from the
+                             others: the server's kernel time per request by path [default: 0]
   --no-read-until-wouldblock do not add miohttpd --read-until-wouldblock on, even if supported
   --bin PATH                 the miohttpd to run [default: this build's target/release/miohttpd]
   --server-arg=--FLAG=VALUE  extra flag for miohttpd (repeatable)
@@ -74,10 +63,12 @@ enum PeerKind {
     Go,
 }
 
+/// How `--syscalls` asked the syscalls to be counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SyscallTool {
-    Perf,
-    Strace,
+enum Counting {
+    Auto,
+    With(SyscallTool),
+    Off,
 }
 
 struct Options {
@@ -87,9 +78,9 @@ struct Options {
     pipeline: usize,
     pipeline_connections: usize,
     peers: Vec<PeerKind>,
-    /// `None` for auto; `Some(None)` for off.
-    syscalls: Option<Option<SyscallTool>>,
+    syscalls: Counting,
     syscall_runs: usize,
+    profile_runs: usize,
     read_until_wouldblock: bool,
     bin: PathBuf,
     server_args: Vec<OsString>,
@@ -107,8 +98,9 @@ fn parse_args() -> Result<Options, lexopt::Error> {
         pipeline: 16,
         pipeline_connections: 100,
         peers: vec![PeerKind::Miohttpd, PeerKind::Nginx, PeerKind::Go],
-        syscalls: None,
+        syscalls: Counting::Auto,
         syscall_runs: 1,
+        profile_runs: 0,
         read_until_wouldblock: true,
         bin: PathBuf::from(MIOHTTPD),
         server_args: Vec::new(),
@@ -137,10 +129,10 @@ fn parse_args() -> Result<Options, lexopt::Error> {
             }
             Long("syscalls") => {
                 opts.syscalls = match parser.value()?.string()?.as_str() {
-                    "auto" => None,
-                    "perf" => Some(Some(SyscallTool::Perf)),
-                    "strace" => Some(Some(SyscallTool::Strace)),
-                    "off" => Some(None),
+                    "auto" => Counting::Auto,
+                    "perf" => Counting::With(SyscallTool::Perf),
+                    "strace" => Counting::With(SyscallTool::Strace),
+                    "off" => Counting::Off,
                     other => {
                         return Err(
                             format!("--syscalls {other:?}: auto, perf, strace or off").into()
@@ -149,6 +141,7 @@ fn parse_args() -> Result<Options, lexopt::Error> {
                 }
             }
             Long("syscall-runs") => opts.syscall_runs = parser.value()?.parse()?,
+            Long("profile-runs") => opts.profile_runs = parser.value()?.parse()?,
             Long("no-read-until-wouldblock") => opts.read_until_wouldblock = false,
             Long("bin") => opts.bin = parser.value()?.into(),
             Long("server-arg") => opts.server_args.push(parser.value()?),
@@ -194,11 +187,28 @@ struct Scenario {
 }
 
 impl Scenario {
+    fn keep_alive(connections: usize) -> Scenario {
+        Scenario {
+            connections,
+            depth: 1,
+        }
+    }
+
     fn label(&self) -> String {
         if self.depth > 1 {
             format!("pipelined x{}, {} conns", self.depth, self.connections)
         } else {
             format!("keep-alive, {} conns", self.connections)
+        }
+    }
+
+    fn load(&self, addr: std::net::SocketAddr, seconds: u64) -> Load<'static> {
+        Load {
+            url: format!("http://{addr}/plaintext"),
+            connections: self.connections,
+            seconds,
+            script: (self.depth > 1)
+                .then(|| (Path::new(PIPELINE_SCRIPT), vec![self.depth.to_string()])),
         }
     }
 }
@@ -216,14 +226,12 @@ struct Target {
 
 fn bench(opts: &Options) -> Result<(), String> {
     let pinned = pin_self_to_client_core("plaintext");
+    let scratch = Path::new(SCRATCH);
     let fd_limit = miohttpd::sys::raise_open_files_limit().unwrap_or(1024) as usize;
     let mut scenarios: Vec<Scenario> = opts
         .connections
         .iter()
-        .map(|&connections| Scenario {
-            connections,
-            depth: 1,
-        })
+        .map(|&c| Scenario::keep_alive(c))
         .collect();
     if opts.pipeline > 1 {
         scenarios.push(Scenario {
@@ -237,34 +245,32 @@ fn bench(opts: &Options) -> Result<(), String> {
             "{most} connections need more open files than the limit {fd_limit} (ulimit -Hn)"
         ));
     }
-    if !have_command("wrk", "--version") {
-        apt_install("plaintext", &["wrk"])?;
-    }
+    ensure_wrk("plaintext")?;
     let tool = match opts.syscalls {
-        None => pick_syscall_tool(),
-        Some(None) => None,
-        Some(Some(tool)) => match syscall_tool_works(tool) {
-            Ok(()) => Some(tool),
-            Err(why) => return Err(why),
-        },
+        Counting::Auto => pick_syscall_tool("plaintext", scratch),
+        Counting::Off => None,
+        Counting::With(tool) => {
+            syscall_tool_works("plaintext", tool, scratch)?;
+            Some(tool)
+        }
     };
+
+    if opts.profile_runs > 0 {
+        // perf record needs perf; the probe installs it when missing.
+        syscall_tool_works("plaintext", SyscallTool::Perf, scratch)?;
+    }
 
     let targets = start_targets(opts, pinned)?;
     let date = today();
     println!(
-        "plaintext: {} on {}; wrk -t1 on core {}, servers on core {}; {} run(s) of {} s per server \
-         and scenario, syscalls by {}; open-files limit {fd_limit}",
-        date,
+        "plaintext: {date} on {}; wrk -t1 on core {}, servers on core {}; {} run(s) of {} s per \
+         server and scenario, syscalls by {}; open-files limit {fd_limit}",
         host_summary(),
         if pinned { CLIENT_CORE } else { "any" },
-        if pinned { common::SERVER_CORE } else { "any" },
+        if pinned { SERVER_CORE } else { "any" },
         opts.runs,
         opts.duration,
-        match tool {
-            Some(SyscallTool::Perf) => "perf stat -e raw_syscalls:sys_enter (+ epoll waits)",
-            Some(SyscallTool::Strace) => "strace -c -f",
-            None => "nobody (off)",
-        }
+        tool.map_or("nobody (off)", SyscallTool::describe),
     );
     for t in &targets {
         println!(
@@ -276,52 +282,49 @@ fn bench(opts: &Options) -> Result<(), String> {
         );
     }
     let counted_runs = if tool.is_some() { opts.syscall_runs } else { 0 };
-    let seconds =
-        (scenarios.len() * targets.len() * (opts.runs + counted_runs)) as u64 * (opts.duration + 1);
+    let rounds = opts.runs + counted_runs + opts.profile_runs;
+    let seconds = (scenarios.len() * targets.len() * rounds) as u64 * (opts.duration + 1);
     println!("plaintext: about {} min of load", seconds.div_ceil(60));
 
     // Warm-up: first faults, Go's heap, nginx's connection table; not measured.
     for t in &targets {
-        let warm = Scenario {
-            connections: most,
-            depth: 1,
-        };
-        measure(t, warm, 1, pinned, None)?;
+        let warm = Scenario::keep_alive(most).load(t.server.addr(), 1);
+        wrk::measure(&warm, t.pid, pinned, Watch::Nothing, scratch)?;
     }
 
     let mut results: Vec<Cell> = Vec::new();
-    let rounds = opts.runs + counted_runs;
     for round in 0..rounds {
-        let counting = round >= opts.runs;
+        // Timed rounds first, then counted ones, then profiled ones: watching slows a server.
+        let (watch, label) = if round < opts.runs {
+            (Watch::Nothing, format!("run {}/{}", round + 1, opts.runs))
+        } else if round < opts.runs + counted_runs {
+            let k = round - opts.runs;
+            let tool = tool.expect("counted rounds only with a tool");
+            (
+                Watch::Syscalls(tool),
+                format!("count {}/{counted_runs}", k + 1),
+            )
+        } else {
+            let k = round - opts.runs - counted_runs;
+            (
+                Watch::Profile,
+                format!("profile {}/{}", k + 1, opts.profile_runs),
+            )
+        };
         for &scenario in &scenarios {
             // The server that goes first moves each round: nobody always runs right after
             // the same neighbour.
             for k in 0..targets.len() {
                 let t = &targets[(round + k) % targets.len()];
-                let sample = measure(
-                    t,
-                    scenario,
-                    opts.duration,
-                    pinned,
-                    if counting { tool } else { None },
-                )?;
+                let load = scenario.load(t.server.addr(), opts.duration);
+                let sample = wrk::measure(&load, t.pid, pinned, watch, scratch)?;
                 println!(
-                    "plaintext: {} {:<34} {:<26} {}",
-                    if counting {
-                        format!("count {}/{}", round - opts.runs + 1, counted_runs)
-                    } else {
-                        format!("run {}/{}", round + 1, opts.runs)
-                    },
+                    "plaintext: {label} {:<34} {:<26} {}",
                     t.name,
                     scenario.label(),
                     sample.line()
                 );
-                let cell = Cell::of(&mut results, t, scenario);
-                if counting {
-                    cell.counted.push(sample);
-                } else {
-                    cell.timed.push(sample);
-                }
+                Cell::of(&mut results, t, scenario).runs.push(watch, sample);
             }
         }
     }
@@ -364,25 +367,19 @@ fn start_targets(opts: &Options, pinned: bool) -> Result<Vec<Target>, String> {
                 }
             }
             PeerKind::Nginx => {
-                if !have_command("nginx", "-v") {
-                    apt_install("plaintext", &["nginx-light"])
-                        .or_else(|_| apt_install("plaintext", &["nginx"]))?;
-                }
-                let addr = free_port();
-                let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-                    .join(format!("plaintext-nginx-{}", addr.port()));
-                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                let conf = dir.join("nginx.conf");
-                std::fs::write(&conf, nginx_config(addr, &dir))
-                    .map_err(|e| format!("{}: {e}", conf.display()))?;
-                let mut cmd = Command::new("nginx");
-                cmd.arg("-c").arg(&conf).arg("-p").arg(&dir);
+                ensure_nginx("plaintext")?;
                 let name = "nginx (1 worker)".to_string();
-                let server = Server::start_at(&name, cmd, addr, pinned);
+                let server =
+                    start_nginx(&name, Path::new(SCRATCH), nginx_plaintext_config, pinned)?;
                 targets.push(target(name, kind, server)?);
             }
             PeerKind::Go => {
-                let peer = build_go_peer("plaintext", Path::new(GO_PEER_SOURCE), "plaintext")?;
+                let peer = build_go_peer(
+                    "plaintext",
+                    Path::new(SCRATCH),
+                    Path::new(GO_PEER_SOURCE),
+                    "plaintext",
+                )?;
                 let mut cmd = Command::new(peer);
                 cmd.env("GOMAXPROCS", "1");
                 let name = "go net/http (GOMAXPROCS=1)".to_string();
@@ -416,36 +413,12 @@ fn lists_flag(bin: &Path, flag: &str) -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
 }
 
-/// One worker, as many keep-alive requests per connection as wrk sends, no access log.
-fn nginx_config(addr: SocketAddr, dir: &Path) -> String {
-    format!(
-        "worker_processes 1;\n\
-         daemon off;\n\
-         pid {dir}/nginx.pid;\n\
-         error_log {dir}/error.log warn;\n\
-         worker_rlimit_nofile 20000;\n\
-         events {{ worker_connections 16384; }}\n\
-         http {{\n\
-           access_log off;\n\
-           keepalive_requests 1000000000;\n\
-           client_body_temp_path {dir};\n\
-           server {{\n\
-             listen {addr} backlog=4096;\n\
-             location = /plaintext {{ default_type text/plain; return 200 \"{BODY}\"; }}\n\
-           }}\n\
-         }}\n",
-        dir = dir.display()
-    )
-}
-
 /// The results of one server in one scenario.
 struct Cell {
     target: String,
     kind: PeerKind,
     scenario: Scenario,
-    timed: Vec<Sample>,
-    /// Runs with the syscall counter attached: only their syscalls per request are used.
-    counted: Vec<Sample>,
+    runs: Runs,
 }
 
 impl Cell {
@@ -461,420 +434,13 @@ impl Cell {
                     target: t.name.clone(),
                     kind: t.kind,
                     scenario,
-                    timed: Vec::new(),
-                    counted: Vec::new(),
+                    runs: Runs::default(),
                 });
                 results.len() - 1
             }
         };
         &mut results[at]
     }
-
-    fn median_of(&self, f: impl Fn(&Sample) -> f64) -> f64 {
-        let mut v: Vec<f64> = self.timed.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        median(&v)
-    }
-
-    fn rate(&self) -> f64 {
-        self.median_of(|s| s.rate)
-    }
-
-    /// Server CPU, user and sys, in ms per 1,000 requests (= µs per request).
-    fn cpu_per_k(&self) -> (f64, f64) {
-        (
-            self.median_of(|s| s.per_k(s.server_cpu.user)),
-            self.median_of(|s| s.per_k(s.server_cpu.sys)),
-        )
-    }
-
-    fn cpu_total_per_k(&self) -> f64 {
-        self.median_of(|s| s.per_k(s.server_cpu.total()))
-    }
-
-    fn syscalls_per_request(&self) -> Option<f64> {
-        self.counted_median(|n| n.total)
-    }
-
-    /// epoll_wait calls per request: how often the server ran out of work and slept.
-    fn waits_per_request(&self) -> Option<f64> {
-        self.counted_median(|n| n.waits)
-    }
-
-    fn counted_median(&self, f: impl Fn(&SyscallCount) -> u64) -> Option<f64> {
-        let mut v: Vec<f64> = self
-            .counted
-            .iter()
-            .filter_map(|s| Some(f(s.syscalls.as_ref()?) as f64 / s.requests.max(1) as f64))
-            .collect();
-        v.sort_by(f64::total_cmp);
-        (!v.is_empty()).then(|| median(&v))
-    }
-
-    fn wrk_busy(&self) -> f64 {
-        self.median_of(|s| s.wrk_busy())
-    }
-
-    fn server_busy(&self) -> f64 {
-        self.median_of(|s| s.server_busy())
-    }
-
-    /// Which side was the bottleneck, from how busy each core was.
-    fn limit(&self) -> &'static str {
-        match (
-            self.wrk_busy() >= SATURATED,
-            self.server_busy() >= SATURATED,
-        ) {
-            (true, false) => "wrk",
-            (false, true) => "server",
-            (true, true) => "both",
-            (false, false) => "neither",
-        }
-    }
-}
-
-/// One wrk run against one server.
-#[derive(Debug, Clone, Default)]
-struct Sample {
-    requests: u64,
-    rate: f64,
-    wall: Duration,
-    server_cpu: CpuTimes,
-    wrk_cpu: CpuTimes,
-    /// The server's open fds halfway through: every connection wrk opened should be there.
-    fds: usize,
-    /// wrk's socket errors and non-2xx count, when it printed any.
-    errors: Option<String>,
-    syscalls: Option<SyscallCount>,
-}
-
-/// A server's syscalls over one run: all of them, and its epoll waits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct SyscallCount {
-    total: u64,
-    waits: u64,
-}
-
-impl Sample {
-    fn per_k(&self, cpu: Duration) -> f64 {
-        cpu.as_secs_f64() * 1e3 / self.requests.max(1) as f64 * 1e3
-    }
-
-    fn server_busy(&self) -> f64 {
-        self.server_cpu.total().as_secs_f64() / self.wall.as_secs_f64()
-    }
-
-    fn wrk_busy(&self) -> f64 {
-        self.wrk_cpu.total().as_secs_f64() / self.wall.as_secs_f64()
-    }
-
-    fn line(&self) -> String {
-        let mut line = format!(
-            "{:>9.0} req/s, server {:.2}+{:.2} ms/1k req, server cpu {:>3.0}%, wrk cpu {:>3.0}%, {} fds",
-            self.rate,
-            self.per_k(self.server_cpu.user),
-            self.per_k(self.server_cpu.sys),
-            self.server_busy() * 100.0,
-            self.wrk_busy() * 100.0,
-            self.fds
-        );
-        if let Some(n) = self.syscalls {
-            let requests = self.requests.max(1) as f64;
-            let _ = write!(
-                line,
-                ", {:.3} syscalls/req ({:.3} epoll waits)",
-                n.total as f64 / requests,
-                n.waits as f64 / requests
-            );
-        }
-        if let Some(errors) = &self.errors {
-            let _ = write!(line, "  ({errors})");
-        }
-        line
-    }
-}
-
-/// One wrk run of `seconds` against `t`, optionally with its syscalls counted.
-fn measure(
-    t: &Target,
-    scenario: Scenario,
-    seconds: u64,
-    pinned: bool,
-    tool: Option<SyscallTool>,
-) -> Result<Sample, String> {
-    let url = format!("http://{}/plaintext", t.server.addr());
-    let mut wrk = if pinned {
-        let mut cmd = Command::new("taskset");
-        cmd.args(["-c", CLIENT_CORE, "wrk"]);
-        cmd
-    } else {
-        Command::new("wrk")
-    };
-    wrk.arg("-t1")
-        .arg(format!("-c{}", scenario.connections))
-        .arg(format!("-d{seconds}s"));
-    if scenario.depth > 1 {
-        wrk.arg("-s")
-            .arg(PIPELINE_SCRIPT)
-            .arg(&url)
-            .arg("--")
-            .arg(scenario.depth.to_string());
-    } else {
-        wrk.arg(&url);
-    }
-    wrk.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-
-    let counter = tool
-        .map(|tool| SyscallCounter::attach(tool, t.pid, pinned))
-        .transpose()?;
-    let cpu_before = CpuTimes::of(t.pid);
-    let started = Instant::now();
-    let mut child = wrk.spawn().map_err(|e| format!("cannot run wrk: {e}"))?;
-    let wrk_pid = child.id();
-    std::thread::sleep(Duration::from_millis(seconds * 500));
-    let fds = open_fds(t.pid);
-    // wrk prints everything at its end, so the pipes never fill before it exits.
-    let mut out = String::new();
-    let mut err = String::new();
-    let _ = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
-    let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut err));
-    // Output closed means wrk is exiting: read its CPU before it is reaped.
-    let wrk_cpu = wrk_cpu_at_exit(wrk_pid);
-    let wall = started.elapsed();
-    let server_cpu = CpuTimes::of(t.pid).since(cpu_before);
-    let status = child.wait().map_err(|e| format!("wrk: {e}"))?;
-    let syscalls = counter.map(SyscallCounter::finish).transpose()?;
-    if !status.success() {
-        return Err(format!("wrk failed ({status}): {out}{err}"));
-    }
-    let (requests, rate, errors) = parse_wrk(&out)?;
-    Ok(Sample {
-        requests,
-        rate,
-        wall,
-        server_cpu,
-        wrk_cpu,
-        fds,
-        errors,
-        syscalls,
-    })
-}
-
-/// wrk's CPU from `/proc/PID/stat` once it has exited but is not yet reaped (a zombie keeps
-/// its times there, its threads' included).
-fn wrk_cpu_at_exit(pid: u32) -> CpuTimes {
-    let mut last = CpuTimes::of(pid);
-    // Its threads' times settle as they exit: read until two readings agree.
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(5));
-        let now = CpuTimes::of(pid);
-        if now == last && now != CpuTimes::default() {
-            break;
-        }
-        last = now;
-    }
-    last
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-/// Total requests, requests/s, and any error lines from wrk's report.
-fn parse_wrk(out: &str) -> Result<(u64, f64, Option<String>), String> {
-    let requests = out
-        .lines()
-        .find(|l| l.contains(" requests in "))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| format!("no 'requests in' line in wrk's output:\n{out}"))?;
-    let rate = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("no Requests/sec in wrk's output:\n{out}"))?;
-    let errors: Vec<&str> = out
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("Socket errors") || l.starts_with("Non-2xx"))
-        .collect();
-    Ok((
-        requests,
-        rate,
-        (!errors.is_empty()).then(|| errors.join("; ")),
-    ))
-}
-
-/// perf or strace attached to the server for one run.
-struct SyscallCounter {
-    tool: SyscallTool,
-    child: Child,
-    output: PathBuf,
-}
-
-impl SyscallCounter {
-    fn attach(tool: SyscallTool, pid: u32, pinned: bool) -> Result<SyscallCounter, String> {
-        let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("syscalls-{pid}.txt"));
-        let mut cmd = if pinned {
-            let mut cmd = Command::new("taskset");
-            cmd.args(["-c", CLIENT_CORE]);
-            cmd
-        } else {
-            Command::new("env")
-        };
-        match tool {
-            SyscallTool::Perf => cmd
-                .args(["perf", "stat", "-x,", "-e", PERF_EVENTS, "-o"])
-                .arg(&output)
-                .args(["-p", &pid.to_string()]),
-            SyscallTool::Strace => cmd
-                .args(["strace", "-c", "-f", "-o"])
-                .arg(&output)
-                .args(["-p", &pid.to_string()]),
-        };
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {tool:?}: {e}"))?;
-        std::thread::sleep(ATTACH_DELAY);
-        Ok(SyscallCounter {
-            tool,
-            child,
-            output,
-        })
-    }
-
-    /// Stops the counter with SIGINT (both print their summary on it) and reads the count.
-    fn finish(mut self) -> Result<SyscallCount, String> {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        let text = std::fs::read_to_string(&self.output)
-            .map_err(|e| format!("{:?} left no output: {e}", self.tool))?;
-        let _ = std::fs::remove_file(&self.output);
-        match self.tool {
-            SyscallTool::Perf => perf_count(&text),
-            SyscallTool::Strace => strace_count(&text),
-        }
-        .ok_or_else(|| format!("no syscall count in {:?}'s output:\n{text}", self.tool))
-    }
-}
-
-/// Every syscall entry, and the epoll waits among them (mio and nginx call epoll_wait, Go
-/// epoll_pwait).
-const PERF_EVENTS: &str =
-    "raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait";
-const WAIT_SYSCALLS: [&str; 2] = ["epoll_wait", "epoll_pwait"];
-
-/// A run that fails between attach and finish must not leave the tracer behind.
-impl Drop for SyscallCounter {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The counts from `perf stat -x,` output, one line per event:
-/// `184023,,raw_syscalls:sys_enter,...`; `<not counted>` for an event that never fired.
-fn perf_count(text: &str) -> Option<SyscallCount> {
-    let count = |event: &str| {
-        text.lines()
-            .find(|l| l.split(',').nth(2) == Some(event))
-            .and_then(|l| l.split(',').next()?.trim().parse::<u64>().ok())
-    };
-    Some(SyscallCount {
-        total: count("raw_syscalls:sys_enter")?,
-        waits: WAIT_SYSCALLS
-            .iter()
-            .filter_map(|w| count(&format!("syscalls:sys_enter_{w}")))
-            .sum(),
-    })
-}
-
-/// The calls column (the fourth) of `strace -c`'s table: the total line and the epoll lines,
-/// e.g. `100.00 0.123 1 184023 12 total`.
-fn strace_count(text: &str) -> Option<SyscallCount> {
-    let calls = |name: &str| {
-        text.lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|cols| cols.last() == Some(&name))
-            .and_then(|cols| cols.get(3)?.parse::<u64>().ok())
-    };
-    Some(SyscallCount {
-        total: calls("total")?,
-        waits: WAIT_SYSCALLS.iter().filter_map(|w| calls(w)).sum(),
-    })
-}
-
-/// perf if it can count syscall tracepoints here, else strace; installs either when missing.
-fn pick_syscall_tool() -> Option<SyscallTool> {
-    for tool in [SyscallTool::Perf, SyscallTool::Strace] {
-        match syscall_tool_works(tool) {
-            Ok(()) => return Some(tool),
-            Err(why) => println!("plaintext: {why}"),
-        }
-    }
-    println!("plaintext: no way to count syscalls here; that column stays empty");
-    None
-}
-
-fn syscall_tool_works(tool: SyscallTool) -> Result<(), String> {
-    let (program, package) = match tool {
-        SyscallTool::Perf => ("perf", "linux-perf"),
-        SyscallTool::Strace => ("strace", "strace"),
-    };
-    if !have_command(program, "--version") {
-        apt_install("plaintext", &[package])?;
-    }
-    let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("probe-{program}.txt"));
-    let mut cmd = Command::new(program);
-    match tool {
-        SyscallTool::Perf => cmd.args(["stat", "-x,", "-e", PERF_EVENTS, "-o"]),
-        SyscallTool::Strace => cmd.args(["-c", "-f", "-o"]),
-    };
-    let probe = cmd
-        .arg(&output)
-        .arg("true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    let text = std::fs::read_to_string(&output).unwrap_or_default();
-    let _ = std::fs::remove_file(&output);
-    let counted = match tool {
-        SyscallTool::Perf => perf_count(&text),
-        SyscallTool::Strace => strace_count(&text),
-    };
-    if probe.status.success() && counted.is_some() {
-        return Ok(());
-    }
-    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let hint = if tool == SyscallTool::Perf && !paranoid.is_empty() && paranoid != "-1" {
-        format!(
-            "; kernel.perf_event_paranoid is {paranoid}, which keeps tracepoints from users \
-             without CAP_PERFMON (sysctl kernel.perf_event_paranoid=-1, or run as root)"
-        )
-    } else {
-        String::new()
-    };
-    Err(format!(
-        "{program} cannot count syscalls here ({}{}){hint}",
-        probe.status,
-        String::from_utf8_lossy(&probe.stderr)
-            .lines()
-            .next()
-            .map(|l| format!(": {l}"))
-            .unwrap_or_default()
-    ))
 }
 
 fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
@@ -903,51 +469,30 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
                 String::new()
             }
         );
-        let _ = writeln!(
-            out,
-            "{:<34} {:>10} {:>21} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>6} {:>8}",
-            "server",
-            "req/s",
-            "min..max",
-            "user",
-            "sys",
-            "cpu",
-            "srv cpu",
-            "wrk cpu",
-            "sysc/req",
-            "waits/req",
-            "fds",
-            "limit"
-        );
+        let _ = writeln!(out, "{}", Runs::table_header());
         for c in &cells {
-            let mut rates: Vec<f64> = c.timed.iter().map(|s| s.rate).collect();
-            rates.sort_by(f64::total_cmp);
-            let (user, sys) = c.cpu_per_k();
-            let errors = c.timed.iter().find_map(|s| s.errors.clone());
-            let _ = writeln!(
-                out,
-                "{:<34} {:>10.0} {:>21} {:>8.3} {:>8.3} {:>8.3} {:>7.0}% {:>7.0}% {:>10} {:>10} {:>6.0} {:>8}{}",
-                c.target,
-                c.rate(),
-                format!("{:.0}..{:.0}", rates[0], rates[rates.len() - 1]),
-                user,
-                sys,
-                c.cpu_total_per_k(),
-                c.server_busy() * 100.0,
-                c.wrk_busy() * 100.0,
-                c.syscalls_per_request()
-                    .map_or("-".to_string(), |v| format!("{v:.3}")),
-                c.waits_per_request()
-                    .map_or("-".to_string(), |v| format!("{v:.3}")),
-                c.median_of(|s| s.fds as f64),
-                c.limit(),
-                errors.map_or(String::new(), |e| format!("  ERRORS: {e}"))
-            );
-            if c.median_of(|s| s.fds as f64) < scenario.connections as f64 {
+            let _ = writeln!(out, "{}", c.runs.table_row(&c.target));
+            if c.runs.median_of(|s| s.fds as f64) < scenario.connections as f64 {
                 let _ = writeln!(
                     out,
                     "  note: fewer open fds than wrk's {} connections: wrk did not open them all",
                     scenario.connections
+                );
+            }
+        }
+        for c in &cells {
+            let paths = c.runs.kernel_paths();
+            if !paths.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "kernel µs/req by path, {} (perf record -g, median of {} run(s)): {}",
+                    c.target,
+                    c.runs.profiled.len(),
+                    paths
+                        .iter()
+                        .map(|(label, us)| format!("{label} {us:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }
@@ -956,127 +501,130 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
                 continue;
             };
             for m in cells.iter().filter(|c| c.kind == PeerKind::Miohttpd) {
-                let (mu, ms) = m.cpu_per_k();
-                let (bu, bs) = b.cpu_per_k();
+                let (mu, ms) = m.runs.cpu_per_k();
+                let (bu, bs) = b.runs.cpu_per_k();
                 let syscalls = m
+                    .runs
                     .syscalls_per_request()
-                    .zip(b.syscalls_per_request())
+                    .zip(b.runs.syscalls_per_request())
                     .map_or("-".to_string(), |(a, b)| format!("{:.2}x", a / b));
                 let _ = writeln!(
                     out,
                     "ratio {} / {}: req/s {:.2}x, cpu/req {:.2}x (user {:.2}x, sys {:.2}x), syscalls/req {syscalls}",
                     m.target,
                     b.target,
-                    m.rate() / b.rate(),
-                    m.cpu_total_per_k() / b.cpu_total_per_k(),
+                    m.runs.rate() / b.runs.rate(),
+                    m.runs.cpu_total_per_k() / b.runs.cpu_total_per_k(),
                     mu / bu,
                     ms / bs,
                 );
             }
         }
-        if cells
+        let wrk_bound: Vec<&str> = cells
             .iter()
-            .any(|c| c.limit() == "wrk" || c.limit() == "both")
-        {
+            .filter(|c| c.runs.limit().wrk_bound())
+            .map(|c| c.target.as_str())
+            .collect();
+        if !wrk_bound.is_empty() {
             let _ = writeln!(
                 out,
                 "note: wrk's core was saturated for {}: there req/s is wrk's ceiling, and CPU per \
                  request is the figure that compares the servers",
-                cells
-                    .iter()
-                    .filter(|c| c.limit() == "wrk" || c.limit() == "both")
-                    .map(|c| c.target.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                wrk_bound.join(", ")
             );
         }
     }
     out
 }
 
-/// Issue 5's targets, each met or missed, for every miohttpd row.
+/// The bounds a miohttpd row is held to, per scenario: (scenario, syscalls per request at
+/// most, CPU per request at most this times nginx's, req/s at least this times nginx's).
+fn bounds(opts: &Options) -> [(Scenario, f64, f64, f64); 2] {
+    [
+        (Scenario::keep_alive(100), 2.05, 0.8, 1.2),
+        (
+            Scenario {
+                connections: opts.pipeline_connections,
+                depth: 16,
+            },
+            0.2,
+            0.25,
+            3.0,
+        ),
+    ]
+}
+
+/// Every miohttpd row against the bounds above, and against nginx's syscalls per request at
+/// every keep-alive connection count.
 fn targets_check(results: &[Cell], opts: &Options) -> String {
     let find =
         |kind: PeerKind, s: Scenario| results.iter().find(|c| c.kind == kind && c.scenario == s);
-    let keep_alive = Scenario {
-        connections: 100,
-        depth: 1,
-    };
-    let pipelined = Scenario {
-        connections: opts.pipeline_connections,
-        depth: 16,
-    };
-    let mut out = String::from("\nissue 5 targets\n");
-    let mut line = |ok: bool, text: String| {
-        let _ = writeln!(out, "  [{}] {text}", if ok { "met" } else { "MISSED" });
-    };
-    for (scenario, max_syscalls, max_cpu, min_rate) in
-        [(keep_alive, 2.05, 0.8, 1.2), (pipelined, 0.2, 0.25, 3.0)]
-    {
-        let (nginx, go) = (
-            find(PeerKind::Nginx, scenario),
-            find(PeerKind::Go, scenario),
-        );
+    let mut targets = Targets::default();
+    for (scenario, max_syscalls, max_cpu, min_rate) in bounds(opts) {
+        let nginx = find(PeerKind::Nginx, scenario);
+        let go = find(PeerKind::Go, scenario);
         for m in results
             .iter()
             .filter(|c| c.kind == PeerKind::Miohttpd && c.scenario == scenario)
         {
             let who = format!("{}, {}", m.target, scenario.label());
-            if let Some(sc) = m.syscalls_per_request() {
-                line(
-                    sc <= max_syscalls,
-                    format!("{who}: {sc:.3} syscalls/request (at most {max_syscalls})"),
+            if let Some(sc) = m.runs.syscalls_per_request() {
+                targets.check(
+                    &format!("{who}: syscalls per request"),
+                    sc,
+                    Bound::AtMost(max_syscalls),
+                    None,
                 );
             }
             if let Some(n) = nginx {
-                let cpu = m.cpu_total_per_k() / n.cpu_total_per_k();
-                line(
-                    cpu <= max_cpu,
-                    format!("{who}: CPU per request {cpu:.2}x nginx's (at most {max_cpu}x)"),
+                targets.check(
+                    &format!("{who}: CPU per request / nginx's"),
+                    m.runs.cpu_total_per_k() / n.runs.cpu_total_per_k(),
+                    Bound::AtMost(max_cpu),
+                    None,
                 );
-                let rate = m.rate() / n.rate();
-                let wrk_bound = m.limit() == "wrk" || m.limit() == "both";
-                line(
-                    rate >= min_rate || wrk_bound,
-                    format!(
-                        "{who}: req/s {rate:.2}x nginx's (at least {min_rate}x{})",
-                        if wrk_bound {
-                            ", or wrk-limited: it was"
-                        } else {
-                            ", or wrk-limited: it was not"
-                        }
-                    ),
+                targets.check(
+                    &format!("{who}: req/s / nginx's"),
+                    m.runs.rate() / n.runs.rate(),
+                    Bound::AtLeast(min_rate),
+                    m.runs
+                        .limit()
+                        .wrk_bound()
+                        .then_some("or wrk-limited: it was"),
                 );
             }
             if let Some(g) = go {
-                let rate = m.rate() / g.rate();
-                line(
-                    rate >= 1.5,
-                    format!(
-                        "{who}: req/s {rate:.2}x Go's (at least 1.5x); CPU per request {:.2}x Go's",
-                        m.cpu_total_per_k() / g.cpu_total_per_k()
+                targets.check(
+                    &format!(
+                        "{who}: req/s / Go's (CPU per request {:.2}x Go's)",
+                        m.runs.cpu_total_per_k() / g.runs.cpu_total_per_k()
                     ),
+                    m.runs.rate() / g.runs.rate(),
+                    Bound::AtLeast(1.5),
+                    None,
                 );
             }
         }
     }
-    // Keep-alive at every connection count: never more syscalls per request than nginx.
     for m in results
         .iter()
         .filter(|c| c.kind == PeerKind::Miohttpd && c.scenario.depth == 1)
     {
-        let nginx = find(PeerKind::Nginx, m.scenario).and_then(Cell::syscalls_per_request);
-        if let Some((sc, n)) = m.syscalls_per_request().zip(nginx) {
-            let _ = writeln!(
-                out,
-                "  [{}] {}, {}: syscalls/request {sc:.3} vs nginx's {n:.3} (never more)",
-                if sc <= n { "met" } else { "MISSED" },
-                m.target,
-                m.scenario.label()
+        let nginx = find(PeerKind::Nginx, m.scenario).and_then(|n| n.runs.syscalls_per_request());
+        if let Some((sc, n)) = m.runs.syscalls_per_request().zip(nginx) {
+            targets.check(
+                &format!(
+                    "{}, {}: syscalls per request / nginx's",
+                    m.target,
+                    m.scenario.label()
+                ),
+                sc / n,
+                Bound::AtMost(1.0),
+                None,
             );
         }
     }
-    out
+    targets.render("targets")
 }
 
 /// req/s, syscalls per request and CPU per request over the keep-alive connection counts.
@@ -1109,19 +657,19 @@ fn plots() -> [Plot; 3] {
             "plaintext-rps.svg",
             "GET /plaintext, keep-alive: requests per second",
             "requests/s",
-            |c| Some(c.rate()),
+            |c| Some(c.runs.rate()),
         ),
         (
             "plaintext-syscalls.svg",
             "GET /plaintext, keep-alive: server syscalls per request",
             "syscalls per request",
-            Cell::syscalls_per_request,
+            |c| c.runs.syscalls_per_request(),
         ),
         (
             "plaintext-cpu.svg",
             "GET /plaintext, keep-alive: server CPU per request (user + sys)",
             "CPU µs per request",
-            |c| Some(c.cpu_total_per_k()),
+            |c| Some(c.runs.cpu_total_per_k()),
         ),
     ]
 }
@@ -1159,127 +707,11 @@ fn chart(
     }
 }
 
-fn today() -> String {
-    Command::new("date")
-        .arg("+%F")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn host_summary() -> String {
-    // From /proc, not available_parallelism: this driver is pinned to one core by now.
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpus = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map_or("unknown CPU", |v| v.trim_start_matches([' ', '\t', ':']));
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    format!("{cpus} x {cpu}, load {}", load.join(" "))
-}
-
-/// `requests` sequential keep-alive `GET /plaintext` on one connection, sent `depth` at a
-/// time in one write; every answer must be a 200 with the body. Returns one response's size.
-fn check_plaintext(addr: SocketAddr, requests: usize, depth: usize) -> Result<usize, String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let request = format!("GET /plaintext HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    let mut buf: Vec<u8> = Vec::new();
-    let mut size = 0;
-    let mut answered = 0;
-    while answered < requests {
-        let batch = depth.min(requests - answered);
-        stream
-            .write_all(request.repeat(batch).as_bytes())
-            .map_err(|e| format!("send: {e}"))?;
-        for _ in 0..batch {
-            size = read_plaintext_response(&mut stream, &mut buf)
-                .map_err(|e| format!("response {}: {e}", answered + 1))?;
-            answered += 1;
-        }
-    }
-    Ok(size)
-}
-
-/// Reads one response from `stream` (bytes beyond it stay in `buf`), checks it, returns its size.
-fn read_plaintext_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, String> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 16];
-        let mut response = httparse::Response::new(&mut headers);
-        if let httparse::Status::Complete(head) =
-            response.parse(buf).map_err(|e| format!("bad head: {e}"))?
-        {
-            let length: usize = response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-                .ok_or("no Content-Length")?;
-            if buf.len() >= head + length {
-                if response.code != Some(200) || &buf[head..head + length] != BODY.as_bytes() {
-                    return Err(format!(
-                        "want 200 {BODY:?}, got {:?}",
-                        String::from_utf8_lossy(&buf[..head + length])
-                    ));
-                }
-                buf.drain(..head + length);
-                return Ok(head + length);
-            }
-        }
-        let n = stream.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("closed before a whole response".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// Under `cargo test`: the routes and framing the benchmark relies on, and the charts.
 fn smoke_test() {
     let server = Server::start_with_banner("miohttpd", Command::new(MIOHTTPD), "miohttpd", false);
     check_plaintext(server.addr(), 3, 1).expect("keep-alive GET /plaintext");
     check_plaintext(server.addr(), 32, 16).expect("GET /plaintext pipelined 16 deep");
-    assert_eq!(
-        parse_wrk(
-            "  1000 requests in 5.00s, 1.00MB read\n  Socket errors: connect 0, read 1, write 0, \
-             timeout 0\nRequests/sec:    200.00\n"
-        ),
-        Ok((
-            1000,
-            200.0,
-            Some("Socket errors: connect 0, read 1, write 0, timeout 0".into())
-        ))
-    );
-    assert_eq!(
-        perf_count(
-            "# started\n\n184023,,raw_syscalls:sys_enter,1279187977,100.00,,\n\
-             4764,,syscalls:sys_enter_epoll_wait,1279187977,100.00,,\n\
-             <not counted>,,syscalls:sys_enter_epoll_pwait,0,100.00,,\n"
-        ),
-        Some(SyscallCount {
-            total: 184023,
-            waits: 4764
-        })
-    );
-    assert_eq!(
-        strace_count(
-            " 40.33    0.170095          39      4304           recvfrom\n\
-             \x20 1.02    0.004293          95        45           epoll_wait\n\
-             \x20 1.10    0.004630          45       102         1 accept4\n\
-             ------ ----------- ----------- --------- --------- ----------------\n\
-             100.00    0.421759          47      8957         1 total\n"
-        ),
-        Some(SyscallCount {
-            total: 8957,
-            waits: 45
-        })
-    );
     let sample = |rate: f64, total: u64| Sample {
         requests: 1000,
         rate,
@@ -1297,12 +729,12 @@ fn smoke_test() {
             .map(|(name, kind)| Cell {
                 target: name.into(),
                 kind,
-                scenario: Scenario {
-                    connections,
-                    depth: 1,
+                scenario: Scenario::keep_alive(connections),
+                runs: Runs {
+                    timed: vec![sample(80_000.0 * k, 2000)],
+                    counted: vec![sample(80_000.0 * k, 2050)],
+                    profiled: Vec::new(),
                 },
-                timed: vec![sample(80_000.0 * k, 2000)],
-                counted: vec![sample(80_000.0 * k, 2050)],
             })
         })
         .collect();
@@ -1313,6 +745,11 @@ fn smoke_test() {
         assert_eq!(chart.series.len(), 2, "{title}");
         check_chart(&chart).unwrap_or_else(|e| panic!("{title}: {e}"));
     }
+    let checked = targets_check(&cells, &opts);
+    assert!(
+        checked.contains("[met] miohttpd, keep-alive, 100 conns: syscalls per request / nginx's"),
+        "{checked}"
+    );
     println!(
         "plaintext: smoke test ok: keep-alive and 16-deep pipelined GET /plaintext answered, \
          charts render (`cargo bench --bench plaintext` runs the benchmark)"

@@ -22,7 +22,7 @@
 //! 1 MiB, one run, miohttpd only, no pinning.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -30,10 +30,15 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 
-mod common;
-use common::{
-    build_go_peer, cpus_allowed, median, pin_self_to_client_core, Server, MIOHTTPD, SERVER_CORE,
+use loadbench::client::read_response;
+use loadbench::cpu::{
+    cpus_allowed, pin_self_to_client_core, pinned_to, scheduled_time, SERVER_CORE,
 };
+use loadbench::peers::build_go_peer;
+use loadbench::report::median;
+use loadbench::server::Server;
+
+const MIOHTTPD: &str = env!("CARGO_BIN_EXE_miohttpd");
 
 const GO_PEER_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/md5server.go");
 
@@ -130,8 +135,13 @@ fn main() {
         "miohttpd", cmd, "miohttpd", pinned,
     )];
     if opts.go {
-        let peer = build_go_peer("upload", Path::new(GO_PEER_SOURCE), "md5server")
-            .unwrap_or_else(|e| panic!("upload: the Go peer: {e} (or pass --no-go)"));
+        let peer = build_go_peer(
+            "upload",
+            Path::new(env!("CARGO_TARGET_TMPDIR")),
+            Path::new(GO_PEER_SOURCE),
+            "md5server",
+        )
+        .unwrap_or_else(|e| panic!("upload: the Go peer: {e} (or pass --no-go)"));
         let mut cmd = Command::new(peer);
         cmd.env("GOMAXPROCS", "1");
         servers.push(Server::start_with_banner(
@@ -162,16 +172,10 @@ fn main() {
 /// Runs this driver again as `--raw-worker` under `taskset -c SERVER_CORE`.
 fn raw_md5_rate(opts: &Options, pinned: bool, want: &str) -> f64 {
     let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = if pinned {
-        let mut cmd = Command::new("taskset");
-        cmd.arg("-c").arg(SERVER_CORE).arg(exe);
-        cmd
-    } else {
-        Command::new(exe)
-    };
-    let output = cmd
-        .arg("--raw-worker")
-        .arg(format!("--size-mib={}", opts.size_mib))
+    let mut cmd = Command::new(exe);
+    cmd.arg("--raw-worker")
+        .arg(format!("--size-mib={}", opts.size_mib));
+    let output = pinned_to(SERVER_CORE, cmd, pinned)
         .stderr(Stdio::inherit())
         .output()
         .expect("running the raw md5 worker");
@@ -263,11 +267,11 @@ fn measure(
     series: &mut Series,
 ) {
     let pid = server.pid();
-    let cpu_before = cpu_time(pid);
+    let cpu_before = scheduled_time(pid);
     let elapsed = upload(server.addr(), body, want)
         .unwrap_or_else(|e| panic!("{} run {run}: {e}", server.name));
     let busy = cpu_before
-        .zip(cpu_time(pid))
+        .zip(scheduled_time(pid))
         .map(|(b, a)| a.saturating_sub(b).as_secs_f64() / elapsed.as_secs_f64());
     let rate = mb_per_s(body.len(), elapsed);
     let busy_note = busy.map_or(String::new(), |b| format!(", server cpu {:.0}%", b * 100.0));
@@ -277,17 +281,6 @@ fn measure(
     );
     series.rates.push(rate);
     series.cpu_busy.extend(busy);
-}
-
-/// CPU time of every thread of `pid` (Go runs several), from `/proc/PID/task/*/schedstat`
-/// whose first field is nanoseconds on CPU.
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(total))
 }
 
 /// One upload on a fresh connection; returns the time from first byte sent to response read.
@@ -327,116 +320,6 @@ fn upload(addr: SocketAddr, body: &[u8], want: &str) -> Result<Duration, String>
     Ok(elapsed)
 }
 
-struct Response {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn summary(&self) -> String {
-        let body = String::from_utf8_lossy(&self.body[..self.body.len().min(200)]).into_owned();
-        format!("status {} body {body:?}", self.status)
-    }
-}
-
-/// Reads one response: head via httparse, then a Content-Length, chunked or until-close body.
-fn read_response(stream: &mut TcpStream) -> Result<Response, String> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 8192];
-    let (status, head_len, framing) = loop {
-        let n = stream
-            .read(&mut chunk)
-            .map_err(|e| format!("reading response: {e}"))?;
-        if n == 0 {
-            return Err(format!(
-                "connection closed before a complete response head ({} bytes: {:?})",
-                buf.len(),
-                String::from_utf8_lossy(&buf)
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Response::new(&mut headers);
-        match parsed.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let mut framing = Framing::UntilClose;
-                for h in parsed.headers.iter() {
-                    let value = String::from_utf8_lossy(h.value);
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        let n = value
-                            .trim()
-                            .parse()
-                            .map_err(|_| format!("bad CL {value:?}"))?;
-                        framing = Framing::Length(n);
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding")
-                        && value.to_ascii_lowercase().contains("chunked")
-                    {
-                        framing = Framing::Chunked;
-                    }
-                }
-                break (parsed.code.unwrap_or(0), len, framing);
-            }
-            Ok(httparse::Status::Partial) => continue,
-            Err(e) => return Err(format!("bad response head: {e}")),
-        }
-    };
-    let mut body = buf.split_off(head_len);
-    match framing {
-        Framing::Length(n) => {
-            while body.len() < n {
-                let got = stream
-                    .read(&mut chunk)
-                    .map_err(|e| format!("reading body: {e}"))?;
-                if got == 0 {
-                    return Err(format!("body ended at {} of {n} bytes", body.len()));
-                }
-                body.extend_from_slice(&chunk[..got]);
-            }
-            body.truncate(n);
-        }
-        Framing::Chunked | Framing::UntilClose => {
-            // Replies here are tiny and the request said `Connection: close`: read to the end,
-            // then undo chunked framing if there is any.
-            stream
-                .read_to_end(&mut body)
-                .map_err(|e| format!("reading body: {e}"))?;
-            if matches!(framing, Framing::Chunked) {
-                body = dechunk(&body)?;
-            }
-        }
-    }
-    Ok(Response { status, body })
-}
-
-enum Framing {
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
-fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let eol = raw
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("chunk size line without CRLF")?;
-        let line = String::from_utf8_lossy(&raw[..eol]);
-        let size_hex = line.split(';').next().unwrap_or("").trim();
-        let size =
-            usize::from_str_radix(size_hex, 16).map_err(|_| format!("chunk size {line:?}"))?;
-        raw = &raw[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if raw.len() < size + 2 {
-            return Err("truncated chunk".into());
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
-}
-
 fn report(results: &[Series]) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -446,17 +329,14 @@ fn report(results: &[Series]) -> String {
     );
     let mut medians = Vec::new();
     for series in results {
-        let mut sorted = series.rates.clone();
-        sorted.sort_by(f64::total_cmp);
-        let med = median(&sorted);
+        let med = median(&series.rates);
         medians.push((series.name.as_str(), med));
-        let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
-        let mut busy = series.cpu_busy.clone();
-        busy.sort_by(f64::total_cmp);
-        let busy = if busy.is_empty() {
+        let min = series.rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = series.rates.iter().copied().fold(0.0, f64::max);
+        let busy = if series.cpu_busy.is_empty() {
             "-".to_string()
         } else {
-            format!("{:.0}%", median(&busy) * 100.0)
+            format!("{:.0}%", median(&series.cpu_busy) * 100.0)
         };
         let name = &series.name;
         let _ = writeln!(

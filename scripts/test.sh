@@ -2,9 +2,9 @@
 # scripts/test.sh — the project's one test command (the README and .ci/run both call it).
 #
 # Installs what the black-box tests need when it is missing — curl, strace, redis-server and
-# Chromium (Debian packages) and Python's `requests` (pip) — then runs
-# `cargo test --all-targets --no-fail-fast` (every failure shows in one run) and the doctests,
-# passing any arguments through to the first:
+# Chromium (Debian packages) and Python's `requests` (pip) — then runs `cargo test --workspace
+# --all-targets --no-fail-fast` (every failure shows in one run; --workspace adds
+# tools/loadbench's tests) and the doctests, passing any arguments through to the first:
 #   scripts/test.sh            scripts/test.sh -- --nocapture
 #   scripts/test.sh --test md5
 # Quiet and fast when everything is already present; safe to run any number of times.
@@ -54,8 +54,10 @@ if ! python3 -c 'import requests' >/dev/null 2>&1; then
     }
 fi
 
-cargo test --all-targets --no-fail-fast "$@"
+# --workspace: the bench harness (tools/loadbench) has unit tests of its own; the root package
+# alone is the default member, so without it they would never run.
+cargo test --workspace --all-targets --no-fail-fast "$@"
 # --all-targets leaves out doctests; the public API's examples must still compile.
 if (($# == 0)); then
-    cargo test --doc --quiet
+    cargo test --workspace --doc --quiet
 fi

@@ -19,6 +19,10 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+// Raw syscalls live in `sys`, the one module allowed unsafe code, each with why the safe API
+// does not do.
+#![deny(unsafe_code)]
+
 pub mod comet;
 pub mod config;
 pub mod handlers;

@@ -1,11 +1,15 @@
-//! The raw system calls the safe APIs do not offer, each with why. All `unsafe` lives here.
+//! The raw system calls the safe APIs do not offer, each with why. All `unsafe` lives here:
+//! the crate denies it everywhere else (`#![deny(unsafe_code)]` in `lib.rs`).
+
+#![allow(unsafe_code)]
 
 use std::io;
 
 /// Raises the soft limit on open files to the hard limit and returns the new soft limit.
 /// Every connection is a file descriptor, and a default soft limit (1024 on Linux, 256 on
 /// macOS) would cap a server meant for tens of thousands of parked clients; the hard limit
-/// is what the administrator allows.
+/// is what the administrator allows. Unsafe because neither std nor mio nor socket2 wraps
+/// getrlimit/setrlimit.
 pub fn raise_open_files_limit() -> io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -35,7 +39,7 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
 }
 
 /// The soft limit on open files now (what accept(2) runs into); usize::MAX when unlimited
-/// or unknown.
+/// or unknown. Unsafe for the same reason: no safe getrlimit in our dependencies.
 pub fn open_files_limit() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -61,7 +65,7 @@ pub enum Signal {
 
 /// Sends `signal` to every process in the group `group` (a command and what it started).
 /// std's `Child::kill` reaches only the child itself, and a shell's children would live on
-/// holding the pipe open.
+/// holding the pipe open; std has no way to signal a group, so kill(2) with a negative pid.
 pub fn signal_process_group(group: u32, signal: Signal) -> io::Result<()> {
     let signal = match signal {
         Signal::Terminate => libc::SIGTERM,
@@ -81,6 +85,7 @@ pub fn signal_process_group(group: u32, signal: Signal) -> io::Result<()> {
 }
 
 /// Whether any process of the group `group` still exists (zombies included, until reaped).
+/// kill(2) with signal 0 is the only probe of a group, and std offers none.
 pub fn process_group_exists(group: u32) -> bool {
     let Ok(group) = libc::pid_t::try_from(group) else {
         return false;
@@ -105,7 +110,8 @@ pub struct LocalTime {
 
 /// `unix_seconds` in local time, for the access log's `$time_local`. std has no time zones;
 /// localtime_r reads the zone (TZ, /etc/localtime) once per process and then makes no
-/// syscall. A time it cannot convert comes back as the epoch in UTC.
+/// syscall; a time zone crate would be a dependency for one log field. A time it cannot
+/// convert comes back as the epoch in UTC.
 pub fn local_time(unix_seconds: u64) -> LocalTime {
     let time = libc::time_t::try_from(unix_seconds).unwrap_or(0);
     // SAFETY: an all-zero tm is a valid value (integers and, on glibc, a null tm_zone).
@@ -159,7 +165,8 @@ pub fn set_tcp_defer_accept(socket: &impl std::os::fd::AsRawFd, seconds: u32) ->
     Ok(())
 }
 
-/// TCP_DEFER_ACCEPT as the kernel keeps it (it rounds to its retransmission steps).
+/// TCP_DEFER_ACCEPT as the kernel keeps it (it rounds to its retransmission steps); socket2
+/// has no getter either.
 #[cfg(target_os = "linux")]
 pub fn tcp_defer_accept(socket: &impl std::os::fd::AsRawFd) -> io::Result<u32> {
     let mut value: libc::c_int = 0;

@@ -61,6 +61,83 @@ fn every_metric_has_help_type_and_one_sample() {
     assert_eq!(sample(&text, "miohttpd_connections"), 1);
 }
 
+/// Every family's HELP and TYPE, in order: the names dashboards and alerts are written
+/// against. Counters are declared once in a table (`src/server/stats.rs`); this pins what the
+/// table renders.
+const FAMILIES: &str = "\
+# HELP miohttpd_polls_total poll(2) waits (epoll_wait, kevent)
+# TYPE miohttpd_polls_total counter
+# HELP miohttpd_events_total readiness events handled
+# TYPE miohttpd_events_total counter
+# HELP miohttpd_accepts_total connections accepted
+# TYPE miohttpd_accepts_total counter
+# HELP miohttpd_accept_calls_total accept(2) calls, those finding no connection included
+# TYPE miohttpd_accept_calls_total counter
+# HELP miohttpd_closes_total sockets closed (close(2) by the drop)
+# TYPE miohttpd_closes_total counter
+# HELP miohttpd_reads_total read(2) calls on client sockets
+# TYPE miohttpd_reads_total counter
+# HELP miohttpd_short_reads_total reads that returned less than asked
+# TYPE miohttpd_short_reads_total counter
+# HELP miohttpd_writes_total write(2), writev(2) and sendmsg(2) calls on client sockets
+# TYPE miohttpd_writes_total counter
+# HELP miohttpd_vectored_writes_total writes of two buffers in one writev(2)
+# TYPE miohttpd_vectored_writes_total counter
+# HELP miohttpd_corked_writes_total writes held to leave with the FIN (MSG_MORE)
+# TYPE miohttpd_corked_writes_total counter
+# HELP miohttpd_would_blocks_total reads and writes that found the socket not ready
+# TYPE miohttpd_would_blocks_total counter
+# HELP miohttpd_shutdowns_total shutdown(2) calls (lingering closes)
+# TYPE miohttpd_shutdowns_total counter
+# HELP miohttpd_pipe_reads_total read(2) calls on streamed commands' pipes
+# TYPE miohttpd_pipe_reads_total counter
+# HELP miohttpd_pipe_closes_total close(2) calls on streamed commands' pipes
+# TYPE miohttpd_pipe_closes_total counter
+# HELP miohttpd_setsockopts_total setsockopt(2) calls on accepted sockets
+# TYPE miohttpd_setsockopts_total counter
+# HELP miohttpd_registrations_total epoll_ctl(2) calls: listeners, connections, pipes
+# TYPE miohttpd_registrations_total counter
+# HELP miohttpd_process_syscalls_total syscalls for streamed commands: spawn (estimated), wait4, kill
+# TYPE miohttpd_process_syscalls_total counter
+# HELP miohttpd_log_writes_total write(2) calls of the access log and the stats summary
+# TYPE miohttpd_log_writes_total counter
+# HELP miohttpd_requests_total request heads parsed
+# TYPE miohttpd_requests_total counter
+# HELP miohttpd_refused_connections_total connections over the limit, answered 503 and closed
+# TYPE miohttpd_refused_connections_total counter
+# HELP miohttpd_accept_pauses_total accept pauses for want of file descriptors
+# TYPE miohttpd_accept_pauses_total counter
+# HELP miohttpd_received_bytes_total bytes read from clients
+# TYPE miohttpd_received_bytes_total counter
+# HELP miohttpd_sent_bytes_total bytes written to clients
+# TYPE miohttpd_sent_bytes_total counter
+# HELP miohttpd_syscalls_total every syscall the loop makes, summed
+# TYPE miohttpd_syscalls_total counter
+# HELP miohttpd_responses_total final responses by status class
+# TYPE miohttpd_responses_total counter
+# HELP miohttpd_connections connections open
+# TYPE miohttpd_connections gauge
+# HELP miohttpd_parked_waiters long-poll waiters parked
+# TYPE miohttpd_parked_waiters gauge
+# HELP miohttpd_subscribed_streams event-stream subscribers
+# TYPE miohttpd_subscribed_streams gauge
+# HELP miohttpd_streaming_connections connections streaming a command's output
+# TYPE miohttpd_streaming_connections gauge
+# HELP miohttpd_commands_running streamed commands running or being ended
+# TYPE miohttpd_commands_running gauge
+# HELP miohttpd_events_per_poll readiness events returned per poll wake-up
+# TYPE miohttpd_events_per_poll histogram
+";
+
+#[test]
+fn the_families_their_help_and_their_order_stay_as_published() {
+    let server = Server::start();
+    let text = metrics(&server);
+    let families: Vec<&str> = text.lines().filter(|l| l.starts_with("# ")).collect();
+    let expected: Vec<&str> = FAMILIES.lines().collect();
+    assert_eq!(families, expected, "{text}");
+}
+
 #[test]
 fn pipelined_requests_are_answered_with_one_write() {
     const PIPELINED: usize = 50;

@@ -21,6 +21,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::stats::Stats;
+use super::syscalls::LogWriter;
 use crate::config::LogTarget;
 use crate::http::response::push_decimal;
 use crate::http::{Head, Version};
@@ -49,7 +50,7 @@ pub struct AccessLog {
 }
 
 struct Sink {
-    file: File,
+    file: LogWriter<File>,
     batch: Vec<u8>,
     /// When the oldest line still in `batch` was added.
     oldest: Option<Instant>,
@@ -82,7 +83,7 @@ impl AccessLog {
         clock.render(SystemTime::now());
         Ok(AccessLog {
             sink: Some(Sink {
-                file,
+                file: LogWriter::new(file),
                 batch: Vec::with_capacity(BATCH_BYTES + MAX_POOLED_ENTRY),
                 oldest: None,
                 free_entries: Vec::new(),
@@ -205,20 +206,10 @@ impl Sink {
     /// failed batch is dropped (reported once) rather than retried: the log must not hold up
     /// serving.
     fn write_batch(&mut self, stats: &mut Stats) {
-        let mut rest = &self.batch[..];
-        while !rest.is_empty() {
-            stats.log_writes += 1;
-            match self.file.write(rest) {
-                Ok(0) => break,
-                Ok(n) => rest = &rest[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    if !self.failed {
-                        eprintln!("miohttpd: access log: {e}; lines are being dropped");
-                        self.failed = true;
-                    }
-                    break;
-                }
+        if let Err(e) = self.file.write_all(&self.batch, stats) {
+            if !self.failed {
+                eprintln!("miohttpd: access log: {e}; lines are being dropped");
+                self.failed = true;
             }
         }
         self.batch.clear();

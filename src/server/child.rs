@@ -4,18 +4,20 @@
 
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::stats::Stats;
 use mio::unix::pipe;
 
-use super::stats::{Stats, SPAWN_NULL_STDERR_SYSCALLS, SPAWN_SYSCALLS};
+use super::syscalls::Process;
 use crate::config::{Config, StderrMode};
 use crate::sys;
 
 /// A running command and the read end of its stdout.
 pub struct Spawned {
-    pub child: Child,
+    pub child: Process,
+    /// Counted once the connection takes it (`syscalls::Pipe`).
     pub stdout: pipe::Receiver,
 }
 
@@ -23,10 +25,6 @@ pub struct Spawned {
 /// the environment the server's, stdin /dev/null. Its own process group lets one signal
 /// reach the shell and everything it started.
 pub fn spawn(text: &str, config: &Config, stats: &mut Stats) -> io::Result<Spawned> {
-    stats.process_syscalls += SPAWN_SYSCALLS;
-    if config.exec_stderr != StderrMode::Inherit {
-        stats.process_syscalls += SPAWN_NULL_STDERR_SYSCALLS;
-    }
     let mut command = Command::new(&config.exec_shell);
     let script;
     let text = match config.exec_stderr {
@@ -41,28 +39,20 @@ pub fn spawn(text: &str, config: &Config, stats: &mut Stats) -> io::Result<Spawn
         .arg("-c")
         .arg(text)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
         .stderr(match config.exec_stderr {
             StderrMode::Inherit => Stdio::inherit(),
             StderrMode::Merge | StderrMode::Discard => Stdio::null(),
         })
         .process_group(0);
-    let mut child = command.spawn()?;
-    let Some(stdout) = child.stdout.take() else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(io::Error::other("no stdout pipe"));
-    };
-    let stdout = pipe::Receiver::from(stdout);
-    stdout.set_nonblocking(true)?;
+    let null_stderr = config.exec_stderr != StderrMode::Inherit;
+    let (child, stdout) = Process::spawn(&mut command, null_stderr, stats)?;
     Ok(Spawned { child, stdout })
 }
 
 /// Sends `signal` to the child's whole process group.
-pub fn signal_group(child: &Child, signal: sys::Signal, stats: &mut Stats) {
-    stats.process_syscalls += 1;
+pub fn signal_group(child: &Process, signal: sys::Signal, stats: &mut Stats) {
     // The group id is the child's pid (process_group(0) at spawn).
-    if let Err(e) = sys::signal_process_group(child.id(), signal) {
+    if let Err(e) = child.signal_group(signal, stats) {
         // ESRCH: already gone, which is what we wanted.
         if e.raw_os_error() != Some(libc::ESRCH) {
             eprintln!("miohttpd: signalling command {}: {e}", child.id());
@@ -89,7 +79,7 @@ pub struct Children {
 }
 
 struct Ending {
-    child: Child,
+    child: Process,
     kill_at: Instant,
     /// The group leader (the shell) has exited and been reaped.
     reaped: bool,
@@ -120,7 +110,7 @@ impl Children {
     }
 
     /// Takes a streaming command whose connection is gone: SIGTERM now, SIGKILL after `grace`.
-    pub fn end(&mut self, child: Child, now: Instant, grace: Duration, stats: &mut Stats) {
+    pub fn end(&mut self, child: Process, now: Instant, grace: Duration, stats: &mut Stats) {
         self.streaming -= 1;
         signal_group(&child, sys::Signal::Terminate, stats);
         self.ending.push(Ending {
@@ -135,13 +125,13 @@ impl Children {
     pub fn kill_all(&mut self, stats: &mut Stats) {
         for ending in &mut self.ending {
             // A reaped leader's group is signalled only while it provably has members.
-            let members_left = !ending.reaped || sys::process_group_exists(ending.child.id());
+            let members_left = !ending.reaped || ending.child.group_exists(stats);
             if !ending.killed && members_left {
                 signal_group(&ending.child, sys::Signal::Kill, stats);
                 ending.killed = true;
             }
             if !ending.reaped {
-                let _ = ending.child.wait();
+                let _ = ending.child.wait(stats);
                 ending.reaped = true;
             }
         }
@@ -157,20 +147,13 @@ impl Children {
     /// SIGTERM while something it started ignores it.
     pub fn poll(&mut self, now: Instant, stats: &mut Stats) {
         self.ending.retain_mut(|ending| {
-            if !ending.reaped {
-                stats.process_syscalls += 1; // wait4
-                if matches!(ending.child.try_wait(), Ok(Some(_)) | Err(_)) {
-                    ending.reaped = true;
-                }
+            if !ending.reaped && matches!(ending.child.try_wait(stats), Ok(Some(_)) | Err(_)) {
+                ending.reaped = true;
             }
             // Once the leader is reaped its pid may in principle be reused; the group is only
             // signalled again while it provably still has members.
-            let group = ending.child.id();
-            if ending.reaped {
-                stats.process_syscalls += 1; // kill(-group, 0)
-                if !sys::process_group_exists(group) {
-                    return false;
-                }
+            if ending.reaped && !ending.child.group_exists(stats) {
+                return false;
             }
             if !ending.killed && now >= ending.kill_at {
                 signal_group(&ending.child, sys::Signal::Kill, stats);

@@ -6,14 +6,15 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use mio::{Poll, Token};
+use mio::Token;
 
 use super::access_log::AccessLog;
 use super::buffers::BufferPool;
 use super::child::Children;
 use super::conn::{Conn, Ctx, Next, Readiness};
 use super::stats::Stats;
-use super::transport::Transport;
+use super::syscalls::Poller;
+use super::transport::{Counted, InMemory, Transport};
 use crate::comet::Comet;
 use crate::config::Config;
 use crate::handlers::builtin_router;
@@ -57,13 +58,15 @@ impl Transport for Scripted {
     }
 }
 
+impl InMemory for Scripted {}
+
 /// Feeds `chunks` to one connection (builtin routes, default config, a fixed `Date`), one
 /// chunk per readable event, then the client's EOF, and returns every byte the server wrote.
 /// Turns are bounded: a connection that keeps asking for more is a bug, reported by a panic.
 pub fn serve_chunks(chunks: &[&[u8]]) -> Vec<u8> {
     let config = Config::default();
     let service = builtin_router(&config);
-    let poll = Poll::new().expect("epoll_create");
+    let poll = Poller::new().expect("epoll_create");
     let mut pool = BufferPool::new(
         super::head_buffer_size(&config),
         config.body_buffer_size,
@@ -76,7 +79,7 @@ pub fn serve_chunks(chunks: &[&[u8]]) -> Vec<u8> {
     let mut log = AccessLog::off();
     let now = Instant::now();
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
-    let mut conn = Conn::new(Scripted::default(), peer, now);
+    let mut conn = Conn::new(Counted::new(Scripted::default()), peer, now);
 
     let mut turn = |conn: &mut Conn<Scripted>, event: Readiness| -> Next {
         let mut ctx = Ctx {
@@ -107,7 +110,7 @@ pub fn serve_chunks(chunks: &[&[u8]]) -> Vec<u8> {
 
     let mut next = Next::Wait;
     for chunk in chunks {
-        conn.stream_mut().chunk.extend(chunk.iter());
+        conn.stream_mut().script().chunk.extend(chunk.iter());
         let readable = Readiness {
             readable: true,
             hung_up: false,
@@ -118,14 +121,14 @@ pub fn serve_chunks(chunks: &[&[u8]]) -> Vec<u8> {
         }
     }
     if next != Next::Close {
-        conn.stream_mut().eof = true;
+        conn.stream_mut().script().eof = true;
         let hung_up = Readiness {
             readable: true,
             hung_up: true,
         };
         turn(&mut conn, hung_up);
     }
-    std::mem::take(&mut conn.stream_mut().written)
+    std::mem::take(&mut conn.stream_mut().script().written)
 }
 
 #[cfg(test)]

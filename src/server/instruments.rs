@@ -4,17 +4,17 @@
 //! counters themselves are in `stats.rs`; each connection's half of the access log is in
 //! `conn/record.rs`.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpListener;
-use mio::{Interest, Registry};
+use mio::Interest;
 
 use super::access_log::AccessLog;
 use super::child::Children;
 use super::listener;
 use super::stats::{Gauges, Stats};
+use super::syscalls::{Listener, LogWriter, Registrar};
 use super::table::ADMIN;
 use crate::comet::Comet;
 use crate::config::Config;
@@ -23,7 +23,7 @@ use crate::router::Route;
 
 pub struct Instruments {
     /// `--admin-listen`: registered with [`ADMIN`].
-    pub admin: Option<TcpListener>,
+    pub admin: Option<Listener>,
     /// The admin listener had more connections waiting when its accept budget ran out.
     pub admin_accept_pending: bool,
     pub log: AccessLog,
@@ -36,17 +36,18 @@ struct Summary {
     next_at: Instant,
     last: Stats,
     last_at: Instant,
+    out: LogWriter<io::Stderr>,
 }
 
 impl Instruments {
     /// Binds and registers the admin listener and opens the access log, before the loop runs.
-    pub fn bind(config: &Config, registry: &Registry) -> io::Result<Self> {
+    pub fn bind(config: &Config, registry: Registrar<'_>, stats: &mut Stats) -> io::Result<Self> {
         let admin = match config.admin_listen {
             Some(addr) => {
                 let context = |e: io::Error| io::Error::new(e.kind(), format!("admin {addr}: {e}"));
                 let mut admin = listener::bind_admin(addr).map_err(context)?;
                 registry
-                    .register(&mut admin, ADMIN, Interest::READABLE)
+                    .register(&mut admin, ADMIN, Interest::READABLE, stats)
                     .map_err(context)?;
                 Some(admin)
             }
@@ -66,16 +67,15 @@ impl Instruments {
         self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
-    /// The loop starts: the listeners' registrations made at bind are counted (the main
-    /// listeners' and the admin one's), and the summary's first interval begins.
-    pub fn start(&mut self, config: &Config, listeners: usize, now: Instant, stats: &mut Stats) {
-        stats.registrations += listeners as u64 + u64::from(self.admin.is_some());
+    /// The loop starts: the summary's first interval begins.
+    pub fn start(&mut self, config: &Config, now: Instant, stats: &Stats) {
         if !config.stats_interval.is_zero() {
             self.summary = Some(Summary {
                 interval: config.stats_interval,
                 next_at: now + config.stats_interval,
                 last: stats.clone(),
                 last_at: now,
+                out: LogWriter::new(io::stderr()),
             });
         }
     }
@@ -93,7 +93,10 @@ impl Instruments {
     pub fn after_wakeup(&mut self, now: Instant, stats: &mut Stats) {
         self.log.flush_if_due(now, stats);
         if let Some(line) = self.summary_due(now, stats) {
-            write_counted(&mut io::stderr().lock(), line.as_bytes(), stats);
+            if let Some(summary) = self.summary.as_mut() {
+                // stderr gone is no reason to stop serving.
+                let _ = summary.out.write_all(line.as_bytes(), stats);
+            }
         }
     }
 
@@ -114,18 +117,6 @@ impl Instruments {
         summary.last = stats.clone();
         summary.last_at = now;
         Some(line)
-    }
-}
-
-/// Writes all of `bytes`, counting each write(2). Errors are dropped: stderr gone is no
-/// reason to stop serving.
-fn write_counted(out: &mut impl Write, mut bytes: &[u8], stats: &mut Stats) {
-    while !bytes.is_empty() {
-        stats.log_writes += 1;
-        match out.write(bytes) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => bytes = &bytes[n..],
-        }
     }
 }
 
@@ -165,6 +156,7 @@ pub fn hide_metrics(route: Route, config: &Config) -> Route {
 mod tests {
     use super::*;
     use crate::http::{header_storage, parse_head, HeadLimits};
+    use crate::server::syscalls::Poller;
 
     fn status_of(route: Route) -> u16 {
         match route {
@@ -217,12 +209,12 @@ mod tests {
             stats_interval: Duration::from_secs(2),
             ..Config::default()
         };
-        let poll = mio::Poll::new().unwrap();
-        let mut instruments = Instruments::bind(&config, poll.registry()).unwrap();
+        let poll = Poller::new().unwrap();
         let mut stats = Stats::default();
+        let mut instruments = Instruments::bind(&config, poll.registry(), &mut stats).unwrap();
+        assert_eq!(stats.registrations, 0, "no admin listener");
         let start = Instant::now();
-        instruments.start(&config, 1, start, &mut stats);
-        assert_eq!(stats.registrations, 1, "the main listener's");
+        instruments.start(&config, start, &stats);
         assert_eq!(instruments.next_due(), Some(start + Duration::from_secs(2)));
         assert_eq!(
             instruments.summary_due(start + Duration::from_secs(1), &stats),
@@ -240,32 +232,12 @@ mod tests {
     }
 
     #[test]
-    fn every_write_is_counted() {
-        /// Takes at most three bytes per write, like a pipe that is nearly full.
-        struct Trickle(Vec<u8>);
-        impl Write for Trickle {
-            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-                let n = bytes.len().min(3);
-                self.0.extend_from_slice(&bytes[..n]);
-                Ok(n)
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut stats = Stats::default();
-        let mut out = Trickle(Vec::new());
-        write_counted(&mut out, b"0123456", &mut stats);
-        assert_eq!((out.0.as_slice(), stats.log_writes), (&b"0123456"[..], 3));
-    }
-
-    #[test]
     fn no_interval_no_summary() {
-        let poll = mio::Poll::new().unwrap();
+        let poll = Poller::new().unwrap();
         let config = Config::default();
-        let mut instruments = Instruments::bind(&config, poll.registry()).unwrap();
         let mut stats = Stats::default();
-        instruments.start(&config, 1, Instant::now(), &mut stats);
+        let mut instruments = Instruments::bind(&config, poll.registry(), &mut stats).unwrap();
+        instruments.start(&config, Instant::now(), &stats);
         assert_eq!(instruments.next_due(), None);
     }
 }

@@ -1,5 +1,6 @@
 //! The listening sockets, built with socket2 because mio's own bind fixes the backlog and
-//! sets none of the options below.
+//! sets none of the options below, and handed to the loop as [`Listener`]s, whose accepts
+//! are counted.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use mio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::syscalls::Listener;
 use super::table::MAX_LISTENERS;
 use crate::config::Config;
 
@@ -16,7 +18,7 @@ use crate::config::Config;
 /// so `:0` or `localhost:0` is one port on every address. An address family the host does not
 /// have (`[::]` on a kernel without IPv6) is skipped with a warning while another listener
 /// binds; any other failure names the address.
-pub fn bind_all(config: &Config) -> io::Result<Vec<TcpListener>> {
+pub fn bind_all(config: &Config) -> io::Result<Vec<Listener>> {
     if config.listen.len() > MAX_LISTENERS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -66,7 +68,7 @@ pub fn bind_all(config: &Config) -> io::Result<Vec<TcpListener>> {
 /// IPv6 listener leave IPv4 alone whatever the host's `net.ipv6.bindv6only` says, so that
 /// `:PORT` can listen on `0.0.0.0` and `[::]` side by side; otherwise the kernel's default
 /// stands, as it always did for `--listen [::]:PORT`.
-pub fn bind(addr: SocketAddr, v6_only: bool, config: &Config) -> io::Result<TcpListener> {
+pub fn bind(addr: SocketAddr, v6_only: bool, config: &Config) -> io::Result<Listener> {
     let socket = new_socket(addr, config.backlog, |socket| {
         if v6_only {
             socket.set_only_v6(true)?;
@@ -82,12 +84,12 @@ pub fn bind(addr: SocketAddr, v6_only: bool, config: &Config) -> io::Result<TcpL
         }
         set_defer_accept(socket, config.defer_accept)
     })?;
-    Ok(TcpListener::from_std(socket.into()))
+    Ok(Listener::new(TcpListener::from_std(socket.into())))
 }
 
 /// Takes over a socket that is already listening (passed by systemd): it must be a listening
 /// TCP socket; it is made non-blocking. Its options are the `.socket` unit's to set.
-pub fn adopt(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+pub fn adopt(listener: std::net::TcpListener) -> io::Result<Listener> {
     let socket = socket2::SockRef::from(&listener);
     if socket.r#type()? != Type::STREAM || !socket.is_listener()? {
         return Err(io::Error::new(
@@ -96,13 +98,13 @@ pub fn adopt(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         ));
     }
     listener.set_nonblocking(true)?;
-    Ok(TcpListener::from_std(listener))
+    Ok(Listener::new(TcpListener::from_std(listener)))
 }
 
 /// Binds the admin listener (`--admin-listen`): plain, none of the main listener's knobs.
-pub fn bind_admin(addr: SocketAddr) -> io::Result<TcpListener> {
+pub fn bind_admin(addr: SocketAddr) -> io::Result<Listener> {
     let socket = new_socket(addr, 128, |_| Ok(()))?;
-    Ok(TcpListener::from_std(socket.into()))
+    Ok(Listener::new(TcpListener::from_std(socket.into())))
 }
 
 fn new_socket(
@@ -150,7 +152,7 @@ mod tests {
         config
     }
 
-    fn bind_one(config: &Config) -> io::Result<TcpListener> {
+    fn bind_one(config: &Config) -> io::Result<Listener> {
         bind(config.listen[0], false, config)
     }
 
@@ -242,8 +244,10 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _client = std::net::TcpStream::connect(addr).unwrap();
         // The handshake is complete once connect returns; accept may still race it briefly.
+        // A raw accept: the counted one gives no look at the socket's options.
+        let listening = socket2::SockRef::from(&listener);
         let accepted = (0..5000)
-            .find_map(|_| match listener.accept() {
+            .find_map(|_| match listening.accept() {
                 Ok((stream, _)) => Some(stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(1));
@@ -252,14 +256,7 @@ mod tests {
                 Err(e) => panic!("{e}"),
             })
             .expect("the connection is accepted within seconds");
-        let size = socket2::SockRef::from(&accepted)
-            .recv_buffer_size()
-            .unwrap();
-        assert_eq!(
-            size,
-            socket2::SockRef::from(&listener)
-                .recv_buffer_size()
-                .unwrap()
-        );
+        let size = accepted.recv_buffer_size().unwrap();
+        assert_eq!(size, listening.recv_buffer_size().unwrap());
     }
 }

@@ -11,6 +11,7 @@ pub mod fuzzing;
 mod instruments;
 mod listener;
 pub mod stats;
+mod syscalls;
 mod table;
 mod transport;
 
@@ -20,8 +21,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Token};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::comet::{self, Comet};
@@ -34,17 +35,21 @@ use conn::{Conn, Ctx, Next, Readiness};
 use fanout::Fanout;
 use instruments::Instruments;
 use stats::Stats;
+use syscalls::{Listener, Poller};
 use table::{listener_index, listener_token, pipe_owner, ConnTable, ADMIN, SIGNALS};
+use transport::Counted;
 
 /// A bound server, ready to run. Binding and running are separate so a caller can learn the
 /// address (port 0 picks a free one) before the loop starts.
 pub struct Server<S> {
     config: Config,
     service: S,
-    poll: Poll,
-    listeners: Vec<TcpListener>,
+    poll: Poller,
+    listeners: Vec<Listener>,
     local_addrs: Vec<SocketAddr>,
     instruments: Instruments,
+    /// Counting from the first registration, made here.
+    stats: Stats,
 }
 
 impl<S: Service> Server<S> {
@@ -79,15 +84,20 @@ impl<S: Service> Server<S> {
         Self::serve_on(config, listeners, service)
     }
 
-    fn serve_on(config: Config, mut listeners: Vec<TcpListener>, service: S) -> io::Result<Self> {
-        let poll = Poll::new()?;
+    fn serve_on(config: Config, mut listeners: Vec<Listener>, service: S) -> io::Result<Self> {
+        let mut stats = Stats::default();
+        let poll = Poller::new()?;
         let mut local_addrs = Vec::with_capacity(listeners.len());
         for (index, listener) in listeners.iter_mut().enumerate() {
             local_addrs.push(listener.local_addr()?);
-            poll.registry()
-                .register(listener, listener_token(index), Interest::READABLE)?;
+            poll.registry().register(
+                listener,
+                listener_token(index),
+                Interest::READABLE,
+                &mut stats,
+            )?;
         }
-        let instruments = Instruments::bind(&config, poll.registry())?;
+        let instruments = Instruments::bind(&config, poll.registry(), &mut stats)?;
         Ok(Server {
             config,
             service,
@@ -95,6 +105,7 @@ impl<S: Service> Server<S> {
             listeners,
             local_addrs,
             instruments,
+            stats,
         })
     }
 
@@ -122,12 +133,13 @@ impl<S: Service> Server<S> {
             poll,
             listeners,
             mut instruments,
+            mut stats,
             ..
         } = self;
         let config_comet = config.comet;
         let mut signals = Signals::new([libc::SIGTERM, libc::SIGINT])?;
         poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            .register(&mut signals, SIGNALS, Interest::READABLE, &mut stats)?;
         let max_connections = match config.max_connections {
             0 => crate::sys::open_files_limit()
                 .saturating_sub(FD_RESERVE)
@@ -139,8 +151,7 @@ impl<S: Service> Server<S> {
             config.body_buffer_size,
             config.output_high_water.saturating_mul(2),
         );
-        let mut stats = Stats::default();
-        instruments.start(&config, listeners.len(), Instant::now(), &mut stats);
+        instruments.start(&config, Instant::now(), &stats);
         EventLoop {
             config,
             service,
@@ -209,10 +220,10 @@ fn head_buffer_size(config: &Config) -> usize {
 struct EventLoop<S> {
     config: Config,
     service: S,
-    poll: Poll,
+    poll: Poller,
     /// The `--listen` listeners, index = token's; empty once shutdown began: new connections
     /// are refused by the kernel.
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     signals: Signals,
     /// Beyond this many, a new connection gets a 503 and is closed.
     max_connections: usize,
@@ -258,8 +269,7 @@ impl<S: Service> EventLoop<S> {
                 }
             }
             let timeout = self.poll_timeout();
-            self.stats.polls += 1;
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.poll.poll(&mut events, timeout, &mut self.stats) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -452,7 +462,6 @@ impl<S: Service> EventLoop<S> {
 
     fn close(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(token) {
-            self.stats.closes += 1;
             if self.accept_paused_until.take().is_some() {
                 // An fd is free now: the backlog may hold clients no new edge will announce.
                 self.accept_pending = u64::MAX;
@@ -466,9 +475,9 @@ impl<S: Service> EventLoop<S> {
                 self.children
                     .end(child, Instant::now(), grace, &mut self.stats);
             }
-            // Dropping the stream closes the fd, which also removes it from the epoll set:
-            // no deregister syscall needed.
-            conn.release(&mut self.pool);
+            // Closing the socket also removes it from the epoll set: no deregister syscall
+            // needed.
+            conn.release(&mut self.pool, &mut self.stats);
         }
     }
 
@@ -506,8 +515,7 @@ impl<S: Service> EventLoop<S> {
                 // No admin listener, or shutdown closed the main one.
                 _ => return false,
             };
-            self.stats.accept_calls += 1;
-            let (stream, peer) = match listener.accept() {
+            let (stream, peer) = match listener.accept(&mut self.stats) {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e)
@@ -537,20 +545,21 @@ impl<S: Service> EventLoop<S> {
                     return false;
                 }
             };
-            self.stats.accepts += 1;
             self.fd_exhaustion_logged = false;
             if self.conns.len() >= self.max_connections {
                 self.refuse(stream, peer);
                 continue;
             }
             if self.config.tcp_nodelay {
-                self.stats.setsockopts += 1;
                 // Failure only costs latency; the connection still works.
-                let _ = stream.set_nodelay(true);
+                let _ = stream.set_nodelay(&mut self.stats);
             }
-            let Some(token) = self.conns.insert(|_| Conn::new(stream, peer, now)) else {
+            let mut fresh = Some(Conn::new(stream, peer, now));
+            let Some(token) = self.conns.insert(|_| fresh.take().expect("made once")) else {
                 eprintln!("miohttpd: connection table full; refusing {peer}");
-                self.stats.closes += 1;
+                if let Some(conn) = fresh {
+                    conn.release(&mut self.pool, &mut self.stats);
+                }
                 continue;
             };
             let conn = self.conns.get_mut(token).expect("just inserted");
@@ -559,11 +568,11 @@ impl<S: Service> EventLoop<S> {
             }
             // Both interests once, edge-triggered: no re-registration syscalls later. Bytes
             // that arrived before registration are reported by the registration itself.
-            self.stats.registrations += 1;
             let registered = self.poll.registry().register(
                 conn.stream_mut(),
                 token,
                 Interest::READABLE | Interest::WRITABLE,
+                &mut self.stats,
             );
             if let Err(e) = registered {
                 eprintln!("miohttpd: register {peer}: {e}");
@@ -579,8 +588,7 @@ impl<S: Service> EventLoop<S> {
     /// Over the connection limit: a 503 and a close, without a slot in the table. What the
     /// client already sent is read first, so the close is a FIN and not a reset that could
     /// destroy the 503 before the client reads it.
-    fn refuse(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        use std::io::{Read, Write};
+    fn refuse(&mut self, mut stream: Counted<TcpStream>, peer: SocketAddr) {
         let quiet_since = self.capacity_logged_at.map(|at| at.elapsed());
         if quiet_since.map_or(true, |quiet| quiet >= CAPACITY_LOG_INTERVAL) {
             eprintln!(
@@ -590,12 +598,10 @@ impl<S: Service> EventLoop<S> {
             self.capacity_logged_at = Some(Instant::now());
         }
         self.stats.refused += 1;
-        self.stats.reads += 1;
         let mut scratch = [0u8; 4096];
-        let _ = stream.read(&mut scratch);
-        self.stats.writes += 1;
-        let _ = stream.write(AT_CAPACITY);
-        self.stats.closes += 1;
+        let _ = stream.read(&mut scratch, &mut self.stats);
+        let _ = stream.send([AT_CAPACITY, &[]], false, &mut self.stats);
+        stream.close(&mut self.stats);
     }
 }
 
@@ -623,4 +629,34 @@ enum Listening {
     Main(usize),
     /// `--admin-listen`: its connections are served `/metrics` only.
     Admin,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::builtin_router;
+
+    #[test]
+    fn the_listeners_registrations_are_counted_from_bind() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let second = SocketAddr::from(([127, 0, 0, 2], 0));
+        let table = [
+            (vec![loopback], None, 1),
+            (vec![loopback], Some(loopback), 2),
+            (vec![loopback, second], Some(loopback), 3),
+        ];
+        for (listen, admin_listen, registrations) in table {
+            let config = Config {
+                listen,
+                admin_listen,
+                ..Config::default()
+            };
+            let service = builtin_router(&config);
+            let server = Server::bind(config, service).unwrap();
+            assert_eq!(
+                server.stats.registrations, registrations,
+                "{admin_listen:?}"
+            );
+        }
+    }
 }

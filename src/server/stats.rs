@@ -1,56 +1,123 @@
-//! What the loop counts about its own work: plain integers bumped beside each syscall, so
-//! counting costs an add, not a lock or an atomic. The syscall counters are meant to be
-//! complete, so `miohttpd_syscalls_total` can be checked against an outside count
-//! (`strace -c`, `perf stat -e raw_syscalls:sys_enter`); what is left out is listed at
-//! [`Stats::syscalls`].
+//! What the loop counts about its own work: plain integers in one struct the loop owns and
+//! lends (`&mut Stats`) to whatever makes a syscall, so counting costs an add, not a lock or
+//! an atomic. The syscall counters are bumped by the wrappers that make the syscalls
+//! (`transport.rs` for a connection's socket, `syscalls.rs` for the rest), never beside a
+//! call, and are meant to be complete, so `miohttpd_syscalls_total` can be checked against an
+//! outside count (`strace -c`, `perf stat -e raw_syscalls:sys_enter`); what is left out is
+//! listed at [`Stats::syscalls`].
+//!
+//! Each counter and gauge is declared once, in the tables below: its field, its name and help
+//! on `/metrics`, and whether it counts syscalls. The struct, the syscall total and the
+//! exposition are all made from that one line.
 
 use std::fmt::Write;
 use std::time::Duration;
 
-/// Counters since start. Each syscall counter is bumped right where the syscall is made.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Stats {
-    pub polls: u64,
-    pub events: u64,
-    /// Connections accepted.
-    pub accepts: u64,
-    /// Sockets closed (their fd closed by the drop): connections, and those refused.
-    pub closes: u64,
-    pub reads: u64,
-    pub short_reads: u64,
-    pub writes: u64,
-    pub vectored_writes: u64,
-    /// Writes whose bytes wait for the close right after, to leave with the FIN.
-    pub corked_writes: u64,
-    pub would_blocks: u64,
-    pub shutdowns: u64,
-    /// Reads from child pipes.
-    pub pipe_reads: u64,
-    pub setsockopts: u64,
-    pub requests: u64,
-    /// Connections over `--max-connections`, answered 503 and closed.
-    pub refused: u64,
-    /// Times accepting paused because the process was out of file descriptors.
-    pub accept_pauses: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// accept(2) calls, the last one of a wake-up (which finds the queue empty) included.
-    pub accept_calls: u64,
-    /// epoll_ctl(2) calls: the listeners', each connection's and each child pipe's
-    /// registration. Every call on the registry must bump this.
-    pub registrations: u64,
-    /// Child pipes closed: at EOF, on a read error, or with their connection.
-    pub pipe_closes: u64,
-    /// Syscalls spent on streamed commands: the spawn (an estimate, [`SPAWN_SYSCALLS`]), each
-    /// wait4(2) and each kill(2).
-    pub process_syscalls: u64,
-    /// write(2) calls of the access log and the `--stats-interval` summary.
-    pub log_writes: u64,
-    /// Final responses by status class, counted where each is encoded: 2xx, 3xx, 4xx, 5xx,
-    /// and 600..=999 (which a handler may send) as "other".
-    pub responses: [u64; 5],
-    /// Wake-ups by the number of events each returned.
-    pub events_per_poll: EventsHistogram,
+/// What a table's number is, for the exposition's TYPE and for [`Stats::syscalls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A counter of syscalls: part of `syscalls_total`.
+    Syscalls,
+    /// A counter of anything else.
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+}
+
+impl Kind {
+    fn exposition_type(self) -> &'static str {
+        match self {
+            Kind::Syscalls | Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One line of a table: how a field is shown on `/metrics` (as `miohttpd_NAME`).
+struct Metric<T> {
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    value: fn(&T) -> u64,
+}
+
+/// Declares a struct of `u64` fields and its table of [`Metric`]s, in one list: each field is
+/// `name: Kind "metric_name" "help",`. The table's order is the exposition's.
+macro_rules! metrics {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident {
+            $( $(#[doc = $doc:literal])* $field:ident: $kind:ident $metric:literal $help:literal, )*
+        }
+        $( also { $($extra:tt)* } )?
+    ) => {
+        $(#[$attr])*
+        pub struct $name {
+            $( $(#[doc = $doc])* pub $field: u64, )*
+            $( $($extra)* )?
+        }
+
+        impl $name {
+            const METRICS: &'static [Metric<$name>] = &[
+                $( Metric {
+                    name: $metric,
+                    help: $help,
+                    kind: Kind::$kind,
+                    value: |it: &$name| it.$field,
+                }, )*
+            ];
+        }
+    };
+}
+
+metrics! {
+    /// Counters since start.
+    #[derive(Debug, Default, Clone, PartialEq, Eq)]
+    pub struct Stats {
+        polls: Syscalls "polls_total" "poll(2) waits (epoll_wait, kevent)",
+        events: Counter "events_total" "readiness events handled",
+        /// Connections accepted.
+        accepts: Counter "accepts_total" "connections accepted",
+        /// accept(2) calls, the last one of a wake-up (which finds the queue empty) included.
+        accept_calls: Syscalls "accept_calls_total" "accept(2) calls, those finding no connection included",
+        /// Sockets closed (their fd closed by the drop): connections, and those refused.
+        closes: Syscalls "closes_total" "sockets closed (close(2) by the drop)",
+        reads: Syscalls "reads_total" "read(2) calls on client sockets",
+        short_reads: Counter "short_reads_total" "reads that returned less than asked",
+        writes: Syscalls "writes_total" "write(2), writev(2) and sendmsg(2) calls on client sockets",
+        vectored_writes: Counter "vectored_writes_total" "writes of two buffers in one writev(2)",
+        /// Writes whose bytes wait for the close right after, to leave with the FIN.
+        corked_writes: Counter "corked_writes_total" "writes held to leave with the FIN (MSG_MORE)",
+        would_blocks: Counter "would_blocks_total" "reads and writes that found the socket not ready",
+        shutdowns: Syscalls "shutdowns_total" "shutdown(2) calls (lingering closes)",
+        /// Reads from child pipes.
+        pipe_reads: Syscalls "pipe_reads_total" "read(2) calls on streamed commands' pipes",
+        /// Child pipes closed: at EOF, on a read error, or with their connection.
+        pipe_closes: Syscalls "pipe_closes_total" "close(2) calls on streamed commands' pipes",
+        setsockopts: Syscalls "setsockopts_total" "setsockopt(2) calls on accepted sockets",
+        /// epoll_ctl(2) calls: the listeners', the signal pipe's, each connection's and each
+        /// child pipe's registration.
+        registrations: Syscalls "registrations_total" "epoll_ctl(2) calls: listeners, connections, pipes",
+        /// Syscalls spent on streamed commands: the spawn (an estimate, [`SPAWN_SYSCALLS`]), each
+        /// wait4(2) and each kill(2).
+        process_syscalls: Syscalls "process_syscalls_total" "syscalls for streamed commands: spawn (estimated), wait4, kill",
+        /// write(2) calls of the access log and the `--stats-interval` summary.
+        log_writes: Syscalls "log_writes_total" "write(2) calls of the access log and the stats summary",
+        requests: Counter "requests_total" "request heads parsed",
+        /// Connections over `--max-connections`, answered 503 and closed.
+        refused: Counter "refused_connections_total" "connections over the limit, answered 503 and closed",
+        /// Times accepting paused because the process was out of file descriptors.
+        accept_pauses: Counter "accept_pauses_total" "accept pauses for want of file descriptors",
+        bytes_in: Counter "received_bytes_total" "bytes read from clients",
+        bytes_out: Counter "sent_bytes_total" "bytes written to clients",
+    }
+    also {
+        /// Final responses by status class, counted where each is encoded: 2xx, 3xx, 4xx, 5xx,
+        /// and 600..=999 (which a handler may send) as "other".
+        pub responses: [u64; 5],
+        /// Wake-ups by the number of events each returned.
+        pub events_per_poll: EventsHistogram,
+    }
 }
 
 /// What the parent spends on one `Command::spawn` of a streamed command plus making its pipe
@@ -128,15 +195,17 @@ impl EventsHistogram {
     }
 }
 
-/// What is open right now, beside the counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Gauges {
-    pub connections: u64,
-    pub parked: u64,
-    pub subscribed: u64,
-    /// Connections streaming a command's output.
-    pub streaming: u64,
-    pub commands_running: u64,
+metrics! {
+    /// What is open right now, beside the counters.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct Gauges {
+        connections: Gauge "connections" "connections open",
+        parked: Gauge "parked_waiters" "long-poll waiters parked",
+        subscribed: Gauge "subscribed_streams" "event-stream subscribers",
+        /// Connections streaming a command's output.
+        streaming: Gauge "streaming_connections" "connections streaming a command's output",
+        commands_running: Gauge "commands_running" "streamed commands running or being ended",
+    }
 }
 
 impl Stats {
@@ -157,160 +226,35 @@ impl Stats {
         self.accepts.saturating_sub(self.closes)
     }
 
-    /// Every syscall the server makes while it runs, summed. Not counted: what happens before
-    /// the loop starts (socket, bind, listen, epoll_create, the signal pipe; the listeners' registrations are
-    /// counted), vDSO calls (clock_gettime makes no syscall), the allocator's mmap/brk (the
-    /// buffer pool keeps them off the request path), the writes of error log lines on stderr,
-    /// a spawn's exact cost (see [`SPAWN_SYSCALLS`]), and in debug builds only, the
-    /// fcntl(F_GETFD) with which std checks each fd before closing it.
+    /// Every syscall the server makes while it runs, summed: the counters the table declares
+    /// `Syscalls`. Not counted: what happens before the loop starts (socket, bind,
+    /// listen, epoll_create, the signal pipe; the registrations in the poll are counted), vDSO
+    /// calls (clock_gettime makes no syscall), the allocator's mmap/brk (the buffer pool keeps
+    /// them off the request path), the writes of error log lines on stderr, the reads with
+    /// which signal-hook drains its pipe when a signal comes (two or more), a spawn's exact
+    /// cost (see [`SPAWN_SYSCALLS`]), and in debug builds only, the fcntl(F_GETFD) with which
+    /// std checks each fd before closing it.
     pub fn syscalls(&self) -> u64 {
-        self.polls
-            + self.accept_calls
-            + self.setsockopts
-            + self.registrations
-            + self.closes
-            + self.shutdowns
-            + self.reads
-            + self.writes
-            + self.pipe_reads
-            + self.pipe_closes
-            + self.process_syscalls
-            + self.log_writes
+        Self::METRICS
+            .iter()
+            .filter(|metric| metric.kind == Kind::Syscalls)
+            .map(|metric| (metric.value)(self))
+            .sum()
     }
 
     /// The counters, the gauges and the events-per-wake-up histogram (with buckets up to
     /// `events_per_poll`) in the Prometheus text exposition format, version 0.0.4.
     pub fn render_prometheus(&self, gauges: &Gauges, events_per_poll: usize) -> String {
-        let counters: [(&str, &str, u64); 24] = [
-            (
-                "polls_total",
-                "poll(2) waits (epoll_wait, kevent)",
-                self.polls,
-            ),
-            ("events_total", "readiness events handled", self.events),
-            ("accepts_total", "connections accepted", self.accepts),
-            (
-                "accept_calls_total",
-                "accept(2) calls, those finding no connection included",
-                self.accept_calls,
-            ),
-            (
-                "closes_total",
-                "sockets closed (close(2) by the drop)",
-                self.closes,
-            ),
-            ("reads_total", "read(2) calls on client sockets", self.reads),
-            (
-                "short_reads_total",
-                "reads that returned less than asked",
-                self.short_reads,
-            ),
-            (
-                "writes_total",
-                "write(2), writev(2) and sendmsg(2) calls on client sockets",
-                self.writes,
-            ),
-            (
-                "vectored_writes_total",
-                "writes of two buffers in one writev(2)",
-                self.vectored_writes,
-            ),
-            (
-                "corked_writes_total",
-                "writes held to leave with the FIN (MSG_MORE)",
-                self.corked_writes,
-            ),
-            (
-                "would_blocks_total",
-                "reads and writes that found the socket not ready",
-                self.would_blocks,
-            ),
-            (
-                "shutdowns_total",
-                "shutdown(2) calls (lingering closes)",
-                self.shutdowns,
-            ),
-            (
-                "pipe_reads_total",
-                "read(2) calls on streamed commands' pipes",
-                self.pipe_reads,
-            ),
-            (
-                "pipe_closes_total",
-                "close(2) calls on streamed commands' pipes",
-                self.pipe_closes,
-            ),
-            (
-                "setsockopts_total",
-                "setsockopt(2) calls on accepted sockets",
-                self.setsockopts,
-            ),
-            (
-                "registrations_total",
-                "epoll_ctl(2) calls: listeners, connections, pipes",
-                self.registrations,
-            ),
-            (
-                "process_syscalls_total",
-                "syscalls for streamed commands: spawn (estimated), wait4, kill",
-                self.process_syscalls,
-            ),
-            (
-                "log_writes_total",
-                "write(2) calls of the access log and the stats summary",
-                self.log_writes,
-            ),
-            ("requests_total", "request heads parsed", self.requests),
-            (
-                "refused_connections_total",
-                "connections over the limit, answered 503 and closed",
-                self.refused,
-            ),
-            (
-                "accept_pauses_total",
-                "accept pauses for want of file descriptors",
-                self.accept_pauses,
-            ),
-            (
-                "received_bytes_total",
-                "bytes read from clients",
-                self.bytes_in,
-            ),
-            (
-                "sent_bytes_total",
-                "bytes written to clients",
-                self.bytes_out,
-            ),
-            (
-                "syscalls_total",
-                "every syscall the loop makes, summed",
-                self.syscalls(),
-            ),
-        ];
-        let gauges: [(&str, &str, u64); 5] = [
-            ("connections", "connections open", gauges.connections),
-            ("parked_waiters", "long-poll waiters parked", gauges.parked),
-            (
-                "subscribed_streams",
-                "event-stream subscribers",
-                gauges.subscribed,
-            ),
-            (
-                "streaming_connections",
-                "connections streaming a command's output",
-                gauges.streaming,
-            ),
-            (
-                "commands_running",
-                "streamed commands running or being ended",
-                gauges.commands_running,
-            ),
-        ];
         let mut out = Exposition(String::with_capacity(4096));
-        for (name, help, value) in counters {
-            out.family(name, "counter", help);
-            out.sample(name, None, value);
+        for metric in Self::METRICS {
+            out.metric(metric, self);
         }
+        out.family(
+            "syscalls_total",
+            "counter",
+            "every syscall the loop makes, summed",
+        );
+        out.sample("syscalls_total", None, self.syscalls());
         out.family(
             "responses_total",
             "counter",
@@ -319,9 +263,8 @@ impl Stats {
         for (class, &value) in CLASSES.iter().zip(&self.responses) {
             out.sample("responses_total", Some(("class", class)), value);
         }
-        for (name, help, value) in gauges {
-            out.family(name, "gauge", help);
-            out.sample(name, None, value);
+        for metric in Gauges::METRICS {
+            out.metric(metric, gauges);
         }
         let histogram = &self.events_per_poll;
         out.family(
@@ -384,6 +327,12 @@ fn rate(bytes_per_second: f64) -> String {
 struct Exposition(String);
 
 impl Exposition {
+    /// A table's metric: its family and its one unlabelled sample.
+    fn metric<T>(&mut self, metric: &Metric<T>, of: &T) {
+        self.family(metric.name, metric.kind.exposition_type(), metric.help);
+        self.sample(metric.name, None, (metric.value)(of));
+    }
+
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = write!(
             self.0,

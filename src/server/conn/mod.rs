@@ -25,7 +25,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use mio::{Registry, Token};
+use mio::Token;
 
 use comet::{publish, Parked, Subscribed};
 use record::Record;
@@ -37,7 +37,8 @@ use super::child::Children;
 use super::fanout::{self, HEARTBEAT};
 use super::instruments;
 use super::stats::Stats;
-use super::transport::Transport;
+use super::syscalls::Registrar;
+use super::transport::{Counted, Transport};
 use crate::comet::{Comet, MessageId, Spot};
 use crate::config::Config;
 use crate::http::date::DATE_LEN;
@@ -57,7 +58,7 @@ pub struct Ctx<'a, S> {
     pub stats: &'a mut Stats,
     pub comet: &'a mut Comet,
     pub children: &'a mut Children,
-    pub registry: &'a Registry,
+    pub registry: Registrar<'a>,
     pub log: &'a mut AccessLog,
     /// The token of the connection being served, for parking it.
     pub token: Token,
@@ -89,7 +90,7 @@ pub enum Next {
 }
 
 pub struct Conn<T = TcpStream> {
-    stream: T,
+    stream: Counted<T>,
     peer: SocketAddr,
     phase: Phase,
     /// Lent by the pool while bytes are buffered; None while idle.
@@ -221,7 +222,7 @@ enum Stall {
 }
 
 impl<T: Transport> Conn<T> {
-    pub fn new(stream: T, peer: SocketAddr, now: Instant) -> Self {
+    pub fn new(stream: Counted<T>, peer: SocketAddr, now: Instant) -> Self {
         Conn {
             stream,
             peer,
@@ -241,7 +242,7 @@ impl<T: Transport> Conn<T> {
         }
     }
 
-    pub fn stream_mut(&mut self) -> &mut T {
+    pub fn stream_mut(&mut self) -> &mut Counted<T> {
         &mut self.stream
     }
 
@@ -398,12 +399,13 @@ impl<T: Transport> Conn<T> {
         self.deadline = Some(at);
     }
 
-    /// Gives the connection's buffers back before it is dropped.
-    pub fn release(mut self, pool: &mut BufferPool) {
+    /// Gives the connection's buffers back and closes its socket.
+    pub fn release(mut self, pool: &mut BufferPool, stats: &mut Stats) {
         if let Some(input) = self.input.take() {
             pool.give_input(input);
         }
         pool.give_output(std::mem::take(&mut self.output.bytes));
+        self.stream.close(stats);
     }
 
     /// Alternates answering, writing and reading until the socket or a budget says stop.
@@ -501,8 +503,7 @@ impl<T: Transport> Conn<T> {
         let wanted = spare.len();
         let mut read = 0;
         debug_assert!(wanted > 0, "the head limit is below the buffer size");
-        ctx.stats.reads += 1;
-        match self.stream.read(spare) {
+        match self.stream.read(spare, ctx.stats) {
             Ok(0) => self.peer_closed = true,
             Ok(n) => {
                 read = n;
@@ -517,21 +518,16 @@ impl<T: Transport> Conn<T> {
                     }
                     _ => {}
                 }
-                ctx.stats.bytes_in += n as u64;
                 if n < wanted {
                     // On a stream socket a short read means the receive queue is empty: an
                     // edge-triggered event will come when more arrives (unless the peer has
                     // hung up, when only the EOF is left and no event will come for it).
-                    ctx.stats.short_reads += 1;
                     // `--read-until-wouldblock on` reads again anyway: the knob that shows
                     // what this saves (one read(2) per request).
                     self.drained = !self.hang_up_seen && !ctx.config.read_until_wouldblock;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                ctx.stats.would_blocks += 1;
-                self.drained = true;
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -564,23 +560,10 @@ impl<T: Transport> Conn<T> {
         self.send_since.get_or_insert(now);
         while self.output.pending_len() > 0 {
             let offered = self.output.pending_len();
-            let [shared, own] = self.output.pending();
-            stats.writes += 1;
-            let written = if self.last_word(offered) {
-                stats.corked_writes += 1;
-                self.stream.write_last([shared, own])
-            } else if shared.is_empty() || own.is_empty() {
-                let only = if shared.is_empty() { own } else { shared };
-                self.stream.write(only)
-            } else {
-                stats.vectored_writes += 1;
-                self.stream
-                    .write_vectored(&[io::IoSlice::new(shared), io::IoSlice::new(own)])
-            };
-            match written {
+            let last = self.last_word(offered);
+            match self.stream.send(self.output.pending(), last, stats) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    stats.bytes_out += n as u64;
                     self.record.wrote(n);
                     self.output.advance(n);
                     self.send_since = Some(now);
@@ -590,10 +573,7 @@ impl<T: Transport> Conn<T> {
                         return Ok(());
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    stats.would_blocks += 1;
-                    return Ok(());
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -829,8 +809,7 @@ impl<T: Transport> Conn<T> {
         if self.peer_closed || !self.unread_input {
             return Some(Next::Close);
         }
-        ctx.stats.shutdowns += 1;
-        if self.stream.shutdown_write().is_err() {
+        if self.stream.shutdown_write(ctx.stats).is_err() {
             return Some(Next::Close);
         }
         self.phase = Phase::Lingering;

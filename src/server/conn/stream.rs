@@ -1,11 +1,10 @@
 //! The streamed-command side of a connection: starting the operator's command, pumping its
 //! pipe into chunks, watching its exit and limits, and handing it over when the client goes.
 
-use std::io::{self, Read};
-use std::process::{Child, ExitStatus};
+use std::io;
+use std::process::ExitStatus;
 use std::time::Instant;
 
-use mio::unix::pipe;
 use mio::Interest;
 
 use super::{come_back_later, internal_error, Conn, Ctx, Next, Phase, ReplyTo, Transport};
@@ -15,12 +14,13 @@ use crate::router::Service;
 use crate::server::child::{self, Spawned, REAP_INTERVAL};
 use crate::server::fanout;
 use crate::server::stats::Stats;
+use crate::server::syscalls::{Pipe, Process};
 use crate::server::table::pipe_token;
 
 pub(super) struct Streaming {
-    child: Child,
+    child: Process,
     /// The child's stdout; None once it reached EOF.
-    pub(super) stdout: Option<pipe::Receiver>,
+    pub(super) stdout: Option<Pipe>,
     reply: ReplyTo,
     chunked: bool,
     /// The last read found the pipe empty: wait for its next readable edge.
@@ -48,11 +48,13 @@ impl<T: Transport> Conn<T> {
     /// The command of a stream cut short, for the loop to end and reap. Its shell may have
     /// exited already while something it started still runs: the group is ended either way.
     /// Its pipe, if still open, is closed here.
-    pub fn take_child(&mut self, stats: &mut Stats) -> Option<Child> {
+    pub fn take_child(&mut self, stats: &mut Stats) -> Option<Process> {
         let phase = std::mem::replace(&mut self.phase, Phase::Closing);
         match phase {
             Phase::Streaming(streaming) => {
-                stats.pipe_closes += u64::from(streaming.stdout.is_some());
+                if let Some(stdout) = streaming.stdout {
+                    stdout.close(stats);
+                }
                 Some(streaming.child)
             }
             other => {
@@ -73,7 +75,7 @@ impl<T: Transport> Conn<T> {
             let busy = come_back_later("too many commands running\n");
             return self.respond(busy, reply, ctx);
         }
-        let Spawned { child, mut stdout } = match child::spawn(text, ctx.config, ctx.stats) {
+        let Spawned { child, stdout } = match child::spawn(text, ctx.config, ctx.stats) {
             Ok(spawned) => spawned,
             Err(e) => {
                 eprintln!(
@@ -85,13 +87,14 @@ impl<T: Transport> Conn<T> {
             }
         };
         ctx.children.started();
-        ctx.stats.registrations += 1;
-        let registered =
-            ctx.registry
-                .register(&mut stdout, pipe_token(ctx.token), Interest::READABLE);
+        let mut stdout = Pipe::new(stdout);
+        let token = pipe_token(ctx.token);
+        let registered = ctx
+            .registry
+            .register(&mut stdout, token, Interest::READABLE, ctx.stats);
         if let Err(e) = registered {
             eprintln!("miohttpd: register a command's pipe: {e}");
-            ctx.stats.pipe_closes += 1;
+            stdout.close(ctx.stats);
             ctx.children
                 .end(child, ctx.now, ctx.config.exec_kill_grace, ctx.stats);
             return self.respond(internal_error("pipe registration failed"), reply, ctx);
@@ -164,12 +167,12 @@ impl<T: Transport> Conn<T> {
             return 0;
         };
         let mut buf = [0u8; PIPE_READ];
-        ctx.stats.pipe_reads += 1;
-        match stdout.read(&mut buf) {
+        match stdout.read(&mut buf, ctx.stats) {
             Ok(0) => {
-                // EOF: dropping the pipe closes it and leaves the poll set.
-                streaming.stdout = None;
-                ctx.stats.pipe_closes += 1;
+                // EOF: closing the pipe also takes it out of the poll set.
+                if let Some(stdout) = streaming.stdout.take() {
+                    stdout.close(ctx.stats);
+                }
                 self.check_child(ctx);
                 0
             }
@@ -185,8 +188,9 @@ impl<T: Transport> Conn<T> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => {
                 eprintln!("miohttpd: {}: reading a command's output: {e}", self.peer);
-                streaming.stdout = None;
-                ctx.stats.pipe_closes += 1;
+                if let Some(stdout) = streaming.stdout.take() {
+                    stdout.close(ctx.stats);
+                }
                 self.check_child(ctx);
                 0
             }
@@ -200,8 +204,7 @@ impl<T: Transport> Conn<T> {
             return;
         };
         if streaming.exit.is_none() {
-            ctx.stats.process_syscalls += 1; // wait4
-            if let Ok(Some(status)) = streaming.child.try_wait() {
+            if let Ok(Some(status)) = streaming.child.try_wait(ctx.stats) {
                 streaming.exit = Some(status);
             }
         }

@@ -297,3 +297,64 @@ pub fn check_chart(chart: &LineChart) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chart(scale: Scale, names: [&str; 2]) -> LineChart {
+        LineChart {
+            title: "req/s & more".into(),
+            note: "a <note>".into(),
+            x_label: "connections".into(),
+            y_label: "requests/s".into(),
+            x_scale: scale,
+            series: names
+                .iter()
+                .map(|name| Series {
+                    name: name.to_string(),
+                    points: vec![(10.0, 1.0), (100.0, 2.5), (1000.0, 3.0)],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn charts_pass_their_own_check_and_escape_text() {
+        for scale in [Scale::Linear, Scale::Log10] {
+            let c = chart(scale, ["miohttpd", "nginx <1> & go"]);
+            assert_eq!(check_chart(&c), Ok(()));
+            let svg = c.to_svg();
+            assert!(svg.contains("nginx &lt;1&gt; &amp; go"));
+            assert!(svg.contains("req/s &amp; more"));
+        }
+    }
+
+    #[test]
+    fn the_same_data_gives_the_same_text() {
+        let c = chart(Scale::Log10, ["a", "b"]);
+        assert_eq!(c.to_svg(), c.to_svg());
+    }
+
+    #[test]
+    fn steps_and_labels_are_round() {
+        assert_eq!(nice_step(0.7), 1.0);
+        assert_eq!(nice_step(1.3), 2.0);
+        assert_eq!(nice_step(2.2), 2.5);
+        assert_eq!(nice_step(40.0), 50.0);
+        assert_eq!(nice_step(0.0), 1.0);
+        assert_eq!(number(0.0), "0");
+        assert_eq!(number(2.5), "2.5");
+        assert_eq!(number(1500.0), "1.5k");
+        assert_eq!(number(2_000_000.0), "2M");
+    }
+
+    #[test]
+    fn log_ticks_cover_the_decades_of_the_data() {
+        let axis = Axis::for_x(Scale::Log10, &[10.0, 100.0, 1000.0]);
+        for tick in [10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0] {
+            assert!(axis.ticks.contains(&tick), "{tick} in {:?}", axis.ticks);
+        }
+        assert!(axis.to_px(10.0, 0.0, 100.0) < axis.to_px(1000.0, 0.0, 100.0));
+    }
+}
