@@ -17,6 +17,11 @@ use super::session::{Action, Conn, Event, Failure, LinkState, LinkStats, Session
 /// Bytes per read(2) from Redis.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Bytes read from one connection per turn before the loop's other work gets a turn: a busy
+/// bus (other hosts publishing hard) must not starve local HTTP service. Reading resumes on
+/// the next `tick`, which `next_deadline` makes due at once.
+const READ_BUDGET: usize = 256 * 1024;
+
 #[derive(Debug)]
 struct Socket {
     stream: TcpStream,
@@ -30,6 +35,9 @@ pub struct Link {
     session: Session,
     tokens: [Token; 2],
     sockets: [Option<Socket>; 2],
+    /// A connection left with bytes unread when its budget ran out (edge-triggered: no new
+    /// event will say so), and when.
+    unread: [Option<Instant>; 2],
 }
 
 impl Link {
@@ -44,6 +52,7 @@ impl Link {
             session: Session::new(config, now),
             tokens,
             sockets: [None, None],
+            unread: [None, None],
         };
         link.pump(registry, now);
         link
@@ -63,7 +72,8 @@ impl Link {
     }
 
     pub fn next_deadline(&self) -> Instant {
-        self.session.next_deadline()
+        let unread = self.unread.iter().flatten().copied();
+        unread.fold(self.session.next_deadline(), Instant::min)
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -98,6 +108,11 @@ impl Link {
     }
 
     pub fn tick(&mut self, registry: &Registry, now: Instant) {
+        for conn in Conn::BOTH {
+            if self.unread[conn_index(conn)].take().is_some() {
+                self.read(conn, now);
+            }
+        }
         self.session.tick(now);
         self.pump(registry, now);
     }
@@ -147,13 +162,25 @@ impl Link {
     fn read(&mut self, conn: Conn, now: Instant) {
         let at = conn_index(conn);
         let mut buf = [0u8; READ_CHUNK];
+        let mut budget = READ_BUDGET;
         loop {
             let Some(socket) = &mut self.sockets[at] else {
                 return;
             };
+            if budget == 0 {
+                self.unread[at] = Some(now);
+                return;
+            }
             match socket.stream.read(&mut buf) {
                 Ok(0) => return self.session.failed(conn, "closed by Redis", now),
-                Ok(n) => self.session.received(conn, &buf[..n], now),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    self.session.received(conn, &buf[..n], now);
+                    if !self.session.is_connecting_or_up() {
+                        // The bytes broke the link: the rest of them are not worth reading.
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.session.failed(conn, &format!("read: {e}"), now),
@@ -226,6 +253,7 @@ impl Link {
     }
 
     fn drop_socket(&mut self, registry: &Registry, conn: Conn) {
+        self.unread[conn_index(conn)] = None;
         if let Some(socket) = self.sockets[conn_index(conn)].take() {
             let mut stream = socket.stream;
             let _ = registry.deregister(&mut stream);

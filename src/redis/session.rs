@@ -283,6 +283,11 @@ impl Session {
         }
     }
 
+    /// Whether bytes from Redis are still wanted (not waiting out a back-off).
+    pub fn is_connecting_or_up(&self) -> bool {
+        !matches!(self.phase, Phase::Waiting { .. })
+    }
+
     pub fn stats(&self) -> LinkStats {
         self.stats
     }
