@@ -150,6 +150,60 @@ pub fn session_config(config: &crate::Config, host: String) -> Option<session::S
     })
 }
 
+/// Appends the link's families to a `/metrics` text exposition (format 0.0.4): its state
+/// (one sample per state, 1 for the current one, so an alert needs no number-to-name table)
+/// and its counters.
+pub fn write_metrics(out: &mut String, state: session::LinkState, stats: &session::LinkStats) {
+    use session::LinkState;
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        "# HELP miohttpd_redis_link_state the Redis link: 1 for the state it is in\n\
+         # TYPE miohttpd_redis_link_state gauge\n"
+    );
+    for s in [LinkState::Down, LinkState::Connecting, LinkState::Up] {
+        let _ = writeln!(
+            out,
+            "miohttpd_redis_link_state{{state=\"{}\"}} {}",
+            s.as_str(),
+            u8::from(s == state)
+        );
+    }
+    let counters = [
+        (
+            "redis_outages",
+            "times the Redis link went down",
+            stats.outages,
+        ),
+        (
+            "redis_failed_attempts",
+            "attempts to connect to Redis that failed",
+            stats.failed_attempts,
+        ),
+        (
+            "redis_published",
+            "publishes Redis gave an id",
+            stats.published,
+        ),
+        (
+            "redis_received",
+            "messages from other hosts",
+            stats.received,
+        ),
+        (
+            "redis_probes",
+            "probes sent on the subscriber",
+            stats.probes,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = write!(
+            out,
+            "# HELP miohttpd_{name} {help}\n# TYPE miohttpd_{name} counter\nmiohttpd_{name} {value}\n"
+        );
+    }
+}
+
 /// `--redis-prefix`: 1 to 64 of `[A-Za-z0-9._:-]` (no braces: they are hash tags to Redis
 /// Cluster; no spaces or newlines: the bus message format relies on them).
 pub fn is_valid_prefix(prefix: &str) -> bool {
@@ -228,6 +282,21 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn metrics_name_the_state() {
+        let mut out = String::new();
+        let stats = session::LinkStats {
+            outages: 2,
+            ..Default::default()
+        };
+        write_metrics(&mut out, session::LinkState::Connecting, &stats);
+        assert!(out.contains("miohttpd_redis_link_state{state=\"down\"} 0\n"));
+        assert!(out.contains("miohttpd_redis_link_state{state=\"connecting\"} 1\n"));
+        assert!(out.contains("miohttpd_redis_link_state{state=\"up\"} 0\n"));
+        assert!(out.contains("# TYPE miohttpd_redis_outages counter\nmiohttpd_redis_outages 2\n"));
+        assert_eq!(out.matches("# HELP").count(), 6);
     }
 
     #[test]
