@@ -279,3 +279,38 @@ fn connect_result(stream: &TcpStream) -> io::Result<bool> {
         Err(e) => Err(e),
     }
 }
+
+/// The link with the registry its sockets live in: what [`super::bridge::Bridge`] asks
+/// requests of.
+pub struct Linked<'a> {
+    pub link: &'a mut Link,
+    pub registry: &'a Registry,
+}
+
+impl super::bridge::Requests for Linked<'_> {
+    fn publish(
+        &mut self,
+        request: u64,
+        channel: &str,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), Failure> {
+        self.link
+            .publish(self.registry, request, channel, body, now)
+    }
+
+    fn history(
+        &mut self,
+        request: u64,
+        channel: &str,
+        after: Option<(u32, u64)>,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        self.link
+            .history(self.registry, request, channel, after, now)
+    }
+
+    fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant) {
+        self.link.reply_to_host(self.registry, to, payload, now)
+    }
+}

@@ -4,6 +4,7 @@
 //! count of every host's waiters for a publish ([`counts`]); plus the `--redis` URL. Nothing
 //! here runs unless `--redis` is given. The design is in docs/comet.md ("Across hosts").
 
+pub mod bridge;
 pub mod counts;
 pub mod link;
 pub mod resp;
