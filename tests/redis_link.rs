@@ -428,3 +428,271 @@ fn a_publish_counts_every_host_that_answers_within_the_bound() {
     }
     assert_eq!(answered, 2);
 }
+
+/// A TCP proxy to Redis that a test can cut (every connection through it closed, new ones
+/// closed at once) and heal: one host losing Redis while the others keep it.
+struct Proxy {
+    addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn to(upstream: SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (cut2, open2) = (cut.clone(), open.clone());
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if cut2.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let mut open = open2.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { addr, cut, open }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A local registry for the bridge tests: what was delivered, newest id per channel (a
+/// message already held is not delivered twice, as the real registry does).
+#[derive(Default)]
+struct Registry {
+    delivered: Vec<(String, u32, u64, Vec<u8>)>,
+    newest: Vec<(String, Option<(u32, u64)>)>,
+    resynced: Vec<String>,
+}
+
+impl miohttpd::redis::bridge::LocalChannels for Registry {
+    fn deliver(&mut self, channel: &str, epoch: u32, seq: u64, body: &[u8]) -> u64 {
+        let held = self.newest.iter_mut().find(|(c, _)| c == channel);
+        match held {
+            Some((_, Some(newest))) if *newest >= (epoch, seq) => return 0,
+            Some((_, newest)) => *newest = Some((epoch, seq)),
+            None => self.newest.push((channel.into(), Some((epoch, seq)))),
+        }
+        self.delivered
+            .push((channel.into(), epoch, seq, body.to_vec()));
+        1
+    }
+    fn resync(&mut self, channel: &str) {
+        self.resynced.push(channel.into());
+        // The history is dropped: the next message, of a new epoch, is taken whatever its id.
+        for (c, newest) in &mut self.newest {
+            if c == channel {
+                *newest = None;
+            }
+        }
+    }
+    fn newest_ids(&self) -> Vec<(String, Option<(u32, u64)>)> {
+        self.newest.clone()
+    }
+}
+
+/// Hosts with their bridges and registries, in one poll.
+struct Site {
+    poll: Poll,
+    links: Vec<Link>,
+    bridges: Vec<miohttpd::redis::bridge::Bridge>,
+    registries: Vec<Registry>,
+    outcomes: Vec<Vec<miohttpd::redis::bridge::Outcome>>,
+}
+
+impl Site {
+    fn new(addrs: &[SocketAddr], count_bound: Duration) -> Site {
+        let poll = Poll::new().unwrap();
+        let now = Instant::now();
+        let links = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let tokens = [Token(2 * i), Token(2 * i + 1)];
+                Link::new(
+                    config(*addr, &format!("host{i}")),
+                    tokens,
+                    poll.registry(),
+                    now,
+                )
+            })
+            .collect();
+        let bridges = (0..addrs.len())
+            .map(|i| miohttpd::redis::bridge::Bridge::new(format!("host{i}"), count_bound))
+            .collect();
+        Site {
+            poll,
+            links,
+            bridges,
+            registries: addrs.iter().map(|_| Registry::default()).collect(),
+            outcomes: addrs.iter().map(|_| Vec::new()).collect(),
+        }
+    }
+
+    fn run_until(&mut self, mut done: impl FnMut(&Site) -> bool) -> bool {
+        use miohttpd::redis::link::Linked;
+        let end = Instant::now() + SECONDS_5;
+        let mut events = Events::with_capacity(64);
+        loop {
+            let now = Instant::now();
+            for i in 0..self.links.len() {
+                while let Some(event) = self.links[i].poll_event() {
+                    let mut linked = Linked {
+                        link: &mut self.links[i],
+                        registry: self.poll.registry(),
+                    };
+                    let (registry, outcomes) = (&mut self.registries[i], &mut self.outcomes[i]);
+                    self.bridges[i].on_event(event, registry, &mut linked, now, outcomes);
+                }
+                self.bridges[i].tick(now, &mut self.outcomes[i]);
+            }
+            if done(self) {
+                return true;
+            }
+            if now >= end {
+                return false;
+            }
+            self.poll
+                .poll(&mut events, Some(Duration::from_millis(20)))
+                .unwrap();
+            let now = Instant::now();
+            for event in events.iter() {
+                for link in &mut self.links {
+                    if link.owns(event.token()) {
+                        link.ready(self.poll.registry(), event.token(), now);
+                    }
+                }
+            }
+            for link in &mut self.links {
+                if link.next_deadline() <= now {
+                    link.tick(self.poll.registry(), now);
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, host: usize, request: u64, body: &[u8]) -> Result<(), Failure> {
+        let mut linked = miohttpd::redis::link::Linked {
+            link: &mut self.links[host],
+            registry: self.poll.registry(),
+        };
+        self.bridges[host].publish(&mut linked, request, "c", body, Instant::now())
+    }
+
+    /// The id and tally host `host` answered request `request` with.
+    fn answer(&self, host: usize, request: u64) -> Option<(u32, u64, String)> {
+        self.outcomes[host].iter().find_map(|o| match o {
+            miohttpd::redis::bridge::Outcome::Published { epoch, seq, tally }
+                if tally.request == request =>
+            {
+                Some((*epoch, *seq, tally.hosts_header()))
+            }
+            _ => None,
+        })
+    }
+}
+
+#[test]
+fn a_host_cut_off_from_redis_catches_up_on_every_message_it_missed() {
+    let redis = Redis::start();
+    let proxy = Proxy::to(redis.addr());
+    // Host 0 reaches Redis directly, host 1 through the proxy.
+    let mut site = Site::new(&[redis.addr(), proxy.addr], Duration::from_millis(300));
+    assert!(site.run_until(|s| s.links.iter().all(|l| l.state() == LinkState::Up)));
+
+    site.publish(0, 1, b"one").unwrap();
+    assert!(site.run_until(|s| s.answer(0, 1).is_some() && s.registries[1].delivered.len() == 1));
+    let (epoch, seq, hosts) = site.answer(0, 1).unwrap();
+    assert_eq!(hosts, "2/2", "host 1 counted back");
+    assert_eq!(
+        site.registries[1].delivered,
+        [("c".into(), epoch, seq, b"one".to_vec())]
+    );
+
+    proxy.cut();
+    assert!(site.run_until(|s| s.links[1].state() != LinkState::Up));
+    for (request, body) in [(2, "two"), (3, "three")] {
+        site.publish(0, request, body.as_bytes()).unwrap();
+        assert!(site.run_until(|s| s.answer(0, request).is_some()));
+        // Host 1 is still in the live set (its heartbeat has not expired) but cannot
+        // answer: left out after the bound, and the answer says so.
+        assert_eq!(site.answer(0, request).unwrap().2, "1/2");
+    }
+    assert_eq!(
+        site.registries[1].delivered.len(),
+        1,
+        "cut off: nothing new"
+    );
+
+    proxy.heal();
+    assert!(site.run_until(|s| s.registries[1].delivered.len() == 3));
+    let want: Vec<(String, u32, u64, Vec<u8>)> = [(1, "one"), (2, "two"), (3, "three")]
+        .iter()
+        .map(|(request, body)| {
+            let (epoch, seq, _) = site.answer(0, *request).unwrap();
+            ("c".to_string(), epoch, seq, body.as_bytes().to_vec())
+        })
+        .collect();
+    assert_eq!(
+        site.registries[1].delivered, want,
+        "the same ids, in order, nothing lost"
+    );
+    assert!(site.registries[1].resynced.is_empty());
+    assert_eq!(
+        site.registries[0].delivered, want,
+        "the publisher's own copy"
+    );
+}
+
+#[test]
+fn when_redis_lost_the_data_every_host_holding_the_channel_resyncs() {
+    let mut redis = Redis::start();
+    let mut site = Site::new(&[redis.addr(), redis.addr()], Duration::from_millis(300));
+    assert!(site.run_until(|s| s.links.iter().all(|l| l.state() == LinkState::Up)));
+    site.publish(0, 1, b"one").unwrap();
+    assert!(site.run_until(|s| s.answer(0, 1).is_some() && s.registries[1].delivered.len() == 1));
+
+    redis.kill();
+    assert!(site.run_until(|s| s.links.iter().all(|l| l.state() != LinkState::Up)));
+    assert_eq!(site.publish(0, 2, b"refused"), Err(Failure::Unavailable));
+    redis.restart(); // without its data: nothing was saved
+    assert!(site.run_until(|s| s.registries.iter().all(|r| r.resynced == ["c"])));
+
+    // The next publish starts a new epoch, which every host takes.
+    site.publish(1, 3, b"after").unwrap();
+    assert!(site.run_until(|s| s.answer(1, 3).is_some() && s.registries[0].delivered.len() == 2));
+    let (epoch, seq, _) = site.answer(1, 3).unwrap();
+    assert_eq!(seq, 1);
+    assert_ne!(epoch, site.registries[0].delivered[0].1);
+    assert_eq!(
+        site.registries[0].delivered[1],
+        ("c".into(), epoch, 1, b"after".to_vec())
+    );
+}

@@ -87,6 +87,14 @@ pub enum Outcome {
     },
 }
 
+/// A message from another host not delivered yet.
+#[derive(Debug)]
+struct HeldMessage {
+    origin: String,
+    key: MessageKey,
+    body: Vec<u8>,
+}
+
 /// Request numbers the bridge makes for its own catch-up reads have this bit set, so they
 /// never meet the server's.
 const OWN_REQUEST: u64 = 1 << 63;
@@ -103,6 +111,10 @@ pub struct Bridge {
     /// Catch-up reads this bridge made after a reconnect, by request: the channel and the
     /// newest id held when it was asked.
     catching_up: HashMap<u64, (String, Option<(u32, u64)>)>,
+    /// Bus messages of channels whose catch-up read is in flight, held back until it is
+    /// answered: delivered before it, a newer message would make the registry take the older
+    /// ones the read brings for already held, and drop them.
+    held_back: HashMap<String, Vec<HeldMessage>>,
     next_own: u64,
 }
 
@@ -115,6 +127,7 @@ impl Bridge {
             publishing: HashMap::new(),
             ids: HashMap::new(),
             catching_up: HashMap::new(),
+            held_back: HashMap::new(),
             next_own: OWN_REQUEST,
         }
     }
@@ -167,11 +180,16 @@ impl Bridge {
                     let request = self.next_own;
                     self.next_own += 1;
                     if link.history(request, &channel, newest, now).is_ok() {
+                        self.held_back.insert(channel.clone(), Vec::new());
                         self.catching_up.insert(request, (channel, newest));
                     }
                 }
             }
             Event::Down => {
+                // Catch-up reads in flight failed: the next `Up` asks again, from the same
+                // newest ids, and the stream brings back what was held back.
+                self.catching_up.clear();
+                self.held_back.clear();
                 let mut done = Vec::new();
                 self.counts.flush(&mut done);
                 self.answer(done, out);
@@ -183,13 +201,19 @@ impl Bridge {
                 seq,
                 body,
             } => {
-                let reached = local.deliver(&channel, epoch, seq, &body);
-                let key = MessageKey {
-                    channel,
-                    epoch,
-                    seq,
+                let message = HeldMessage {
+                    origin,
+                    key: MessageKey {
+                        channel,
+                        epoch,
+                        seq,
+                    },
+                    body,
                 };
-                link.reply_to_host(&origin, &count_payload(&key, &self.host, reached), now);
+                match self.held_back.get_mut(&message.key.channel) {
+                    Some(held) => held.push(message),
+                    None => self.deliver(message, local, link, now),
+                }
             }
             Event::HostReply(payload) => {
                 if let Some(tally) = self.counts.reply(&payload) {
@@ -224,8 +248,13 @@ impl Bridge {
             }
             Event::History { request, result } => {
                 if let Some((channel, newest)) = self.catching_up.remove(&request) {
+                    // A refused read (not a broken link: that is `Down`) catches up nothing;
+                    // what was held back goes out either way.
                     if let Ok(history) = result {
                         catch_up(local, &channel, newest, &history);
+                    }
+                    for message in self.held_back.remove(&channel).unwrap_or_default() {
+                        self.deliver(message, local, link, now);
                     }
                 } else {
                     out.push(Outcome::History { request, result });
@@ -233,6 +262,19 @@ impl Bridge {
             }
             Event::Log(_) => {}
         }
+    }
+
+    /// Delivers another host's message here and counts it back to its publisher.
+    fn deliver(
+        &mut self,
+        message: HeldMessage,
+        local: &mut impl LocalChannels,
+        link: &mut impl Requests,
+        now: Instant,
+    ) {
+        let HeldMessage { origin, key, body } = message;
+        let reached = local.deliver(&key.channel, key.epoch, key.seq, &body);
+        link.reply_to_host(&origin, &count_payload(&key, &self.host, reached), now);
     }
 
     /// Publishes whose bound passed, answered with the hosts that counted.
@@ -295,8 +337,11 @@ mod tests {
 
     impl LocalChannels for Local {
         fn deliver(&mut self, channel: &str, epoch: u32, seq: u64, body: &[u8]) -> u64 {
-            self.delivered
-                .push((channel.into(), epoch, seq, body.to_vec()));
+            let message = (channel.into(), epoch, seq, body.to_vec());
+            if self.delivered.contains(&message) {
+                return 0; // held already, as the registry does
+            }
+            self.delivered.push(message);
             self.waiters
         }
         fn resync(&mut self, channel: &str) {
@@ -535,8 +580,23 @@ mod tests {
                 body.len()
             )
         };
+        // A message published after the resubscription overtakes the catch-up read.
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$15\r\nhb\nsame\n9-6\nnew\r\n",
+            now,
+        );
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, now), []);
+        assert!(
+            local.delivered.is_empty(),
+            "held back until the catch-up is in"
+        );
         let replies = [
-            format!("*3\r\n:9\r\n:5\r\n*1\r\n{}", entry("9-5", "missed")),
+            format!(
+                "*3\r\n:9\r\n:6\r\n*2\r\n{}{}",
+                entry("9-5", "missed"),
+                entry("9-6", "new")
+            ),
             format!("*3\r\n:12\r\n:1\r\n*1\r\n{}", entry("12-1", "new epoch")),
             "*3\r\n:0\r\n:0\r\n*0\r\n".to_string(),
             "*3\r\n:0\r\n:0\r\n*0\r\n".to_string(),
@@ -552,6 +612,7 @@ mod tests {
             local.delivered,
             [
                 ("same".into(), 9, 5, b"missed".to_vec()),
+                ("same".into(), 9, 6, b"new".to_vec()),
                 ("lost".into(), 12, 1, b"new epoch".to_vec())
             ]
         );
