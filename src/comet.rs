@@ -90,12 +90,31 @@ pub enum SpotKind {
     Subscriber,
 }
 
+/// The header naming a message's id; a waiter passes it back as `?after=` to miss nothing.
+pub const ID_HEADER: &str = "X-Comet-Id";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CometError {
     /// The channel name is empty, too long, or has bytes outside `[A-Za-z0-9._~-]`.
     BadChannelName,
     /// Creating the channel would pass `max_channels`.
     TooManyChannels,
+}
+
+impl CometError {
+    /// How the refusal is answered: 400 for a bad name, 503 (retry in a minute) when full.
+    pub fn response(self) -> crate::http::Response {
+        use crate::http::Response;
+        match self {
+            CometError::BadChannelName => {
+                Response::text(400, "channel names are 1 to 64 of A-Z a-z 0-9 . _ ~ -\n")
+            }
+            CometError::TooManyChannels => {
+                eprintln!("miohttpd: channel limit reached");
+                Response::text(503, "too many channels\n").with_header("Retry-After", "60")
+            }
+        }
+    }
 }
 
 /// What a waiter that names the last message it saw should get now.

@@ -3,7 +3,11 @@
 //! The public API: [`Config`] (every knob), [`Server`] (bind, then run the loop), and the
 //! handler API in [`router`]: a [`Service`] chooses a [`Route`] from the request head alone,
 //! before any body byte is read, and a handler declares there whether it takes its body
-//! buffered (whole, under a limit) or streamed (a [`BodySink`] fed as bytes arrive).
+//! buffered (whole, under a limit) or streamed (a [`BodySink`] fed as bytes arrive), answers
+//! from the server's state ([`ServerState`]: publish, count waiters, metrics), parks on a
+//! named channel ([`Park`]), or streams a pipe the loop polls ([`Source`]). The built-in
+//! routes (`handlers`) use these and nothing else; `examples/longpoll.rs` is a user's own
+//! long-poll on them.
 //!
 //! ```no_run
 //! use miohttpd::{Config, Request, Response, Router, Server};
@@ -35,7 +39,10 @@ pub mod systemd;
 
 pub use config::{Command, Config, LogTarget, StderrMode};
 pub use http::{Head, Response, Version};
-pub use router::{BodySink, BufferedHandler, Payload, Request, Route, Router, Service};
+pub use router::{
+    BodySink, BufferedHandler, Look, Park, ParkMode, Polled, Published, Request, Route, Router,
+    ServerHandler, ServerState, Service, Source, StartStream,
+};
 pub use server::{Server, Stopped};
 
 /// For fuzz targets and property tests: one connection of the real server over scripted

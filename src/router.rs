@@ -1,10 +1,22 @@
 //! The handler API: how a request is routed from its head alone, and how a handler declares
-//! up front whether it takes its body buffered (whole, under a limit) or streamed.
+//! up front what it needs: its body buffered (whole, under a limit) or streamed, the server's
+//! own state, a channel to park on, or a source for the loop to poll. The built-in routes
+//! (`src/handlers/`) use exactly these; nothing is reserved for them.
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::process::Child;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
+use mio::unix::pipe;
+
+use crate::comet::{Comet, CometError, MessageId};
+use crate::config::Config;
 use crate::http::{Head, Response, Version};
+use crate::server::child::Children;
+use crate::server::stats::Stats;
+use crate::server::syscalls::Process;
 
 /// Chooses what to do with a request, from its head only, before any body byte is read.
 /// [`Router`] is the usual implementation; implement this for routing it cannot express.
@@ -23,35 +35,216 @@ pub enum Route {
     },
     /// Hand each piece of the body to the sink as it is decoded.
     Streamed(Box<dyn BodySink>),
-    /// Comet long-poll: answer with the next message on `channel` after `after` (a message
-    /// id, from `?after=` or `Last-Event-ID`), parking the connection until there is one.
-    Wait {
-        channel: String,
-        after: Option<String>,
+    /// Answer from the server's own state: `handler` gets the request and a [`ServerState`]
+    /// (channels to publish into, waiter counts, the metrics). With `limit: Some(n)` the body
+    /// is collected (at most `n` bytes, else 413 and close); with `None` it is discarded.
+    Server {
+        limit: Option<usize>,
+        handler: Rc<dyn ServerHandler>,
     },
-    /// Server-Sent Events: stream every message on `channel`, first replaying the history
-    /// after `after`.
-    Subscribe {
-        channel: String,
-        after: Option<String>,
-    },
-    /// Publish a message to `channel` and answer with the number of waiters it reached.
-    Publish { channel: String, payload: Payload },
-    /// Answer with the number of waiters parked right now.
-    CountWaiters,
-    /// Run the operator's command registered as `name` and stream its output.
-    Exec { name: String },
-    /// Answer with the server's counters in the Prometheus text format.
-    Metrics,
+    /// Park the connection on a named channel until a message (see [`Park`]). A body, if
+    /// any, is discarded.
+    Park(Park),
+    /// Answer with the output of a source the loop polls, as it comes (see [`Source`]). `start`
+    /// runs once the body (discarded) is read, and not at all while the server shuts down.
+    Stream(Box<dyn StartStream>),
 }
 
-/// What a published message carries.
+/// Where and how a request parks: on the channel named `channel` (1 to 64 of `A-Z a-z 0-9 .
+/// _ ~ -`, made on first use), after the message id `after` (as `?after=` or
+/// `Last-Event-ID` carry it; a malformed one gets 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Park {
+    pub channel: String,
+    pub after: Option<String>,
+    pub mode: ParkMode,
+}
+
+/// What a parked request is answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Payload {
-    /// The number of waiters notified, as a decimal (the original `GET /notify`).
-    WaiterCount,
-    /// The request body, at most `limit` bytes (413 beyond).
-    Body { limit: usize },
+pub enum ParkMode {
+    /// Long-poll: the next message after `after` as the response (now, if the history has
+    /// it), or 204 at `--comet-timeout`.
+    Once,
+    /// Server-Sent Events: the history after `after`, then every message as it comes, with
+    /// heartbeats, until the client goes.
+    Events,
+}
+
+impl Park {
+    /// A long-poll on `channel`.
+    pub fn once(channel: impl Into<String>) -> Self {
+        Park {
+            channel: channel.into(),
+            after: None,
+            mode: ParkMode::Once,
+        }
+    }
+
+    /// An event stream of `channel`.
+    pub fn events(channel: impl Into<String>) -> Self {
+        Park {
+            channel: channel.into(),
+            after: None,
+            mode: ParkMode::Events,
+        }
+    }
+
+    /// Only messages after this id.
+    pub fn after(self, after: Option<String>) -> Self {
+        Park { after, ..self }
+    }
+}
+
+/// A handler that answers from the server's state, after the body (if it takes one).
+pub trait ServerHandler {
+    fn handle(&self, request: Request, server: &mut ServerState<'_>) -> Response;
+}
+
+impl<F: Fn(Request, &mut ServerState<'_>) -> Response> ServerHandler for F {
+    fn handle(&self, request: Request, server: &mut ServerState<'_>) -> Response {
+        self(request, server)
+    }
+}
+
+/// What a handler may see and do of the server, during one call: publish into channels,
+/// count waiters, read the metrics, and hand a process over to the reaper.
+pub struct ServerState<'a> {
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) config: &'a Config,
+    pub(crate) comet: &'a mut Comet,
+    pub(crate) stats: &'a mut Stats,
+    pub(crate) children: &'a mut Children,
+    pub(crate) now: Instant,
+}
+
+/// A message was published: its id, and how many connections it reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub id: MessageId,
+    pub reached: usize,
+}
+
+impl ServerState<'_> {
+    /// The client this call is for (None once its connection is gone).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The loop's clock for this event.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn config(&self) -> &Config {
+        self.config
+    }
+
+    /// Long-poll waiters parked right now, on every channel.
+    pub fn waiters(&self) -> usize {
+        self.comet.parked()
+    }
+
+    /// Publishes a message on `channel` (made if new) to its waiters and subscribers, and
+    /// keeps it in the channel's history. `body` makes the message from the number of
+    /// connections it reaches.
+    pub fn publish(
+        &mut self,
+        channel: &str,
+        content_type: &str,
+        body: impl FnOnce(usize) -> Box<[u8]>,
+    ) -> Result<Published, CometError> {
+        let key = self.comet.channel(channel, self.now)?;
+        let (id, reached) = self.comet.publish(key, content_type, body, self.now);
+        Ok(Published { id, reached })
+    }
+
+    /// The server's counters and gauges in the Prometheus text format.
+    pub fn metrics(&self) -> String {
+        let gauges = crate::server::instruments::gauges(self.stats, self.comet, self.children);
+        self.stats
+            .render_prometheus(&gauges, self.config.events_per_poll)
+    }
+
+    /// Processes a stream source started, running now (what `--exec-max-running` bounds).
+    pub fn processes_running(&self) -> usize {
+        self.children.running()
+    }
+
+    /// A stream source started a process (counted while it runs).
+    pub fn process_started(&mut self) {
+        self.children.started();
+    }
+
+    /// A source's process exited and was reaped by the source.
+    pub fn process_exited(&mut self) {
+        self.children.exited();
+    }
+
+    /// Takes a started process whose stream is over before it exited: SIGTERM to its
+    /// process group now, SIGKILL after `grace`, and reaped, with no connection left.
+    pub fn reap(&mut self, child: Child, grace: Duration) {
+        self.reap_process(Process::adopt(child), grace);
+    }
+
+    /// [`ServerState::reap`] for a process the crate spawned, already counted.
+    pub(crate) fn reap_process(&mut self, child: Process, grace: Duration) {
+        self.children.end(child, self.now, grace, self.stats);
+    }
+
+    /// The counters, for a source that makes syscalls of its own.
+    pub(crate) fn stats(&mut self) -> &mut Stats {
+        self.stats
+    }
+}
+
+/// Starts a stream once the request is read: a source to poll, or a response instead
+/// (the source is missing, busy, or could not start).
+pub trait StartStream {
+    fn start(self: Box<Self>, server: &mut ServerState<'_>) -> Result<Polled, Response>;
+}
+
+impl<F: FnOnce(&mut ServerState<'_>) -> Result<Polled, Response>> StartStream for F {
+    fn start(self: Box<Self>, server: &mut ServerState<'_>) -> Result<Polled, Response> {
+        self(server)
+    }
+}
+
+/// A started stream: the pipe the loop reads (registered in its poll, read as it becomes
+/// readable, each read sent as one chunk, until EOF), the response head, and the source
+/// that says when the stream is over.
+pub struct Polled {
+    pub pipe: pipe::Receiver,
+    pub content_type: Cow<'static, str>,
+    pub headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+    /// A trailer field the stream ends with (declared in the head; sent on HTTP/1.1 only).
+    pub trailer: Option<&'static str>,
+    pub source: Box<dyn Source>,
+}
+
+/// What is behind a polled pipe (a child process, say): the loop asks it when the stream is
+/// over, tells it to wind down at shutdown, and hands it back if the client goes first.
+pub trait Source {
+    /// When to look first, before the pipe's EOF (a time limit), if at all.
+    fn first_look(&self) -> Option<Instant> {
+        None
+    }
+    /// A look after the pipe's EOF (`pipe_open` false), or at the time the last look asked
+    /// for: done (with the trailer's value), or when to look again.
+    fn look(&mut self, pipe_open: bool, server: &mut ServerState<'_>) -> Look;
+    /// The server is shutting down: wind down (the stream then ends as usual).
+    fn stop(&mut self, server: &mut ServerState<'_>);
+    /// The client went away before the stream ended.
+    fn abandon(self: Box<Self>, server: &mut ServerState<'_>);
+}
+
+/// A [`Source`]'s answer to a look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Look {
+    /// Not over: look again at this time (or only after the pipe's EOF).
+    Again(Option<Instant>),
+    /// Over: the last chunk goes out, with this value for the declared trailer.
+    Done(Option<String>),
 }
 
 /// A handler that sees the whole request as one owned value.
@@ -172,7 +365,8 @@ impl Router {
         self
     }
 
-    /// A handler that decides the whole [`Route`] itself (comet routes are built this way).
+    /// A handler that decides the whole [`Route`] itself, from the head: a park, a stream,
+    /// an answer from the server's state.
     pub fn route(
         mut self,
         method: impl Into<Cow<'static, str>>,
@@ -312,7 +506,7 @@ mod tests {
             })
             .streamed("POST", "/md5", |_| Box::new(Discard))
             .streamed("PUT", "/md5", |_| Box::new(Discard))
-            .route("GET", "/wait/*", |_| Route::CountWaiters);
+            .route("GET", "/wait/*", |_| Route::Park(Park::once("x")));
         let table: &[(&str, u16, Option<&str>)] = &[
             ("GET /plaintext HTTP/1.1", 200, None),
             ("HEAD /plaintext HTTP/1.1", 200, None),

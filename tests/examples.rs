@@ -1,6 +1,7 @@
 //! The example servers built on the library: `echo` (a buffered route with a 1 MiB limit: exact
 //! bytes back, the limit's boundary, 413 by Content-Length, by `Expect: 100-continue` and by a
-//! growing chunked body) and `count` (a streamed route counting bytes and lines).
+//! growing chunked body), `count` (a streamed route counting bytes and lines) and `longpoll`
+//! (a long-poll of its own on the public park and server-state primitives).
 
 mod common;
 
@@ -153,4 +154,80 @@ fn count_reports_bytes_and_lines() {
         );
         assert_eq!(response.text(), expected, "{name}");
     }
+}
+
+#[test]
+fn longpoll_parks_a_waiter_until_its_ticket_is_published() {
+    let server = Server::start_example("longpoll", &[]);
+    let mut publisher = server.connect();
+    publisher.send(&post("/ticket/42", b"first"));
+    let first = publisher.read_response();
+    assert_eq!((first.status, first.text()), (200, "0\n"), "{first:?}");
+    let first_id = first
+        .header("x-comet-id")
+        .expect("a message id")
+        .to_string();
+
+    // Parked after the first message: only a later one on its own ticket answers it, whether
+    // it is published before or after the wait reaches the server.
+    let mut waiter = server.connect();
+    let wait = format!("GET /ticket/42?after={first_id} HTTP/1.1\r\nHost: x\r\n\r\n");
+    waiter.send(wait.as_bytes());
+    for (path, body) in [
+        ("/ticket/43", &b"other ticket"[..]),
+        ("/ticket/42", b"second"),
+    ] {
+        publisher.send(&post(path, body));
+        let published = publisher.read_response();
+        assert_eq!(published.status, 200, "{published:?}");
+        assert!(matches!(published.text(), "0\n" | "1\n"), "{published:?}");
+    }
+    let answer = waiter.read_response();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.text(), "second");
+    assert_eq!(answer.header("content-type"), Some("text/plain"));
+    let second_id = answer.header("x-comet-id").expect("the message's id");
+    assert_ne!(second_id, first_id);
+
+    // The waiter's connection is kept alive, and asking again after the first message now
+    // gets the second at once, from the channel's history.
+    waiter.send(wait.as_bytes());
+    let again = waiter.read_response();
+    assert_eq!((again.status, again.text()), (200, "second"), "{again:?}");
+}
+
+#[test]
+fn longpoll_refuses_what_it_cannot_park() {
+    let server = Server::start_example("longpoll", &[]);
+    let too_big = post("/ticket/1", &vec![b'x'; 64 * 1024 + 1]);
+    let cases: [(&str, Vec<u8>, u16); 4] = [
+        (
+            "not a ticket",
+            b"GET /ticket/x HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            404,
+        ),
+        (
+            "no id",
+            b"GET /ticket/ HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            404,
+        ),
+        (
+            "bad after",
+            b"GET /ticket/1?after=zz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+        ),
+        ("body over 64 KiB", too_big, 413),
+    ];
+    for (name, request, status) in cases {
+        let response = server.request(&request);
+        assert_eq!(response.status, status, "{name}: {response:?}");
+    }
+    let mut conn = server.connect();
+    conn.send(b"HEAD /ticket/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let head = conn.read_head_response();
+    assert_eq!(
+        (head.status, head.header("allow")),
+        (405, Some("GET")),
+        "{head:?}"
+    );
 }

@@ -1,17 +1,22 @@
 //! The comet routes: `GET /wait[/{channel}]` parks until a message, `GET|POST
 //! /notify[/{channel}]` publishes one, `GET /events[/{channel}]` streams them as Server-Sent
-//! Events, and `GET /` counts the waiters. These only name what is wanted; the loop's comet
-//! registry does it.
+//! Events, and `GET /` counts the waiters. Written on the public primitives: parking on a
+//! channel ([`Route::Park`]) and answering from the server's state ([`Route::Server`]).
+
+use std::rc::Rc;
 
 use super::refuse_head;
-use crate::comet::DEFAULT_CHANNEL;
-use crate::http::Head;
-use crate::router::{Payload, Route};
+use crate::comet::{CometError, DEFAULT_CHANNEL, ID_HEADER};
+use crate::http::{Head, Response};
+use crate::router::{Park, Published, Request, Route, ServerHandler, ServerState};
 
 /// `/wait` means the default channel, `/wait/news` the channel `news`.
 fn channel(head: &Head<'_>, prefix: &str) -> String {
-    match head
-        .path
+    channel_of(head.path, prefix)
+}
+
+fn channel_of(path: &str, prefix: &str) -> String {
+    match path
         .strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('/'))
     {
@@ -40,38 +45,63 @@ pub fn wait(head: &Head<'_>) -> Route {
     if head.is_head_method() {
         return refuse_head();
     }
-    Route::Wait {
-        channel: channel(head, "/wait"),
-        after: after(head),
-    }
+    Route::Park(Park::once(channel(head, "/wait")).after(after(head)))
 }
 
 pub fn events(head: &Head<'_>) -> Route {
     if head.is_head_method() {
         return refuse_head();
     }
-    Route::Subscribe {
-        channel: channel(head, "/events"),
-        after: after(head),
-    }
+    Route::Park(Park::events(channel(head, "/events")).after(after(head)))
 }
 
 /// `GET /notify`: the message is the number of waiters it reaches (the original semantics).
-pub fn notify_count(head: &Head<'_>) -> Route {
-    Route::Publish {
-        channel: channel(head, "/notify"),
-        payload: Payload::WaiterCount,
+pub fn notify_count(_head: &Head<'_>) -> Route {
+    Route::Server {
+        limit: None,
+        handler: Rc::new(|request: Request, server: &mut ServerState<'_>| {
+            let channel = channel_of(&request.path, "/notify");
+            let count = |reached: usize| reached.to_string().into_bytes().into_boxed_slice();
+            answer(server.publish(&channel, "text/plain", count))
+        }),
     }
 }
 
 /// `POST /notify/{channel}`: the message is the request body, at most `limit` bytes.
 pub fn notify_body(limit: usize) -> impl Fn(&Head<'_>) -> Route {
-    move |head| Route::Publish {
-        channel: channel(head, "/notify"),
-        payload: Payload::Body { limit },
+    let handler: Rc<dyn ServerHandler> =
+        Rc::new(|request: Request, server: &mut ServerState<'_>| {
+            let channel = channel_of(&request.path, "/notify");
+            let content_type = request
+                .header("content-type")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or("application/octet-stream")
+                .to_string();
+            let body = request.body.into_boxed_slice();
+            answer(server.publish(&channel, &content_type, |_| body))
+        });
+    move |_head| Route::Server {
+        limit: Some(limit),
+        handler: Rc::clone(&handler),
     }
 }
 
+/// The publisher's answer: how many connections the message reached, and its id.
+fn answer(published: Result<Published, CometError>) -> Response {
+    match published {
+        Ok(Published { id, reached }) => {
+            Response::text(200, reached.to_string()).with_header(ID_HEADER, id.to_string())
+        }
+        Err(e) => e.response(),
+    }
+}
+
+/// `GET /`: the number of waiters parked right now.
 pub fn count(_head: &Head<'_>) -> Route {
-    Route::CountWaiters
+    Route::Server {
+        limit: None,
+        handler: Rc::new(|_: Request, server: &mut ServerState<'_>| {
+            Response::text(200, server.waiters().to_string())
+        }),
+    }
 }

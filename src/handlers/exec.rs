@@ -1,17 +1,155 @@
 //! `GET /stream/NAME`: the output of the operator's command NAME, streamed as it is written
-//! (`GET /stream` runs the command named `stream`). The route only names the command; the
-//! loop runs it.
+//! (`GET /stream` runs the command named `stream`). Written on the public stream primitive:
+//! the command is a [`Source`] whose pipe the loop polls; this module spawns it, enforces
+//! `--exec-time-limit` and the kill grace, reaps it, and names its exit in the trailer.
+
+use std::process::ExitStatus;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use super::refuse_head;
-use crate::http::Head;
-use crate::router::Route;
+use crate::config::Config;
+use crate::http::{Head, Response};
+use crate::router::{Look, Polled, Route, ServerState, Source};
+use crate::server::child::{self, Spawned, REAP_INTERVAL};
+use crate::server::syscalls::Process;
+use crate::sys::Signal;
 
-pub fn stream(head: &Head<'_>) -> Route {
-    if head.is_head_method() {
-        return refuse_head();
+/// The route for `/stream` and `/stream/*`; the commands and their limits come from `config`.
+pub fn stream(config: &Config) -> impl Fn(&Head<'_>) -> Route {
+    let config = Rc::new(config.clone());
+    move |head| {
+        if head.is_head_method() {
+            return refuse_head();
+        }
+        let name = head
+            .path
+            .strip_prefix("/stream/")
+            .unwrap_or("stream")
+            .to_string();
+        let config = Rc::clone(&config);
+        Route::Stream(Box::new(move |server: &mut ServerState<'_>| {
+            start(&name, &config, server)
+        }))
     }
-    let name = head.path.strip_prefix("/stream/").unwrap_or("stream");
-    Route::Exec {
-        name: name.to_string(),
+}
+
+/// Runs the command `name`, unless it is unknown (404) or too many run (503).
+fn start(name: &str, config: &Config, server: &mut ServerState<'_>) -> Result<Polled, Response> {
+    let peer = server
+        .peer()
+        .map_or_else(String::new, |peer| peer.to_string());
+    let command = config.commands.iter().find(|(n, _)| n == name);
+    let Some((_, text)) = command else {
+        return Err(Response::text(404, "no such command\n"));
+    };
+    if server.processes_running() >= config.exec_max_running {
+        eprintln!("miohttpd: {peer}: too many commands running");
+        return Err(super::come_back_later("too many commands running\n"));
+    }
+    let Spawned { child, stdout } = match child::spawn(text, config, server.stats()) {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            eprintln!("miohttpd: {peer}: command {name} could not start: {e}");
+            return Err(Response::text(500, "the command could not start\n"));
+        }
+    };
+    server.process_started();
+    let limit = config.exec_time_limit;
+    Ok(Polled {
+        pipe: stdout,
+        content_type: "text/plain; charset=utf-8".into(),
+        headers: vec![
+            ("X-Content-Type-Options".into(), "nosniff".into()),
+            ("Cache-Control".into(), "no-cache".into()),
+        ],
+        trailer: Some("X-Exit-Status"),
+        source: Box::new(Command {
+            child: Some(child),
+            exit: None,
+            limit_at: (!limit.is_zero()).then(|| server.now() + limit),
+            kill_grace: config.exec_kill_grace,
+            kill_at: None,
+            killed: false,
+        }),
+    })
+}
+
+/// A running command behind a stream.
+struct Command {
+    /// None once handed to the reaper.
+    child: Option<Process>,
+    exit: Option<ExitStatus>,
+    /// When `--exec-time-limit` ends the command.
+    limit_at: Option<Instant>,
+    kill_grace: Duration,
+    /// After SIGTERM: when SIGKILL follows.
+    kill_at: Option<Instant>,
+    killed: bool,
+}
+
+impl Source for Command {
+    fn first_look(&self) -> Option<Instant> {
+        self.limit_at
+    }
+
+    /// Reaps the child if it exited and enforces the time limit. The stream is over once the
+    /// exit is known and the pipe at EOF; until then the limits bind the whole group: after
+    /// the shell exits, what it started may still hold the pipe open.
+    fn look(&mut self, pipe_open: bool, server: &mut ServerState<'_>) -> Look {
+        let Some(child) = self.child.as_mut() else {
+            return Look::Done(None);
+        };
+        let now = server.now();
+        if self.exit.is_none() {
+            if let Ok(Some(status)) = child.try_wait(server.stats()) {
+                self.exit = Some(status);
+            }
+        }
+        if let (Some(status), false) = (self.exit, pipe_open) {
+            server.process_exited();
+            return Look::Done(Some(child::describe_exit(status)));
+        }
+        match (self.kill_at, self.limit_at) {
+            (Some(kill_at), _) if now >= kill_at && !self.killed => {
+                child::signal_group(child, Signal::Kill, server.stats());
+                self.killed = true;
+            }
+            (None, Some(limit_at)) if now >= limit_at => {
+                let peer = server
+                    .peer()
+                    .map_or_else(String::new, |peer| peer.to_string());
+                eprintln!("miohttpd: {peer}: command over its time limit");
+                child::signal_group(child, Signal::Terminate, server.stats());
+                self.kill_at = Some(now + self.kill_grace);
+            }
+            _ => {}
+        }
+        let next = [
+            self.exit.is_none().then(|| now + REAP_INTERVAL),
+            self.kill_at.filter(|_| !self.killed),
+            self.limit_at.filter(|_| self.kill_at.is_none()),
+        ];
+        // While the pipe is open, only the limits need a timer; after its EOF, look for the
+        // exit every REAP_INTERVAL.
+        let next = if pipe_open { &next[1..] } else { &next[..] };
+        Look::Again(next.iter().flatten().min().copied())
+    }
+
+    /// Shutdown: SIGTERM now and SIGKILL after the kill grace, as at the time limit.
+    fn stop(&mut self, server: &mut ServerState<'_>) {
+        if let (None, Some(child)) = (self.kill_at, &self.child) {
+            child::signal_group(child, Signal::Terminate, server.stats());
+            self.kill_at = Some(server.now() + self.kill_grace);
+        }
+    }
+
+    /// The client went first: the loop's reaper ends the group and reaps it. Its shell may
+    /// have exited already while something it started still runs: the group is ended either
+    /// way.
+    fn abandon(mut self: Box<Self>, server: &mut ServerState<'_>) {
+        if let Some(child) = self.child.take() {
+            server.reap_process(child, self.kill_grace);
+        }
     }
 }

@@ -9,8 +9,8 @@ use crate::http::date::DATE_LEN;
 use crate::http::response::{encode_chunk, encode_head, BodyFraming, Exchange};
 use crate::http::Version;
 
-/// The header naming a message's id; a waiter passes it back as `?after=` to miss nothing.
-pub const ID_HEADER: &str = "X-Comet-Id";
+pub use crate::comet::ID_HEADER;
+
 /// Present when messages were lost to the client: it must resynchronize.
 pub const RESYNC_HEADER: &str = "X-Comet-Resync";
 /// An event-stream comment that keeps idle proxies and clients from timing out.

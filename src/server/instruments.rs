@@ -134,21 +134,11 @@ pub fn gauges(stats: &Stats, comet: &Comet, children: &Children) -> Gauges {
 /// What a request on the admin listener gets: the metrics, and nothing else.
 pub fn admin_route(head: &Head<'_>) -> Route {
     match (head.path, head.method) {
-        ("/metrics", "GET" | "HEAD") => Route::Metrics,
+        ("/metrics", "GET" | "HEAD") => crate::handlers::metrics::metrics(head),
         ("/metrics", _) => Route::Respond(
             Response::text(405, "method not allowed\n").with_header("Allow", "GET, HEAD"),
         ),
         _ => Route::Respond(Response::text(404, "not found\n")),
-    }
-}
-
-/// On the main listener, the metrics are not served once an admin listener serves them.
-pub fn hide_metrics(route: Route, config: &Config) -> Route {
-    match route {
-        Route::Metrics if config.admin_listen.is_some() => {
-            Route::Respond(Response::text(404, "not found\n"))
-        }
-        route => route,
     }
 }
 
@@ -160,7 +150,7 @@ mod tests {
 
     fn status_of(route: Route) -> u16 {
         match route {
-            Route::Metrics => 0,
+            Route::Server { .. } => 0,
             Route::Respond(response) => response.status,
             _ => 1,
         }
@@ -191,16 +181,6 @@ mod tests {
                 "{line}"
             );
         }
-    }
-
-    #[test]
-    fn the_main_listener_hides_metrics_only_with_an_admin_listener() {
-        let mut config = Config::default();
-        assert_eq!(status_of(hide_metrics(Route::Metrics, &config)), 0);
-        config.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-        assert_eq!(status_of(hide_metrics(Route::Metrics, &config)), 404);
-        let other = Route::Respond(Response::text(200, "x"));
-        assert_eq!(status_of(hide_metrics(other, &config)), 200);
     }
 
     #[test]

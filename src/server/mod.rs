@@ -3,15 +3,15 @@
 
 mod access_log;
 mod buffers;
-mod child;
+pub(crate) mod child;
 mod conn;
 mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
-mod instruments;
+pub(crate) mod instruments;
 mod listener;
 pub mod stats;
-mod syscalls;
+pub(crate) mod syscalls;
 mod table;
 mod transport;
 
@@ -28,6 +28,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::comet::{self, Comet};
 use crate::config::Config;
 use crate::http::DateCache;
+use crate::router::ServerState;
 use crate::router::Service;
 use buffers::BufferPool;
 use child::{Children, REAP_INTERVAL};
@@ -470,11 +471,15 @@ impl<S: Service> EventLoop<S> {
             if let Some(spot) = conn.spot() {
                 self.comet.unpark(spot);
             }
-            if let Some(child) = conn.take_child(&mut self.stats) {
-                let grace = self.config.exec_kill_grace;
-                self.children
-                    .end(child, Instant::now(), grace, &mut self.stats);
-            }
+            // A stream cut short: its source (a command) goes to the reaper.
+            conn.abandon_stream(&mut ServerState {
+                peer: None,
+                config: &self.config,
+                comet: &mut self.comet,
+                stats: &mut self.stats,
+                children: &mut self.children,
+                now: Instant::now(),
+            });
             // Closing the socket also removes it from the epoll set: no deregister syscall
             // needed.
             conn.release(&mut self.pool, &mut self.stats);

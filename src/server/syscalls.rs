@@ -126,7 +126,7 @@ impl AsRawFd for Listener {
 pub struct Pipe(pipe::Receiver);
 
 impl Pipe {
-    /// A pipe the connection takes to stream, counted from here on.
+    /// A pipe a stream's source handed over, counted from here on.
     pub fn new(pipe: pipe::Receiver) -> Self {
         Pipe(pipe)
     }
@@ -195,6 +195,11 @@ impl Process {
         let stdout = pipe::Receiver::from(stdout);
         stdout.set_nonblocking(true)?;
         Ok((Process(child), stdout))
+    }
+
+    /// A process spawned elsewhere (a stream source's), counted from here on.
+    pub fn adopt(child: Child) -> Self {
+        Process(child)
     }
 
     /// The pid, which is also the group id.

@@ -119,6 +119,8 @@ impl Server {
         let (probe, probe_body) = match name {
             "echo" => (post("/echo", b"still here"), b"still here".to_vec()),
             "count" => (post("/count", b"still\nhere"), b"10 1\n".to_vec()),
+            // Nobody waits on ticket 0: the message reaches no one.
+            "longpoll" => (post("/ticket/0", b"probe"), b"0\n".to_vec()),
             _ => panic!("no liveness probe for example {name}"),
         };
         Server::spawn(Command::new(&program), &program, args, probe, probe_body)

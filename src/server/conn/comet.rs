@@ -1,11 +1,13 @@
-//! The comet side of a connection: parking a long-poll waiter or subscribing an event stream,
-//! delivering a published message to it, and publishing one.
+//! The park primitive of a connection: parking a long-poll waiter or subscribing an event
+//! stream on a named channel, and delivering a published message to it.
 
-use super::{Conn, Ctx, Next, Phase, ReplyTo, Transport};
-use crate::comet::{CatchUp, ChannelKey, CometError, MessageId, Spot, SpotKind};
+use std::time::Instant;
+
+use super::{Conn, Ctx, Next, Outcome, Phase, ReplyTo, Transport};
+use crate::comet::{CatchUp, ChannelKey, MessageId, Spot, SpotKind};
 use crate::http::{Response, Version};
-use crate::router::{Payload, Service};
-use crate::server::fanout::{self, Fanout, Form, ID_HEADER, RESYNC_HEADER};
+use crate::router::Service;
+use crate::server::fanout::{self, Fanout, Form, RESYNC_HEADER};
 
 /// Pending event-stream bytes past which a subscriber that does not read is dropped rather
 /// than buffered without bound.
@@ -14,11 +16,15 @@ const MAX_EVENT_BACKLOG: usize = 1 << 20;
 pub(super) struct Parked {
     pub(super) spot: Spot,
     pub(super) reply: ReplyTo,
+    /// When it gets its 204; None with `--comet-timeout 0`.
+    pub(super) timeout_at: Option<Instant>,
 }
 
 pub(super) struct Subscribed {
     pub(super) spot: Spot,
     pub(super) chunked: bool,
+    /// When the next heartbeat comment goes out.
+    pub(super) heartbeat_at: Instant,
 }
 
 impl<T: Transport> Conn<T> {
@@ -30,8 +36,7 @@ impl<T: Transport> Conn<T> {
                 self.output
                     .push_shared(fanout.bytes(form, ctx.date.as_bytes()));
                 self.record_response(200, Some(fanout.message.body.len() as u64), ctx);
-                self.deadline = None;
-                self.answered(form == Form::Close, ctx);
+                self.transition(Outcome::answered(form == Form::Close, ctx), ctx);
             }
             Phase::Subscribed(subscribed) => {
                 if self.output.pending_len() > MAX_EVENT_BACKLOG {
@@ -47,21 +52,17 @@ impl<T: Transport> Conn<T> {
         self.finish_turn(ctx)
     }
 
-    /// The channel named `name`, made if it does not exist; None once the refusal (a bad
-    /// name, or too many channels) is answered.
+    /// The channel named `name`, made if it does not exist; else the refusal (a bad name,
+    /// or too many channels), answered.
     fn open_channel<S>(
         &mut self,
         name: &str,
         reply: ReplyTo,
         ctx: &mut Ctx<'_, S>,
-    ) -> Option<ChannelKey> {
-        match ctx.comet.channel(name, ctx.now) {
-            Ok(key) => Some(key),
-            Err(e) => {
-                self.respond(comet_error(e), reply, ctx);
-                None
-            }
-        }
+    ) -> Result<ChannelKey, Outcome> {
+        ctx.comet
+            .channel(name, ctx.now)
+            .map_err(|e| self.respond(e.response(), reply, ctx))
     }
 
     /// A long-poll: the next message it missed at once, or park until there is one.
@@ -71,18 +72,21 @@ impl<T: Transport> Conn<T> {
         after: Option<MessageId>,
         reply: ReplyTo,
         ctx: &mut Ctx<'_, S>,
-    ) {
-        let Some(key) = self.open_channel(channel, reply, ctx) else {
-            return;
+    ) -> Outcome {
+        let key = match self.open_channel(channel, reply, ctx) {
+            Ok(key) => key,
+            Err(refused) => return refused,
         };
         let (message, resync) = match ctx.comet.catch_up(key, after) {
             CatchUp::Park => {
                 let spot = ctx.comet.park(key, ctx.token, SpotKind::Waiter, ctx.now);
-                self.phase = Phase::Parked(Parked { spot, reply });
-                if !ctx.config.comet_timeout.is_zero() {
-                    self.set_deadline(ctx.now + ctx.config.comet_timeout);
-                }
-                return;
+                let timeout = ctx.config.comet_timeout;
+                let timeout_at = (!timeout.is_zero()).then(|| ctx.now + timeout);
+                return Outcome::Parked(Parked {
+                    spot,
+                    reply,
+                    timeout_at,
+                });
             }
             CatchUp::Next(message) => (message, false),
             CatchUp::Resync(Some(message)) => (message, true),
@@ -96,7 +100,7 @@ impl<T: Transport> Conn<T> {
         let close =
             fanout::render_reply(out, &message, reply.version, reply.keep_alive, resync, date);
         self.record_response(200, Some(message.body.len() as u64), ctx);
-        self.answered(close, ctx);
+        Outcome::answered(close, ctx)
     }
 
     /// An event stream: the head, the history it missed, then every message as it comes.
@@ -106,9 +110,10 @@ impl<T: Transport> Conn<T> {
         after: Option<MessageId>,
         reply: ReplyTo,
         ctx: &mut Ctx<'_, S>,
-    ) {
-        let Some(key) = self.open_channel(channel, reply, ctx) else {
-            return;
+    ) -> Outcome {
+        let key = match self.open_channel(channel, reply, ctx) {
+            Ok(key) => key,
+            Err(refused) => return refused,
         };
         let chunked = reply.version == Version::Http11;
         let date = ctx.date.as_bytes();
@@ -127,39 +132,10 @@ impl<T: Transport> Conn<T> {
         let spot = ctx
             .comet
             .park(key, ctx.token, SpotKind::Subscriber, ctx.now);
-        self.phase = Phase::Subscribed(Subscribed { spot, chunked });
-        self.set_deadline(ctx.now + ctx.config.sse_heartbeat);
-    }
-}
-
-/// Publishes and answers the publisher with the number of connections reached.
-pub(super) fn publish<S>(
-    channel: &str,
-    payload: Payload,
-    content_type: &str,
-    body: Vec<u8>,
-    ctx: &mut Ctx<'_, S>,
-) -> Response {
-    let key = match ctx.comet.channel(channel, ctx.now) {
-        Ok(key) => key,
-        Err(e) => return comet_error(e),
-    };
-    let message_body = |reached: usize| match payload {
-        Payload::WaiterCount => reached.to_string().into_bytes().into_boxed_slice(),
-        Payload::Body { .. } => body.into_boxed_slice(),
-    };
-    let (id, reached) = ctx.comet.publish(key, content_type, message_body, ctx.now);
-    Response::text(200, reached.to_string()).with_header(ID_HEADER, id.to_string())
-}
-
-fn comet_error(error: CometError) -> Response {
-    match error {
-        CometError::BadChannelName => {
-            Response::text(400, "channel names are 1 to 64 of A-Z a-z 0-9 . _ ~ -\n")
-        }
-        CometError::TooManyChannels => {
-            eprintln!("miohttpd: channel limit reached");
-            Response::text(503, "too many channels\n").with_header("Retry-After", "60")
-        }
+        Outcome::Subscribed(Subscribed {
+            spot,
+            chunked,
+            heartbeat_at: ctx.now + ctx.config.sse_heartbeat,
+        })
     }
 }

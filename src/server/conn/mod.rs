@@ -1,25 +1,20 @@
 //! One connection's state machine: which phase of a request it is in, what each readiness
 //! event makes it do, and when it is done. The loop owns the socket registration and the
 //! table; this module owns everything that happens between accept and close. The request
-//! cycle is here; `comet.rs` holds the parked and subscribed phases, `stream.rs` the
-//! streamed command.
+//! cycle is here; `comet.rs` holds the park primitive (the parked and subscribed phases),
+//! `stream.rs` the stream primitive (a polled source's pipe). Which handler asks for them is
+//! the router's business: nothing here names a built-in route.
 //!
-//! | phase       | waiting for                    | next                                     |
-//! |-------------|--------------------------------|------------------------------------------|
-//! | `Head`      | the empty line ending a head   | `Body` (routed), `Closing` (bad head)    |
-//! | `Body`      | the rest of the body           | `Head`, `Parked`, `Subscribed`, `Closing` |
-//! | `Parked`    | a message on its channel       | `Head` (keep-alive) or `Closing`; 204 on timeout |
-//! | `Subscribed`| messages, heartbeats, EOF      | closed                                   |
-//! | `Streaming` | the child's output and exit    | `Head` (keep-alive) or `Closing`; closed on hang-up |
-//! | `Closing`   | the output to drain            | `Lingering`, or closed if the peer is gone |
-//! | `Lingering` | the peer's EOF, or a deadline  | closed                                   |
+//! The phases and the one function that moves between them are in `phase.rs`; the table of
+//! legal moves is in `docs/architecture.md`, checked against the code by a test.
 
 mod comet;
+mod phase;
 mod record;
 mod stream;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Instant;
@@ -27,9 +22,8 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::Token;
 
-use comet::{publish, Parked, Subscribed};
+use phase::{Outcome, Phase};
 use record::Record;
-use stream::Streaming;
 
 use super::access_log::AccessLog;
 use super::buffers::{BufferPool, InputBuffer, InputKind, OutputBuffer};
@@ -41,13 +35,17 @@ use super::syscalls::Registrar;
 use super::transport::{Counted, Transport};
 use crate::comet::{Comet, MessageId, Spot};
 use crate::config::Config;
+use crate::handlers::come_back_later;
 use crate::http::date::DATE_LEN;
 use crate::http::response::{self, Exchange, CONTINUE};
 use crate::http::{
-    header_storage, parse_head, BodyDecoder, DateCache, Framing, Head, HeadScanner, HeadSpan,
-    RequestError, Response, Version,
+    header_storage, parse_head, BodyDecoder, DateCache, Head, HeadSpan, RequestError, Response,
+    Version,
 };
-use crate::router::{BodySink, BufferedHandler, Payload, Request, Route, Service};
+use crate::router::{
+    BodySink, BufferedHandler, ParkMode, Request, Route, ServerHandler, ServerState, Service,
+    StartStream,
+};
 
 /// Everything of the loop's that a connection may use during one event.
 pub struct Ctx<'a, S> {
@@ -66,6 +64,20 @@ pub struct Ctx<'a, S> {
     /// The server is shutting down: responses close their connections, and nothing new
     /// (a wait, a stream) is started.
     pub draining: bool,
+}
+
+impl<S> Ctx<'_, S> {
+    /// What a handler or a source may see and do of the server.
+    fn server(&mut self, peer: SocketAddr) -> ServerState<'_> {
+        ServerState {
+            peer: Some(peer),
+            config: self.config,
+            comet: self.comet,
+            stats: self.stats,
+            children: self.children,
+            now: self.now,
+        }
+    }
 }
 
 /// What a readiness event reported for a connection.
@@ -91,7 +103,7 @@ pub enum Next {
 
 pub struct Conn<T = TcpStream> {
     stream: Counted<T>,
-    peer: SocketAddr,
+    peer: Peer,
     phase: Phase,
     /// Lent by the pool while bytes are buffered; None while idle.
     input: Option<InputBuffer>,
@@ -107,14 +119,6 @@ pub struct Conn<T = TcpStream> {
     /// The peer may still be sending when we close (an error cut its request short, or it
     /// pipelined past a close), so the close must linger.
     unread_input: bool,
-    /// When the phase wants its next timed look: the end of a lingering close, a waiter's
-    /// 204, a subscriber's heartbeat, a child's exit poll.
-    deadline: Option<Instant>,
-    /// Where the clock of the current timeout started: accept, or the first byte of a head on
-    /// a kept-alive connection, the last body byte, the end of the last response when idle.
-    since: Instant,
-    /// Between requests on a kept-alive connection, with no byte of the next one yet.
-    idle: bool,
     /// While response bytes are pending: when the client last took some (or they appeared).
     send_since: Option<Instant>,
     /// The earliest entry the loop's timer queue holds for this connection; a later wake-up
@@ -122,6 +126,38 @@ pub struct Conn<T = TcpStream> {
     pub armed: Option<Instant>,
     /// What the instruments need of it: access-log entry, bytes written, listener.
     record: Record,
+}
+
+/// The client's address in 16 bytes, not `SocketAddr`'s 32: an IPv6 one (with its flow
+/// label and scope) is boxed, since every byte of a parked connection counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Peer {
+    V4(SocketAddrV4),
+    V6(Box<SocketAddrV6>),
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Self {
+        match addr {
+            SocketAddr::V4(v4) => Peer::V4(v4),
+            SocketAddr::V6(v6) => Peer::V6(Box::new(v6)),
+        }
+    }
+}
+
+impl Peer {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::V4(v4) => SocketAddr::V4(*v4),
+            Peer::V6(v6) => SocketAddr::V6(**v6),
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr().fmt(f)
+    }
 }
 
 /// The time limits a connection can be under; `Config` holds their lengths.
@@ -133,24 +169,13 @@ enum Timeout {
     Send,
 }
 
-enum Phase {
-    Head(HeadScanner),
-    Body(BodyPhase),
-    /// A long-poll waiter: no buffers, a spot on its channel, and how to answer it.
-    Parked(Parked),
-    /// An event-stream subscriber.
-    Subscribed(Subscribed),
-    /// Streaming a command's output. Boxed: it is large and rare.
-    Streaming(Box<Streaming>),
-    Closing,
-    Lingering,
-}
-
 /// A routed request whose body is still arriving.
 struct BodyPhase {
     reply: ReplyTo,
     decoder: BodyDecoder,
     consumer: Consumer,
+    /// When the last body byte came: the body timeout runs between bytes.
+    since: Instant,
 }
 
 /// What the response must know about the request it answers.
@@ -180,33 +205,36 @@ impl ReplyTo {
     }
 }
 
-/// Where decoded body bytes go.
+/// Where decoded body bytes go, and what answers once they are all in.
 enum Consumer {
+    /// Handed over: the body is complete and the consumer is answering.
+    Done,
     /// The response is decided; the body is read only to reach the next request.
     Discard(Response),
+    /// The body is collected (under `limit`), then `handler` answers.
     Buffered {
         limit: usize,
         request: Box<Request>,
-        handler: Rc<dyn BufferedHandler>,
+        handler: Handler,
     },
     Streamed(Box<dyn BodySink>),
-    /// Comet routes name their channel; it is looked up (or made) once the body is read.
-    Wait {
-        channel: String,
+    /// The body is discarded, then the connection parks on a channel.
+    Park {
+        channel: Box<str>,
         after: Option<MessageId>,
+        mode: ParkMode,
     },
-    Subscribe {
-        channel: String,
-        after: Option<MessageId>,
-    },
-    Publish {
-        channel: String,
-        payload: Payload,
-        content_type: Box<str>,
-        body: Vec<u8>,
-    },
-    Exec {
-        name: String,
+    /// The body is discarded, then the stream starts.
+    Stream(Box<dyn StartStream>),
+}
+
+/// Who answers a collected request.
+enum Handler {
+    Plain(Rc<dyn BufferedHandler>),
+    /// Also sees the server's state; `keep_body` false discards the body.
+    Server {
+        handler: Rc<dyn ServerHandler>,
+        keep_body: bool,
     },
 }
 
@@ -225,17 +253,14 @@ impl<T: Transport> Conn<T> {
     pub fn new(stream: Counted<T>, peer: SocketAddr, now: Instant) -> Self {
         Conn {
             stream,
-            peer,
-            phase: Phase::Head(HeadScanner::default()),
+            peer: Peer::from(peer),
+            phase: Phase::head(now, false),
             input: None,
             output: OutputBuffer::default(),
             drained: false,
             hang_up_seen: false,
             peer_closed: false,
             unread_input: false,
-            deadline: None,
-            since: now,
-            idle: false,
             send_since: None,
             armed: None,
             record: Record::default(),
@@ -259,7 +284,7 @@ impl<T: Transport> Conn<T> {
     /// When the connection next needs a timed look: its phase's deadline or a timeout.
     pub fn wake_at(&self, config: &Config) -> Option<Instant> {
         let timeout = self.timeout(config).map(|(at, _)| at);
-        match (self.deadline, timeout) {
+        match (self.phase.deadline(), timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -271,11 +296,11 @@ impl<T: Transport> Conn<T> {
     fn timeout(&self, config: &Config) -> Option<(Instant, Timeout)> {
         let (since, limit, kind) = match (self.send_since, &self.phase) {
             (Some(since), _) => (since, config.send_timeout, Timeout::Send),
-            (None, Phase::Head(_)) if self.idle && !self.has_input() => {
-                (self.since, config.idle_timeout, Timeout::Idle)
+            (None, &Phase::Head { since, idle, .. }) if idle && !self.has_input() => {
+                (since, config.idle_timeout, Timeout::Idle)
             }
-            (None, Phase::Head(_)) => (self.since, config.head_timeout, Timeout::Head),
-            (None, Phase::Body(_)) => (self.since, config.body_timeout, Timeout::Body),
+            (None, &Phase::Head { since, .. }) => (since, config.head_timeout, Timeout::Head),
+            (None, Phase::Body(body)) => (body.since, config.body_timeout, Timeout::Body),
             (None, _) => return None,
         };
         (!limit.is_zero()).then(|| (since + limit, kind))
@@ -304,13 +329,17 @@ impl<T: Transport> Conn<T> {
             }
             // A connection that never sent a byte has no request to answer.
             Timeout::Head if !self.has_input() => return Next::Close,
-            Timeout::Head => self.fail(RequestError::Timeout, ReplyTo::UNPARSED, ctx),
+            Timeout::Head => {
+                let outcome = self.fail(RequestError::Timeout, ReplyTo::UNPARSED, ctx);
+                self.transition(outcome, ctx);
+            }
             Timeout::Body => {
                 let reply = match &self.phase {
                     Phase::Body(body) => body.reply,
                     _ => ReplyTo::UNPARSED,
                 };
-                self.fail(RequestError::Timeout, reply, ctx);
+                let outcome = self.fail(RequestError::Timeout, reply, ctx);
+                self.transition(outcome, ctx);
             }
         }
         self.finish_turn(ctx)
@@ -336,19 +365,18 @@ impl<T: Transport> Conn<T> {
                 return self.time_out(kind, ctx);
             }
         }
-        match self.deadline {
-            Some(at) if at <= ctx.now => self.deadline = None,
-            _ => return Next::Wait,
+        if !self.phase.deadline().is_some_and(|at| at <= ctx.now) {
+            return Next::Wait;
         }
-        match &self.phase {
-            Phase::Lingering => return Next::Close,
+        match &mut self.phase {
+            Phase::Lingering { .. } => return Next::Close,
             Phase::Parked(_) => self.answer_waiter(Response::text(204, ""), ctx),
             Phase::Subscribed(subscribed) => {
                 let chunked = subscribed.chunked;
+                subscribed.heartbeat_at = ctx.now + ctx.config.sse_heartbeat;
                 fanout::push_stream_bytes(self.output_bytes(ctx.pool), HEARTBEAT, chunked);
-                self.set_deadline(ctx.now + ctx.config.sse_heartbeat);
             }
-            Phase::Streaming(_) => self.check_child(ctx),
+            Phase::Streaming(_) => self.look_at_source(ctx),
             _ => return Next::Wait,
         }
         self.finish_turn(ctx)
@@ -360,8 +388,8 @@ impl<T: Transport> Conn<T> {
         if let Phase::Parked(parked) = &self.phase {
             ctx.comet.unpark(parked.spot);
             let reply = parked.reply;
-            self.deadline = None;
-            self.respond(response, reply, ctx);
+            let outcome = self.respond(response, reply, ctx);
+            self.transition(outcome, ctx);
         }
     }
 
@@ -370,17 +398,16 @@ impl<T: Transport> Conn<T> {
     pub fn on_shutdown<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
         let between_requests = !self.has_input() && self.output.pending_len() == 0;
         match &mut self.phase {
-            Phase::Head(_) if between_requests => return Next::Close,
+            Phase::Head { .. } if between_requests => return Next::Close,
             Phase::Parked(_) => self.answer_waiter(come_back_later("shutting down\n"), ctx),
             Phase::Subscribed(subscribed) => {
                 ctx.comet.unpark(subscribed.spot);
                 if subscribed.chunked {
                     self.output_bytes(ctx.pool).extend_from_slice(b"0\r\n\r\n");
                 }
-                self.deadline = None;
-                self.phase = Phase::Closing;
+                self.transition(Outcome::Ended, ctx);
             }
-            Phase::Streaming(_) => self.end_command(ctx),
+            Phase::Streaming(_) => self.stop_stream(ctx),
             _ => {}
         }
         self.finish_turn(ctx)
@@ -393,10 +420,6 @@ impl<T: Transport> Conn<T> {
             self.return_idle_buffers(ctx.pool);
         }
         next
-    }
-
-    fn set_deadline(&mut self, at: Instant) {
-        self.deadline = Some(at);
     }
 
     /// Gives the connection's buffers back and closes its socket.
@@ -449,15 +472,15 @@ impl<T: Transport> Conn<T> {
                         Some(next) => return next,
                         None => continue,
                     },
-                    Phase::Lingering if self.peer_closed => return Next::Close,
-                    Phase::Head(_) | Phase::Body(_) if self.peer_closed => {
+                    Phase::Lingering { .. } if self.peer_closed => return Next::Close,
+                    Phase::Head { .. } | Phase::Body(_) if self.peer_closed => {
                         return self.finish_after_eof(ctx);
                     }
                     _ => {}
                 }
             }
             let pipe_ready = matches!(&self.phase, Phase::Streaming(streaming)
-                if streaming.stdout.is_some() && !streaming.pipe_drained);
+                if streaming.pipe.is_some() && !streaming.pipe_drained);
             let socket_ready = !self.peer_closed && !self.drained;
             if !pipe_ready && !socket_ready {
                 return Next::Wait;
@@ -466,7 +489,7 @@ impl<T: Transport> Conn<T> {
                 return Next::Yield;
             }
             if pipe_ready {
-                // The child's output first; the client's socket is read once it is drained.
+                // The source's output first; the client's socket is read once it is drained.
                 read_this_turn += self.pump(ctx);
                 continue;
             }
@@ -508,13 +531,13 @@ impl<T: Transport> Conn<T> {
             Ok(n) => {
                 read = n;
                 input.filled(n);
-                match self.phase {
+                match &mut self.phase {
                     // The body timeout runs between bytes; the head timeout of a kept-alive
                     // connection from the first byte of the head.
-                    Phase::Body(_) => self.since = ctx.now,
-                    Phase::Head(_) if self.idle => {
-                        self.idle = false;
-                        self.since = ctx.now;
+                    Phase::Body(body) => body.since = ctx.now,
+                    Phase::Head { since, idle, .. } if *idle => {
+                        *idle = false;
+                        *since = ctx.now;
                     }
                     _ => {}
                 }
@@ -603,26 +626,41 @@ impl<T: Transport> Conn<T> {
                 return Stall::Input;
             };
             match &mut self.phase {
-                Phase::Head(_) if !ctx.config.coalesce && self.output.pending_len() > 0 => {
+                Phase::Head { .. } if !ctx.config.coalesce && self.output.pending_len() > 0 => {
                     return Stall::Unflushed;
                 }
-                Phase::Head(scanner) => match scanner.scan(input.data(), &ctx.config.head_limits) {
-                    Ok(None) => return Stall::Input,
-                    Ok(Some(span)) => self.start_request(span, ctx),
-                    Err(e) => self.fail(e, ReplyTo::UNPARSED, ctx),
-                },
+                Phase::Head { scanner, .. } => {
+                    match scanner.scan(input.data(), &ctx.config.head_limits) {
+                        Ok(None) => return Stall::Input,
+                        Ok(Some(span)) => {
+                            let outcome = self.start_request(span, ctx);
+                            self.transition(outcome, ctx);
+                        }
+                        Err(e) => {
+                            let outcome = self.fail(e, ReplyTo::UNPARSED, ctx);
+                            self.transition(outcome, ctx);
+                        }
+                    }
+                }
                 Phase::Body(body) => match feed_body(body, input) {
                     Ok(false) => return Stall::Input,
-                    Ok(true) => self.finish_request(ctx),
+                    Ok(true) => {
+                        // The body phase ends with this: its consumer answers.
+                        let consumer = std::mem::replace(&mut body.consumer, Consumer::Done);
+                        let reply = body.reply;
+                        let outcome = self.complete(reply, consumer, ctx);
+                        self.transition(outcome, ctx);
+                    }
                     Err(e) => {
                         let reply = body.reply;
-                        self.fail(e, reply, ctx);
+                        let outcome = self.fail(e, reply, ctx);
+                        self.transition(outcome, ctx);
                     }
                 },
                 // Requests pipelined behind a wait or a stream are answered after it.
                 Phase::Parked(_) | Phase::Streaming(_) => return Stall::Input,
                 // Closing: nothing more will be answered; the bytes are not wanted.
-                Phase::Subscribed(_) | Phase::Closing | Phase::Lingering => {
+                Phase::Subscribed(_) | Phase::Closing | Phase::Lingering { .. } => {
                     self.unread_input |= !input.is_empty();
                     input.consume_all();
                     return Stall::Input;
@@ -632,9 +670,10 @@ impl<T: Transport> Conn<T> {
     }
 
     /// A head is complete: parse it, route it, and answer it or set up its body.
-    fn start_request<S: Service>(&mut self, span: HeadSpan, ctx: &mut Ctx<'_, S>) {
+    fn start_request<S: Service>(&mut self, span: HeadSpan, ctx: &mut Ctx<'_, S>) -> Outcome {
         let Some(input) = self.input.as_mut() else {
-            return;
+            // Cannot happen: the scanner found the head in this buffer.
+            return Outcome::AnsweredClose;
         };
         let mut storage = header_storage();
         let bytes = &input.data()[span.skip..span.end];
@@ -680,66 +719,58 @@ impl<T: Transport> Conn<T> {
         if expect_continue && !body_already_sent {
             self.output_bytes(ctx.pool).extend_from_slice(CONTINUE);
         }
-        self.await_body(reply, framing, consumer, ctx);
-    }
-
-    fn await_body<S>(
-        &mut self,
-        reply: ReplyTo,
-        framing: Framing,
-        consumer: Consumer,
-        ctx: &mut Ctx<'_, S>,
-    ) {
-        let decoder = BodyDecoder::new(framing, ctx.config.head_limits.max_head_size);
-        self.since = ctx.now;
-        self.phase = Phase::Body(BodyPhase {
+        Outcome::Routed(Box::new(BodyPhase {
             reply,
-            decoder,
+            decoder: BodyDecoder::new(framing, ctx.config.head_limits.max_head_size),
             consumer,
-        });
-    }
-
-    /// The body is complete: answer the request.
-    fn finish_request<S>(&mut self, ctx: &mut Ctx<'_, S>) {
-        let phase = std::mem::replace(&mut self.phase, Phase::Head(HeadScanner::default()));
-        if let Phase::Body(body) = phase {
-            self.complete(body.reply, body.consumer, ctx);
-        }
+            since: ctx.now,
+        }))
     }
 
     /// Produces the response from the consumer, whose body (if any) is complete.
-    fn complete<S>(&mut self, reply: ReplyTo, consumer: Consumer, ctx: &mut Ctx<'_, S>) {
+    fn complete<S>(&mut self, reply: ReplyTo, consumer: Consumer, ctx: &mut Ctx<'_, S>) -> Outcome {
         let response = match consumer {
-            Consumer::Wait { .. } | Consumer::Subscribe { .. } | Consumer::Exec { .. }
-                if ctx.draining =>
-            {
+            // Nothing new (a wait, a stream) starts while the server shuts down.
+            Consumer::Park { .. } | Consumer::Stream(_) if ctx.draining => {
                 come_back_later("shutting down\n")
             }
             Consumer::Discard(response) => response,
+            Consumer::Done => internal_error("a request answered twice"),
             Consumer::Buffered {
-                request, handler, ..
+                request,
+                handler: Handler::Plain(handler),
+                ..
             } => catch_unwind(AssertUnwindSafe(|| handler.handle(*request)))
                 .unwrap_or_else(|_| internal_error("a buffered handler panicked")),
+            Consumer::Buffered {
+                request,
+                handler: Handler::Server { handler, .. },
+                ..
+            } => {
+                let mut server = ctx.server(self.peer.addr());
+                catch_unwind(AssertUnwindSafe(|| handler.handle(*request, &mut server)))
+                    .unwrap_or_else(|_| internal_error("a server handler panicked"))
+            }
             Consumer::Streamed(sink) => catch_unwind(AssertUnwindSafe(|| sink.finish()))
                 .unwrap_or_else(|_| internal_error("a body sink panicked")),
-            Consumer::Wait { channel, after } => return self.wait(&channel, after, reply, ctx),
-            Consumer::Subscribe { channel, after } => {
-                return self.subscribe(&channel, after, reply, ctx)
-            }
-            Consumer::Publish {
+            Consumer::Park {
                 channel,
-                payload,
-                content_type,
-                body,
-            } => publish(&channel, payload, &content_type, body, ctx),
-            Consumer::Exec { name } => return self.start_stream(&name, reply, ctx),
+                after,
+                mode: ParkMode::Once,
+            } => return self.wait(&channel, after, reply, ctx),
+            Consumer::Park {
+                channel,
+                after,
+                mode: ParkMode::Events,
+            } => return self.subscribe(&channel, after, reply, ctx),
+            Consumer::Stream(start) => return self.start_stream(start, reply, ctx),
         };
-        self.respond(response, reply, ctx);
+        self.respond(response, reply, ctx)
     }
 
     /// Encodes a response; one that cannot be sent as it is becomes a 500. While the server
     /// shuts down, every response closes its connection.
-    fn respond<S>(&mut self, response: Response, reply: ReplyTo, ctx: &mut Ctx<'_, S>) {
+    fn respond<S>(&mut self, response: Response, reply: ReplyTo, ctx: &mut Ctx<'_, S>) -> Outcome {
         let reply = ReplyTo {
             keep_alive: reply.keep_alive && !ctx.draining,
             ..reply
@@ -755,26 +786,14 @@ impl<T: Transport> Conn<T> {
         let close = response::encode(self.output_bytes(ctx.pool), &response, &exchange);
         let body = record::body_bytes(&response, reply);
         self.record_response(response.status, Some(body), ctx);
-        self.answered(close, ctx);
-    }
-
-    /// A response is complete: the connection closes after it (always while the server shuts
-    /// down), or waits for the next request under the idle timeout.
-    fn answered<S>(&mut self, close: bool, ctx: &Ctx<'_, S>) {
-        self.phase = if close || ctx.draining {
-            Phase::Closing
-        } else {
-            Phase::Head(HeadScanner::default())
-        };
-        self.idle = true;
-        self.since = ctx.now;
+        Outcome::answered(close, ctx)
     }
 
     /// Refuses the request: error response, then close.
-    fn fail<S>(&mut self, error: RequestError, reply: ReplyTo, ctx: &mut Ctx<'_, S>) {
+    fn fail<S>(&mut self, error: RequestError, reply: ReplyTo, ctx: &mut Ctx<'_, S>) -> Outcome {
         eprintln!("miohttpd: {}: {error}", self.peer);
         self.unread_input = true;
-        self.respond(Response::error(error), reply, ctx);
+        self.respond(Response::error(error), reply, ctx)
     }
 
     /// The output buffer, borrowed from the pool if the connection was idle.
@@ -794,7 +813,8 @@ impl<T: Transport> Conn<T> {
         // Mid-body: the request can never complete. Say so, since the peer may only have
         // half-closed, then close once that is written.
         let reply = body.reply;
-        self.fail(RequestError::IncompleteBody, reply, ctx);
+        let outcome = self.fail(RequestError::IncompleteBody, reply, ctx);
+        self.transition(outcome, ctx);
         match self.flush(ctx.stats, ctx.now) {
             Ok(()) if self.output.pending_len() > 0 => Next::Wait,
             _ => Next::Close,
@@ -812,8 +832,8 @@ impl<T: Transport> Conn<T> {
         if self.stream.shutdown_write(ctx.stats).is_err() {
             return Some(Next::Close);
         }
-        self.phase = Phase::Lingering;
-        self.set_deadline(ctx.now + ctx.config.linger);
+        let until = ctx.now + ctx.config.linger;
+        self.transition(Outcome::Drained { until }, ctx);
         None
     }
 
@@ -848,64 +868,41 @@ fn route<S: Service>(head: &Head<'_>, admin: bool, ctx: &mut Ctx<'_, S>) -> Cons
         instruments::admin_route(head)
     } else {
         match catch_unwind(AssertUnwindSafe(|| service.route(head))) {
-            Ok(decided) => instruments::hide_metrics(decided, ctx.config),
+            Ok(decided) => decided,
             Err(_) => return Consumer::Discard(internal_error("the router panicked")),
         }
-    };
-    let parse_after = |after: Option<String>| match after.as_deref().map(MessageId::parse) {
-        None => Ok(None),
-        Some(Some(id)) => Ok(Some(id)),
-        Some(None) => Err(Consumer::Discard(Response::text(
-            400,
-            "invalid message id\n",
-        ))),
     };
     match decided {
         Route::Respond(response) => Consumer::Discard(response),
         Route::Buffered { limit, handler } => Consumer::Buffered {
             limit,
             request: Box::new(Request::from_head(head)),
-            handler,
+            handler: Handler::Plain(handler),
+        },
+        Route::Server { limit, handler } => Consumer::Buffered {
+            limit: limit.unwrap_or(usize::MAX),
+            request: Box::new(Request::from_head(head)),
+            handler: Handler::Server {
+                handler,
+                keep_body: limit.is_some(),
+            },
         },
         Route::Streamed(sink) => Consumer::Streamed(sink),
-        Route::CountWaiters => {
-            Consumer::Discard(Response::text(200, ctx.comet.parked().to_string()))
-        }
-        Route::Wait { channel, after } => match parse_after(after) {
-            Ok(after) => Consumer::Wait { channel, after },
-            Err(refused) => refused,
-        },
-        Route::Subscribe { channel, after } => match parse_after(after) {
-            Ok(after) => Consumer::Subscribe { channel, after },
-            Err(refused) => refused,
-        },
-        Route::Exec { name } => Consumer::Exec { name },
-        Route::Metrics => {
-            let gauges = instruments::gauges(ctx.stats, ctx.comet, ctx.children);
-            let text = ctx
-                .stats
-                .render_prometheus(&gauges, ctx.config.events_per_poll);
-            Consumer::Discard(Response::bytes(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                text.into_bytes(),
-            ))
-        }
-        Route::Publish { channel, payload } => {
-            let content_type = match payload {
-                Payload::WaiterCount => "text/plain",
-                Payload::Body { .. } => head
-                    .header("content-type")
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .unwrap_or("application/octet-stream"),
+        Route::Park(park) => {
+            let after = match park.after.as_deref().map(MessageId::parse) {
+                None => None,
+                Some(Some(id)) => Some(id),
+                Some(None) => {
+                    return Consumer::Discard(Response::text(400, "invalid message id\n"))
+                }
             };
-            Consumer::Publish {
-                channel,
-                payload,
-                content_type: content_type.into(),
-                body: Vec::new(),
+            Consumer::Park {
+                channel: park.channel.into_boxed_str(),
+                after,
+                mode: park.mode,
             }
         }
+        Route::Stream(start) => Consumer::Stream(start),
     }
 }
 
@@ -928,12 +925,16 @@ fn feed_body(body: &mut BodyPhase, input: &mut InputBuffer) -> Result<bool, Requ
 }
 
 impl Consumer {
-    /// The most body bytes this consumer takes, for those that buffer the body.
+    /// The most body bytes this consumer takes, for those that collect the body.
     fn limit(&self) -> Option<usize> {
         match self {
-            Consumer::Buffered { limit, .. }
-            | Consumer::Publish {
-                payload: Payload::Body { limit },
+            Consumer::Buffered {
+                limit,
+                handler:
+                    Handler::Plain(_)
+                    | Handler::Server {
+                        keep_body: true, ..
+                    },
                 ..
             } => Some(*limit),
             _ => None,
@@ -942,25 +943,17 @@ impl Consumer {
 
     fn accept(&mut self, bytes: &[u8]) -> Result<(), RequestError> {
         match self {
-            Consumer::Discard(_)
-            | Consumer::Wait { .. }
-            | Consumer::Subscribe { .. }
-            | Consumer::Exec { .. }
-            | Consumer::Publish {
-                payload: Payload::WaiterCount,
+            Consumer::Done
+            | Consumer::Discard(_)
+            | Consumer::Park { .. }
+            | Consumer::Stream(_)
+            | Consumer::Buffered {
+                handler:
+                    Handler::Server {
+                        keep_body: false, ..
+                    },
                 ..
             } => Ok(()),
-            Consumer::Publish {
-                payload: Payload::Body { limit },
-                body,
-                ..
-            } => {
-                if body.len() + bytes.len() > *limit {
-                    return Err(RequestError::BodyTooLarge);
-                }
-                body.extend_from_slice(bytes);
-                Ok(())
-            }
             Consumer::Buffered { limit, request, .. } => {
                 if request.body.len() + bytes.len() > *limit {
                     return Err(RequestError::BodyTooLarge);
@@ -980,14 +973,45 @@ impl Consumer {
     }
 }
 
-/// 503 with a hint to retry: the server is going away or full.
-fn come_back_later(body: &'static str) -> Response {
-    Response::text(503, body).with_header("Retry-After", "1")
-}
-
 fn internal_error(why: &'static str) -> Response {
     eprintln!("miohttpd: 500: {why}");
     let mut response = Response::text(500, "internal server error\n");
     response.close = true;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A parked waiter is mostly its `Conn` in the table (its spot on the channel and its
+    /// timer entry are a few words more): the rare parts live in boxed phases so that this
+    /// stays small. Raising the bound needs a reason, and `cargo bench --bench comet`.
+    #[test]
+    fn a_connection_stays_small() {
+        let size = std::mem::size_of::<Conn<TcpStream>>();
+        eprintln!(
+            "Conn {size}, Phase {}, Parked {}, Output {}, Record {}",
+            std::mem::size_of::<Phase>(),
+            std::mem::size_of::<comet::Parked>(),
+            std::mem::size_of::<OutputBuffer>(),
+            std::mem::size_of::<Record>(),
+        );
+        assert_eq!(std::mem::size_of::<Peer>(), 16);
+        assert!(size <= 232, "Conn<TcpStream> is {size} bytes");
+    }
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::Peer;
+
+    #[test]
+    fn a_peer_address_reads_back_as_given() {
+        for text in ["127.0.0.1:8080", "[::1]:443", "[fe80::1%2]:80"] {
+            let addr: std::net::SocketAddr = text.parse().unwrap();
+            let peer = Peer::from(addr);
+            assert_eq!((peer.addr(), peer.to_string()), (addr, addr.to_string()));
+        }
+    }
 }

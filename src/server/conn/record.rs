@@ -78,8 +78,14 @@ impl<T: Transport> Conn<T> {
         match body {
             Some(bytes) => {
                 let entry = logged.entry.take();
-                ctx.log
-                    .finish(entry, self.peer.ip(), status, bytes, ctx.now, ctx.stats);
+                ctx.log.finish(
+                    entry,
+                    self.peer.addr().ip(),
+                    status,
+                    bytes,
+                    ctx.now,
+                    ctx.stats,
+                );
             }
             None => {
                 let body_starts = logged.written + self.output.pending_len() as u64;
@@ -97,8 +103,14 @@ impl<T: Transport> Conn<T> {
             let queued = logged.written + self.output.pending_len() as u64;
             let entry = logged.entry.take();
             let bytes = queued.saturating_sub(body_starts);
-            ctx.log
-                .finish(entry, self.peer.ip(), status, bytes, ctx.now, ctx.stats);
+            ctx.log.finish(
+                entry,
+                self.peer.addr().ip(),
+                status,
+                bytes,
+                ctx.now,
+                ctx.stats,
+            );
         }
     }
 
@@ -114,7 +126,14 @@ impl<T: Transport> Conn<T> {
             None if entry.is_some() => (CLIENT_CLOSED, 0),
             None => return,
         };
-        log.finish(entry, self.peer.ip(), status, bytes, Instant::now(), stats);
+        log.finish(
+            entry,
+            self.peer.addr().ip(),
+            status,
+            bytes,
+            Instant::now(),
+            stats,
+        );
     }
 }
 

@@ -1,43 +1,40 @@
-//! The streamed-command side of a connection: starting the operator's command, pumping its
-//! pipe into chunks, watching its exit and limits, and handing it over when the client goes.
+//! The stream primitive of a connection: a polled source's pipe registered in the loop's poll,
+//! read into chunks as it becomes readable, and ended when the source says so (with its
+//! trailer), or handed back to the source when the client goes first. What is behind the
+//! pipe (a command, for `/stream/NAME`) is the source's business: see `handlers/exec.rs`.
 
 use std::io;
-use std::process::ExitStatus;
 use std::time::Instant;
 
 use mio::Interest;
 
-use super::{come_back_later, internal_error, Conn, Ctx, Next, Phase, ReplyTo, Transport};
+use super::{internal_error, Conn, Ctx, Next, Outcome, Phase, ReplyTo, Transport};
 use crate::http::response::{encode_head, BodyFraming};
-use crate::http::{Response, Version};
-use crate::router::Service;
-use crate::server::child::{self, Spawned, REAP_INTERVAL};
+use crate::http::Version;
+use crate::router::{Look, Polled, ServerState, Service, Source, StartStream};
 use crate::server::fanout;
-use crate::server::stats::Stats;
-use crate::server::syscalls::{Pipe, Process};
+use crate::server::syscalls::Pipe;
 use crate::server::table::pipe_token;
 
 pub(super) struct Streaming {
-    child: Process,
-    /// The child's stdout; None once it reached EOF.
-    pub(super) stdout: Option<Pipe>,
+    source: Box<dyn Source>,
+    /// The source's output; None once it reached EOF.
+    pub(super) pipe: Option<Pipe>,
     reply: ReplyTo,
     chunked: bool,
+    /// The trailer field the head declared, sent with the last chunk.
+    trailer: Option<&'static str>,
     /// The last read found the pipe empty: wait for its next readable edge.
     pub(super) pipe_drained: bool,
-    exit: Option<ExitStatus>,
-    /// When `--exec-time-limit` ends the command.
-    limit_at: Option<Instant>,
-    /// After SIGTERM: when SIGKILL follows.
-    kill_at: Option<Instant>,
-    killed: bool,
+    /// When the source asked to be looked at again.
+    pub(super) next_look: Option<Instant>,
 }
 
-/// The most read from a child's pipe at once; a pipe holds 64 KiB.
+/// The most read from a pipe at once; a pipe holds 64 KiB.
 const PIPE_READ: usize = 32 * 1024;
 
 impl<T: Transport> Conn<T> {
-    /// The child's pipe has output (or EOF).
+    /// The source's pipe has output (or EOF).
     pub fn on_pipe_ready<S: Service>(&mut self, ctx: &mut Ctx<'_, S>) -> Next {
         if let Phase::Streaming(streaming) = &mut self.phase {
             streaming.pipe_drained = false;
@@ -45,58 +42,47 @@ impl<T: Transport> Conn<T> {
         self.finish_turn(ctx)
     }
 
-    /// The command of a stream cut short, for the loop to end and reap. Its shell may have
-    /// exited already while something it started still runs: the group is ended either way.
-    /// Its pipe, if still open, is closed here.
-    pub fn take_child(&mut self, stats: &mut Stats) -> Option<Process> {
-        let phase = std::mem::replace(&mut self.phase, Phase::Closing);
-        match phase {
-            Phase::Streaming(streaming) => {
-                if let Some(stdout) = streaming.stdout {
-                    stdout.close(stats);
-                }
-                Some(streaming.child)
-            }
-            other => {
-                self.phase = other;
-                None
-            }
+    /// The connection closes with its stream cut short: the source gets it back (a command
+    /// goes to the reaper). Its pipe, if still open, is closed here.
+    pub fn abandon_stream(&mut self, server: &mut ServerState<'_>) {
+        let Phase::Streaming(streaming) = &mut self.phase else {
+            return;
+        };
+        if let Some(pipe) = streaming.pipe.take() {
+            pipe.close(server.stats());
         }
+        // The phase is dropped with the connection; its source goes now.
+        let source = std::mem::replace(&mut streaming.source, Box::new(Abandoned));
+        source.abandon(server);
     }
 
-    /// Runs the operator's command `name` and starts streaming its output.
-    pub(super) fn start_stream<S>(&mut self, name: &str, reply: ReplyTo, ctx: &mut Ctx<'_, S>) {
-        let command = ctx.config.commands.iter().find(|(n, _)| n == name);
-        let Some((_, text)) = command else {
-            return self.respond(Response::text(404, "no such command\n"), reply, ctx);
+    /// Starts the stream: the source and its pipe, registered, and the response head.
+    pub(super) fn start_stream<S>(
+        &mut self,
+        start: Box<dyn StartStream>,
+        reply: ReplyTo,
+        ctx: &mut Ctx<'_, S>,
+    ) -> Outcome {
+        let started = start.start(&mut ctx.server(self.peer.addr()));
+        let Polled {
+            pipe,
+            content_type,
+            headers,
+            trailer,
+            source,
+        } = match started {
+            Ok(polled) => polled,
+            Err(response) => return self.respond(response, reply, ctx),
         };
-        if ctx.children.running() >= ctx.config.exec_max_running {
-            eprintln!("miohttpd: {}: too many commands running", self.peer);
-            let busy = come_back_later("too many commands running\n");
-            return self.respond(busy, reply, ctx);
-        }
-        let Spawned { child, stdout } = match child::spawn(text, ctx.config, ctx.stats) {
-            Ok(spawned) => spawned,
-            Err(e) => {
-                eprintln!(
-                    "miohttpd: {}: command {name} could not start: {e}",
-                    self.peer
-                );
-                let failed = Response::text(500, "the command could not start\n");
-                return self.respond(failed, reply, ctx);
-            }
-        };
-        ctx.children.started();
-        let mut stdout = Pipe::new(stdout);
+        let mut pipe = Pipe::new(pipe);
         let token = pipe_token(ctx.token);
         let registered = ctx
             .registry
-            .register(&mut stdout, token, Interest::READABLE, ctx.stats);
+            .register(&mut pipe, token, Interest::READABLE, ctx.stats);
         if let Err(e) = registered {
-            eprintln!("miohttpd: register a command's pipe: {e}");
-            stdout.close(ctx.stats);
-            ctx.children
-                .end(child, ctx.now, ctx.config.exec_kill_grace, ctx.stats);
+            eprintln!("miohttpd: register a stream's pipe: {e}");
+            pipe.close(ctx.stats);
+            source.abandon(&mut ctx.server(self.peer.addr()));
             return self.respond(internal_error("pipe registration failed"), reply, ctx);
         }
         let chunked = reply.version == Version::Http11;
@@ -105,75 +91,62 @@ impl<T: Transport> Conn<T> {
         } else {
             BodyFraming::UntilClose
         };
-        let headers = [
-            ("X-Content-Type-Options", "nosniff"),
-            ("Cache-Control", "no-cache"),
-            ("Trailer", "X-Exit-Status"),
-        ];
-        let headers = headers.into_iter().take(if chunked { 3 } else { 2 });
+        let declared = trailer.filter(|_| chunked).map(|name| ("Trailer", name));
+        let headers = headers
+            .iter()
+            .map(|(name, value)| (name.as_ref(), value.as_ref()))
+            .chain(declared);
         let exchange = reply.exchange(ctx.date.as_bytes());
         let out = self.output_bytes(ctx.pool);
-        let content_type = "text/plain; charset=utf-8";
         let close = encode_head(
             out,
             200,
-            content_type,
+            &content_type,
             headers,
             framing,
             reply.keep_alive,
             &exchange,
         );
         self.record_response(200, None, ctx);
-        let limit = ctx.config.exec_time_limit;
-        let limit_at = (!limit.is_zero()).then(|| ctx.now + limit);
-        self.phase = Phase::Streaming(Box::new(Streaming {
-            child,
-            stdout: Some(stdout),
+        let first_look = source.first_look();
+        Outcome::Streaming(Box::new(Streaming {
+            source,
+            pipe: Some(pipe),
             reply: ReplyTo {
                 keep_alive: !close,
                 ..reply
             },
             chunked,
+            trailer,
             pipe_drained: false,
-            exit: None,
-            limit_at,
-            kill_at: None,
-            killed: false,
-        }));
-        if let Some(at) = limit_at {
-            self.set_deadline(at);
-        }
+            next_look: first_look,
+        }))
     }
 
-    /// Shutdown: the command gets SIGTERM now and SIGKILL after the kill grace, as at its
-    /// time limit; its stream then ends as usual, with its exit status.
-    pub(super) fn end_command<S>(&mut self, ctx: &mut Ctx<'_, S>) {
+    /// Shutdown: the source winds down; its stream then ends as usual.
+    pub(super) fn stop_stream<S>(&mut self, ctx: &mut Ctx<'_, S>) {
         if let Phase::Streaming(streaming) = &mut self.phase {
-            if streaming.kill_at.is_none() {
-                let term = crate::sys::Signal::Terminate;
-                child::signal_group(&streaming.child, term, ctx.stats);
-                streaming.kill_at = Some(ctx.now + ctx.config.exec_kill_grace);
-            }
+            streaming.source.stop(&mut ctx.server(self.peer.addr()));
         }
-        self.check_child(ctx);
+        self.look_at_source(ctx);
     }
 
-    /// One read from the child's pipe into the output, as one chunk; returns the bytes read.
+    /// One read from the pipe into the output, as one chunk; returns the bytes read.
     pub(super) fn pump<S>(&mut self, ctx: &mut Ctx<'_, S>) -> usize {
         let Phase::Streaming(streaming) = &mut self.phase else {
             return 0;
         };
-        let Some(stdout) = streaming.stdout.as_mut() else {
+        let Some(pipe) = streaming.pipe.as_mut() else {
             return 0;
         };
         let mut buf = [0u8; PIPE_READ];
-        match stdout.read(&mut buf, ctx.stats) {
+        match pipe.read(&mut buf, ctx.stats) {
             Ok(0) => {
                 // EOF: closing the pipe also takes it out of the poll set.
-                if let Some(stdout) = streaming.stdout.take() {
-                    stdout.close(ctx.stats);
+                if let Some(pipe) = streaming.pipe.take() {
+                    pipe.close(ctx.stats);
                 }
-                self.check_child(ctx);
+                self.look_at_source(ctx);
                 0
             }
             Ok(n) => {
@@ -187,82 +160,64 @@ impl<T: Transport> Conn<T> {
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => {
-                eprintln!("miohttpd: {}: reading a command's output: {e}", self.peer);
-                if let Some(stdout) = streaming.stdout.take() {
-                    stdout.close(ctx.stats);
+                eprintln!("miohttpd: {}: reading a stream's pipe: {e}", self.peer);
+                if let Some(pipe) = streaming.pipe.take() {
+                    pipe.close(ctx.stats);
                 }
-                self.check_child(ctx);
+                self.look_at_source(ctx);
                 0
             }
         }
     }
 
-    /// Reaps the child if it exited, enforces the time limit, and ends the stream once the
-    /// output is drained and the exit known; else sets the deadline to look again.
-    pub(super) fn check_child<S>(&mut self, ctx: &mut Ctx<'_, S>) {
+    /// Asks the source whether the stream is over (after the pipe's EOF, at the time it
+    /// asked for, at shutdown): ends it, or notes when to look again.
+    pub(super) fn look_at_source<S>(&mut self, ctx: &mut Ctx<'_, S>) {
         let Phase::Streaming(streaming) = &mut self.phase else {
             return;
         };
-        if streaming.exit.is_none() {
-            if let Ok(Some(status)) = streaming.child.try_wait(ctx.stats) {
-                streaming.exit = Some(status);
-            }
-        }
-        // The limits bind the whole group until the stream ends: after the shell exits, what
-        // it started may still hold the pipe open.
-        let finished = streaming.exit.is_some() && streaming.stdout.is_none();
-        if !finished {
-            match (streaming.kill_at, streaming.limit_at) {
-                (Some(kill_at), _) if ctx.now >= kill_at && !streaming.killed => {
-                    child::signal_group(&streaming.child, crate::sys::Signal::Kill, ctx.stats);
-                    streaming.killed = true;
-                }
-                (None, Some(limit_at)) if ctx.now >= limit_at => {
-                    eprintln!("miohttpd: {}: command over its time limit", self.peer);
-                    let terminate = crate::sys::Signal::Terminate;
-                    child::signal_group(&streaming.child, terminate, ctx.stats);
-                    streaming.kill_at = Some(ctx.now + ctx.config.exec_kill_grace);
-                }
-                _ => {}
-            }
-        }
-        match (streaming.exit, &streaming.stdout) {
-            (Some(status), None) => self.finish_stream(status, ctx),
-            _ => {
-                let next = [
-                    streaming.exit.is_none().then(|| ctx.now + REAP_INTERVAL),
-                    streaming.kill_at.filter(|_| !streaming.killed),
-                    streaming.limit_at.filter(|_| streaming.kill_at.is_none()),
-                ];
-                // While the pipe is open, only the limits need a timer; after its EOF,
-                // look for the exit every REAP_INTERVAL.
-                let next = if streaming.stdout.is_some() {
-                    &next[1..]
-                } else {
-                    &next[..]
-                };
-                if let Some(at) = next.iter().flatten().min().copied() {
-                    self.set_deadline(at);
-                }
-            }
+        let pipe_open = streaming.pipe.is_some();
+        match streaming
+            .source
+            .look(pipe_open, &mut ctx.server(self.peer.addr()))
+        {
+            // The stream ends only once all the pipe's output is in.
+            Look::Done(trailer) if !pipe_open => self.finish_stream(trailer, ctx),
+            Look::Done(_) => streaming.next_look = None,
+            Look::Again(at) => streaming.next_look = at,
         }
     }
 
-    /// Output drained and exit known: the last chunk with the exit status as a trailer.
-    pub(super) fn finish_stream<S>(&mut self, status: ExitStatus, ctx: &mut Ctx<'_, S>) {
+    /// Output drained and the source done: the last chunk with its trailer.
+    fn finish_stream<S>(&mut self, trailer_value: Option<String>, ctx: &mut Ctx<'_, S>) {
         let Phase::Streaming(streaming) = &self.phase else {
             return;
         };
-        let (chunked, reply) = (streaming.chunked, streaming.reply);
-        ctx.children.exited();
-        self.deadline = None;
+        let (chunked, reply, trailer) = (streaming.chunked, streaming.reply, streaming.trailer);
         if chunked {
             let out = self.output_bytes(ctx.pool);
-            out.extend_from_slice(b"0\r\nX-Exit-Status: ");
-            out.extend_from_slice(child::describe_exit(status).as_bytes());
-            out.extend_from_slice(b"\r\n\r\n");
+            out.extend_from_slice(b"0\r\n");
+            if let (Some(name), Some(value)) = (trailer, trailer_value) {
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
         }
         self.record_stream_end(ctx);
-        self.answered(!(chunked && reply.keep_alive), ctx);
+        let outcome = Outcome::answered(!(chunked && reply.keep_alive), ctx);
+        self.transition(outcome, ctx);
     }
+}
+
+/// What a stream holds once its source was handed back.
+struct Abandoned;
+
+impl Source for Abandoned {
+    fn look(&mut self, _: bool, _: &mut ServerState<'_>) -> Look {
+        Look::Done(None)
+    }
+    fn stop(&mut self, _: &mut ServerState<'_>) {}
+    fn abandon(self: Box<Self>, _: &mut ServerState<'_>) {}
 }
