@@ -47,6 +47,7 @@ fn publish(
             keys,
             &params(host, history),
             channel,
+            "text/plain",
             body,
         )
     });
@@ -88,6 +89,7 @@ fn publish_gives_one_sequence_per_channel_and_keeps_the_last_n_in_the_stream() {
     let all = history(&mut client, &keys, "news", None);
     assert_eq!((all.epoch, all.last_seq), (Some(first.epoch), 4));
     let bodies: Vec<&[u8]> = all.entries.iter().map(|e| e.body.as_slice()).collect();
+    assert!(all.entries.iter().all(|e| e.content_type == "text/plain"));
     assert_eq!(bodies, [&b"two"[..], b"three", b"four"], "trimmed to 3");
     assert!(all.entries.iter().all(|e| e.epoch == first.epoch));
 
@@ -152,12 +154,20 @@ fn every_publish_goes_out_on_the_bus_with_its_id() {
     let payload = message[2].as_bytes().unwrap();
     let bus = parse_bus_message(payload).expect("a bus message");
     assert_eq!(
-        (bus.origin, bus.channel, bus.epoch, bus.seq, bus.body),
+        (
+            bus.origin,
+            bus.channel,
+            bus.epoch,
+            bus.seq,
+            bus.content_type,
+            bus.body
+        ),
         (
             "host-a",
             "room",
             published.epoch,
             published.seq,
+            "text/plain",
             &b"hello\nworld"[..]
         )
     );
@@ -199,12 +209,28 @@ fn scripts_load_by_sha_and_a_flushed_cache_says_noscript() {
     let sha = client.command(&[b"SCRIPT", b"LOAD", Script::Publish.source().as_bytes()]);
     let sha = sha.as_bytes().expect("a sha").to_vec();
     let reply = send(&mut client, |out| {
-        encode_publish(out, Invoke::Sha(&sha), &keys, &params("a", 4), "c", b"x")
+        encode_publish(
+            out,
+            Invoke::Sha(&sha),
+            &keys,
+            &params("a", 4),
+            "c",
+            "text/plain",
+            b"x",
+        )
     });
     assert_eq!(parse_published(&reply).map(|p| p.seq), Ok(1));
     client.cmd(&["SCRIPT", "FLUSH"]);
     let reply = send(&mut client, |out| {
-        encode_publish(out, Invoke::Sha(&sha), &keys, &params("a", 4), "c", b"x")
+        encode_publish(
+            out,
+            Invoke::Sha(&sha),
+            &keys,
+            &params("a", 4),
+            "c",
+            "text/plain",
+            b"x",
+        )
     });
     assert!(
         matches!(&reply, Value::Error(e) if e.starts_with(b"NOSCRIPT")),

@@ -118,7 +118,14 @@ impl Hosts {
         body: &[u8],
     ) -> Result<(), Failure> {
         let registry = self.poll.registry();
-        self.links[host].publish(registry, request, channel, body, Instant::now())
+        self.links[host].publish(
+            registry,
+            request,
+            channel,
+            "text/plain",
+            body,
+            Instant::now(),
+        )
     }
 
     fn logs(&self, host: usize) -> Vec<&str> {
@@ -493,7 +500,15 @@ struct Registry {
 }
 
 impl miohttpd::redis::bridge::LocalChannels for Registry {
-    fn deliver(&mut self, channel: &str, epoch: u32, seq: u64, body: &[u8]) -> u64 {
+    fn deliver(
+        &mut self,
+        channel: &str,
+        epoch: u32,
+        seq: u64,
+        content_type: &str,
+        body: &[u8],
+    ) -> u64 {
+        assert_eq!(content_type, "text/plain", "the content type crosses hosts");
         let held = self.newest.iter_mut().find(|(c, _)| c == channel);
         match held {
             Some((_, Some(newest))) if *newest >= (epoch, seq) => return 0,
@@ -603,7 +618,14 @@ impl Site {
             link: &mut self.links[host],
             registry: self.poll.registry(),
         };
-        self.bridges[host].publish(&mut linked, request, "c", body, Instant::now())
+        self.bridges[host].publish(
+            &mut linked,
+            request,
+            "c",
+            "text/plain",
+            body,
+            Instant::now(),
+        )
     }
 
     /// The id and tally host `host` answered request `request` with.

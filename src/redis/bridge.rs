@@ -18,7 +18,14 @@ pub trait LocalChannels {
     /// Delivers a message that has its id from Redis to this host's waiters and subscribers,
     /// keeping it in the channel's local history; returns the connections reached. A message
     /// the channel already holds (same or older id, as after a catch-up) reaches no one.
-    fn deliver(&mut self, channel: &str, epoch: u32, seq: u64, body: &[u8]) -> u64;
+    fn deliver(
+        &mut self,
+        channel: &str,
+        epoch: u32,
+        seq: u64,
+        content_type: &str,
+        body: &[u8],
+    ) -> u64;
     /// Redis lost `channel` (its epoch changed, or it is gone, while this host held it):
     /// waiters and subscribers get the resync signal, and the local history is dropped.
     fn resync(&mut self, channel: &str);
@@ -33,6 +40,7 @@ pub trait Requests {
         &mut self,
         request: u64,
         channel: &str,
+        content_type: &str,
         body: &[u8],
         now: Instant,
     ) -> Result<(), Failure>;
@@ -51,10 +59,11 @@ impl Requests for Session {
         &mut self,
         request: u64,
         channel: &str,
+        content_type: &str,
         body: &[u8],
         now: Instant,
     ) -> Result<(), Failure> {
-        Session::publish(self, request, channel, body, now)
+        Session::publish(self, request, channel, content_type, body, now)
     }
 
     fn history(
@@ -92,6 +101,7 @@ pub enum Outcome {
 struct HeldMessage {
     origin: String,
     key: MessageKey,
+    content_type: String,
     body: Vec<u8>,
 }
 
@@ -104,8 +114,8 @@ const OWN_REQUEST: u64 = 1 << 63;
 pub struct Bridge {
     host: String,
     counts: Counts,
-    /// This host's publishes waiting for their id, by request: channel and body.
-    publishing: HashMap<u64, (String, Vec<u8>)>,
+    /// This host's publishes waiting for their id, by request: channel, content type, body.
+    publishing: HashMap<u64, (String, String, Vec<u8>)>,
     /// Ids of this host's publishes waiting for counts, by request.
     ids: HashMap<u64, (u32, u64)>,
     /// Catch-up reads this bridge made after a reconnect, by request: the channel and the
@@ -139,12 +149,13 @@ impl Bridge {
         link: &mut impl Requests,
         request: u64,
         channel: &str,
+        content_type: &str,
         body: &[u8],
         now: Instant,
     ) -> Result<(), Failure> {
-        link.publish(request, channel, body, now)?;
-        self.publishing
-            .insert(request, (channel.to_owned(), body.to_vec()));
+        link.publish(request, channel, content_type, body, now)?;
+        let message = (channel.to_owned(), content_type.to_owned(), body.to_vec());
+        self.publishing.insert(request, message);
         Ok(())
     }
 
@@ -199,6 +210,7 @@ impl Bridge {
                 channel,
                 epoch,
                 seq,
+                content_type,
                 body,
             } => {
                 let message = HeldMessage {
@@ -208,6 +220,7 @@ impl Bridge {
                         epoch,
                         seq,
                     },
+                    content_type,
                     body,
                 };
                 match self.held_back.get_mut(&message.key.channel) {
@@ -221,7 +234,7 @@ impl Bridge {
                 }
             }
             Event::Published { request, result } => {
-                let Some((channel, body)) = self.publishing.remove(&request) else {
+                let Some((channel, content_type, body)) = self.publishing.remove(&request) else {
                     return;
                 };
                 match result {
@@ -229,8 +242,8 @@ impl Bridge {
                     Ok(published) => {
                         // Delivered here now that it has its id; other hosts deliver it from
                         // the bus and count back.
-                        let reached =
-                            local.deliver(&channel, published.epoch, published.seq, &body);
+                        let (epoch, seq) = (published.epoch, published.seq);
+                        let reached = local.deliver(&channel, epoch, seq, &content_type, &body);
                         let key = MessageKey {
                             channel,
                             epoch: published.epoch,
@@ -248,12 +261,16 @@ impl Bridge {
             }
             Event::History { request, result } => {
                 if let Some((channel, newest)) = self.catching_up.remove(&request) {
-                    // A refused read (not a broken link: that is `Down`) catches up nothing;
-                    // what was held back goes out either way.
-                    if let Ok(history) = result {
-                        catch_up(local, &channel, newest, &history);
+                    let held = self.held_back.remove(&channel).unwrap_or_default();
+                    match result {
+                        Ok(history) => catch_up(local, &channel, newest, &history),
+                        // The link is going down: the next `Up` reads again from the same
+                        // newest id, and the stream brings back what was held.
+                        Err(Failure::Unavailable) => return,
+                        // Refused (out of memory, say): nothing to catch up from.
+                        Err(Failure::Refused(_)) => {}
                     }
-                    for message in self.held_back.remove(&channel).unwrap_or_default() {
+                    for message in held {
                         self.deliver(message, local, link, now);
                     }
                 } else {
@@ -272,8 +289,13 @@ impl Bridge {
         link: &mut impl Requests,
         now: Instant,
     ) {
-        let HeldMessage { origin, key, body } = message;
-        let reached = local.deliver(&key.channel, key.epoch, key.seq, &body);
+        let HeldMessage {
+            origin,
+            key,
+            content_type,
+            body,
+        } = message;
+        let reached = local.deliver(&key.channel, key.epoch, key.seq, &content_type, &body);
         link.reply_to_host(&origin, &count_payload(&key, &self.host, reached), now);
     }
 
@@ -312,7 +334,13 @@ fn catch_up(
         local.resync(channel);
     }
     for entry in &history.entries {
-        local.deliver(channel, entry.epoch, entry.seq, &entry.body);
+        local.deliver(
+            channel,
+            entry.epoch,
+            entry.seq,
+            &entry.content_type,
+            &entry.body,
+        );
     }
 }
 
@@ -336,7 +364,15 @@ mod tests {
     }
 
     impl LocalChannels for Local {
-        fn deliver(&mut self, channel: &str, epoch: u32, seq: u64, body: &[u8]) -> u64 {
+        fn deliver(
+            &mut self,
+            channel: &str,
+            epoch: u32,
+            seq: u64,
+            content_type: &str,
+            body: &[u8],
+        ) -> u64 {
+            assert_eq!(content_type, "text/plain");
             let message = (channel.into(), epoch, seq, body.to_vec());
             if self.delivered.contains(&message) {
                 return 0; // held already, as the registry does
@@ -428,7 +464,9 @@ mod tests {
             waiters: 3,
             ..Local::default()
         };
-        bridge.publish(&mut s, 1, "news", b"hi", t).unwrap();
+        bridge
+            .publish(&mut s, 1, "news", "text/plain", b"hi", t)
+            .unwrap();
         assert_eq!(written(&mut s, Conn::Command)[0][0], "EVALSHA");
         // Alone: answered at once with this host's count.
         s.received(Conn::Command, b"*4\r\n:9\r\n:1\r\n:1\r\n:1\r\n", t);
@@ -443,7 +481,9 @@ mod tests {
         );
 
         // Three hosts: one counts back, one is silent and left out after the bound.
-        bridge.publish(&mut s, 2, "news", b"again", t).unwrap();
+        bridge
+            .publish(&mut s, 2, "news", "text/plain", b"again", t)
+            .unwrap();
         s.received(Conn::Command, b"*4\r\n:9\r\n:2\r\n:0\r\n:3\r\n", t);
         assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
         s.received(
@@ -470,7 +510,9 @@ mod tests {
         let mut s = session(t);
         let mut bridge = Bridge::new("me".into(), 200 * MS);
         let mut local = Local::default();
-        bridge.publish(&mut s, 1, "c", b"x", t).unwrap();
+        bridge
+            .publish(&mut s, 1, "c", "text/plain", b"x", t)
+            .unwrap();
         s.received(
             Conn::Command,
             b"-READONLY You can't write against a read only replica.\r\n",
@@ -488,7 +530,7 @@ mod tests {
         s.failed(Conn::Command, "reset", t);
         drain(&mut s, &mut bridge, &mut local, t);
         assert_eq!(
-            bridge.publish(&mut s, 2, "c", b"x", t),
+            bridge.publish(&mut s, 2, "c", "text/plain", b"x", t),
             Err(Failure::Unavailable)
         );
     }
@@ -504,7 +546,7 @@ mod tests {
         };
         s.received(
             Conn::Subscriber,
-            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$14\r\nhb\nnews\n9-4\nyo\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$25\r\nhb\nnews\n9-4\ntext/plain\nyo\r\n",
             t,
         );
         assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
@@ -530,7 +572,9 @@ mod tests {
             ..Local::default()
         };
         // A publish counting when the link drops is answered with what it has.
-        bridge.publish(&mut s, 1, "c", b"x", t).unwrap();
+        bridge
+            .publish(&mut s, 1, "c", "text/plain", b"x", t)
+            .unwrap();
         s.received(Conn::Command, b"*4\r\n:9\r\n:1\r\n:0\r\n:2\r\n", t);
         assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
         s.failed(Conn::Subscriber, "closed by Redis", t);
@@ -575,7 +619,8 @@ mod tests {
         );
         let entry = |id: &str, body: &str| {
             format!(
-                "*2\r\n${}\r\n{id}\r\n*2\r\n$1\r\nd\r\n${}\r\n{body}\r\n",
+                "*2\r\n${}\r\n{id}\r\n*4\r\n$1\r\nd\r\n${}\r\n{body}\r\n\
+                 $1\r\nt\r\n$10\r\ntext/plain\r\n",
                 id.len(),
                 body.len()
             )
@@ -583,7 +628,7 @@ mod tests {
         // A message published after the resubscription overtakes the catch-up read.
         s.received(
             Conn::Subscriber,
-            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$15\r\nhb\nsame\n9-6\nnew\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$26\r\nhb\nsame\n9-6\ntext/plain\nnew\r\n",
             now,
         );
         assert_eq!(drain(&mut s, &mut bridge, &mut local, now), []);

@@ -122,10 +122,12 @@ impl Link {
         registry: &Registry,
         request: u64,
         channel: &str,
+        content_type: &str,
         body: &[u8],
         now: Instant,
     ) -> Result<(), Failure> {
-        self.session.publish(request, channel, body, now)?;
+        self.session
+            .publish(request, channel, content_type, body, now)?;
         self.pump(registry, now);
         Ok(())
     }
@@ -292,11 +294,12 @@ impl super::bridge::Requests for Linked<'_> {
         &mut self,
         request: u64,
         channel: &str,
+        content_type: &str,
         body: &[u8],
         now: Instant,
     ) -> Result<(), Failure> {
         self.link
-            .publish(self.registry, request, channel, body, now)
+            .publish(self.registry, request, channel, content_type, body, now)
     }
 
     fn history(

@@ -7,7 +7,8 @@
 //! Keys, for prefix `P` and channel `C` (the braces are literal: a Redis Cluster hash tag, so
 //! a channel's keys share a slot when channels are one day sharded):
 //! - `P:{C}:meta`: hash `epoch` (decimal u32), `seq` (last sequence number given out);
-//! - `P:{C}:stream`: the history, stream entry id `EPOCH-SEQ` (epoch as decimal), field `d`;
+//! - `P:{C}:stream`: the history, stream entry id `EPOCH-SEQ` (epoch as decimal), fields
+//!   `d` (the body) and `t` (its content type);
 //! - `P:hosts`: sorted set of live host ids, scored by the Redis time (ms) they expire at;
 //! - pub/sub channel `P:bus`: every message of every channel (one subscription per host);
 //! - pub/sub channel `P:host:ID`: replies addressed to one host (delivery counts).
@@ -15,7 +16,7 @@
 use super::resp::{encode_command, Value};
 
 /// The atomic publish. KEYS: meta, stream, hosts. ARGV: history length, body, bus channel,
-/// channel name, origin host id, key TTL in ms (0: none). Returns
+/// channel name, origin host id, key TTL in ms (0: none), content type. Returns
 /// `{epoch, seq, fresh, hosts}`: `fresh` is 1 when the channel was (re)made with a new epoch
 /// because its meta was missing, `hosts` the live hosts (this one included) at that moment.
 pub const PUBLISH: &str = r#"
@@ -34,13 +35,14 @@ if not epoch then
 end
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 local id = epoch .. '-' .. seq
-redis.call('XADD', stream, 'MAXLEN', ARGV[1], id, 'd', ARGV[2])
+redis.call('XADD', stream, 'MAXLEN', ARGV[1], id, 'd', ARGV[2], 't', ARGV[7])
 local ttl = tonumber(ARGV[6])
 if ttl > 0 then
   redis.call('PEXPIRE', meta, ttl)
   redis.call('PEXPIRE', stream, ttl)
 end
-redis.call('PUBLISH', ARGV[3], ARGV[5] .. '\n' .. ARGV[4] .. '\n' .. id .. '\n' .. ARGV[2])
+redis.call('PUBLISH', ARGV[3],
+  ARGV[5] .. '\n' .. ARGV[4] .. '\n' .. id .. '\n' .. ARGV[7] .. '\n' .. ARGV[2])
 local live = redis.call('ZCOUNT', hosts, now, '+inf')
 return {tonumber(epoch), seq, fresh, live}
 "#;
@@ -157,12 +159,23 @@ pub struct PublishParams {
     pub key_ttl_ms: u64,
 }
 
+/// A content type as the bus carries it: one line (a header value never holds a newline,
+/// but the bus format depends on it, so it is checked here rather than trusted).
+fn one_line(content_type: &str) -> &str {
+    if content_type.contains(['\n', '\r']) {
+        "application/octet-stream"
+    } else {
+        content_type
+    }
+}
+
 pub fn encode_publish(
     out: &mut Vec<u8>,
     how: Invoke<'_>,
     keys: &KeySpace,
     params: &PublishParams,
     channel: &str,
+    content_type: &str,
     body: &[u8],
 ) {
     let (meta, stream, hosts, bus) = (
@@ -185,6 +198,7 @@ pub fn encode_publish(
             channel.as_bytes(),
             params.host.as_bytes(),
             ttl.as_bytes(),
+            one_line(content_type).as_bytes(),
         ],
     );
 }
@@ -268,6 +282,7 @@ pub fn parse_published(value: &Value) -> Result<Published, Unexpected> {
 pub struct Entry {
     pub epoch: u32,
     pub seq: u64,
+    pub content_type: String,
     pub body: Vec<u8>,
 }
 
@@ -326,14 +341,22 @@ fn parse_entry(value: &Value) -> Result<Entry, Unexpected> {
     let Value::Array(fields) = fields else {
         return Err(Unexpected("stream entry fields"));
     };
-    let body = fields
-        .chunks(2)
-        .find_map(|kv| match kv {
-            [Value::Bulk(k), Value::Bulk(v)] if k == b"d" => Some(v.clone()),
+    let field = |name: &[u8]| {
+        fields.chunks(2).find_map(|kv| match kv {
+            [Value::Bulk(k), Value::Bulk(v)] if k == name => Some(v.clone()),
             _ => None,
         })
-        .ok_or(Unexpected("stream entry without its body"))?;
-    Ok(Entry { epoch, seq, body })
+    };
+    let body = field(b"d").ok_or(Unexpected("stream entry without its body"))?;
+    let content_type = field(b"t")
+        .and_then(|t| String::from_utf8(t).ok())
+        .ok_or(Unexpected("stream entry without its content type"))?;
+    Ok(Entry {
+        epoch,
+        seq,
+        content_type,
+        body,
+    })
 }
 
 /// `EPOCH-SEQ`, both decimal (a stream id is `MS-SEQ`; the epoch stands in the MS place).
@@ -347,28 +370,32 @@ pub fn parse_stream_id(id: &[u8]) -> Option<(u32, u64)> {
     Some((epoch.parse().ok()?, seq.parse().ok()?))
 }
 
-/// A message as it crosses the bus: `ORIGIN\nCHANNEL\nEPOCH-SEQ\nBODY` (the publish script
-/// writes it; channel names and host ids hold no newline, the body may).
+/// A message as it crosses the bus: `ORIGIN\nCHANNEL\nEPOCH-SEQ\nCONTENT-TYPE\nBODY` (the
+/// publish script writes it; channel names, host ids and content types hold no newline, the
+/// body may).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusMessage<'a> {
     pub origin: &'a str,
     pub channel: &'a str,
     pub epoch: u32,
     pub seq: u64,
+    pub content_type: &'a str,
     pub body: &'a [u8],
 }
 
 pub fn parse_bus_message(payload: &[u8]) -> Option<BusMessage<'_>> {
-    let mut parts = payload.splitn(4, |&b| b == b'\n');
+    let mut parts = payload.splitn(5, |&b| b == b'\n');
     let origin = std::str::from_utf8(parts.next()?).ok()?;
     let channel = std::str::from_utf8(parts.next()?).ok()?;
     let (epoch, seq) = parse_stream_id(parts.next()?)?;
+    let content_type = std::str::from_utf8(parts.next()?).ok()?;
     let body = parts.next()?;
     Some(BusMessage {
         origin,
         channel,
         epoch,
         seq,
+        content_type,
         body,
     })
 }
@@ -395,7 +422,15 @@ mod tests {
             key_ttl_ms: 0,
         };
         let mut out = Vec::new();
-        encode_publish(&mut out, Invoke::Sha(b"abc"), &keys, &params, "c", b"hi\n");
+        encode_publish(
+            &mut out,
+            Invoke::Sha(b"abc"),
+            &keys,
+            &params,
+            "c",
+            "text/plain",
+            b"hi\n",
+        );
         let mut decoder = super::super::resp::Decoder::new(Default::default());
         // A command is an array of bulk strings, which the reply decoder reads as well.
         decoder.feed(&out);
@@ -420,14 +455,19 @@ mod tests {
                 "p:bus",
                 "c",
                 "h1",
-                "0"
+                "0",
+                "text/plain"
             ]
         );
         out.clear();
-        encode_publish(&mut out, Invoke::Source, &keys, &params, "c", b"");
+        encode_publish(&mut out, Invoke::Source, &keys, &params, "c", "a\nb", b"");
         decoder.feed(&out);
         let eval = bulks(decoder.next().unwrap().unwrap());
         assert_eq!((eval[0].as_str(), eval[1].as_str()), ("EVAL", PUBLISH));
+        assert_eq!(
+            eval[12], "application/octet-stream",
+            "a newline never reaches the bus"
+        );
     }
 
     #[test]
@@ -452,7 +492,8 @@ mod tests {
             assert!(parse_published(&bad).is_err(), "{bad:?}");
         }
         let entry = |id: &str, body: &str| {
-            Value::Array(vec![bulk(id), Value::Array(vec![bulk("d"), bulk(body)])])
+            let fields = vec![bulk("d"), bulk(body), bulk("t"), bulk("text/plain")];
+            Value::Array(vec![bulk(id), Value::Array(fields)])
         };
         assert_eq!(
             parse_history(&Value::Array(vec![
@@ -467,11 +508,13 @@ mod tests {
                     Entry {
                         epoch: 9,
                         seq: 4,
+                        content_type: "text/plain".into(),
                         body: b"a".to_vec()
                     },
                     Entry {
                         epoch: 9,
                         seq: 5,
+                        content_type: "text/plain".into(),
                         body: b"b\nc".to_vec()
                     },
                 ]
@@ -485,6 +528,14 @@ mod tests {
         for bad in [
             Value::Array(vec![int(9), int(5), Value::Array(vec![entry("9-x", "a")])]),
             Value::Array(vec![int(9), int(5), Value::Array(vec![bulk("9-1")])]),
+            Value::Array(vec![
+                int(9),
+                int(5),
+                Value::Array(vec![Value::Array(vec![
+                    bulk("9-1"),
+                    Value::Array(vec![bulk("d"), bulk("no type")]),
+                ])]),
+            ]),
             Value::Array(vec![int(9), int(5)]),
         ] {
             assert!(parse_history(&bad).is_err(), "{bad:?}");
@@ -494,17 +545,19 @@ mod tests {
     #[test]
     fn bus_messages_keep_newlines_in_the_body() {
         assert_eq!(
-            parse_bus_message(b"h1\nnews\n42-7\nline 1\nline 2\n"),
+            parse_bus_message(b"h1\nnews\n42-7\ntext/plain\nline 1\nline 2\n"),
             Some(BusMessage {
                 origin: "h1",
                 channel: "news",
                 epoch: 42,
                 seq: 7,
+                content_type: "text/plain",
                 body: b"line 1\nline 2\n"
             })
         );
         for bad in [
             &b"h1\nnews\n42-7"[..],
+            b"h1\nnews\n42-7\ntext/plain",
             b"h1\nnews\n42\nx",
             b"h1\nnews\n-7\nx",
             b"",

@@ -139,6 +139,7 @@ pub enum Event {
         channel: String,
         epoch: u32,
         seq: u64,
+        content_type: String,
         body: Vec<u8>,
     },
     /// A payload addressed to this host (`P:host:ID`): delivery counts of its publishes.
@@ -171,6 +172,14 @@ fn heartbeat_ttl_ms(config: &SessionConfig) -> u64 {
     ttl.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
+/// A message this host publishes.
+#[derive(Debug)]
+struct Outgoing {
+    channel: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
 /// A request sent and not yet answered, in the order sent.
 #[derive(Debug)]
 enum Pending {
@@ -184,8 +193,8 @@ enum Pending {
     HostReply,
     Publish {
         request: u64,
-        channel: String,
-        body: Vec<u8>,
+        /// Kept to send again with the script's source after a NOSCRIPT.
+        message: Outgoing,
         /// Sent with the source after a NOSCRIPT: a second NOSCRIPT is a failure.
         by_source: bool,
     },
@@ -454,24 +463,23 @@ impl Session {
         &mut self,
         request: u64,
         channel: &str,
+        content_type: &str,
         body: &[u8],
         now: Instant,
     ) -> Result<(), Failure> {
         if self.phase != Phase::Up {
             return Err(Failure::Unavailable);
         }
-        self.send_publish(request, channel.to_owned(), body.to_vec(), false, now);
+        let message = Outgoing {
+            channel: channel.to_owned(),
+            content_type: content_type.to_owned(),
+            body: body.to_vec(),
+        };
+        self.send_publish(request, message, false, now);
         Ok(())
     }
 
-    fn send_publish(
-        &mut self,
-        request: u64,
-        channel: String,
-        body: Vec<u8>,
-        by_source: bool,
-        now: Instant,
-    ) {
+    fn send_publish(&mut self, request: u64, message: Outgoing, by_source: bool, now: Instant) {
         let sha = &self.shas[0];
         let how = match (by_source, sha) {
             (false, Some(sha)) => Invoke::Sha(sha),
@@ -483,14 +491,14 @@ impl Session {
             how,
             &self.config.keys,
             &self.publish,
-            &channel,
-            &body,
+            &message.channel,
+            &message.content_type,
+            &message.body,
         );
         c.pending.push_back((
             Pending::Publish {
                 request,
-                channel,
-                body,
+                message,
                 by_source,
             },
             now,
@@ -628,12 +636,11 @@ impl Session {
             Pending::HostReply => {}
             Pending::Publish {
                 request,
-                channel,
-                body,
+                message,
                 by_source,
             } => match value {
                 Value::Error(e) if e.starts_with(b"NOSCRIPT") && !by_source => {
-                    self.send_publish(request, channel, body, true, now);
+                    self.send_publish(request, message, true, now);
                 }
                 Value::Error(e) => self.events.push_back(Event::Published {
                     request,
@@ -708,6 +715,7 @@ impl Session {
                     channel: message.channel.to_owned(),
                     epoch: message.epoch,
                     seq: message.seq,
+                    content_type: message.content_type.to_owned(),
                     body: message.body.to_vec(),
                 });
             }
@@ -930,10 +938,10 @@ mod tests {
     fn publishes_by_sha_fall_back_to_the_source_on_noscript() {
         let t = Instant::now();
         let mut s = up(t);
-        s.publish(7, "news", b"hi", t).unwrap();
+        s.publish(7, "news", "text/plain", b"hi", t).unwrap();
         assert_eq!(
             written(&mut s, Conn::Command),
-            ["EVALSHA sh1 3 p:{news}:meta p:{news}:stream p:hosts 8 hi p:bus news me 0"]
+            ["EVALSHA sh1 3 p:{news}:meta p:{news}:stream p:hosts 8 hi p:bus news me 0 text/plain"]
         );
         s.received(Conn::Command, b"-NOSCRIPT No matching script.\r\n", t);
         assert_eq!(events(&mut s), []);
@@ -955,7 +963,7 @@ mod tests {
                 })
             }]
         );
-        s.publish(8, "news", b"x", t).unwrap();
+        s.publish(8, "news", "text/plain", b"x", t).unwrap();
         s.received(Conn::Command, b"-OOM command not allowed\r\n", t);
         assert_eq!(
             events(&mut s),
@@ -977,8 +985,8 @@ mod tests {
         let mut s = up(t);
         s.received(
             Conn::Subscriber,
-            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$15\r\nother\nc\n5-2\nhi\n\r\n\
-              *3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$11\r\nme\nc\n5-3\nyo\r\n\
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$26\r\nother\nc\n5-2\ntext/plain\nhi\n\r\n\
+              *3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$22\r\nme\nc\n5-3\ntext/plain\nyo\r\n\
               *3\r\n$7\r\nmessage\r\n$9\r\np:host:me\r\n$4\r\nn 12\r\n",
             t,
         );
@@ -990,6 +998,7 @@ mod tests {
                     channel: "c".into(),
                     epoch: 5,
                     seq: 2,
+                    content_type: "text/plain".into(),
                     body: b"hi\n".to_vec()
                 },
                 Event::HostReply(b"n 12".to_vec()),
@@ -1002,7 +1011,7 @@ mod tests {
     fn a_silent_subscriber_is_noticed_within_the_probe_bound_and_rebuilt() {
         let t = Instant::now();
         let mut s = up(t);
-        s.publish(1, "c", b"x", t + 900 * MS).unwrap();
+        s.publish(1, "c", "text/plain", b"x", t + 900 * MS).unwrap();
         s.received(
             Conn::Command,
             b"*4\r\n:9\r\n:1\r\n:1\r\n:1\r\n",
@@ -1016,7 +1025,8 @@ mod tests {
                                                              // Redis paused: no pong. Nothing happens before the reply is due...
         s.tick(t + 1499 * MS);
         assert_eq!(s.state(), LinkState::Up);
-        s.publish(2, "c", b"y", t + 1499 * MS).unwrap();
+        s.publish(2, "c", "text/plain", b"y", t + 1499 * MS)
+            .unwrap();
         // ... and then the link goes down, failing what was in flight.
         s.tick(t + 1500 * MS);
         assert_eq!(s.state(), LinkState::Down);
@@ -1041,7 +1051,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            s.publish(3, "c", b"z", t + 1500 * MS),
+            s.publish(3, "c", "text/plain", b"z", t + 1500 * MS),
             Err(Failure::Unavailable)
         );
 
@@ -1120,7 +1130,7 @@ mod tests {
                 s.tick(t + 1000 * MS);
                 s.received(Conn::Command, b":1\r\n", t);
             }
-            s.publish(1, "c", b"x", t).unwrap();
+            s.publish(1, "c", "text/plain", b"x", t).unwrap();
             s.received(*conn, bytes, t);
             assert_eq!(s.state(), LinkState::Down, "{reason}");
             let evs = events(&mut s);
