@@ -237,3 +237,36 @@ fn scripts_load_by_sha_and_a_flushed_cache_says_noscript() {
         "{reply:?}"
     );
 }
+
+#[test]
+fn the_password_is_read_from_the_environment_and_never_printed() {
+    let run = |env: Option<&str>, args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_miohttpd"));
+        command.args(args).env_remove("MIOHTTPD_REDIS_PASSWORD");
+        if let Some(value) = env {
+            command.env("MIOHTTPD_REDIS_PASSWORD", value);
+        }
+        let output = command.output().expect("run miohttpd");
+        let text = String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout);
+        (output.status.code(), text)
+    };
+    // Read only with --redis, and refused when it is not a password.
+    let (code, text) = run(Some("two words"), &["--redis", "redis://127.0.0.1:1"]);
+    assert_eq!(code, Some(2));
+    assert!(text.contains("$MIOHTTPD_REDIS_PASSWORD"), "{text}");
+    assert!(!text.contains("two words"), "{text}");
+    // Taken: the server gets as far as the (for now) refusal to run with --redis.
+    let (code, text) = run(Some("s3cret"), &["--redis", "redis://127.0.0.1:1"]);
+    assert_eq!(code, Some(2));
+    assert!(text.contains("not wired"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    let (_, help) = run(
+        Some("s3cret"),
+        &["--redis", "redis://:urlpw@127.0.0.1:1", "--help"],
+    );
+    assert!(
+        !help.contains("s3cret") && !help.contains("urlpw"),
+        "{help}"
+    );
+}
