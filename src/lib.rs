@@ -45,11 +45,11 @@ pub use router::{
 };
 pub use server::{Server, Stopped};
 
-/// For fuzz targets and property tests: one connection of the real server over scripted
-/// bytes. Not a stable API.
+/// For fuzz targets, property tests and timer tests: connections of the real server over
+/// scripted bytes under a scripted clock. Not a stable API.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::server::fuzzing::serve_chunks;
+    pub use crate::server::fuzzing::{run, serve_chunks, ClientId, Driver, Step, Trace};
 }
 
 /// Parses the command line, binds (or takes systemd's sockets), prints a line per address it

@@ -307,8 +307,11 @@ impl Request {
 }
 
 /// Routes by path and method. A path is exact (`/wait`) or a prefix (`/wait/*` matches
-/// `/wait/` and every path under it). GET routes answer HEAD too; a known path with
-/// another method gets 405 with `Allow`; an unknown path gets 404.
+/// `/wait/` and every path under it). GET routes answer HEAD too, unless added
+/// [`without_head`](Router::without_head). A method no route has gets 501 (RFC 9110
+/// §15.6.2); a known path with another method gets 405 with an `Allow` naming exactly what
+/// the path accepts (§15.5.6); an unknown path gets 404. A [`fallback`](Router::fallback)
+/// route serves only paths no other route claims.
 #[derive(Default)]
 pub struct Router {
     routes: Vec<RouteEntry>,
@@ -318,6 +321,33 @@ struct RouteEntry {
     method: Cow<'static, str>,
     path: Cow<'static, str>,
     handler: Handler,
+    head: HeadRequests,
+    reach: Reach,
+}
+
+/// What a GET route does with HEAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadRequests {
+    AnsweredAsGet,
+    Refused,
+}
+
+/// Which of the paths its pattern matches a route serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// All of them: the path is known, and other methods on it get 405.
+    Claims,
+    /// Only those no claiming route matches; other methods on them get 404.
+    Fallback,
+}
+
+impl RouteEntry {
+    fn accepts(&self, method: &str) -> bool {
+        self.method == method
+            || (method == "HEAD"
+                && self.method == "GET"
+                && self.head == HeadRequests::AnsweredAsGet)
+    }
 }
 
 /// Makes the sink for one request's body.
@@ -398,15 +428,48 @@ impl Router {
             method: method.into(),
             path: path.into(),
             handler,
+            head: HeadRequests::AnsweredAsGet,
+            reach: Reach::Claims,
         });
     }
 
-    /// The `Allow` value for a path: its methods in registration order, HEAD after GET.
-    fn allow(&self, path: &str) -> String {
+    /// The GET route added last does not answer HEAD (405): for a route with a side effect,
+    /// which HEAD must not have (RFC 9110 §9.3.2), or whose answer is a wait or a stream.
+    pub fn without_head(mut self) -> Self {
+        if let Some(entry) = self.routes.last_mut() {
+            entry.head = HeadRequests::Refused;
+        }
+        self
+    }
+
+    /// The route added last serves only the paths (of those its pattern matches) that no
+    /// other route claims; it adds nothing to any path's `Allow`, and other methods on such a
+    /// path get 404. (`PUT /*` uploads: any path nothing else serves.)
+    pub fn fallback(mut self) -> Self {
+        if let Some(entry) = self.routes.last_mut() {
+            entry.reach = Reach::Fallback;
+        }
+        self
+    }
+
+    /// Whether any route has `method` (HEAD: any GET route): else a request is a 501
+    /// wherever it goes.
+    pub fn implements(&self, method: &str) -> bool {
+        let method = if method == "HEAD" { "GET" } else { method };
+        self.routes.iter().any(|e| e.method == method)
+    }
+
+    /// The `Allow` value for a path: the methods of the routes that claim it, in registration
+    /// order, HEAD after a GET that answers it.
+    pub fn allow(&self, path: &str) -> String {
         let mut allow = String::new();
-        for entry in self.routes.iter().filter(|e| path_matches(&e.path, path)) {
+        let claiming = self
+            .routes
+            .iter()
+            .filter(|e| e.reach == Reach::Claims && path_matches(&e.path, path));
+        for entry in claiming {
             for method in [&*entry.method, "HEAD"] {
-                if method == "HEAD" && entry.method != "GET" {
+                if method == "HEAD" && !(entry.method == "GET" && entry.accepts("HEAD")) {
                     continue;
                 }
                 if !allow.split(", ").any(|m| m == method) {
@@ -423,15 +486,21 @@ impl Router {
 
 impl Service for Router {
     fn route(&self, head: &Head<'_>) -> Route {
+        if !self.implements(head.method) {
+            return Route::Respond(Response::text(501, "method not implemented\n"));
+        }
         let mut path_known = false;
-        for entry in &self.routes {
+        let reached = self.routes.iter().filter(|e| e.reach == Reach::Claims);
+        let fallbacks = self.routes.iter().filter(|e| e.reach == Reach::Fallback);
+        for entry in reached.chain(fallbacks) {
             if !path_matches(&entry.path, head.path) {
                 continue;
             }
-            path_known = true;
-            let method_matches =
-                entry.method == head.method || (head.method == "HEAD" && entry.method == "GET");
-            if !method_matches {
+            if entry.reach == Reach::Fallback && path_known {
+                break;
+            }
+            path_known |= entry.reach == Reach::Claims;
+            if !entry.accepts(head.method) {
                 continue;
             }
             return match &entry.handler {
@@ -514,7 +583,8 @@ mod tests {
             ("POST /plaintext HTTP/1.1", 405, Some("GET, HEAD")),
             ("POST /echo HTTP/1.1", 1, None),
             ("POST /md5 HTTP/1.1", 2, None),
-            ("DELETE /md5 HTTP/1.1", 405, Some("POST, PUT")),
+            // DELETE is in no route at all: 501 (see below); GET is known, so 405.
+            ("GET /md5 HTTP/1.1", 405, Some("POST, PUT")),
             ("GET /nope HTTP/1.1", 404, None),
             ("GET /plaintext/ HTTP/1.1", 404, None),
             ("GET /wait/news HTTP/1.1", 3, None),
@@ -530,5 +600,49 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_methods_heads_refused_and_fallbacks() {
+        let router = Router::new()
+            .respond("GET", "/plaintext", |_| Response::text(200, "hi"))
+            .route("GET", "/notify", |_| Route::Park(Park::once("n")))
+            .without_head()
+            .route("POST", "/notify", |_| Route::Park(Park::once("n")))
+            .streamed("POST", "/md5", |_| Box::new(Discard))
+            .streamed("PUT", "/md5", |_| Box::new(Discard))
+            .streamed("PUT", "/*", |_| Box::new(Discard))
+            .fallback();
+        let table: &[(&str, u16, Option<&str>)] = &[
+            // RFC 9110 §15.6.2: a method no route has is a 501 on any path.
+            ("FOO /plaintext HTTP/1.1", 501, None),
+            ("XGET /plaintext HTTP/1.1", 501, None),
+            ("get /plaintext HTTP/1.1", 501, None),
+            ("DELETE /nope HTTP/1.1", 501, None),
+            ("OPTIONS * HTTP/1.1", 501, None),
+            ("CONNECT h:443 HTTP/1.1", 501, None),
+            // A GET without HEAD: HEAD gets 405, and Allow does not name it.
+            ("GET /notify HTTP/1.1", 3, None),
+            ("HEAD /notify HTTP/1.1", 405, Some("GET, POST")),
+            ("PUT /notify HTTP/1.1", 405, Some("GET, POST")),
+            ("HEAD /plaintext HTTP/1.1", 200, None),
+            // The fallback serves what nothing claims, and only that.
+            ("PUT /anything/else HTTP/1.1", 2, None),
+            ("PUT /md5 HTTP/1.1", 2, None),
+            ("PUT /plaintext HTTP/1.1", 405, Some("GET, HEAD")),
+            ("GET /anything HTTP/1.1", 404, None),
+            ("POST /anything HTTP/1.1", 404, None),
+            ("DELETE /md5 HTTP/1.1", 501, None),
+            ("GET /md5 HTTP/1.1", 405, Some("POST, PUT")),
+        ];
+        for &(line, status, allow) in table {
+            assert_eq!(
+                route_status(&router, line),
+                (status, allow.map(str::to_string)),
+                "{line}"
+            );
+        }
+        assert!(router.implements("HEAD") && router.implements("PUT"));
+        assert!(!router.implements("DELETE") && !router.implements("get"));
     }
 }

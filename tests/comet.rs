@@ -901,7 +901,7 @@ fn subscribe(server: &Server, request: &[u8]) -> Conn {
         "{head:?}"
     );
     assert!(head.is_chunked(), "{head:?}");
-    assert_eq!(head.header("cache-control"), Some("no-cache"), "{head:?}");
+    assert_eq!(head.header("cache-control"), Some("no-store"), "{head:?}");
     assert_eq!(
         head.header("access-control-allow-origin"),
         Some("*"),

@@ -98,8 +98,11 @@ fn the_access_log_has_one_combined_line_per_request() {
     // An upload is logged once its body is read and answered.
     conn.send(&post("/md5", b"hello"));
     assert_eq!(conn.read_response().text(), md5_hex(b"hello"));
-    // A client trying to forge a line of its own.
-    conn.send(b"GET /a\"b HTTP/1.1\r\nHost: x\r\nUser-Agent: x\" 200 0 \"-\" \"forged\xff\r\n\r\n");
+    // A client trying to forge a line of its own (a raw `"` in the target is a 400 before
+    // any routing, RFC 9112 §3.2; the User-Agent may hold one).
+    conn.send(
+        b"GET /a%22b HTTP/1.1\r\nHost: x\r\nUser-Agent: x\" 200 0 \"-\" \"forged\xff\r\n\r\n",
+    );
     assert_eq!(conn.read_response().status, 404);
     // A waiter that hangs up before any message: nginx's 499.
     let mut waiter = server.connect();
@@ -122,7 +125,7 @@ fn the_access_log_has_one_combined_line_per_request() {
             line("GET /nowhere HTTP/1.1", 404, 10, "-", "-"),
             line("POST /md5 HTTP/1.1", 200, 32, "-", "-"),
             line(
-                "GET /a\\x22b HTTP/1.1",
+                "GET /a%22b HTTP/1.1",
                 404,
                 10,
                 "-",

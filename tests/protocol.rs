@@ -335,13 +335,14 @@ fn unknown_paths_get_404() {
 fn known_paths_with_the_wrong_method_get_405_and_allow() {
     let server = Server::start();
     #[rustfmt::skip]
-    let cases: [(&[u8], &[&str]); 6] = [
+    // (DELETE and OPTIONS, which no built-in route has, are 501s since: see
+    // methods_no_route_has_get_501; PUT /md5 is an upload.)
+    let cases: [(&[u8], &[&str]); 5] = [
         (b"POST /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &["GET", "HEAD"]),
         (b"PUT /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",  &["GET", "HEAD"]),
-        (b"DELETE /plaintext HTTP/1.1\r\nHost: x\r\n\r\n",                     &["GET", "HEAD"]),
-        (b"GET /md5 HTTP/1.1\r\nHost: x\r\n\r\n",                              &["POST"]),
-        (b"PUT /md5 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",        &["POST"]),
-        (b"OPTIONS /md5 HTTP/1.1\r\nHost: x\r\n\r\n",                          &["POST"]),
+        (b"GET /md5 HTTP/1.1\r\nHost: x\r\n\r\n",                              &["POST", "PUT"]),
+        (b"POST /wait/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",       &["GET"]),
+        (b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",       &["GET"]),
     ];
     for (request, allowed) in cases {
         let mut conn = server.connect();
@@ -431,4 +432,339 @@ fn a_half_closed_client_is_disconnected_once_answered() {
         assert_eq!(conn.read_response().status, 200);
         conn.expect_eof();
     }
+}
+
+/// Reads the status line and header section of the next response, whatever follows it (a
+/// HEAD's absent body, a stream that never ends), as (status, lowercased header section).
+fn status_and_headers(conn: &mut common::Conn) -> (u16, String) {
+    let head = String::from_utf8_lossy(&conn.read_through(b"\r\n\r\n")).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    (status, head.to_ascii_lowercase())
+}
+
+/// The `Allow` methods of a header section, sorted.
+fn allow_of(headers: &str) -> Option<Vec<String>> {
+    let line = headers.lines().find_map(|l| l.strip_prefix("allow:"))?;
+    let mut methods: Vec<String> = line
+        .split(',')
+        .map(|m| m.trim().to_ascii_uppercase())
+        .collect();
+    methods.sort_unstable();
+    Some(methods)
+}
+
+#[test]
+fn every_allow_names_exactly_the_methods_that_are_not_405() {
+    // RFC 9110 §15.5.6: Allow lists the methods the target resource supports. For each
+    // built-in path, the methods that do not get 405 must be exactly what every 405 names.
+    // (HEAD /wait said nothing of its own 405 in the Allow of DELETE /wait, and HEAD /notify
+    // published.)
+    let server = Server::start_with(&["--comet-timeout", "1", "--exec", "x=true"]);
+    let paths = [
+        "/",
+        "/md5",
+        "/plaintext",
+        "/metrics",
+        "/wait",
+        "/wait/allow",
+        "/notify",
+        "/notify/allow",
+        "/events",
+        "/events/allow",
+        "/stream",
+        "/stream/x",
+    ];
+    let methods = ["GET", "HEAD", "POST", "PUT"];
+    for path in paths {
+        let mut accepted = Vec::new();
+        let mut allows = Vec::new();
+        for method in methods {
+            let mut conn = server.connect();
+            let request =
+                format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+            conn.send(request.as_bytes());
+            let (status, headers) = status_and_headers(&mut conn);
+            if status == 405 {
+                let allow = allow_of(&headers)
+                    .unwrap_or_else(|| panic!("{method} {path}: 405 without Allow: {headers}"));
+                allows.push((method, allow));
+            } else {
+                assert!(allow_of(&headers).is_none(), "{method} {path}: {headers}");
+                accepted.push(method.to_string());
+            }
+        }
+        accepted.sort_unstable();
+        assert!(!accepted.is_empty(), "{path}: nothing accepted");
+        for (method, allow) in allows {
+            assert_eq!(
+                allow, accepted,
+                "{method} {path}: Allow is not what is accepted"
+            );
+        }
+    }
+}
+
+#[test]
+fn methods_no_route_has_get_501_and_the_connection_stays_in_step() {
+    // RFC 9110 §9.1, §15.6.2: a method the server implements nowhere is a 501, whatever the
+    // path; methods are case-sensitive, so `get` is one of them.
+    let server = Server::start();
+    let mut conn = server.connect();
+    #[rustfmt::skip]
+    let requests: [&[u8]; 8] = [
+        b"FOO /plaintext HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"XGET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"get /plaintext HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"DELETE /wait HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PATCH /md5 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"OPTIONS /nowhere HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    ];
+    for request in requests {
+        conn.send(request);
+        let response = conn.read_response();
+        let name = String::from_utf8_lossy(request);
+        assert_eq!(response.status, 501, "{name:?}: {response:?}");
+        assert!(response.header("allow").is_none(), "{name:?}: {response:?}");
+        assert!(!response.body.is_empty(), "{response:?}");
+    }
+    conn.send(GET_PLAINTEXT);
+    assert_eq!(conn.read_response().text(), "Hello, World!");
+    // With a body the server does not read, it may close instead (as after any refusal).
+    let refused =
+        server.request(b"PATCH /md5 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(refused.status, 501, "{refused:?}");
+    server.assert_still_serves();
+}
+
+#[test]
+fn head_on_a_publishing_route_publishes_nothing() {
+    // RFC 9110 §9.3.2: HEAD has no side effect; GET /notify publishes, so HEAD is refused.
+    let server = Server::start();
+    let mut waiter = server.connect();
+    waiter.send(b"GET /wait/headless HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut counter = server.connect();
+    let mut parked = || {
+        counter.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        counter.read_response().text().to_string()
+    };
+    let mut tries = 0;
+    while parked() != "1" {
+        tries += 1;
+        assert!(tries < 1000, "the waiter never parked");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for target in ["/notify/headless", "/notify/headless?x=1"] {
+        let mut conn = server.connect();
+        conn.send(format!("HEAD {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let head = conn.read_head_response();
+        assert_eq!(head.status, 405, "{head:?}");
+        assert_eq!(head.header("allow"), Some("GET, POST"), "{head:?}");
+    }
+    // Nothing was published: the waiter is still parked, and gets the next real message.
+    assert_eq!(parked(), "1");
+    let published = server.request(&post("/notify/headless", b"real"));
+    assert_eq!(published.text(), "1", "{published:?}");
+    assert_eq!(waiter.read_response().text(), "real");
+}
+
+#[test]
+fn a_higher_minor_version_is_served_and_answered_as_http_1_1() {
+    // RFC 9110 §2.5, §6.2: HTTP/1.2 and up are processed as 1.1 and answered as 1.1; only
+    // another major version is a 505 (§15.6.6).
+    let server = Server::start();
+    for version in ["HTTP/1.2", "HTTP/1.9"] {
+        let mut conn = server.connect();
+        conn.send(format!("GET /plaintext {version}\r\nHost: x\r\n\r\n").as_bytes());
+        let (status, headers) = status_and_headers(&mut conn);
+        assert_eq!(status, 200, "{headers}");
+        assert!(headers.starts_with("http/1.1 200 ok\r\n"), "{headers}");
+        // Persistent, as HTTP/1.1 is by default.
+        assert!(!headers.contains("connection: close"), "{headers}");
+        conn.read_through(b"Hello, World!");
+        conn.send(GET_PLAINTEXT);
+        assert_eq!(conn.read_response().text(), "Hello, World!");
+    }
+    for (line, status) in [
+        ("GET /plaintext HTTP/2.0", 505),
+        ("GET /plaintext HTTP/0.9", 505),
+        ("GET /plaintext  HTTP/1.1", 400),
+        ("GET /a b HTTP/1.1", 400),
+        ("GET /plaintext HTTP/1", 400),
+    ] {
+        let mut conn = server.connect();
+        conn.send(format!("{line}\r\nHost: x\r\n\r\n").as_bytes());
+        let response = conn.read_response();
+        assert_eq!(response.status, status, "{line:?}: {response:?}");
+        assert!(response.closes(), "{response:?}");
+    }
+}
+
+/// A scratch file for an upload, removed when dropped.
+struct UploadFile(std::path::PathBuf);
+
+impl UploadFile {
+    fn new(name: &str, bytes: &[u8]) -> UploadFile {
+        let dir = std::env::temp_dir().join(format!("miohttpd-put-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        UploadFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// What md5sum says of the file.
+    fn md5sum(&self) -> String {
+        let output = std::process::Command::new("md5sum")
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()[..32].to_string()
+    }
+}
+
+impl Drop for UploadFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs curl with `args`, then `--write-out` of the status; returns (body, status).
+fn curl(args: &[&str], stdin: Option<&str>) -> (String, u16) {
+    let mut command = std::process::Command::new("curl");
+    command.args(["--silent", "--show-error", "--max-time", "60"]);
+    command.args(args);
+    command.args(["--write-out", "\n%{http_code}"]);
+    if let Some(path) = stdin {
+        command.stdin(std::fs::File::open(path).unwrap());
+    }
+    let output = command
+        .output()
+        .expect("curl (scripts/test.sh installs it)");
+    assert!(output.status.success(), "curl {args:?}: {output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (body.to_string(), status.parse().unwrap())
+}
+
+#[test]
+fn curl_upload_file_puts_anywhere_unclaimed_and_gets_the_md5() {
+    // `curl -T FILE URL/` sends `PUT /FILE`: the original Go server answered the MD5 for any
+    // path and method, so PUT on any unclaimed path (and /, /md5) answers as POST / does.
+    let server = Server::start();
+    let small = UploadFile::new("small.bin", &common::PseudoRandom::bytes(7, 1_000));
+    // Over 1 MB: curl asks `Expect: 100-continue` first.
+    let big = UploadFile::new(
+        "big.bin",
+        &common::PseudoRandom::bytes(8, 5 * 1024 * 1024 + 3),
+    );
+    let url = server.url();
+    for file in [&small, &big] {
+        let want = file.md5sum();
+        for target in [
+            format!("{url}/"),
+            format!("{url}/md5"),
+            format!("{url}/dir/"),
+        ] {
+            let (body, status) = curl(&["-T", file.path(), &target], None);
+            assert_eq!(
+                (status, body.as_str()),
+                (200, want.as_str()),
+                "-T to {target}"
+            );
+        }
+        // From stdin, curl streams it chunked.
+        let (body, status) = curl(
+            &[
+                "-T",
+                "-",
+                "-H",
+                "Transfer-Encoding: chunked",
+                &format!("{url}/upload"),
+            ],
+            Some(file.path()),
+        );
+        assert_eq!((status, body.as_str()), (200, want.as_str()), "chunked");
+    }
+    // A path another route claims keeps its 405 and its Allow.
+    for (path, allow) in [
+        ("/plaintext", "GET, HEAD"),
+        ("/wait/x", "GET"),
+        ("/notify", "GET, POST"),
+    ] {
+        let mut conn = server.connect();
+        conn.send(
+            format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi").as_bytes(),
+        );
+        let response = conn.read_response();
+        assert_eq!(response.status, 405, "{path}: {response:?}");
+        assert_eq!(
+            response.header("allow"),
+            Some(allow),
+            "{path}: {response:?}"
+        );
+    }
+    let get = server.request(b"GET /small.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        get.status, 404,
+        "only PUT reaches the upload fallback: {get:?}"
+    );
+}
+
+#[test]
+fn dynamic_answers_are_never_stored_by_a_cache() {
+    // RFC 9111 §5.2.2.5: counts, publish results, waits, events, digests, metrics and command
+    // output change from one request to the next: a cache in front must not replay them.
+    // /plaintext is a fixed answer and says nothing.
+    let server = Server::start_with(&["--comet-timeout", "1", "--exec", "x=echo hi"]);
+    let no_store = |name: &str, headers: &str| {
+        let values: Vec<&str> = headers
+            .lines()
+            .filter_map(|l| l.strip_prefix("cache-control:"))
+            .map(str::trim)
+            .collect();
+        assert_eq!(values, ["no-store"], "{name}: {headers}");
+    };
+    let mut parked = server.connect();
+    parked.send(b"GET /wait/cache HTTP/1.1\r\nHost: x\r\n\r\n");
+    #[rustfmt::skip]
+    let requests: [(&str, &[u8]); 10] = [
+        ("count", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("HEAD count", b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("GET /notify", b"GET /notify/nobody HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("POST /notify", b"POST /notify/nobody HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"),
+        ("POST /md5", b"POST /md5 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"),
+        ("PUT upload", b"PUT /file.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"),
+        ("metrics", b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("wait timing out", b"GET /wait/nobody HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("events", b"GET /events/cache HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("command output", b"GET /stream/x HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ];
+    for (name, request) in requests {
+        let mut conn = server.connect();
+        conn.send(request);
+        let (status, headers) = status_and_headers(&mut conn);
+        assert!(status == 200 || status == 204, "{name}: {headers}");
+        no_store(name, &headers);
+    }
+    // The waiter sent first is answered by this message (or, had it not parked yet, by its
+    // timeout): a wait's answer either way.
+    let published = server.request(&post("/notify/cache", b"m"));
+    assert_eq!(published.status, 200, "{published:?}");
+    let (_, headers) = status_and_headers(&mut parked);
+    no_store("wait answered", &headers);
+
+    let mut conn = server.connect();
+    conn.send(GET_PLAINTEXT);
+    let (_, headers) = status_and_headers(&mut conn);
+    assert!(!headers.contains("cache-control"), "{headers}");
 }

@@ -97,16 +97,62 @@ fn first_empty_line_end(head: &[u8]) -> Option<usize> {
 
 /// What a parsed head says must agree with its bytes, as httparse reads them independently.
 fn check_parsed(head: &[u8], parsed: &Head<'_>, limits: &HeadLimits) {
+    // httparse knows no HTTP/1.y beyond 1.1, which we read as 1.1 (RFC 9110 §2.5): it reads
+    // a copy that says 1.1.
+    let line_end = head.iter().position(|&b| b == b'\n').expect("a line");
+    let line = head[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&head[..line_end]);
+    let mut as_http_1_1 = head.to_vec();
+    if let [.., b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] = *line {
+        assert!(minor.is_ascii_digit());
+        as_http_1_1[line.len() - 1] = if minor == b'0' { b'0' } else { b'1' };
+    } else {
+        panic!("accepted a request-line without HTTP/1.y: {line:?}");
+    }
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
     let mut request = httparse::Request::new(&mut slots);
     assert_eq!(
-        request.parse(head),
+        request.parse(&as_http_1_1),
         Ok(httparse::Status::Complete(head.len())),
         "the head must be exactly what httparse reads: no byte of it left unread"
     );
     assert_eq!(request.method, Some(parsed.method));
     assert_eq!(request.path, Some(parsed.target));
     assert_eq!(request.headers.len(), parsed.headers.len());
+    for (theirs, ours) in request.headers.iter().zip(parsed.headers) {
+        assert_eq!((theirs.name, theirs.value), (ours.name, ours.value));
+    }
+    // The request-line is exactly `method SP target SP version` (RFC 9112 §3).
+    let expected_line = [
+        parsed.method.as_bytes(),
+        b" ",
+        parsed.target.as_bytes(),
+        b" ",
+    ]
+    .concat();
+    assert!(line.starts_with(&expected_line) && line.len() == expected_line.len() + 8);
+    // RFC 3986 bytes only: no fragment, space, control, non-ASCII or "<>\^`{|}; `%` then
+    // two hex digits.
+    let target = parsed.target.as_bytes();
+    for (i, &b) in target.iter().enumerate() {
+        let allowed = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?[]%".contains(&b);
+        assert!(allowed, "target byte {b:#x} in {target:?}");
+        if b == b'%' {
+            let pair = target.get(i + 1..i + 3).expect("two digits after %");
+            assert!(pair.iter().all(u8::is_ascii_hexdigit), "{target:?}");
+        }
+    }
+    match target {
+        [b'/', ..] => assert!(!target.contains(&b'[')),
+        b"*" => assert_eq!(parsed.method, "OPTIONS"),
+        _ if parsed.method == "CONNECT" && !target.contains(&b'/') => {}
+        _ => assert!(
+            target.len() > 7 && target[..7].eq_ignore_ascii_case(b"http://")
+                || target.len() > 8 && target[..8].eq_ignore_ascii_case(b"https://"),
+            "{target:?}"
+        ),
+    }
     assert!(parsed.headers.len() <= limits.max_headers);
     assert!(!parsed.target.is_empty() && parsed.target.len() <= limits.max_target_size);
     let literal = matches!(parsed.path, "/" | "*");

@@ -1,6 +1,9 @@
 //! What the fuzz targets share: how an input chooses its own read splits, a plain reference
 //! chunked decoder to check the real one against, and a strict parser for the server's output.
 
+use std::time::Duration;
+
+use miohttpd::fuzzing::Step;
 use miohttpd::http::body::MAX_CHUNK_EXTENSION;
 use miohttpd::http::{header_storage, parse_head, BodyDecoder, Framing, HeadScanner};
 use miohttpd::Config;
@@ -41,6 +44,120 @@ pub fn cut(payload: &[u8], control: u8, allow_empty: bool) -> Vec<&[u8]> {
         rest = tail;
     }
     pieces
+}
+
+/// The limits of a timed run: short and all different, so that a few advances cross them in
+/// many orders.
+pub fn timed_config() -> Config {
+    Config {
+        head_timeout: Duration::from_millis(1000),
+        body_timeout: Duration::from_millis(1500),
+        idle_timeout: Duration::from_millis(2000),
+        send_timeout: Duration::from_millis(700),
+        linger: Duration::from_millis(500),
+        comet_timeout: Duration::from_millis(3000),
+        sse_heartbeat: Duration::from_millis(1200),
+        shutdown_grace: Duration::from_millis(4000),
+        ..Config::default()
+    }
+}
+
+/// One thing a timed run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// On the fuzzed connection (or, for an advance or the shutdown, the whole server).
+    Client(Step<'a>),
+    /// Another client publishes to the channel the payload waits or subscribes on.
+    Publish,
+}
+
+/// A timed run's script: the `pieces` sent in order on one connection, with what `control`
+/// chooses before each piece and after the last: nothing, a short advance of the clock, an
+/// advance to one of `config`'s limits (a tick before, at, or a tick after it, counted from
+/// now), the client stopping or resuming reading or taking a few bytes, a publish from
+/// another client, or the server's shutdown. 0 chooses nothing at all. The script ends with
+/// the client reading, then its FIN (or, as `control` says, a hang-up), then an hour: by then
+/// every connection must be closed.
+pub fn timed_script<'a>(pieces: &[&'a [u8]], control: u8, config: &Config) -> Vec<Action<'a>> {
+    const TICK: Duration = Duration::from_nanos(1);
+    let limits = [
+        config.head_timeout,
+        config.body_timeout,
+        config.idle_timeout,
+        config.send_timeout,
+        config.linger,
+        config.comet_timeout,
+        config.sse_heartbeat,
+        config.shutdown_grace,
+    ];
+    let mut state = u32::from(control).wrapping_mul(0x9e37_79b9) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    let mut steps = Vec::new();
+    for piece in pieces.iter().map(Some).chain([None]) {
+        if control != 0 {
+            let r = next();
+            let step = match r % 10 {
+                0..=2 => None,
+                3 | 4 => Some(Step::Advance(Duration::from_millis(
+                    u64::from(r >> 8) % 800,
+                ))),
+                5 | 6 => {
+                    let limit = limits[(r >> 8) as usize % limits.len()];
+                    Some(Step::Advance(match (r >> 16) % 3 {
+                        0 => limit.saturating_sub(TICK),
+                        1 => limit,
+                        _ => limit + TICK,
+                    }))
+                }
+                7 => Some(Step::StopReading),
+                8 if (r >> 8) % 3 == 0 => Some(Step::StartReading),
+                8 => Some(Step::Take((r >> 10) as usize % 4096)),
+                _ => match (r >> 8) % 4 {
+                    0 => Some(Step::Shutdown),
+                    1 | 2 => {
+                        steps.push(Action::Publish);
+                        None
+                    }
+                    _ => None,
+                },
+            };
+            steps.extend(step.map(Action::Client));
+        }
+        if let Some(piece) = piece {
+            steps.push(Action::Client(Step::Send(piece)));
+        }
+    }
+    steps.push(Action::Client(Step::StartReading));
+    steps.push(Action::Client(if control & 0x83 == 0x83 {
+        Step::HangUp
+    } else {
+        Step::ShutdownWrite
+    }));
+    steps.push(Action::Client(Step::Advance(Duration::from_secs(3600))));
+    steps
+}
+
+/// The channel of the first `/wait/NAME` or `/events/NAME` in `payload`, for a publisher to
+/// reach it ("w" when there is none: the publish then reaches nobody).
+pub fn channel_named(payload: &[u8]) -> &[u8] {
+    for prefix in [&b"/wait/"[..], b"/events/"] {
+        if let Some(at) = payload.windows(prefix.len()).position(|w| w == prefix) {
+            let rest = &payload[at + prefix.len()..];
+            let end = rest
+                .iter()
+                .position(|&b| !(b.is_ascii_alphanumeric() || b"._~-".contains(&b)))
+                .unwrap_or(rest.len());
+            if end > 0 {
+                return &rest[..end];
+            }
+        }
+    }
+    b"w"
 }
 
 /// How a body ends when all of its input has been fed.
@@ -102,18 +219,82 @@ fn reference_chunked_into(input: &[u8], max_trailer: usize, data: &mut Vec<u8>) 
         if digits == 0 {
             return Invalid;
         }
-        // BWS, then extensions: everything after the first ';' up to CR, bounded.
-        while matches!(byte!(), b' ' | b'\t') {
-            at += 1;
-        }
-        if byte!() == b';' {
-            at += 1;
-            let start = at;
-            while byte!() != b'\r' {
-                if is_control(byte!()) || at + 1 - start > MAX_CHUNK_EXTENSION {
+        // chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ), then
+        // CRLF (RFC 9112 §7.1.1): every byte between the size and the CR counts against the
+        // bound.
+        let ext_start = at;
+        macro_rules! take {
+            () => {
+                if at - ext_start >= MAX_CHUNK_EXTENSION {
                     return Invalid;
                 }
                 at += 1;
+            };
+        }
+        macro_rules! bws {
+            () => {{
+                let mut any = false;
+                while matches!(byte!(), b' ' | b'\t') {
+                    take!();
+                    any = true;
+                }
+                any
+            }};
+        }
+        macro_rules! token {
+            () => {
+                if !is_tchar(byte!()) {
+                    return Invalid;
+                }
+                while is_tchar(byte!()) {
+                    take!();
+                }
+            };
+        }
+        loop {
+            let spaced = bws!();
+            match byte!() {
+                b'\r' if !spaced => break,
+                b';' => {
+                    take!();
+                }
+                _ => return Invalid,
+            }
+            bws!();
+            token!();
+            let spaced = bws!();
+            match byte!() {
+                b'=' => {
+                    take!();
+                    bws!();
+                    if byte!() == b'"' {
+                        take!();
+                        loop {
+                            match byte!() {
+                                b'"' => {
+                                    take!();
+                                    break;
+                                }
+                                b'\\' => {
+                                    take!();
+                                    if is_control(byte!()) {
+                                        return Invalid;
+                                    }
+                                    take!();
+                                }
+                                b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80.. => {
+                                    take!();
+                                }
+                                _ => return Invalid,
+                            }
+                        }
+                    } else {
+                        token!();
+                    }
+                }
+                b';' => {}
+                _ if spaced => return Invalid,
+                _ => {}
             }
         }
         expect!(b'\r');
@@ -166,6 +347,11 @@ fn reference_chunked_into(input: &[u8], max_trailer: usize, data: &mut Vec<u8>) 
     }
 }
 
+/// tchar (RFC 9110 §5.6.2).
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
 /// RFC 9110 §5.5: controls other than HTAB (CR counts: it may only end a line).
 fn is_control(byte: u8) -> bool {
     (byte < 0x20 && byte != b'\t') || byte == 0x7f
@@ -196,9 +382,31 @@ impl Parsed {
 /// `Connection: close` or a close-delimited body, and only the last one left unfinished.
 /// `answers_head(i)` says whether the i-th final response answers a HEAD (no body follows).
 pub fn parse_responses(
-    mut out: &[u8],
+    out: &[u8],
     answers_head: impl Fn(usize) -> bool,
 ) -> Result<Vec<Parsed>, String> {
+    parse_responses_with(out, |i, _| answers_head(i), Ending::Whole)
+}
+
+/// How the server's output may end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every response it began is there whole (a streamed one may stop at the close).
+    Whole,
+    /// The connection was dropped while the client took nothing: the last response may stop
+    /// anywhere, even inside its head.
+    MayBeCutOff,
+}
+
+/// [`parse_responses`], where whether the i-th final response has no body may depend on its
+/// status too (a 408 answers no request: it has a body even where a HEAD was on its way),
+/// and the output may have been cut off.
+pub fn parse_responses_with(
+    mut out: &[u8],
+    answers_head: impl Fn(usize, u16) -> bool,
+    ending: Ending,
+) -> Result<Vec<Parsed>, String> {
+    let cut_off = ending == Ending::MayBeCutOff;
     let mut responses = Vec::new();
     let mut finals = 0;
     while !out.is_empty() {
@@ -206,6 +414,7 @@ pub fn parse_responses(
         let mut response = httparse::Response::new(&mut slots);
         let head_len = match response.parse(out) {
             Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if cut_off => return Ok(responses),
             Ok(httparse::Status::Partial) => return Err(format!("truncated head: {out:?}")),
             Err(e) => return Err(format!("bad head ({e}): {out:?}")),
         };
@@ -256,7 +465,7 @@ pub fn parse_responses(
         if lengths > 1 || codings > 1 || (lengths == 1 && codings == 1) {
             return Err(format!("ambiguous framing: {parsed:?}"));
         }
-        let no_body = answers_head(finals) || matches!(status, 204 | 304);
+        let no_body = answers_head(finals, status) || matches!(status, 204 | 304);
         finals += 1;
         if no_body {
             if status == 204 && lengths + codings > 0 {
@@ -289,6 +498,12 @@ pub fn parse_responses(
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|s| s.parse::<usize>().ok())
                 .ok_or_else(|| format!("bad Content-Length: {parsed:?}"))?;
+            if out.len() < length && cut_off {
+                parsed.body = out.to_vec();
+                parsed.complete = false;
+                responses.push(parsed);
+                return Ok(responses);
+            }
             if out.len() < length {
                 return Err(format!("body shorter than {length}: {out:?}"));
             }
@@ -385,6 +600,49 @@ mod tests {
     }
 
     #[test]
+    fn timed_scripts_send_every_piece_in_order_and_end_the_client() {
+        let config = timed_config();
+        let payload: Vec<u8> = (0..=255).collect();
+        let pieces = cut(&payload, 3, false);
+        for control in 0..=255u8 {
+            let script = timed_script(&pieces, control, &config);
+            let sent: Vec<&[u8]> = script
+                .iter()
+                .filter_map(|step| match step {
+                    Action::Client(Step::Send(bytes)) => Some(*bytes),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(sent, pieces, "control {control}");
+            let end = &script[script.len() - 3..];
+            assert_eq!(end[0], Action::Client(Step::StartReading));
+            assert!(matches!(
+                end[1],
+                Action::Client(Step::ShutdownWrite | Step::HangUp)
+            ));
+            if control == 0 {
+                assert_eq!(script.len(), pieces.len() + 3);
+            }
+        }
+        let tick_before = Step::Advance(config.head_timeout - Duration::from_nanos(1));
+        let any = |action: Action| {
+            (1..=255u8).any(|control| timed_script(&pieces, control, &config).contains(&action))
+        };
+        assert!(
+            any(Action::Client(tick_before)),
+            "no control reaches a tick before a limit"
+        );
+        assert!(any(Action::Publish), "no control publishes");
+        assert!(any(Action::Client(Step::Shutdown)), "no control shuts down");
+        assert_eq!(channel_named(b"GET /events/c?x HTTP/1.1\r\n"), b"c");
+        assert_eq!(
+            channel_named(b"GET /wait/ HTTP/1.1\r\nGET /events/a.b_~-"),
+            b"a.b_~-"
+        );
+        assert_eq!(channel_named(b"GET / HTTP/1.1\r\n"), b"w");
+    }
+
+    #[test]
     #[rustfmt::skip]
     fn reference_decoder_table() {
         use Outcome::*;
@@ -396,6 +654,12 @@ mod tests {
             (b"0\r\n: v\r\n\r\n", b"", Invalid),
             (b"0\r\nT v\r\n\r\n", b"", Invalid),
             (b"10000000000000000\r\n", b"", Invalid),
+            (b"5 ;a=\"q\\\"x\" ; b = c\r\nhello\r\n0\r\n\r\n", b"hello", Done { consumed: 33 }),
+            (b"5 \r\nhello\r\n0\r\n\r\n", b"", Invalid),
+            (b"5;\r\nhello\r\n0\r\n\r\n", b"", Invalid),
+            (b"5;bad[=x\r\n", b"", Invalid),
+            (b"5;a=\"q\r\nhello\r\n0\r\n\r\n", b"", Invalid),
+            (b"5;a=\"q", b"", NeedMore),
         ];
         for (input, data, outcome) in table {
             assert_eq!(reference_chunked(input, 64), (data.to_vec(), outcome.clone()), "{input:?}");
@@ -428,5 +692,15 @@ mod tests {
         );
         assert!(parse_responses(both.as_bytes(), |_| false).is_err());
         assert!(parse_responses(b"HTTP/1.1 999 X\r\n\r\n", |_| false).is_err());
+
+        // Dropped while the client took nothing: the last response may stop anywhere.
+        let cut = format!("HTTP/1.1 200 OK\r\n{date}\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 20");
+        let whole = parse_responses_with(cut.as_bytes(), |_, _| false, Ending::Whole);
+        assert!(whole.is_err());
+        let parsed = parse_responses_with(cut.as_bytes(), |_, _| false, Ending::MayBeCutOff);
+        assert_eq!(parsed.unwrap().len(), 1);
+        let short_body = format!("HTTP/1.1 200 OK\r\n{date}\r\nContent-Length: 5\r\n\r\nhi");
+        let parsed = parse_responses_with(short_body.as_bytes(), |_, _| false, Ending::MayBeCutOff);
+        assert!(!parsed.unwrap()[0].complete);
     }
 }

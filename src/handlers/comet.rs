@@ -90,7 +90,9 @@ pub fn notify_body(limit: usize) -> impl Fn(&Head<'_>) -> Route {
 fn answer(published: Result<Published, CometError>) -> Response {
     match published {
         Ok(Published { id, reached }) => {
-            Response::text(200, reached.to_string()).with_header(ID_HEADER, id.to_string())
+            Response::text(200, reached.to_string())
+                .with_header(ID_HEADER, id.to_string())
+                .no_store()
         }
         Err(e) => e.response(),
     }
@@ -101,7 +103,7 @@ pub fn count(_head: &Head<'_>) -> Route {
     Route::Server {
         limit: None,
         handler: Rc::new(|_: Request, server: &mut ServerState<'_>| {
-            Response::text(200, server.waiters().to_string())
+            Response::text(200, server.waiters().to_string()).no_store()
         }),
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::refuse_head;
 use crate::config::Config;
+use crate::http::response::NO_STORE;
 use crate::http::{Head, Response};
 use crate::router::{Look, Polled, Route, ServerState, Source};
 use crate::server::child::{self, Spawned, REAP_INTERVAL};
@@ -61,7 +62,7 @@ fn start(name: &str, config: &Config, server: &mut ServerState<'_>) -> Result<Po
         content_type: "text/plain; charset=utf-8".into(),
         headers: vec![
             ("X-Content-Type-Options".into(), "nosniff".into()),
-            ("Cache-Control".into(), "no-cache".into()),
+            (NO_STORE.0.into(), NO_STORE.1.into()),
         ],
         trailer: Some("X-Exit-Status"),
         source: Box::new(Command {

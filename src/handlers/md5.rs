@@ -1,5 +1,5 @@
-//! `POST /` and `POST /md5`: the MD5 of the request body, hashed as it streams in, so any
-//! size takes the same memory.
+//! `POST /` and `POST /md5` (and `PUT` there and on unclaimed paths): the MD5 of the request
+//! body, hashed as it streams in, so any size takes the same memory.
 
 use md5::{Digest, Md5};
 
@@ -24,7 +24,7 @@ impl BodySink for Md5Sink {
 
     fn finish(self: Box<Self>) -> Response {
         let digest = self.hasher.finalize();
-        Response::text(200, hex(&digest))
+        Response::text(200, hex(&digest)).no_store()
     }
 }
 

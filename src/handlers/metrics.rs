@@ -19,4 +19,5 @@ fn render(_request: Request, server: &mut ServerState<'_>) -> Response {
         "text/plain; version=0.0.4; charset=utf-8",
         server.metrics().into_bytes(),
     )
+    .no_store()
 }

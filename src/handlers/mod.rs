@@ -25,7 +25,8 @@ pub fn come_back_later(body: &'static str) -> Response {
 /// The conventional benchmark body.
 pub const PLAINTEXT: &str = "Hello, World!";
 
-/// Every built-in route: `POST /` and `POST /md5` (streamed MD5 of the body),
+/// Every built-in route: `POST /` and `POST /md5` (streamed MD5 of the body; `PUT` too, on
+/// them and on any path no other route claims, as `curl -T FILE URL/` sends),
 /// `GET /plaintext`, the comet routes (`GET /` counts the parked waiters) and
 /// `GET /stream/NAME` (a configured command's output), and `GET /metrics` (the loop's own
 /// counters; with `--admin-listen` it is served there only, and is 404 here). With an admin
@@ -41,23 +42,30 @@ pub fn builtin_router(config: &Config) -> Router {
     let mut router = Router::new()
         .streamed("POST", "/", md5::start)
         .streamed("POST", "/md5", md5::start)
+        .streamed("PUT", "/", md5::start)
+        .streamed("PUT", "/md5", md5::start)
+        .streamed("PUT", "/*", md5::start)
+        .fallback()
         .respond("GET", "/plaintext", |_| Response::text(200, PLAINTEXT))
         .route("GET", "/", comet::count)
         .route("GET", "/metrics", guarded(admin(), metrics_here(config)));
     for path in ["/wait", "/wait/*"] {
-        router = router.route("GET", path, comet::wait);
+        router = router.route("GET", path, comet::wait).without_head();
     }
     for path in ["/notify", "/notify/*"] {
         let notify_body = comet::notify_body(config.comet_body_limit);
         router = router
             .route("GET", path, guarded(admin(), comet::notify_count))
+            .without_head()
             .route("POST", path, guarded(admin(), notify_body));
     }
     for path in ["/events", "/events/*"] {
-        router = router.route("GET", path, comet::events);
+        router = router.route("GET", path, comet::events).without_head();
     }
     for path in ["/stream", "/stream/*"] {
-        router = router.route("GET", path, guarded(exec_token(), exec::stream(config)));
+        router = router
+            .route("GET", path, guarded(exec_token(), exec::stream(config)))
+            .without_head();
     }
     router
 }

@@ -74,13 +74,36 @@ enum ChunkState {
         size: u64,
         digits: u32,
     },
-    /// BWS after the size, before `;` or CR.
+    /// BWS after the size: only a `;` may follow it (RFC 9112 §7.1.1).
     SizeWhitespace {
         size: u64,
     },
-    /// Inside a chunk extension, skipped up to its CR.
-    Extension {
+    /// After a `;`: BWS, then a chunk-ext-name (`started` once its first byte is in).
+    ExtensionName {
         size: u64,
+        started: bool,
+    },
+    /// BWS after a name: `=` or `;` must follow.
+    ExtensionAfterName {
+        size: u64,
+    },
+    /// After `=`: BWS, then a token or a quoted-string.
+    ExtensionValueStart {
+        size: u64,
+    },
+    /// Inside a token value.
+    ExtensionToken {
+        size: u64,
+    },
+    /// Inside a quoted-string value; `escaped` right after its backslash.
+    ExtensionQuoted {
+        size: u64,
+        escaped: bool,
+    },
+    /// After a value: `;` after BWS, or CR or `;` right after a closing quote (`bws` false).
+    ExtensionAfterValue {
+        size: u64,
+        bws: bool,
     },
     /// The CR of a size line was seen; LF must follow.
     SizeLf {
@@ -154,6 +177,16 @@ impl ChunkedDecoder {
         })
     }
 
+    /// Counts one more byte of a size line after its digits (whitespace and extensions),
+    /// which RFC 9112 §7.1.1 lets a server bound, and moves on.
+    fn extension(&mut self, next: ChunkState) -> Result<ChunkState, ChunkError> {
+        self.extension_len += 1;
+        if self.extension_len > MAX_CHUNK_EXTENSION {
+            return Err(ChunkError::BadExtension);
+        }
+        Ok(next)
+    }
+
     /// One framing byte: the next state, or why the framing is broken.
     fn step(&mut self, state: ChunkState, byte: u8) -> Result<ChunkState, ChunkError> {
         use ChunkState::*;
@@ -166,31 +199,156 @@ impl ChunkedDecoder {
                     .ok_or(ChunkError::SizeOverflow)?;
                 Size {
                     size,
-                    digits: digits + 1,
+                    digits: digits.saturating_add(1),
                 }
             }
             (Size { digits: 0, .. }, _) => return Err(ChunkError::BadSize),
-            (Size { size, .. } | SizeWhitespace { size }, b' ' | b'\t') => SizeWhitespace { size },
+            (
+                Size { .. }
+                | SizeWhitespace { .. }
+                | ExtensionName { .. }
+                | ExtensionAfterName { .. }
+                | ExtensionValueStart { .. }
+                | ExtensionToken { .. }
+                | ExtensionQuoted { .. }
+                | ExtensionAfterValue { .. },
+                b'\n',
+            ) => return Err(ChunkError::BareLf),
+            (Size { size, .. }, b'\r') => SizeLf { size },
+            // chunk-size [ chunk-ext ] CRLF: whitespace after the size is the BWS before an
+            // extension's `;`, never alone.
+            (Size { size, .. } | SizeWhitespace { size }, b' ' | b'\t') => {
+                self.extension(SizeWhitespace { size })?
+            }
             (Size { size, .. } | SizeWhitespace { size }, b';') => {
-                self.extension_len = 0;
-                Extension { size }
-            }
-            (Size { size, .. } | SizeWhitespace { size } | Extension { size }, b'\r') => {
-                SizeLf { size }
-            }
-            (Size { .. } | SizeWhitespace { .. } | Extension { .. }, b'\n') => {
-                return Err(ChunkError::BareLf)
+                self.extension(ExtensionName {
+                    size,
+                    started: false,
+                })?
             }
             (Size { .. } | SizeWhitespace { .. }, _) => return Err(ChunkError::BadSize),
-            (Extension { size }, _) => {
-                self.extension_len += 1;
-                if is_control(byte) || self.extension_len > MAX_CHUNK_EXTENSION {
+            // chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+            (
+                ExtensionName {
+                    size,
+                    started: true,
+                },
+                b'\r',
+            ) => SizeLf { size },
+            (ExtensionName { size, started }, _) => {
+                let next = match byte {
+                    _ if is_tchar(byte) => ExtensionName {
+                        size,
+                        started: true,
+                    },
+                    b' ' | b'\t' if !started => ExtensionName { size, started },
+                    b' ' | b'\t' => ExtensionAfterName { size },
+                    b'=' if started => ExtensionValueStart { size },
+                    b';' if started => ExtensionName {
+                        size,
+                        started: false,
+                    },
+                    _ => return Err(ChunkError::BadExtension),
+                };
+                self.extension(next)?
+            }
+            (ExtensionAfterName { size }, _) => {
+                let next = match byte {
+                    b' ' | b'\t' => ExtensionAfterName { size },
+                    b'=' => ExtensionValueStart { size },
+                    b';' => ExtensionName {
+                        size,
+                        started: false,
+                    },
+                    _ => return Err(ChunkError::BadExtension),
+                };
+                self.extension(next)?
+            }
+            // chunk-ext-val = token / quoted-string
+            (ExtensionValueStart { size }, _) => {
+                let next = match byte {
+                    b' ' | b'\t' => ExtensionValueStart { size },
+                    b'"' => ExtensionQuoted {
+                        size,
+                        escaped: false,
+                    },
+                    _ if is_tchar(byte) => ExtensionToken { size },
+                    _ => return Err(ChunkError::BadExtension),
+                };
+                self.extension(next)?
+            }
+            (ExtensionToken { size }, b'\r') => SizeLf { size },
+            (ExtensionToken { size }, _) => {
+                let next = match byte {
+                    _ if is_tchar(byte) => ExtensionToken { size },
+                    b' ' | b'\t' => ExtensionAfterValue { size, bws: true },
+                    b';' => ExtensionName {
+                        size,
+                        started: false,
+                    },
+                    _ => return Err(ChunkError::BadExtension),
+                };
+                self.extension(next)?
+            }
+            // quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE (RFC 9110 §5.6.4)
+            (
+                ExtensionQuoted {
+                    size,
+                    escaped: true,
+                },
+                _,
+            ) => {
+                // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+                if is_control(byte) {
                     return Err(ChunkError::BadExtension);
                 }
-                Extension { size }
+                self.extension(ExtensionQuoted {
+                    size,
+                    escaped: false,
+                })?
             }
-            (SizeLf { size: 0 }, b'\n') => TrailerLineStart,
-            (SizeLf { size }, b'\n') => Data { remaining: size },
+            (
+                ExtensionQuoted {
+                    size,
+                    escaped: false,
+                },
+                _,
+            ) => {
+                let next = match byte {
+                    b'\\' => ExtensionQuoted {
+                        size,
+                        escaped: true,
+                    },
+                    b'"' => ExtensionAfterValue { size, bws: false },
+                    // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+                    b'\t' | b' '..=b'~' | 0x80..=0xff => ExtensionQuoted {
+                        size,
+                        escaped: false,
+                    },
+                    // A CR here leaves the string unterminated; other controls are not qdtext.
+                    _ => return Err(ChunkError::BadExtension),
+                };
+                self.extension(next)?
+            }
+            (ExtensionAfterValue { size, bws: false }, b'\r') => SizeLf { size },
+            (ExtensionAfterValue { size, .. }, _) => {
+                let next = match byte {
+                    b' ' | b'\t' => ExtensionAfterValue { size, bws: true },
+                    b';' => ExtensionName {
+                        size,
+                        started: false,
+                    },
+                    _ => return Err(ChunkError::BadExtension),
+                };
+                self.extension(next)?
+            }
+            (SizeLf { size }, b'\n') => {
+                self.extension_len = 0;
+                match size {
+                    0 => TrailerLineStart,
+                    size => Data { remaining: size },
+                }
+            }
             (SizeLf { .. }, _) => return Err(ChunkError::BareLf),
             (DataCr, b'\r') => DataLf,
             (DataCr, _) => return Err(ChunkError::MissingCrlf),
@@ -223,7 +381,12 @@ impl ChunkedDecoder {
     }
 }
 
-/// Bytes no field value or extension may contain (RFC 9110 §5.5): controls other than HTAB.
+/// tchar (RFC 9110 §5.6.2): the bytes of an extension's name or token value.
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// Bytes no field value may contain (RFC 9110 §5.5): controls other than HTAB.
 fn is_control(byte: u8) -> bool {
     (byte < 0x20 && byte != b'\t') || byte == 0x7f
 }
@@ -292,6 +455,12 @@ mod tests {
                 b"5 ; n=\"a b;c\"\r\nhello\r\n0\r\n\r\n",
                 b"hello",
             ),
+            ("token extension", b"5;a=b\r\nhello\r\n0\r\n\r\n", b"hello"),
+            ("BWS before ;", b"5 ;a=\"q\"\r\nhello\r\n0\r\n\r\n", b"hello"),
+            ("escaped quote", b"5;a=\"q\\\"x\"\r\nhello\r\n0\r\n\r\n", b"hello"),
+            ("BWS everywhere", b"5 \t; a = b ;c\t=\t\"\" ; d\r\nhello\r\n0\r\n\r\n", b"hello"),
+            ("quoted obs-text and pairs", b"5;a=\"\xe9\\\t\\\\\"\r\nhello\r\n0\r\n\r\n", b"hello"),
+            ("names and flags", b"5;a;b;c=d;e\r\nhello\r\n0;x=\"y\"\r\n\r\n", b"hello"),
             (
                 "trailers",
                 b"5\r\nhello\r\n0\r\nX-Digest: abc\r\nX-Other:\r\n\r\n",
@@ -354,6 +523,26 @@ mod tests {
                 b"5;a\x01\r\nhello",
                 ChunkError::BadExtension,
             ),
+            // RFC 9112 §7.1, §7.1.1: BWS only before `;` and around `=`; names and token
+            // values are tokens, quoted values end.
+            ("space before CRLF", b"5 \r\nhello\r\n0\r\n\r\n", ChunkError::BadSize),
+            ("tab before CRLF", b"5\t\r\nhello\r\n0\r\n\r\n", ChunkError::BadSize),
+            ("empty extension", b"5;\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+            ("BWS only after ;", b"5; \r\nhello", ChunkError::BadExtension),
+            ("non-token in name", b"5;bad[=x\r\nhello", ChunkError::BadExtension),
+            ("non-token in value", b"5;a=b@c\r\nhello", ChunkError::BadExtension),
+            ("space inside a value", b"5;a=b c\r\nhello", ChunkError::BadExtension),
+            ("BWS before CRLF after name", b"5;a \r\nhello", ChunkError::BadExtension),
+            ("BWS before CRLF after value", b"5;a=b \r\nhello", ChunkError::BadExtension),
+            ("no name", b"5;=b\r\nhello", ChunkError::BadExtension),
+            ("no value", b"5;a=\r\nhello", ChunkError::BadExtension),
+            ("two ;", b"5;;a\r\nhello", ChunkError::BadExtension),
+            ("unterminated quote", b"5;a=\"q\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
+            ("text after a quote", b"5;a=\"q\"x\r\nhello", ChunkError::BadExtension),
+            ("control in a quote", b"5;a=\"q\x01\"\r\nhello", ChunkError::BadExtension),
+            ("escaped control", b"5;a=\"q\\\x01\"\r\nhello", ChunkError::BadExtension),
+            ("bare LF in a quote", b"5;a=\"q\nhello", ChunkError::BareLf),
+            ("non-ASCII in a name", b"5;\xe9\r\nhello", ChunkError::BadExtension),
             (
                 "obs-fold trailer",
                 b"0\r\nA: 1\r\n 2\r\n\r\n",
@@ -388,6 +577,19 @@ mod tests {
         assert_eq!(
             decode_in_pieces(Framing::Chunked, &long_extension, 7),
             Err(ChunkError::BadExtension)
+        );
+        // Whitespace counts against the same bound.
+        let long_bws = [b"1".as_slice(), &[b' '; MAX_CHUNK_EXTENSION + 1]].concat();
+        assert_eq!(
+            decode_in_pieces(Framing::Chunked, &long_bws, 7),
+            Err(ChunkError::BadExtension)
+        );
+        // The bound is per size line: many extensions, each under it, are fine.
+        let quoted = format!("1;e=\"{}\"\r\nx\r\n", "q".repeat(MAX_CHUNK_EXTENSION - 8));
+        let many = [quoted.repeat(3).as_bytes(), b"0\r\n\r\n"].concat();
+        assert_eq!(
+            decode_in_pieces(Framing::Chunked, &many, 5).map(|(body, _)| body),
+            Ok(b"xxx".to_vec())
         );
     }
 

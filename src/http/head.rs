@@ -219,26 +219,41 @@ pub fn parse_head<'a>(
     limits: &HeadLimits,
 ) -> Result<Head<'a>, RequestError> {
     let slots = limits.max_headers.min(MAX_HEADERS_CAP);
-    let mut request = httparse::Request::new(&mut []);
-    match request.parse_with_uninit_headers(head, &mut storage[..slots]) {
-        Ok(httparse::Status::Complete(_)) => {}
-        // The scanner found an empty line, so a partial parse means a malformed line ending.
-        Ok(httparse::Status::Partial) => return Err(RequestError::MalformedHead),
-        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
-        Err(httparse::Error::Version) => return Err(classify_version_error(head)),
-        Err(_) => return Err(RequestError::MalformedHead),
-    }
-    let method = request.method.unwrap_or_default();
-    let target = request.path.unwrap_or_default();
-    let version = match request.version {
-        Some(0) => Version::Http10,
-        _ => Version::Http11,
-    };
+    // Our own request-line grammar first (RFC 9112 §3): httparse is laxer about the target
+    // and knows no version but 1.0 and 1.1.
+    let line = parse_request_line(head)?;
+    let (method, target, headers): (&'a str, &'a str, &'a [httparse::Header<'a>]) =
+        if line.minor_version <= 1 {
+            let mut request = httparse::Request::new(&mut []);
+            match request.parse_with_uninit_headers(head, &mut storage[..slots]) {
+                Ok(httparse::Status::Complete(_)) => {}
+                // The scanner found an empty line, so a partial parse means a malformed line
+                // ending.
+                Ok(httparse::Status::Partial) => return Err(RequestError::MalformedHead),
+                Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
+                Err(_) => return Err(RequestError::MalformedHead),
+            }
+            let method = request.method.unwrap_or_default();
+            let target = request.path.unwrap_or_default();
+            (method, target, request.headers)
+        } else {
+            let ascii = |bytes| std::str::from_utf8(bytes).map_err(|_| RequestError::MalformedHead);
+            let target_end = line.method_len + 1 + line.target_len;
+            let method = ascii(&head[..line.method_len])?;
+            let target = ascii(&head[line.method_len + 1..target_end])?;
+            let headers = higher_minor_fields(&head[line.len..], storage, slots)?;
+            (method, target, headers)
+        };
+    // httparse read the same line: what it accepts includes all our grammar does.
+    debug_assert_eq!(
+        (method.len(), target.len()),
+        (line.method_len, line.target_len)
+    );
+    let version = line.version;
     if target.len() > limits.max_target_size {
         return Err(RequestError::TargetTooLong);
     }
-    let (path, query) = split_target(method, target)?;
-    let headers: &'a [httparse::Header<'a>] = request.headers;
+    let (path, query) = split_target(method, target, &line)?;
     let fields = FieldSummary::collect(headers, version)?;
 
     // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request without exactly one
@@ -264,49 +279,302 @@ pub fn parse_head<'a>(
     })
 }
 
-/// httparse reports every version other than 1.0/1.1 the same way; a well-formed `HTTP/d.d`
-/// deserves 505, anything else is a malformed request line.
-fn classify_version_error(head: &[u8]) -> RequestError {
-    let line_end = head.iter().position(|&b| b == b'\r' || b == b'\n');
-    let line = &head[..line_end.unwrap_or(head.len())];
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    match version {
+/// The shape of a request-line (RFC 9112 §3): `method SP request-target SP HTTP-version`,
+/// then CRLF (or the bare LF §2.2 lets a server accept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RequestLine {
+    method_len: usize,
+    /// The target starts after the method and its SP. Its bytes are all RFC 3986's.
+    target_len: usize,
+    /// `[` or `]`, which only an authority may hold (an IP-literal).
+    target_has_brackets: bool,
+    /// Where the first `?` is in the target, if anywhere: the query follows it.
+    query_at: Option<usize>,
+    version: Version,
+    minor_version: u8,
+    /// Bytes of the line, its line ending included.
+    len: usize,
+}
+
+/// Checks a request-line in one pass: exactly one SP between its parts (RFC 9112 §3: the
+/// lenient whitespace splitting it allows is how a target with a space in it turns into a
+/// different request); a target of RFC 3986 bytes only (§3.2: no fragment, raw space,
+/// control or non-ASCII byte, no `"<>\^`{|}`, a `%` then two hex digits). A well-formed
+/// `HTTP/x.y` with a major version other than 1 is a 505 (RFC 9110 §15.6.6), `HTTP/0.9`
+/// included; 1.y with y > 1 is read as 1.1 (RFC 9110 §2.5: the highest minor version we
+/// speak); anything else is a malformed line, 400.
+fn parse_request_line(head: &[u8]) -> Result<RequestLine, RequestError> {
+    // method = token (RFC 9110 §9.1)
+    let method_len = head.iter().position(|&b| !is_tchar(b)).unwrap_or(0);
+    if method_len == 0 || head.get(method_len) != Some(&b' ') {
+        return Err(RequestError::MalformedHead);
+    }
+    let target_start = method_len + 1;
+    let mut at = target_start;
+    let mut target_has_brackets = false;
+    let mut query_at = None;
+    while let Some(&b) = head.get(at) {
+        match TARGET_BYTES[usize::from(b)] {
+            URI_PLAIN => at += 1,
+            URI_QUESTION_MARK => {
+                query_at = query_at.or(Some(at - target_start));
+                at += 1;
+            }
+            URI_PERCENT => match head.get(at + 1..at + 3) {
+                Some([h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => at += 3,
+                _ => return Err(RequestError::BadTarget),
+            },
+            URI_BRACKET => {
+                target_has_brackets = true;
+                at += 1;
+            }
+            _ => break,
+        }
+    }
+    let target_len = at - target_start;
+    match head.get(at) {
+        Some(b' ') if target_len > 0 => {}
+        Some(b' ' | b'\r' | b'\n') | None => return Err(RequestError::MalformedHead),
+        Some(_) => return Err(RequestError::BadTarget),
+    }
+    let version_at = at + 1;
+    let version = head
+        .get(version_at..version_at + 8)
+        .ok_or(RequestError::MalformedHead)?;
+    let line_ending = match &head[version_at + 8..] {
+        [b'\r', b'\n', ..] => 2,
+        [b'\n', ..] => 1,
+        _ => return Err(RequestError::MalformedHead),
+    };
+    let (version, minor_version) = match *version {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => {
+            let minor = minor - b'0';
+            let version = if minor == 0 {
+                Version::Http10
+            } else {
+                Version::Http11
+            };
+            (version, minor)
+        }
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() =>
         {
-            RequestError::UnsupportedVersion
+            return Err(RequestError::UnsupportedVersion)
         }
-        _ => RequestError::MalformedHead,
+        _ => return Err(RequestError::MalformedHead),
+    };
+    Ok(RequestLine {
+        method_len,
+        target_len,
+        target_has_brackets,
+        query_at,
+        version,
+        minor_version,
+        len: version_at + 8 + line_ending,
+    })
+}
+
+/// tchar (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    matches!(b, b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'.' | b'^'..=b'`' | b'|' | b'~')
+        || b.is_ascii_alphanumeric()
+}
+
+/// A request httparse knows with an empty field line `a:` for each header slot.
+const FILLER_LINE: &[u8] = b"GET / HTTP/1.1\r\n";
+const FILLER_LEN: usize = FILLER_LINE.len() + 4 * MAX_HEADERS_CAP + 2;
+static FILLER: [u8; FILLER_LEN] = {
+    let mut bytes = [b'\n'; FILLER_LEN];
+    let mut i = 0;
+    while i < FILLER_LINE.len() {
+        bytes[i] = FILLER_LINE[i];
+        i += 1;
+    }
+    while i < FILLER_LEN {
+        bytes[i] = if i + 2 < FILLER_LEN { b'a' } else { b'\r' };
+        if i + 2 < FILLER_LEN {
+            bytes[i + 1] = b':';
+            bytes[i + 2] = b'\r';
+        }
+        i += 4;
+    }
+    bytes
+};
+
+/// The field lines of an HTTP/1.y request with y > 1, which httparse refuses whole. Its
+/// header-only parser wants initialized slots, and the storage is uninitialized: httparse
+/// itself initializes them all, parsing a static request with one empty field per slot, then
+/// the real fields overwrite the first `slots`. (Rare, so the extra parse costs nothing that
+/// matters, and no `unsafe` is needed.)
+fn higher_minor_fields<'a>(
+    fields: &'a [u8],
+    storage: &'a mut HeaderStorage<'a>,
+    slots: usize,
+) -> Result<&'a [httparse::Header<'a>], RequestError> {
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(&FILLER, storage) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(RequestError::MalformedHead),
+    }
+    let initialized = &mut request.headers[..slots];
+    match httparse::parse_headers(fields, initialized) {
+        Ok(httparse::Status::Complete((_, headers))) => Ok(headers),
+        Ok(httparse::Status::Partial) => Err(RequestError::MalformedHead),
+        Err(httparse::Error::TooManyHeaders) => Err(RequestError::TooManyHeaders),
+        Err(_) => Err(RequestError::MalformedHead),
     }
 }
 
-/// Splits a request-target into the path the router sees and the query (RFC 9112 §3.2).
+/// Splits a request-target into the path the router sees and the query, refusing any form
+/// RFC 9112 §3.2 does not allow, and bytes RFC 3986 does not allow where they are.
 fn split_target<'a>(
     method: &str,
     target: &'a str,
+    line: &RequestLine,
 ) -> Result<(&'a str, Option<&'a str>), RequestError> {
     let path_and_query = if target.starts_with('/') {
-        target
+        // origin-form = absolute-path [ "?" query ]: the request-line checked its bytes,
+        // all but the brackets only an authority may hold, and found the `?`.
+        if line.target_has_brackets {
+            return Err(RequestError::BadTarget);
+        }
+        return Ok(
+            match line.query_at.and_then(|at| target.split_at_checked(at)) {
+                Some((path, query)) => (path, Some(&query[1..])),
+                None => (target, None),
+            },
+        );
     } else if let Some(rest) = strip_http_scheme(target) {
-        // absolute-form: authority, then an optional path-abempty and query.
+        // absolute-form (§3.2.2): authority, then an optional path-abempty and query.
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if authority_end == 0 {
+        // RFC 9110 §4.2.4: userinfo in an http(s) URI is to be treated as an error.
+        if authority_end == 0 || !is_authority(&rest[..authority_end]) {
             return Err(RequestError::BadTarget);
         }
         match &rest[authority_end..] {
             "" => "/",
-            p if p.starts_with('?') => return Ok(("/", Some(&p[1..]))),
+            p if p.starts_with('?') => {
+                if !is_path_and_query(p) {
+                    return Err(RequestError::BadTarget);
+                }
+                return Ok(("/", Some(&p[1..])));
+            }
             p => p,
         }
     } else if target == "*" && method == "OPTIONS" {
+        // asterisk-form (§3.2.4)
         return Ok(("*", None));
+    } else if method == "CONNECT" && is_host_and_port(target) {
+        // authority-form (§3.2.3): the router sees it as the path, as it sees `*`.
+        return Ok((target, None));
     } else {
         return Err(RequestError::BadTarget);
     };
+    if !is_path_and_query(path_and_query) {
+        return Err(RequestError::BadTarget);
+    }
     Ok(match path_and_query.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (path_and_query, None),
     })
+}
+
+/// What a byte is in a request-target, as the request-line scan sees it: not RFC 3986's,
+/// allowed as it is, `%` (two hex digits must follow), a bracket, or `?`.
+const URI_INVALID: u8 = 0;
+const URI_PLAIN: u8 = 1;
+const URI_PERCENT: u8 = 2;
+const URI_BRACKET: u8 = 3;
+const URI_QUESTION_MARK: u8 = 4;
+
+static TARGET_BYTES: [u8; 256] = {
+    let mut table = [URI_INVALID; 256];
+    let mut b = 0;
+    while b < 256 {
+        if URI_BYTES[b] != 0 {
+            table[b] = URI_PLAIN;
+        }
+        b += 1;
+    }
+    table[b'%' as usize] = URI_PERCENT;
+    table[b'[' as usize] = URI_BRACKET;
+    table[b']' as usize] = URI_BRACKET;
+    table[b'?' as usize] = URI_QUESTION_MARK;
+    table
+};
+
+/// Which bytes a part of a request-target may hold as they are (RFC 3986 §2-§3).
+const PATH_OR_QUERY: u8 = 1;
+const AUTHORITY: u8 = 2;
+
+/// RFC 3986 byte classes: unreserved and sub-delims anywhere; `:` `@` `/` `?` in a path or
+/// query (pchar, §3.3-§3.4); `:` `[` `]` in an authority (host and port, §3.2; no userinfo).
+/// `%` is checked apart, with the two hex digits it needs.
+static URI_BYTES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let both = PATH_OR_QUERY | AUTHORITY;
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() {
+            table[b] = both;
+        }
+        b += 1;
+    }
+    let unreserved_and_sub_delims = b"-._~!$&'()*+,;=";
+    let mut i = 0;
+    while i < unreserved_and_sub_delims.len() {
+        table[unreserved_and_sub_delims[i] as usize] = both;
+        i += 1;
+    }
+    table[b':' as usize] = both;
+    table[b'@' as usize] = PATH_OR_QUERY;
+    table[b'/' as usize] = PATH_OR_QUERY;
+    table[b'?' as usize] = PATH_OR_QUERY;
+    table[b'[' as usize] = AUTHORITY;
+    table[b']' as usize] = AUTHORITY;
+    table
+};
+
+/// Whether every byte of `part` belongs to `class`, a `%` counting with the two hex
+/// digits after it.
+fn uri_bytes_are(part: &[u8], class: u8) -> bool {
+    let mut at = 0;
+    while at < part.len() {
+        let b = part[at];
+        if b == b'%' {
+            match part.get(at + 1..at + 3) {
+                Some([h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => at += 3,
+                _ => return false,
+            }
+        } else if URI_BYTES[usize::from(b)] & class != 0 {
+            at += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_path_and_query(part: &str) -> bool {
+    uri_bytes_are(part.as_bytes(), PATH_OR_QUERY)
+}
+
+fn is_authority(part: &str) -> bool {
+    uri_bytes_are(part.as_bytes(), AUTHORITY)
+}
+
+/// uri-host ":" port (RFC 9112 §3.2.3), for CONNECT.
+fn is_host_and_port(target: &str) -> bool {
+    match target.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && is_authority(host)
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
 }
 
 fn strip_http_scheme(target: &str) -> Option<&str> {
@@ -518,7 +786,7 @@ mod tests {
             ("space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
             ("obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n", 400),
             ("http/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
-            ("http/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+            ("http/1.2 read as 1.1", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", 200),
             ("http/x", "GET / HTTP/x\r\nHost: a\r\n\r\n", 400),
             ("garbage line", "HELLO\r\n\r\n", 400),
             ("cl+te", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
@@ -551,6 +819,119 @@ mod tests {
         for (name, raw, want) in table {
             assert_eq!(status(raw), *want, "{name}: {raw:?}");
         }
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn request_line_and_target_grammar() {
+        // RFC 9112 §3, §3.2, RFC 3986: what is not the grammar is a 400, not a 505 or a path.
+        let table: &[(&str, u16)] = &[
+            ("GET /a HTTP/1.1", 200),
+            ("GET /a%20b?x=%7B1%7D HTTP/1.1", 200),
+            ("GET /-._~!$&'()*+,;=:@/?/? HTTP/1.1", 200),
+            ("GET /a  HTTP/1.1", 400),
+            ("GET  /a HTTP/1.1", 400),
+            ("GET /a b HTTP/1.1", 400),
+            ("GET /a HTTP/1.1 ", 400),
+            ("GET\t/a HTTP/1.1", 400),
+            ("GET /a\tb HTTP/1.1", 400),
+            ("GET /a HTTP/1.1\r", 400),
+            ("GET /a", 400),
+            ("GET", 400),
+            (" /a HTTP/1.1", 400),
+            ("G(T /a HTTP/1.1", 400),
+            ("GET /a http/1.1", 400),
+            ("GET /a HTTP/1", 400),
+            ("GET /a HTTP/1.10", 400),
+            ("GET /a HTTP/11.1", 400),
+            ("GET /a HTTP/x.1", 400),
+            ("GET /a HTTP/2.0", 505),
+            ("GET /a HTTP/0.9", 505),
+            ("GET /a HTTP/9.9", 505),
+            ("GET /a HTTP/1.0", 200),
+            ("GET /a HTTP/1.2", 200),
+            ("GET /a HTTP/1.9", 200),
+            ("GET /a#frag HTTP/1.1", 400),
+            ("GET /a?b#frag HTTP/1.1", 400),
+            ("GET /caf\u{e9} HTTP/1.1", 400),
+            ("GET /%zz HTTP/1.1", 400),
+            ("GET /%4 HTTP/1.1", 400),
+            ("GET /a% HTTP/1.1", 400),
+            ("GET /\" HTTP/1.1", 400),
+            ("GET /< HTTP/1.1", 400),
+            ("GET /> HTTP/1.1", 400),
+            ("GET /{ HTTP/1.1", 400),
+            ("GET /} HTTP/1.1", 400),
+            ("GET /\\ HTTP/1.1", 400),
+            ("GET /^ HTTP/1.1", 400),
+            ("GET /` HTTP/1.1", 400),
+            ("GET /| HTTP/1.1", 400),
+            ("GET /[ HTTP/1.1", 400),
+            ("GET /?a=\x01 HTTP/1.1", 400),
+            ("GET /\x7f HTTP/1.1", 400),
+            ("GET http://h/a HTTP/1.1", 200),
+            ("GET http://[::1]:8080/a?b HTTP/1.1", 200),
+            ("GET http://user@h/a HTTP/1.1", 400),
+            ("GET http://h/a#f HTTP/1.1", 400),
+            ("GET http://h</a HTTP/1.1", 400),
+            ("GET http://h?<  HTTP/1.1", 400),
+            ("GET ftp://h/a HTTP/1.1", 400),
+            ("OPTIONS * HTTP/1.1", 200),
+            ("GET * HTTP/1.1", 400),
+            ("CONNECT h:443 HTTP/1.1", 200),
+            ("CONNECT [::1]:443 HTTP/1.1", 200),
+            ("CONNECT h HTTP/1.1", 400),
+            ("CONNECT h: HTTP/1.1", 400),
+            ("CONNECT :443 HTTP/1.1", 400),
+            ("GET h:443 HTTP/1.1", 400),
+        ];
+        for (line, want) in table {
+            let raw = format!("{line}\r\nHost: h\r\n\r\n");
+            assert_eq!(status(&raw), *want, "{line:?}");
+        }
+        let mut storage = header_storage();
+        let raw = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n".as_slice();
+        assert_eq!(parse_head(raw, &mut storage, &HeadLimits::default()).unwrap().target, "/a");
+    }
+
+    #[test]
+    fn a_higher_minor_version_is_read_as_http_1_1_with_its_fields() {
+        // RFC 9110 §2.5: answered as the highest 1.x we speak; its fields as for 1.1.
+        let limits = HeadLimits::default();
+        let raw = b"POST /a?q HTTP/1.7\r\nHost: h\r\nX-A: 1\r\nContent-Length: 5\r\n\r\n";
+        let mut storage = header_storage();
+        let head = parse_head(raw, &mut storage, &limits).unwrap();
+        assert_eq!(head.version, Version::Http11);
+        assert_eq!(
+            (head.method, head.path, head.query),
+            ("POST", "/a", Some("q"))
+        );
+        assert_eq!(head.framing, Framing::Length(5));
+        assert_eq!(head.headers.len(), 3);
+        assert_eq!(head.header("x-a"), Some(&b"1"[..]));
+        assert!(head.keep_alive);
+
+        let no_host = b"GET / HTTP/1.2\r\n\r\n";
+        let mut storage = header_storage();
+        let error = parse_head(no_host, &mut storage, &limits).unwrap_err();
+        assert_eq!(error, RequestError::BadHost);
+
+        let few = HeadLimits {
+            max_headers: 2,
+            ..limits
+        };
+        let three = b"GET / HTTP/1.3\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n";
+        let mut storage = header_storage();
+        let error = parse_head(three, &mut storage, &few).unwrap_err();
+        assert_eq!(error, RequestError::TooManyHeaders);
+        let mut storage = header_storage();
+        let most = HeadLimits {
+            max_headers: MAX_HEADERS_CAP,
+            ..limits
+        };
+        let folded = b"GET / HTTP/1.3\r\nHost: h\r\nA: 1\r\n 2\r\n\r\n";
+        let error = parse_head(folded, &mut storage, &most).unwrap_err();
+        assert_eq!(error, RequestError::MalformedHead);
     }
 
     #[test]

@@ -41,6 +41,8 @@ mod split_property {
         trailer: bool,
     }
 
+    const EXTENSIONS: [&str; 5] = ["", ";ext=v", " \t;a=\"q\\\"x; y\"", ";a ; b = c", ";n=\"\""];
+
     fn encode(wire: &Wire, out: &mut Vec<u8>) {
         let m = &wire.message;
         let head = format!("{} {} HTTP/1.1\r\nHost: x\r\n", m.method, wire.target);
@@ -61,7 +63,9 @@ mod split_property {
                 let mut sizes = sizes.iter().cycle();
                 while !rest.is_empty() {
                     let n = (*sizes.next().unwrap_or(&1)).clamp(1, rest.len());
-                    out.extend_from_slice(format!("{n:x};ext=v\r\n").as_bytes());
+                    // Every form of chunk-ext the grammar allows (RFC 9112 §7.1.1).
+                    let extension = EXTENSIONS[n % EXTENSIONS.len()];
+                    out.extend_from_slice(format!("{n:x}{extension}\r\n").as_bytes());
                     out.extend_from_slice(&rest[..n]);
                     out.extend_from_slice(b"\r\n");
                     rest = &rest[n..];

@@ -52,6 +52,12 @@ impl Response {
         }
     }
 
+    /// Marks a dynamic answer `Cache-Control: no-store` (RFC 9111 §5.2.2.5): it changes from
+    /// one request to the next, so no cache in front of the server may keep and replay it.
+    pub fn no_store(self) -> Self {
+        self.with_header(NO_STORE.0, NO_STORE.1)
+    }
+
     /// Adds a header field.
     pub fn with_header(
         mut self,
@@ -99,6 +105,9 @@ pub struct Exchange<'d> {
     pub head_method: bool,
     pub date: &'d [u8; DATE_LEN],
 }
+
+/// The header field of every dynamic answer, for heads written without a [`Response`].
+pub const NO_STORE: (&str, &str) = ("Cache-Control", "no-store");
 
 /// The interim response to `Expect: 100-continue` (RFC 9110 §15.2.1).
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use crate::comet::Message;
 use crate::http::date::DATE_LEN;
-use crate::http::response::{encode_chunk, encode_head, BodyFraming, Exchange};
+use crate::http::response::{encode_chunk, encode_head, BodyFraming, Exchange, NO_STORE};
 use crate::http::Version;
 
 pub use crate::comet::ID_HEADER;
@@ -94,7 +94,7 @@ pub fn render_reply(
 ) -> bool {
     let id = message.id.to_string();
     let resync_header = [(RESYNC_HEADER, "true")];
-    let headers = [(ID_HEADER, id.as_str())]
+    let headers = [NO_STORE, (ID_HEADER, id.as_str())]
         .into_iter()
         .chain(resync_header.into_iter().filter(|_| resync));
     let exchange = Exchange {
@@ -130,7 +130,7 @@ pub fn render_stream_head(out: &mut Vec<u8>, version: Version, date: &[u8; DATE_
         Version::Http10 => BodyFraming::UntilClose,
     };
     let headers = [
-        ("Cache-Control", "no-cache"),
+        NO_STORE,
         // A page served from elsewhere may listen too: events are public like the channel.
         ("Access-Control-Allow-Origin", "*"),
     ];
@@ -204,7 +204,8 @@ mod tests {
         assert!(text.contains("\r\nX-Comet-Id: 5f3a09c1-7\r\n"), "{text}");
         assert!(
             text.ends_with(
-                "\r\nContent-Length: 1\r\nConnection: close\r\nX-Comet-Id: 5f3a09c1-7\r\n\r\n3"
+                "\r\nContent-Length: 1\r\nConnection: close\r\nCache-Control: no-store\r\n\
+                 X-Comet-Id: 5f3a09c1-7\r\n\r\n3"
             ),
             "{text}"
         );

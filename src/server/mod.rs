@@ -613,9 +613,9 @@ impl<S: Service> EventLoop<S> {
 /// Puts a connection's next wake-up in the timer queue, unless an entry at or before it is
 /// already there: deadlines that move later (every request pushes the idle timeout back)
 /// cost no queue operation at all.
-fn arm_timer(
+fn arm_timer<T: transport::Transport>(
     timers: &mut BinaryHeap<Reverse<(Instant, Token)>>,
-    conn: &mut Conn,
+    conn: &mut Conn<T>,
     token: Token,
     config: &Config,
 ) {

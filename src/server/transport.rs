@@ -39,10 +39,6 @@ impl Transport for TcpStream {
     }
 }
 
-/// A transport that lives in memory and makes no syscalls, so its driver may reach past the
-/// count to script it ([`Counted::script`]).
-pub trait InMemory: Transport {}
-
 /// A connection's transport, every call of which is counted: one syscall counter per call,
 /// and what the call found (bytes, a short read, a full socket). The field is private: the
 /// methods here are the only way to the socket.
@@ -109,13 +105,6 @@ impl<T: Transport> Counted<T> {
     pub fn close(self, stats: &mut Stats) {
         stats.closes += 1;
         drop(self.0);
-    }
-}
-
-impl<T: InMemory> Counted<T> {
-    /// The scripted transport itself, for its driver to feed and read.
-    pub fn script(&mut self) -> &mut T {
-        &mut self.0
     }
 }
 
@@ -216,8 +205,6 @@ mod tests {
         }
     }
 
-    impl InMemory for Fake {}
-
     #[test]
     fn each_read_counts_one_syscall_and_what_it_found() {
         let mut stats = Stats::default();
@@ -262,7 +249,7 @@ mod tests {
         ];
         for (bufs, last, call) in table {
             counted.send(bufs, last, &mut stats).unwrap();
-            assert_eq!(counted.script().calls.last(), Some(&call));
+            assert_eq!(counted.0.calls.last(), Some(&call));
         }
         assert!(
             counted.send([b"x", b""], false, &mut stats).is_err(),

@@ -91,7 +91,9 @@ impl<T: Transport> Conn<T> {
             CatchUp::Next(message) => (message, false),
             CatchUp::Resync(Some(message)) => (message, true),
             CatchUp::Resync(None) => {
-                let response = Response::text(204, "").with_header(RESYNC_HEADER, "true");
+                let response = Response::text(204, "")
+                    .with_header(RESYNC_HEADER, "true")
+                    .no_store();
                 return self.respond(response, reply, ctx);
             }
         };

@@ -370,7 +370,7 @@ impl<T: Transport> Conn<T> {
         }
         match &mut self.phase {
             Phase::Lingering { .. } => return Next::Close,
-            Phase::Parked(_) => self.answer_waiter(Response::text(204, ""), ctx),
+            Phase::Parked(_) => self.answer_waiter(Response::text(204, "").no_store(), ctx),
             Phase::Subscribed(subscribed) => {
                 let chunked = subscribed.chunked;
                 subscribed.heartbeat_at = ctx.now + ctx.config.sse_heartbeat;
