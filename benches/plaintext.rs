@@ -205,10 +205,12 @@ impl Scenario {
     fn load(&self, addr: std::net::SocketAddr, seconds: u64) -> Load<'static> {
         Load {
             url: format!("http://{addr}/plaintext"),
+            threads: 1,
             connections: self.connections,
             seconds,
             script: (self.depth > 1)
                 .then(|| (Path::new(PIPELINE_SCRIPT), vec![self.depth.to_string()])),
+            cores: None,
         }
     }
 }
