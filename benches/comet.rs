@@ -32,7 +32,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use loadbench::client::exchange;
-use loadbench::cpu::{pin_self_to_client_core, tree_cpu, tree_memory, CpuTimes};
+use loadbench::cpu::{pin_self_to_client_core, process_tree, tree_cpu, tree_memory, CpuTimes};
 use loadbench::longpoll::{check_answer, Waiters};
 use loadbench::peers::{ensure_nchan, nchan_config, start_nginx};
 use loadbench::report::{median, number_list};
@@ -446,6 +446,18 @@ fn run_once(
         waiters: n,
         ..RunResult::default()
     };
+    // Idle means serving: every worker up (a supervisor prints its banner before they are)
+    // and one request answered.
+    if let (&Peer::Miohttpd { workers }, Some(pid)) = (peer, pid) {
+        let deadline = Instant::now() + STALL_TIMEOUT;
+        while process_tree(pid).len() < workers + usize::from(workers > 1) {
+            if Instant::now() > deadline {
+                return Err(format!("fewer than {workers} workers under {pid}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    peer.parked(addr).map_err(|e| format!("first count: {e}"))?;
     let cpu_start = pid.map(tree_cpu).unwrap_or_default();
     result.idle_rss = pid.map_or(0, |p| tree_memory(p).rss);
 
