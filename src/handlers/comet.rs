@@ -89,11 +89,9 @@ pub fn notify_body(limit: usize) -> impl Fn(&Head<'_>) -> Route {
 /// The publisher's answer: how many connections the message reached, and its id.
 fn answer(published: Result<Published, CometError>) -> Response {
     match published {
-        Ok(Published { id, reached }) => {
-            Response::text(200, reached.to_string())
-                .with_header(ID_HEADER, id.to_string())
-                .no_store()
-        }
+        Ok(Published { id, reached }) => Response::text(200, reached.to_string())
+            .with_header(ID_HEADER, id.to_string())
+            .no_store(),
         Err(e) => e.response(),
     }
 }
