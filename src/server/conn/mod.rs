@@ -574,7 +574,8 @@ impl<T: Transport> Conn<T> {
 
     /// Writes pending output until it is gone or the socket takes less than offered. Shared
     /// bytes and the connection's own go out in one vectored write when both are pending.
-    /// The send timeout's clock runs while bytes are pending and restarts at each byte taken.
+    /// The send timeout's clock runs while bytes are pending and restarts at each byte taken;
+    /// the idle clock starts when the last byte is taken.
     fn flush(&mut self, stats: &mut Stats, now: Instant) -> io::Result<()> {
         if self.output.pending_len() == 0 {
             self.send_since = None;
@@ -602,6 +603,14 @@ impl<T: Transport> Conn<T> {
             }
         }
         self.send_since = None;
+        if let Phase::Head { since, idle, .. } = &mut self.phase {
+            if *idle {
+                // Idle from the moment the client has taken the answer, not from when it was
+                // queued: a slow reader is the send timeout's business. Only ever later, so
+                // the timer queue needs no new entry.
+                *since = now;
+            }
+        }
         Ok(())
     }
 
