@@ -5,7 +5,6 @@
 
 use std::rc::Rc;
 
-use super::refuse_head;
 use crate::comet::{CometError, DEFAULT_CHANNEL, ID_HEADER};
 use crate::http::{Head, Response};
 use crate::router::{Park, Published, Request, Route, ServerHandler, ServerState};
@@ -41,17 +40,15 @@ fn after(head: &Head<'_>) -> Option<String> {
     })
 }
 
+/// `GET /wait[/{channel}]`. Route it [`without_head`](crate::Router::without_head): a HEAD
+/// would get neither the message nor an end to wait for.
 pub fn wait(head: &Head<'_>) -> Route {
-    if head.is_head_method() {
-        return refuse_head();
-    }
     Route::Park(Park::once(channel(head, "/wait")).after(after(head)))
 }
 
+/// `GET /events[/{channel}]`, routed [`without_head`](crate::Router::without_head) as
+/// [`wait`] is.
 pub fn events(head: &Head<'_>) -> Route {
-    if head.is_head_method() {
-        return refuse_head();
-    }
     Route::Park(Park::events(channel(head, "/events")).after(after(head)))
 }
 

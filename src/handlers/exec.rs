@@ -7,7 +7,6 @@ use std::process::ExitStatus;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::refuse_head;
 use crate::config::Config;
 use crate::http::response::NO_STORE;
 use crate::http::{Head, Response};
@@ -17,12 +16,10 @@ use crate::server::syscalls::Process;
 use crate::sys::Signal;
 
 /// The route for `/stream` and `/stream/*`; the commands and their limits come from `config`.
+/// Route it [`without_head`](crate::Router::without_head): a HEAD must not run a command.
 pub fn stream(config: &Config) -> impl Fn(&Head<'_>) -> Route {
     let config = Rc::new(config.clone());
     move |head| {
-        if head.is_head_method() {
-            return refuse_head();
-        }
         let name = head
             .path
             .strip_prefix("/stream/")
