@@ -242,21 +242,16 @@ fn claim_timer(conn: &mut Conn<Scripted>, at: Instant) -> bool {
 
 /// Closes `conn` as `EventLoop::close` does: off its channel, its command ended, its buffers
 /// back to the pool.
-fn close(parts: &mut Parts, mut conn: Conn<Scripted>, now: Instant) {
-    parts.stats.closes += 1;
-    conn.record_close(&mut parts.log, &mut parts.stats);
-    if let Some(spot) = conn.spot() {
-        parts.comet.unpark(spot);
-    }
-    conn.abandon_stream(&mut ServerState {
+fn close(parts: &mut Parts, conn: Conn<Scripted>, now: Instant) {
+    let mut server = ServerState {
         peer: None,
         config: &parts.config,
         comet: &mut parts.comet,
         stats: &mut parts.stats,
         children: &mut parts.children,
         now,
-    });
-    conn.release(&mut parts.pool, &mut parts.stats);
+    };
+    conn.close(&mut parts.log, &mut parts.pool, &mut server);
 }
 
 // ---- The driver ----
@@ -601,6 +596,17 @@ mod tests {
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
         assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    }
+
+    /// The driver closes a connection as the loop does, counting its close(2) once.
+    #[test]
+    fn a_close_is_counted_once() {
+        let mut driver = Driver::new(Config::default());
+        let client = driver.connect();
+        driver.send(client, b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n");
+        driver.hang_up(client);
+        assert!(!driver.is_open(client));
+        assert_eq!(driver.parts.stats.closes, 1);
     }
 
     /// Each timer fires at its own instant, however far one advance goes.

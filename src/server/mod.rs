@@ -462,27 +462,22 @@ impl<S: Service> EventLoop<S> {
     }
 
     fn close(&mut self, token: Token) {
-        if let Some(mut conn) = self.conns.remove(token) {
+        if let Some(conn) = self.conns.remove(token) {
             if self.accept_paused_until.take().is_some() {
                 // An fd is free now: the backlog may hold clients no new edge will announce.
                 self.accept_pending = u64::MAX;
             }
-            conn.record_close(&mut self.instruments.log, &mut self.stats);
-            if let Some(spot) = conn.spot() {
-                self.comet.unpark(spot);
-            }
-            // A stream cut short: its source (a command) goes to the reaper.
-            conn.abandon_stream(&mut ServerState {
+            let mut server = ServerState {
                 peer: None,
                 config: &self.config,
                 comet: &mut self.comet,
                 stats: &mut self.stats,
                 children: &mut self.children,
                 now: Instant::now(),
-            });
+            };
             // Closing the socket also removes it from the epoll set: no deregister syscall
             // needed.
-            conn.release(&mut self.pool, &mut self.stats);
+            conn.close(&mut self.instruments.log, &mut self.pool, &mut server);
         }
     }
 

@@ -345,8 +345,8 @@ impl<T: Transport> Conn<T> {
         self.finish_turn(ctx)
     }
 
-    /// Where the connection is parked, if it is: the loop unparks it when it closes.
-    pub fn spot(&self) -> Option<Spot> {
+    /// Where the connection is parked, if it is: it is unparked when it closes.
+    fn spot(&self) -> Option<Spot> {
         match &self.phase {
             Phase::Parked(parked) => Some(parked.spot),
             Phase::Subscribed(subscribed) => Some(subscribed.spot),
@@ -420,6 +420,23 @@ impl<T: Transport> Conn<T> {
             self.return_idle_buffers(ctx.pool);
         }
         next
+    }
+
+    /// The connection is done (the one way the loop and the fuzzing driver close one): its
+    /// access-log line finished, off its channel, a stream cut short handed back to its
+    /// source (a command goes to the reaper), its buffers back and its socket closed.
+    pub fn close(
+        mut self,
+        log: &mut AccessLog,
+        pool: &mut BufferPool,
+        server: &mut ServerState<'_>,
+    ) {
+        self.record_close(log, server.stats, server.now);
+        if let Some(spot) = self.spot() {
+            server.comet.unpark(spot);
+        }
+        self.abandon_stream(server);
+        self.release(pool, server.stats);
     }
 
     /// Gives the connection's buffers back and closes its socket.

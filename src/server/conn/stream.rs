@@ -44,7 +44,7 @@ impl<T: Transport> Conn<T> {
 
     /// The connection closes with its stream cut short: the source gets it back (a command
     /// goes to the reaper). Its pipe, if still open, is closed here.
-    pub fn abandon_stream(&mut self, server: &mut ServerState<'_>) {
+    pub(super) fn abandon_stream(&mut self, server: &mut ServerState<'_>) {
         let Phase::Streaming(streaming) = &mut self.phase else {
             return;
         };
