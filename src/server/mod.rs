@@ -554,13 +554,13 @@ impl<S: Service> EventLoop<S> {
                 // Failure only costs latency; the connection still works.
                 let _ = stream.set_nodelay(&mut self.stats);
             }
-            let mut fresh = Some(Conn::new(stream, peer, now));
-            let Some(token) = self.conns.insert(|_| fresh.take().expect("made once")) else {
-                eprintln!("miohttpd: connection table full; refusing {peer}");
-                if let Some(conn) = fresh {
+            let token = match self.conns.insert(Conn::new(stream, peer, now)) {
+                Ok(token) => token,
+                Err(conn) => {
+                    eprintln!("miohttpd: connection table full; refusing {peer}");
                     conn.release(&mut self.pool, &mut self.stats);
+                    continue;
                 }
-                continue;
             };
             let conn = self.conns.get_mut(token).expect("just inserted");
             if from == Listening::Admin {
