@@ -63,7 +63,7 @@ fn start(name: &str, config: &Config, server: &mut ServerState<'_>) -> Result<Po
         ],
         trailer: Some("X-Exit-Status"),
         source: Box::new(Command {
-            child: Some(child),
+            child,
             exit: None,
             limit_at: (!limit.is_zero()).then(|| server.now() + limit),
             kill_grace: config.exec_kill_grace,
@@ -75,8 +75,7 @@ fn start(name: &str, config: &Config, server: &mut ServerState<'_>) -> Result<Po
 
 /// A running command behind a stream.
 struct Command {
-    /// None once handed to the reaper.
-    child: Option<Process>,
+    child: Process,
     exit: Option<ExitStatus>,
     /// When `--exec-time-limit` ends the command.
     limit_at: Option<Instant>,
@@ -95,9 +94,7 @@ impl Source for Command {
     /// exit is known and the pipe at EOF; until then the limits bind the whole group: after
     /// the shell exits, what it started may still hold the pipe open.
     fn look(&mut self, pipe_open: bool, server: &mut ServerState<'_>) -> Look {
-        let Some(child) = self.child.as_mut() else {
-            return Look::Done(None);
-        };
+        let child = &mut self.child;
         let now = server.now();
         if self.exit.is_none() {
             if let Ok(Some(status)) = child.try_wait(server.stats()) {
@@ -136,8 +133,8 @@ impl Source for Command {
 
     /// Shutdown: SIGTERM now and SIGKILL after the kill grace, as at the time limit.
     fn stop(&mut self, server: &mut ServerState<'_>) {
-        if let (None, Some(child)) = (self.kill_at, &self.child) {
-            child::signal_group(child, Signal::Terminate, server.stats());
+        if self.kill_at.is_none() {
+            child::signal_group(&self.child, Signal::Terminate, server.stats());
             self.kill_at = Some(server.now() + self.kill_grace);
         }
     }
@@ -145,9 +142,7 @@ impl Source for Command {
     /// The client went first: the loop's reaper ends the group and reaps it. Its shell may
     /// have exited already while something it started still runs: the group is ended either
     /// way.
-    fn abandon(mut self: Box<Self>, server: &mut ServerState<'_>) {
-        if let Some(child) = self.child.take() {
-            server.reap_process(child, self.kill_grace);
-        }
+    fn abandon(self: Box<Self>, server: &mut ServerState<'_>) {
+        server.reap_process(self.child, self.kill_grace);
     }
 }
