@@ -211,9 +211,9 @@ enum Consumer {
     Done,
     /// The response is decided; the body is read only to reach the next request.
     Discard(Response),
-    /// The body is collected (under `limit`), then `handler` answers.
+    /// The body is collected (under `limit`; None: discarded), then `handler` answers.
     Buffered {
-        limit: usize,
+        limit: Option<usize>,
         request: Box<Request>,
         handler: Handler,
     },
@@ -231,11 +231,8 @@ enum Consumer {
 /// Who answers a collected request.
 enum Handler {
     Plain(Rc<dyn BufferedHandler>),
-    /// Also sees the server's state; `keep_body` false discards the body.
-    Server {
-        handler: Rc<dyn ServerHandler>,
-        keep_body: bool,
-    },
+    /// Also sees the server's state.
+    Server(Rc<dyn ServerHandler>),
 }
 
 /// Why [`Conn::process`] stopped.
@@ -770,7 +767,7 @@ impl<T: Transport> Conn<T> {
                 .unwrap_or_else(|_| internal_error("a buffered handler panicked")),
             Consumer::Buffered {
                 request,
-                handler: Handler::Server { handler, .. },
+                handler: Handler::Server(handler),
                 ..
             } => {
                 let mut server = ctx.server(self.peer.addr());
@@ -901,17 +898,14 @@ fn route<S: Service>(head: &Head<'_>, admin: bool, ctx: &mut Ctx<'_, S>) -> Cons
     match decided {
         Route::Respond(response) => Consumer::Discard(response),
         Route::Buffered { limit, handler } => Consumer::Buffered {
-            limit,
+            limit: Some(limit),
             request: Box::new(Request::from_head(head)),
             handler: Handler::Plain(handler),
         },
         Route::Server { limit, handler } => Consumer::Buffered {
-            limit: limit.unwrap_or(usize::MAX),
+            limit,
             request: Box::new(Request::from_head(head)),
-            handler: Handler::Server {
-                handler,
-                keep_body: limit.is_some(),
-            },
+            handler: Handler::Server(handler),
         },
         Route::Streamed(sink) => Consumer::Streamed(sink),
         Route::Park(park) => {
@@ -954,15 +948,7 @@ impl Consumer {
     /// The most body bytes this consumer takes, for those that collect the body.
     fn limit(&self) -> Option<usize> {
         match self {
-            Consumer::Buffered {
-                limit,
-                handler:
-                    Handler::Plain(_)
-                    | Handler::Server {
-                        keep_body: true, ..
-                    },
-                ..
-            } => Some(*limit),
+            Consumer::Buffered { limit, .. } => *limit,
             _ => None,
         }
     }
@@ -973,14 +959,12 @@ impl Consumer {
             | Consumer::Discard(_)
             | Consumer::Park { .. }
             | Consumer::Stream(_)
-            | Consumer::Buffered {
-                handler:
-                    Handler::Server {
-                        keep_body: false, ..
-                    },
+            | Consumer::Buffered { limit: None, .. } => Ok(()),
+            Consumer::Buffered {
+                limit: Some(limit),
+                request,
                 ..
-            } => Ok(()),
-            Consumer::Buffered { limit, request, .. } => {
+            } => {
                 if request.body.len() + bytes.len() > *limit {
                     return Err(RequestError::BodyTooLarge);
                 }
