@@ -67,8 +67,7 @@ fn start(name: &str, config: &Config, server: &mut ServerState<'_>) -> Result<Po
             exit: None,
             limit_at: (!limit.is_zero()).then(|| server.now() + limit),
             kill_grace: config.exec_kill_grace,
-            kill_at: None,
-            killed: false,
+            ending: Ending::Running,
         }),
     })
 }
@@ -80,9 +79,19 @@ struct Command {
     /// When `--exec-time-limit` ends the command.
     limit_at: Option<Instant>,
     kill_grace: Duration,
-    /// After SIGTERM: when SIGKILL follows.
-    kill_at: Option<Instant>,
-    killed: bool,
+    ending: Ending,
+}
+
+/// How far the command has been told to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Running,
+    /// SIGTERM went to its group (the time limit, or shutdown): SIGKILL follows at `kill_at`.
+    Terminated {
+        kill_at: Instant,
+    },
+    /// SIGKILL went to its group.
+    Killed,
 }
 
 impl Source for Command {
@@ -105,25 +114,30 @@ impl Source for Command {
             server.process_exited();
             return Look::Done(Some(child::describe_exit(status)));
         }
-        match (self.kill_at, self.limit_at) {
-            (Some(kill_at), _) if now >= kill_at && !self.killed => {
+        match self.ending {
+            Ending::Terminated { kill_at } if now >= kill_at => {
                 child::signal_group(child, Signal::Kill, server.stats());
-                self.killed = true;
+                self.ending = Ending::Killed;
             }
-            (None, Some(limit_at)) if now >= limit_at => {
+            Ending::Running if self.limit_at.is_some_and(|limit_at| now >= limit_at) => {
                 let peer = server
                     .peer()
                     .map_or_else(String::new, |peer| peer.to_string());
                 eprintln!("miohttpd: {peer}: command over its time limit");
                 child::signal_group(child, Signal::Terminate, server.stats());
-                self.kill_at = Some(now + self.kill_grace);
+                self.ending = Ending::Terminated {
+                    kill_at: now + self.kill_grace,
+                };
             }
             _ => {}
         }
         let next = [
             self.exit.is_none().then(|| now + REAP_INTERVAL),
-            self.kill_at.filter(|_| !self.killed),
-            self.limit_at.filter(|_| self.kill_at.is_none()),
+            match self.ending {
+                Ending::Running => self.limit_at,
+                Ending::Terminated { kill_at } => Some(kill_at),
+                Ending::Killed => None,
+            },
         ];
         // While the pipe is open, only the limits need a timer; after its EOF, look for the
         // exit every REAP_INTERVAL.
@@ -133,9 +147,11 @@ impl Source for Command {
 
     /// Shutdown: SIGTERM now and SIGKILL after the kill grace, as at the time limit.
     fn stop(&mut self, server: &mut ServerState<'_>) {
-        if self.kill_at.is_none() {
+        if self.ending == Ending::Running {
             child::signal_group(&self.child, Signal::Terminate, server.stats());
-            self.kill_at = Some(server.now() + self.kill_grace);
+            self.ending = Ending::Terminated {
+                kill_at: server.now() + self.kill_grace,
+            };
         }
     }
 
