@@ -34,20 +34,18 @@ pub fn stream(config: &Config) -> impl Fn(&Head<'_>) -> Route {
 
 /// Runs the command `name`, unless it is unknown (404) or too many run (503).
 fn start(name: &str, config: &Config, server: &mut ServerState<'_>) -> Result<Polled, Response> {
-    let peer = server
-        .peer()
-        .map_or_else(String::new, |peer| peer.to_string());
     let command = config.commands.iter().find(|(n, _)| n == name);
     let Some((_, text)) = command else {
         return Err(Response::text(404, "no such command\n"));
     };
     if server.processes_running() >= config.exec_max_running {
-        eprintln!("miohttpd: {peer}: too many commands running");
+        eprintln!("miohttpd: {}: too many commands running", peer(server));
         return Err(super::come_back_later("too many commands running\n"));
     }
     let Spawned { child, stdout } = match child::spawn(text, config, server.stats()) {
         Ok(spawned) => spawned,
         Err(e) => {
+            let peer = peer(server);
             eprintln!("miohttpd: {peer}: command {name} could not start: {e}");
             return Err(Response::text(500, "the command could not start\n"));
         }
@@ -70,6 +68,13 @@ fn start(name: &str, config: &Config, server: &mut ServerState<'_>) -> Result<Po
             ending: Ending::Running,
         }),
     })
+}
+
+/// The client, for a log line (empty once its connection is gone).
+fn peer(server: &ServerState<'_>) -> String {
+    server
+        .peer()
+        .map_or_else(String::new, |peer| peer.to_string())
 }
 
 /// A running command behind a stream.
@@ -120,10 +125,7 @@ impl Source for Command {
                 self.ending = Ending::Killed;
             }
             Ending::Running if self.limit_at.is_some_and(|limit_at| now >= limit_at) => {
-                let peer = server
-                    .peer()
-                    .map_or_else(String::new, |peer| peer.to_string());
-                eprintln!("miohttpd: {peer}: command over its time limit");
+                eprintln!("miohttpd: {}: command over its time limit", peer(server));
                 child::signal_group(child, Signal::Terminate, server.stats());
                 self.ending = Ending::Terminated {
                     kill_at: now + self.kill_grace,
