@@ -29,7 +29,7 @@ use super::fanout::Fanout;
 use super::stats::Stats;
 use super::syscalls::Poller;
 use super::transport::{Counted, Transport};
-use super::{arm_timer, SWEEP_INTERVAL};
+use super::{arm_timer, claim_timer, SWEEP_INTERVAL};
 use crate::comet::Comet;
 use crate::config::Config;
 use crate::handlers::builtin_router;
@@ -192,7 +192,8 @@ struct Parts {
 }
 
 // ---- The adapter: the only code here that knows Conn's entry points and Ctx's fields ----
-// ---- (timers are armed by the loop's own `arm_timer`). Re-fit this when they change. ----
+// ---- (timers are armed and claimed by the loop's own `arm_timer` and `claim_timer`). ----
+// ---- Re-fit this when they change. ----
 
 /// A connection accepted now, as `EventLoop::accept` makes it.
 fn accept(wire: &Rc<RefCell<Wire>>, peer: SocketAddr, now: Instant) -> Conn<Scripted> {
@@ -228,16 +229,6 @@ fn turn(
         Event::Shutdown => conn.on_shutdown(&mut ctx),
         Event::Deliver(fanout) => conn.deliver(fanout, &mut ctx),
     }
-}
-
-/// Whether the timer entry `at` is the connection's live one (then it is used up), as
-/// `EventLoop::expire_timers` checks.
-fn claim_timer(conn: &mut Conn<Scripted>, at: Instant) -> bool {
-    if conn.armed == Some(at) {
-        conn.armed = None;
-        return true;
-    }
-    false
 }
 
 /// Closes `conn` as `EventLoop::close` does: off its channel, its command ended, its buffers

@@ -489,9 +489,12 @@ impl<S: Service> EventLoop<S> {
             self.timers.pop();
             // Only the connection's earliest entry fires; later ones are left from before
             // its deadline moved, and it re-arms for whatever it waits for now.
-            match self.conns.get_mut(token) {
-                Some(conn) if conn.armed == Some(at) => conn.armed = None,
-                _ => continue,
+            if !self
+                .conns
+                .get_mut(token)
+                .is_some_and(|conn| claim_timer(conn, at))
+            {
+                continue;
             }
             self.with_conn(token, now, |conn, ctx| conn.on_deadline(ctx));
         }
@@ -620,6 +623,16 @@ fn arm_timer<T: transport::Transport>(
             conn.armed = Some(at);
         }
     }
+}
+
+/// Whether the timer entry `at` is the connection's live one (then it is used up): entries
+/// left from before its deadline moved are skipped.
+fn claim_timer<T: transport::Transport>(conn: &mut Conn<T>, at: Instant) -> bool {
+    if conn.armed == Some(at) {
+        conn.armed = None;
+        return true;
+    }
+    false
 }
 
 /// Which listener a connection is accepted from.
