@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # scripts/test.sh — the project's one test command (the README and .ci/run both call it).
 #
-# Installs what the black-box tests need when it is missing — curl, strace and Chromium (Debian
-# packages) and Python's `requests` (pip) — then runs `cargo test --workspace --all-targets
-# --no-fail-fast` (every failure shows in one run; --workspace adds tools/loadbench's tests) and
-# the doctests, passing any arguments through to the first:
+# Installs what the black-box tests need when it is missing — curl, strace, redis-server and
+# Chromium (Debian packages) and Python's `requests` (pip) — then runs `cargo test --workspace
+# --all-targets --no-fail-fast` (every failure shows in one run; --workspace adds
+# tools/loadbench's tests) and the doctests, passing any arguments through to the first:
 #   scripts/test.sh            scripts/test.sh -- --nocapture
 #   scripts/test.sh --test md5
 # Quiet and fast when everything is already present; safe to run any number of times.
@@ -32,6 +32,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # tests/syscalls.rs checks the server's own syscall count against strace's.
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-requests)
+# tests/redis.rs starts its own redis-server (Debian's) on an ephemeral loopback port.
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # tests/browser.rs runs Debian's Chromium from this path: a large package, installed once.
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 if ((${#missing[@]})); then

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::comet::CometSettings;
 use crate::http::head::{HeadLimits, MAX_HEADERS_CAP};
 pub use crate::workers::{AcceptModel, CpuAffinity, Workers};
+use crate::redis::RedisTarget;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -112,6 +113,17 @@ pub struct Config {
     /// Set in a worker, not by a flag: the supervisor serves `--admin-listen`, so this process
     /// binds nothing there (and still hides `/metrics` on the main listeners).
     pub admin_served_by_supervisor: bool,
+    // Comet across hosts (docs/comet.md, "Across hosts: Redis").
+    /// The Redis every host sharing comet channels uses (`--redis`); none: nothing connects.
+    pub redis: Option<RedisTarget>,
+    /// Its password: from the URL, `--redis-password-file` or `$MIOHTTPD_REDIS_PASSWORD`.
+    pub redis_password: Option<Secret>,
+    /// The key space (and pub/sub channels) of this group of hosts in that Redis.
+    pub redis_prefix: String,
+    /// How often the subscriber connection is probed and this host's heartbeat sent.
+    pub redis_probe_interval: Duration,
+    /// How long a Redis reply may be overdue before the link is rebuilt.
+    pub redis_timeout: Duration,
 }
 
 /// A value kept out of logs and `Debug` output.
@@ -144,6 +156,10 @@ impl std::fmt::Debug for Secret {
 /// The environment variable the admin token is taken from when no flag gives it, so it
 /// need not show in `ps`.
 pub const ADMIN_TOKEN_ENV: &str = "MIOHTTPD_ADMIN_TOKEN";
+
+/// The environment variable the Redis password is taken from when neither the `--redis` URL
+/// nor `--redis-password-file` gives one.
+pub const REDIS_PASSWORD_ENV: &str = "MIOHTTPD_REDIS_PASSWORD";
 
 /// What happens to a streamed command's stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +227,11 @@ impl Default for Config {
             worker_cpu_affinity: CpuAffinity::Off,
             steer_by_cpu: false,
             admin_served_by_supervisor: false,
+            redis: None,
+            redis_password: None,
+            redis_prefix: "miohttpd".into(),
+            redis_probe_interval: SECOND,
+            redis_timeout: 2 * SECOND,
         }
     }
 }
@@ -767,6 +788,77 @@ const FLAGS: &[Flag] = &[
         "streamed commands need the admin token too",
         |c| &mut c.exec_require_token,
     ),
+    other(
+        "redis",
+        "URL",
+        "redis://[:PASSWORD@]HOST:PORT[/DB]: share comet channels with every host on this Redis \
+         (a password here shows in ps: prefer the file or $MIOHTTPD_REDIS_PASSWORD)",
+        |c| {
+            c.redis.as_ref().map_or("none".into(), |r| {
+                format!("redis://{}/{}", r.authority, r.db)
+            })
+        },
+        |c, v| {
+            let (target, password) = crate::redis::parse_url(v)?;
+            if let Some(password) = password {
+                c.redis_password = Some(
+                    Secret::new(&password).map_err(|_| "the password must be printable ASCII")?,
+                );
+            }
+            c.redis = Some(target);
+            Ok(())
+        },
+    ),
+    other(
+        "redis-password-file",
+        "PATH",
+        "read the Redis password from the first line of this file",
+        |c| {
+            if c.redis_password.is_some() {
+                "set"
+            } else {
+                "none"
+            }
+            .into()
+        },
+        |c, v| {
+            let text = std::fs::read_to_string(v).map_err(|e| format!("{v}: {e}"))?;
+            let first = text.lines().next().unwrap_or("");
+            c.redis_password = Some(
+                Secret::new(first).map_err(|_| format!("{v}: no password on its first line"))?,
+            );
+            Ok(())
+        },
+    ),
+    other(
+        "redis-prefix",
+        "NAME",
+        "the key space in Redis of the hosts that share channels ([A-Za-z0-9._:-], 1 to 64)",
+        |c| c.redis_prefix.clone(),
+        |c, v| {
+            if !crate::redis::is_valid_prefix(v) {
+                return Err(format!("{v:?}: 1 to 64 of A-Z a-z 0-9 . _ : -"));
+            }
+            c.redis_prefix = v.to_owned();
+            Ok(())
+        },
+    ),
+    duration_within(
+        "redis-probe",
+        "how often the Redis subscription is probed and this host's heartbeat sent",
+        |c| &mut c.redis_probe_interval,
+        Duration::from_millis(10),
+        Duration::from_secs(60),
+        BareNumber::Seconds,
+    ),
+    duration_within(
+        "redis-timeout",
+        "how long a Redis reply may be overdue before the link is rebuilt (and publishes get 503)",
+        |c| &mut c.redis_timeout,
+        Duration::from_millis(10),
+        Duration::from_secs(60),
+        BareNumber::Seconds,
+    ),
 ];
 
 fn show_token(c: &Config) -> String {
@@ -973,6 +1065,19 @@ impl Config {
                 let token = Secret::new(&value).map_err(|e| format!("${ADMIN_TOKEN_ENV}: {e}"))?;
                 config.admin_token = Some(token);
             }
+        }
+        if config.redis.is_some() && config.redis_password.is_none() {
+            if let Some(value) = std::env::var_os(REDIS_PASSWORD_ENV) {
+                let value = value
+                    .into_string()
+                    .map_err(|_| format!("${REDIS_PASSWORD_ENV} is not UTF-8"))?;
+                let password = Secret::new(&value)
+                    .map_err(|_| format!("${REDIS_PASSWORD_ENV}: empty or not printable ASCII"))?;
+                config.redis_password = Some(password);
+            }
+        }
+        if config.redis.is_none() && config.redis_password.is_some() {
+            return Err("--redis-password-file without --redis".into());
         }
         if config.exec_require_token && config.admin_token.is_none() {
             // Otherwise the operator believes the commands are protected and they are not.
@@ -1308,6 +1413,63 @@ mod tests {
         for bad in ["-1", "soon", "1e9", "NaN", "5 s"] {
             assert!(run(&["--body-timeout", bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn redis_flags_parse_and_the_password_is_never_shown() {
+        let config = run(&[]).unwrap();
+        assert_eq!(
+            (config.redis.as_ref(), config.redis_prefix.as_str()),
+            (None, "miohttpd")
+        );
+        let config = run(&[
+            "--redis",
+            "redis://:pw1@127.0.0.1:6390/3",
+            "--redis-prefix",
+            "site:a",
+        ])
+        .unwrap();
+        let target = config.redis.as_ref().unwrap();
+        assert_eq!((target.addr.port(), target.db), (6390, 3));
+        assert_eq!(
+            config.redis_password.as_ref().map(Secret::expose),
+            Some("pw1")
+        );
+        assert_eq!(config.redis_prefix, "site:a");
+        assert!(!format!("{config:?}").contains("pw1"));
+        let path = std::env::temp_dir().join(format!("miohttpd-redis-pw-{}", std::process::id()));
+        std::fs::write(&path, "pw2\n").unwrap();
+        let file = path.to_str().unwrap();
+        let config = run(&[
+            "--redis",
+            "redis://127.0.0.1",
+            "--redis-password-file",
+            file,
+        ])
+        .unwrap();
+        assert_eq!(
+            config.redis_password.as_ref().map(Secret::expose),
+            Some("pw2")
+        );
+        assert!(
+            run(&["--redis-password-file", file]).is_err(),
+            "needs --redis"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let config = run(&["--redis-probe", "250ms", "--redis-timeout", "1.5s"]).unwrap();
+        assert_eq!(config.redis_probe_interval, Duration::from_millis(250));
+        assert_eq!(config.redis_timeout, Duration::from_millis(1500));
+        for bad in [
+            &["--redis", "127.0.0.1:6379"][..],
+            &["--redis", "redis://127.0.0.1:x"],
+            &["--redis-prefix", "a{b}"],
+            &["--redis-probe", "0"],
+            &["--redis-timeout", "2h"],
+        ] {
+            assert!(run(bad).is_err(), "{bad:?}");
+        }
+        let help = Config::help();
+        assert!(help.contains("--redis URL") && help.contains("MIOHTTPD_REDIS_PASSWORD"));
     }
 
     #[test]

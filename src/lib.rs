@@ -32,6 +32,7 @@ pub mod comet;
 pub mod config;
 pub mod handlers;
 pub mod http;
+pub mod redis;
 pub mod router;
 pub mod server;
 pub mod sys;
@@ -71,6 +72,12 @@ pub fn serve_from_args<S: Service>(make_service: impl FnOnce(&Config) -> S) -> !
     // A worker started by a supervisor (`--workers N`): same flags, inherited sockets.
     if let Some(spec) = workers::WorkerSpec::take() {
         workers::serve_as_worker(spec, config, make_service);
+    }
+    if config.redis.is_some() {
+        // The Redis link is built (src/redis/) but not yet wired into the loop: refuse rather
+        // than run a host that silently shares nothing.
+        eprintln!("miohttpd: --redis is not wired into the server yet (docs/comet.md)");
+        std::process::exit(2);
     }
     // Before anything can fork: the commands the server runs must not see these.
     systemd::take_notify_socket();

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 
+pub mod redis;
+
 /// Every client socket read and write gives up after this long, so a server bug shows up as a
 /// failing test instead of a hung one.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,666 @@
+//! The seam between the Redis link and the local comet registry: what a host does with the
+//! link's events. Messages from other hosts are delivered locally and counted back to their
+//! publisher; this host's publishes are delivered locally once Redis gave them an id and
+//! answered when every host has counted (or the bound passed); after every reconnect, each
+//! channel held locally is caught up from its stream, or told to resync when Redis lost it.
+//! It owns no socket and no registry: the registry is reached through [`LocalChannels`] (the
+//! whole of what Redis needs from it) and the link through [`Requests`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::counts::{count_payload, Counts, MessageKey, Tally};
+use super::scripts::History;
+use super::session::{Event, Failure, Session};
+
+/// What the Redis side needs from the local registry.
+pub trait LocalChannels {
+    /// Delivers a message that has its id from Redis to this host's waiters and subscribers,
+    /// keeping it in the channel's local history; returns the connections reached. A message
+    /// the channel already holds (same or older id, as after a catch-up) reaches no one.
+    fn deliver(
+        &mut self,
+        channel: &str,
+        epoch: u32,
+        seq: u64,
+        content_type: &str,
+        body: &[u8],
+    ) -> u64;
+    /// Redis lost `channel` (its epoch changed, or it is gone, while this host held it):
+    /// waiters and subscribers get the resync signal, and the local history is dropped.
+    fn resync(&mut self, channel: &str);
+    /// The channels held locally, each with the id of its newest message (none: no message
+    /// yet), to catch up after a reconnect.
+    fn newest_ids(&self) -> Vec<(String, Option<(u32, u64)>)>;
+}
+
+/// What the bridge asks of the link.
+pub trait Requests {
+    fn publish(
+        &mut self,
+        request: u64,
+        channel: &str,
+        content_type: &str,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), Failure>;
+    fn history(
+        &mut self,
+        request: u64,
+        channel: &str,
+        after: Option<(u32, u64)>,
+        now: Instant,
+    ) -> Result<(), Failure>;
+    fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant);
+}
+
+impl Requests for Session {
+    fn publish(
+        &mut self,
+        request: u64,
+        channel: &str,
+        content_type: &str,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), Failure> {
+        Session::publish(self, request, channel, content_type, body, now)
+    }
+
+    fn history(
+        &mut self,
+        request: u64,
+        channel: &str,
+        after: Option<(u32, u64)>,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        Session::history(self, request, channel, after, now)
+    }
+
+    fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant) {
+        Session::reply_to_host(self, to, payload, now)
+    }
+}
+
+/// What the server must do for a request it made through the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A publish is done: answer the publisher with `tally.reached`, the id, and
+    /// `X-Comet-Hosts: tally.hosts_header()`.
+    Published { epoch: u32, seq: u64, tally: Tally },
+    /// A publish was refused or its outcome is unknown: 503 with Retry-After.
+    PublishFailed { request: u64, failure: Failure },
+    /// A client's catch-up read from Redis.
+    History {
+        request: u64,
+        result: Result<History, Failure>,
+    },
+}
+
+/// A message from another host not delivered yet.
+#[derive(Debug)]
+struct HeldMessage {
+    origin: String,
+    key: MessageKey,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// Request numbers the bridge makes for its own catch-up reads have this bit set, so they
+/// never meet the server's.
+const OWN_REQUEST: u64 = 1 << 63;
+
+/// The bridge's state: publishes and counts in progress, catch-up reads in flight.
+#[derive(Debug)]
+pub struct Bridge {
+    host: String,
+    counts: Counts,
+    /// This host's publishes waiting for their id, by request: channel, content type, body.
+    publishing: HashMap<u64, (String, String, Vec<u8>)>,
+    /// Ids of this host's publishes waiting for counts, by request.
+    ids: HashMap<u64, (u32, u64)>,
+    /// Catch-up reads this bridge made after a reconnect, by request: the channel and the
+    /// newest id held when it was asked.
+    catching_up: HashMap<u64, (String, Option<(u32, u64)>)>,
+    /// Bus messages of channels whose catch-up read is in flight, held back until it is
+    /// answered: delivered before it, a newer message would make the registry take the older
+    /// ones the read brings for already held, and drop them.
+    held_back: HashMap<String, Vec<HeldMessage>>,
+    next_own: u64,
+}
+
+impl Bridge {
+    /// `count_bound`: how long a publish waits for other hosts' counts.
+    pub fn new(host: String, count_bound: Duration) -> Bridge {
+        Bridge {
+            host,
+            counts: Counts::new(count_bound),
+            publishing: HashMap::new(),
+            ids: HashMap::new(),
+            catching_up: HashMap::new(),
+            held_back: HashMap::new(),
+            next_own: OWN_REQUEST,
+        }
+    }
+
+    /// Publishes `body` on `channel` for every host. `Err` at once when the link is down
+    /// (503); otherwise an [`Outcome`] for `request` follows from `on_event` or `tick`.
+    pub fn publish(
+        &mut self,
+        link: &mut impl Requests,
+        request: u64,
+        channel: &str,
+        content_type: &str,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), Failure> {
+        link.publish(request, channel, content_type, body, now)?;
+        let message = (channel.to_owned(), content_type.to_owned(), body.to_vec());
+        self.publishing.insert(request, message);
+        Ok(())
+    }
+
+    /// A client's catch-up read that the local history cannot answer; an
+    /// [`Outcome::History`] follows.
+    pub fn history(
+        &mut self,
+        link: &mut impl Requests,
+        request: u64,
+        channel: &str,
+        after: Option<(u32, u64)>,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        link.history(request, channel, after, now)
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.counts.next_deadline()
+    }
+
+    /// One event of the link; what the server must answer goes to `out`.
+    pub fn on_event(
+        &mut self,
+        event: Event,
+        local: &mut impl LocalChannels,
+        link: &mut impl Requests,
+        now: Instant,
+        out: &mut Vec<Outcome>,
+    ) {
+        match event {
+            Event::Up => {
+                for (channel, newest) in local.newest_ids() {
+                    let request = self.next_own;
+                    self.next_own += 1;
+                    if link.history(request, &channel, newest, now).is_ok() {
+                        self.held_back.insert(channel.clone(), Vec::new());
+                        self.catching_up.insert(request, (channel, newest));
+                    }
+                }
+            }
+            Event::Down => {
+                // Catch-up reads in flight failed: the next `Up` asks again, from the same
+                // newest ids, and the stream brings back what was held back.
+                self.catching_up.clear();
+                self.held_back.clear();
+                let mut done = Vec::new();
+                self.counts.flush(&mut done);
+                self.answer(done, out);
+            }
+            Event::Message {
+                origin,
+                channel,
+                epoch,
+                seq,
+                content_type,
+                body,
+            } => {
+                let message = HeldMessage {
+                    origin,
+                    key: MessageKey {
+                        channel,
+                        epoch,
+                        seq,
+                    },
+                    content_type,
+                    body,
+                };
+                match self.held_back.get_mut(&message.key.channel) {
+                    Some(held) => held.push(message),
+                    None => self.deliver(message, local, link, now),
+                }
+            }
+            Event::HostReply(payload) => {
+                if let Some(tally) = self.counts.reply(&payload) {
+                    self.answer(vec![tally], out);
+                }
+            }
+            Event::Published { request, result } => {
+                let Some((channel, content_type, body)) = self.publishing.remove(&request) else {
+                    return;
+                };
+                match result {
+                    Err(failure) => out.push(Outcome::PublishFailed { request, failure }),
+                    Ok(published) => {
+                        // Delivered here now that it has its id; other hosts deliver it from
+                        // the bus and count back.
+                        let (epoch, seq) = (published.epoch, published.seq);
+                        let reached = local.deliver(&channel, epoch, seq, &content_type, &body);
+                        let key = MessageKey {
+                            channel,
+                            epoch: published.epoch,
+                            seq: published.seq,
+                        };
+                        self.ids.insert(request, (published.epoch, published.seq));
+                        if let Some(tally) =
+                            self.counts
+                                .published(request, key, reached, published.hosts, now)
+                        {
+                            self.answer(vec![tally], out);
+                        }
+                    }
+                }
+            }
+            Event::History { request, result } => {
+                if let Some((channel, newest)) = self.catching_up.remove(&request) {
+                    let held = self.held_back.remove(&channel).unwrap_or_default();
+                    match result {
+                        Ok(history) => catch_up(local, &channel, newest, &history),
+                        // The link is going down: the next `Up` reads again from the same
+                        // newest id, and the stream brings back what was held.
+                        Err(Failure::Unavailable) => return,
+                        // Refused (out of memory, say): nothing to catch up from.
+                        Err(Failure::Refused(_)) => {}
+                    }
+                    for message in held {
+                        self.deliver(message, local, link, now);
+                    }
+                } else {
+                    out.push(Outcome::History { request, result });
+                }
+            }
+            Event::Log(_) => {}
+        }
+    }
+
+    /// Delivers another host's message here and counts it back to its publisher.
+    fn deliver(
+        &mut self,
+        message: HeldMessage,
+        local: &mut impl LocalChannels,
+        link: &mut impl Requests,
+        now: Instant,
+    ) {
+        let HeldMessage {
+            origin,
+            key,
+            content_type,
+            body,
+        } = message;
+        let reached = local.deliver(&key.channel, key.epoch, key.seq, &content_type, &body);
+        link.reply_to_host(&origin, &count_payload(&key, &self.host, reached), now);
+    }
+
+    /// Publishes whose bound passed, answered with the hosts that counted.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Outcome>) {
+        let mut done = Vec::new();
+        self.counts.expire(now, &mut done);
+        self.answer(done, out);
+    }
+
+    fn answer(&mut self, tallies: Vec<Tally>, out: &mut Vec<Outcome>) {
+        for tally in tallies {
+            if let Some((epoch, seq)) = self.ids.remove(&tally.request) {
+                out.push(Outcome::Published { epoch, seq, tally });
+            }
+        }
+    }
+}
+
+/// Brings one local channel up to date from what Redis holds.
+fn catch_up(
+    local: &mut impl LocalChannels,
+    channel: &str,
+    newest: Option<(u32, u64)>,
+    history: &History,
+) {
+    let Some(epoch) = history.epoch else {
+        // Redis has nothing: it lost the channel (or never had a message of it). The next
+        // publish makes a new epoch; clients holding an old id are told now.
+        if newest.is_some() {
+            local.resync(channel);
+        }
+        return;
+    };
+    if newest.is_some_and(|(held, _)| held != epoch) {
+        local.resync(channel);
+    }
+    for entry in &history.entries {
+        local.deliver(
+            channel,
+            entry.epoch,
+            entry.seq,
+            &entry.content_type,
+            &entry.body,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::resp::{Decoder, Limits, Value};
+    use crate::redis::scripts::KeySpace;
+    use crate::redis::session::{Conn, SessionConfig};
+    use std::net::SocketAddr;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A registry that records what reaches it; every channel has `waiters` connections.
+    #[derive(Default)]
+    struct Local {
+        waiters: u64,
+        delivered: Vec<(String, u32, u64, Vec<u8>)>,
+        resynced: Vec<String>,
+        held: Vec<(String, Option<(u32, u64)>)>,
+    }
+
+    impl LocalChannels for Local {
+        fn deliver(
+            &mut self,
+            channel: &str,
+            epoch: u32,
+            seq: u64,
+            content_type: &str,
+            body: &[u8],
+        ) -> u64 {
+            assert_eq!(content_type, "text/plain");
+            let message = (channel.into(), epoch, seq, body.to_vec());
+            if self.delivered.contains(&message) {
+                return 0; // held already, as the registry does
+            }
+            self.delivered.push(message);
+            self.waiters
+        }
+        fn resync(&mut self, channel: &str) {
+            self.resynced.push(channel.into());
+        }
+        fn newest_ids(&self) -> Vec<(String, Option<(u32, u64)>)> {
+            self.held.clone()
+        }
+    }
+
+    fn session(t: Instant) -> Session {
+        let config = SessionConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 6379)),
+            username: None,
+            password: None,
+            db: 0,
+            keys: KeySpace::new("p"),
+            host: "me".into(),
+            history: 8,
+            key_ttl: Duration::ZERO,
+            probe_interval: 1000 * MS,
+            reply_timeout: 500 * MS,
+            backoff_min: 100 * MS,
+            backoff_max: 400 * MS,
+            limits: Limits::default(),
+        };
+        let mut s = Session::new(config, t);
+        while s.poll_action().is_some() {}
+        s.connected(Conn::Command, t);
+        s.connected(Conn::Subscriber, t);
+        s.received(
+            Conn::Command,
+            b"$3\r\nsh1\r\n$3\r\nsh2\r\n$3\r\nsh3\r\n:1\r\n",
+            t,
+        );
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$9\r\nsubscribe\r\n$5\r\np:bus\r\n:1\r\n\
+              *3\r\n$9\r\nsubscribe\r\n$9\r\np:host:me\r\n:2\r\n",
+            t,
+        );
+        assert_eq!(s.poll_event(), Some(Event::Up));
+        written(&mut s, Conn::Command);
+        s
+    }
+
+    /// The commands waiting on `conn`, each as its arguments.
+    fn written(s: &mut Session, conn: Conn) -> Vec<Vec<String>> {
+        let mut decoder = Decoder::new(Limits::default());
+        decoder.feed(s.output(conn));
+        let n = s.output(conn).len();
+        s.wrote(conn, n);
+        std::iter::from_fn(|| decoder.next().unwrap())
+            .map(|v| match v {
+                Value::Array(args) => args
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a.as_bytes().unwrap()).into_owned())
+                    .collect(),
+                other => panic!("not a command: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Feeds every event of the session to the bridge.
+    fn drain(
+        s: &mut Session,
+        bridge: &mut Bridge,
+        local: &mut Local,
+        now: Instant,
+    ) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        while let Some(event) = s.poll_event() {
+            bridge.on_event(event, local, s, now, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_publish_is_delivered_here_with_its_redis_id_and_answered_when_all_counted() {
+        let t = Instant::now();
+        let mut s = session(t);
+        let mut bridge = Bridge::new("me".into(), 200 * MS);
+        let mut local = Local {
+            waiters: 3,
+            ..Local::default()
+        };
+        bridge
+            .publish(&mut s, 1, "news", "text/plain", b"hi", t)
+            .unwrap();
+        assert_eq!(written(&mut s, Conn::Command)[0][0], "EVALSHA");
+        // Alone: answered at once with this host's count.
+        s.received(Conn::Command, b"*4\r\n:9\r\n:1\r\n:1\r\n:1\r\n", t);
+        let out = drain(&mut s, &mut bridge, &mut local, t);
+        assert_eq!(local.delivered, [("news".into(), 9, 1, b"hi".to_vec())]);
+        let Outcome::Published { epoch, seq, tally } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (*epoch, *seq, tally.reached, tally.hosts_header()),
+            (9, 1, 3, "1/1".into())
+        );
+
+        // Three hosts: one counts back, one is silent and left out after the bound.
+        bridge
+            .publish(&mut s, 2, "news", "text/plain", b"again", t)
+            .unwrap();
+        s.received(Conn::Command, b"*4\r\n:9\r\n:2\r\n:0\r\n:3\r\n", t);
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$9\r\np:host:me\r\n$19\r\ncount news 9-2 b 40\r\n",
+            t,
+        );
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        assert_eq!(bridge.next_deadline(), Some(t + 200 * MS));
+        let mut out = Vec::new();
+        bridge.tick(t + 200 * MS, &mut out);
+        let Outcome::Published { tally, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (tally.request, tally.reached, tally.hosts_header()),
+            (2, 43, "2/3".into())
+        );
+    }
+
+    #[test]
+    fn a_refused_publish_is_a_failure_and_a_down_link_refuses_at_once() {
+        let t = Instant::now();
+        let mut s = session(t);
+        let mut bridge = Bridge::new("me".into(), 200 * MS);
+        let mut local = Local::default();
+        bridge
+            .publish(&mut s, 1, "c", "text/plain", b"x", t)
+            .unwrap();
+        s.received(
+            Conn::Command,
+            b"-READONLY You can't write against a read only replica.\r\n",
+            t,
+        );
+        let out = drain(&mut s, &mut bridge, &mut local, t);
+        assert!(matches!(
+            &out[..],
+            [Outcome::PublishFailed {
+                request: 1,
+                failure: Failure::Refused(_)
+            }]
+        ));
+        assert!(local.delivered.is_empty(), "never delivered here alone");
+        s.failed(Conn::Command, "reset", t);
+        drain(&mut s, &mut bridge, &mut local, t);
+        assert_eq!(
+            bridge.publish(&mut s, 2, "c", "text/plain", b"x", t),
+            Err(Failure::Unavailable)
+        );
+    }
+
+    #[test]
+    fn messages_from_other_hosts_are_delivered_and_counted_back() {
+        let t = Instant::now();
+        let mut s = session(t);
+        let mut bridge = Bridge::new("me".into(), 200 * MS);
+        let mut local = Local {
+            waiters: 7,
+            ..Local::default()
+        };
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$25\r\nhb\nnews\n9-4\ntext/plain\nyo\r\n",
+            t,
+        );
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        assert_eq!(local.delivered, [("news".into(), 9, 4, b"yo".to_vec())]);
+        assert_eq!(
+            written(&mut s, Conn::Command),
+            [["PUBLISH", "p:host:hb", "count news 9-4 me 7"]]
+        );
+    }
+
+    #[test]
+    fn after_a_reconnect_every_channel_held_is_caught_up_or_resynced() {
+        let t = Instant::now();
+        let mut s = session(t);
+        let mut bridge = Bridge::new("me".into(), 200 * MS);
+        let mut local = Local {
+            held: vec![
+                ("same".into(), Some((9, 4))),
+                ("lost".into(), Some((9, 2))),
+                ("gone".into(), Some((9, 1))),
+                ("fresh".into(), None),
+            ],
+            ..Local::default()
+        };
+        // A publish counting when the link drops is answered with what it has.
+        bridge
+            .publish(&mut s, 1, "c", "text/plain", b"x", t)
+            .unwrap();
+        s.received(Conn::Command, b"*4\r\n:9\r\n:1\r\n:0\r\n:2\r\n", t);
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        s.failed(Conn::Subscriber, "closed by Redis", t);
+        let out = drain(&mut s, &mut bridge, &mut local, t);
+        assert!(
+            matches!(&out[..], [Outcome::Published { tally, .. }] if tally.hosts_header() == "1/2")
+        );
+        local.delivered.clear();
+
+        // Back up: one catch-up read per channel held, from its newest id.
+        let now = t + 100 * MS;
+        s.tick(now);
+        while s.poll_action().is_some() {}
+        s.connected(Conn::Command, now);
+        s.connected(Conn::Subscriber, now);
+        s.received(
+            Conn::Command,
+            b"$3\r\nsh1\r\n$3\r\nsh2\r\n$3\r\nsh3\r\n:1\r\n",
+            now,
+        );
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$9\r\nsubscribe\r\n$5\r\np:bus\r\n:1\r\n\
+              *3\r\n$9\r\nsubscribe\r\n$9\r\np:host:me\r\n:2\r\n",
+            now,
+        );
+        written(&mut s, Conn::Command);
+        drain(&mut s, &mut bridge, &mut local, now);
+        let reads = written(&mut s, Conn::Command);
+        let args: Vec<(&str, &str, &str)> = reads
+            .iter()
+            .map(|r| (r[3].as_str(), r[5].as_str(), r[6].as_str()))
+            .collect();
+        assert_eq!(
+            args,
+            [
+                ("p:{same}:meta", "9", "4"),
+                ("p:{lost}:meta", "9", "2"),
+                ("p:{gone}:meta", "9", "1"),
+                ("p:{fresh}:meta", "", "")
+            ]
+        );
+        let entry = |id: &str, body: &str| {
+            format!(
+                "*2\r\n${}\r\n{id}\r\n*4\r\n$1\r\nd\r\n${}\r\n{body}\r\n\
+                 $1\r\nt\r\n$10\r\ntext/plain\r\n",
+                id.len(),
+                body.len()
+            )
+        };
+        // A message published after the resubscription overtakes the catch-up read.
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$26\r\nhb\nsame\n9-6\ntext/plain\nnew\r\n",
+            now,
+        );
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, now), []);
+        assert!(
+            local.delivered.is_empty(),
+            "held back until the catch-up is in"
+        );
+        let replies = [
+            format!(
+                "*3\r\n:9\r\n:6\r\n*2\r\n{}{}",
+                entry("9-5", "missed"),
+                entry("9-6", "new")
+            ),
+            format!("*3\r\n:12\r\n:1\r\n*1\r\n{}", entry("12-1", "new epoch")),
+            "*3\r\n:0\r\n:0\r\n*0\r\n".to_string(),
+            "*3\r\n:0\r\n:0\r\n*0\r\n".to_string(),
+        ]
+        .concat();
+        s.received(Conn::Command, replies.as_bytes(), now);
+        assert_eq!(
+            drain(&mut s, &mut bridge, &mut local, now),
+            [],
+            "no client asked"
+        );
+        assert_eq!(
+            local.delivered,
+            [
+                ("same".into(), 9, 5, b"missed".to_vec()),
+                ("same".into(), 9, 6, b"new".to_vec()),
+                ("lost".into(), 12, 1, b"new epoch".to_vec())
+            ]
+        );
+        assert_eq!(local.resynced, ["lost", "gone"]);
+    }
+}
