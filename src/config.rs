@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::comet::CometSettings;
 use crate::http::head::{HeadLimits, MAX_HEADERS_CAP};
-pub use crate::workers::{AcceptModel, CpuAffinity, Workers};
 use crate::redis::RedisTarget;
+pub use crate::workers::{AcceptModel, CpuAffinity, Workers};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

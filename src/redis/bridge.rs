@@ -13,11 +13,22 @@ use super::counts::{count_payload, Counts, MessageKey, Tally};
 use super::scripts::History;
 use super::session::{Event, Failure, Session};
 
+/// How many connections a delivery reached here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Counted at once (one registry in this process).
+    Now(u64),
+    /// Counted later (the hub, whose workers answer over the bus): the registry's owner
+    /// calls [`Bridge::reached`] with the ticket it was given.
+    Later,
+}
+
 /// What the Redis side needs from the local registry.
 pub trait LocalChannels {
     /// Delivers a message that has its id from Redis to this host's waiters and subscribers,
-    /// keeping it in the channel's local history; returns the connections reached. A message
-    /// the channel already holds (same or older id, as after a catch-up) reaches no one.
+    /// keeping it in the channel's local history; returns the connections reached, now or
+    /// later under `ticket` (0: nobody waits for the count). A message the channel already
+    /// holds (same or older id, as after a catch-up) reaches no one.
     fn deliver(
         &mut self,
         channel: &str,
@@ -25,7 +36,8 @@ pub trait LocalChannels {
         seq: u64,
         content_type: &str,
         body: &[u8],
-    ) -> u64;
+        ticket: u64,
+    ) -> Reach;
     /// Redis lost `channel` (its epoch changed, or it is gone, while this host held it):
     /// waiters and subscribers get the resync signal, and the local history is dropped.
     fn resync(&mut self, channel: &str);
@@ -105,6 +117,19 @@ struct HeldMessage {
     body: Vec<u8>,
 }
 
+/// A delivery here whose count comes later ([`Reach::Later`]), and what it is for.
+#[derive(Debug)]
+enum AwaitedReach {
+    /// This host's publish: counted with the other hosts' counts.
+    Own {
+        request: u64,
+        key: MessageKey,
+        hosts: u64,
+    },
+    /// Another host's message: the count goes back to its publisher.
+    Other { origin: String, key: MessageKey },
+}
+
 /// Request numbers the bridge makes for its own catch-up reads have this bit set, so they
 /// never meet the server's.
 const OWN_REQUEST: u64 = 1 << 63;
@@ -126,7 +151,16 @@ pub struct Bridge {
     /// ones the read brings for already held, and drop them.
     held_back: HashMap<String, Vec<HeldMessage>>,
     next_own: u64,
+    /// Deliveries here counted later, by ticket.
+    awaiting_reach: HashMap<u64, AwaitedReach>,
+    next_ticket: u64,
+    /// Counts from other hosts that came before this host's own count of its publish (it
+    /// is counted later): replayed once it is in. Bounded; kept only while one is awaited.
+    early_counts: Vec<Vec<u8>>,
 }
+
+/// The most early counts kept (hosts x publishes in flight).
+const MAX_EARLY_COUNTS: usize = 4096;
 
 impl Bridge {
     /// `count_bound`: how long a publish waits for other hosts' counts.
@@ -139,6 +173,58 @@ impl Bridge {
             catching_up: HashMap::new(),
             held_back: HashMap::new(),
             next_own: OWN_REQUEST,
+            awaiting_reach: HashMap::new(),
+            next_ticket: 1,
+            early_counts: Vec::new(),
+        }
+    }
+
+    fn own_reach_awaited(&self) -> bool {
+        self.awaiting_reach
+            .values()
+            .any(|a| matches!(a, AwaitedReach::Own { .. }))
+    }
+
+    fn ticket(&mut self) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        ticket
+    }
+
+    /// The count of a delivery that answered [`Reach::Later`] under `ticket`.
+    pub fn reached(
+        &mut self,
+        ticket: u64,
+        reached: u64,
+        link: &mut impl Requests,
+        now: Instant,
+        out: &mut Vec<Outcome>,
+    ) {
+        match self.awaiting_reach.remove(&ticket) {
+            Some(AwaitedReach::Own {
+                request,
+                key,
+                hosts,
+            }) => {
+                if let Some(tally) = self.counts.published(request, key, reached, hosts, now) {
+                    self.answer(vec![tally], out);
+                }
+                let early = std::mem::take(&mut self.early_counts);
+                let own_awaited = self.own_reach_awaited();
+                for payload in early {
+                    if self.counts.awaits(&payload) {
+                        if let Some(tally) = self.counts.reply(&payload) {
+                            self.answer(vec![tally], out);
+                        }
+                    } else if own_awaited {
+                        self.early_counts.push(payload);
+                    }
+                }
+            }
+            Some(AwaitedReach::Other { origin, key }) => {
+                link.reply_to_host(&origin, &count_payload(&key, &self.host, reached), now);
+            }
+            None => {}
         }
     }
 
@@ -229,8 +315,13 @@ impl Bridge {
                 }
             }
             Event::HostReply(payload) => {
-                if let Some(tally) = self.counts.reply(&payload) {
-                    self.answer(vec![tally], out);
+                if self.counts.awaits(&payload) {
+                    if let Some(tally) = self.counts.reply(&payload) {
+                        self.answer(vec![tally], out);
+                    }
+                } else if self.own_reach_awaited() && self.early_counts.len() < MAX_EARLY_COUNTS {
+                    // Perhaps for a publish whose own count is still coming from the workers.
+                    self.early_counts.push(payload);
                 }
             }
             Event::Published { request, result } => {
@@ -243,18 +334,32 @@ impl Bridge {
                         // Delivered here now that it has its id; other hosts deliver it from
                         // the bus and count back.
                         let (epoch, seq) = (published.epoch, published.seq);
-                        let reached = local.deliver(&channel, epoch, seq, &content_type, &body);
+                        let ticket = self.ticket();
+                        let reach =
+                            local.deliver(&channel, epoch, seq, &content_type, &body, ticket);
                         let key = MessageKey {
                             channel,
                             epoch: published.epoch,
                             seq: published.seq,
                         };
                         self.ids.insert(request, (published.epoch, published.seq));
-                        if let Some(tally) =
-                            self.counts
-                                .published(request, key, reached, published.hosts, now)
-                        {
-                            self.answer(vec![tally], out);
+                        let hosts = published.hosts;
+                        match reach {
+                            Reach::Now(reached) => {
+                                if let Some(tally) =
+                                    self.counts.published(request, key, reached, hosts, now)
+                                {
+                                    self.answer(vec![tally], out);
+                                }
+                            }
+                            Reach::Later => {
+                                let awaited = AwaitedReach::Own {
+                                    request,
+                                    key,
+                                    hosts,
+                                };
+                                self.awaiting_reach.insert(ticket, awaited);
+                            }
                         }
                     }
                 }
@@ -295,8 +400,23 @@ impl Bridge {
             content_type,
             body,
         } = message;
-        let reached = local.deliver(&key.channel, key.epoch, key.seq, &content_type, &body);
-        link.reply_to_host(&origin, &count_payload(&key, &self.host, reached), now);
+        let ticket = self.ticket();
+        match local.deliver(
+            &key.channel,
+            key.epoch,
+            key.seq,
+            &content_type,
+            &body,
+            ticket,
+        ) {
+            Reach::Now(reached) => {
+                link.reply_to_host(&origin, &count_payload(&key, &self.host, reached), now)
+            }
+            Reach::Later => {
+                let awaited = AwaitedReach::Other { origin, key };
+                self.awaiting_reach.insert(ticket, awaited);
+            }
+        }
     }
 
     /// Publishes whose bound passed, answered with the hosts that counted.
@@ -340,6 +460,7 @@ fn catch_up(
             entry.seq,
             &entry.content_type,
             &entry.body,
+            0,
         );
     }
 }
@@ -361,6 +482,8 @@ mod tests {
         delivered: Vec<(String, u32, u64, Vec<u8>)>,
         resynced: Vec<String>,
         held: Vec<(String, Option<(u32, u64)>)>,
+        /// Counted later, as the hub's workers answer.
+        later: bool,
     }
 
     impl LocalChannels for Local {
@@ -371,14 +494,18 @@ mod tests {
             seq: u64,
             content_type: &str,
             body: &[u8],
-        ) -> u64 {
+            _ticket: u64,
+        ) -> Reach {
             assert_eq!(content_type, "text/plain");
             let message = (channel.into(), epoch, seq, body.to_vec());
             if self.delivered.contains(&message) {
-                return 0; // held already, as the registry does
+                return Reach::Now(0); // held already, as the registry does
             }
             self.delivered.push(message);
-            self.waiters
+            if self.later {
+                return Reach::Later;
+            }
+            Reach::Now(self.waiters)
         }
         fn resync(&mut self, channel: &str) {
             self.resynced.push(channel.into());
@@ -532,6 +659,53 @@ mod tests {
         assert_eq!(
             bridge.publish(&mut s, 2, "c", "text/plain", b"x", t),
             Err(Failure::Unavailable)
+        );
+    }
+
+    #[test]
+    fn counts_taken_later_add_up_even_when_another_host_counts_first() {
+        let t = Instant::now();
+        let mut s = session(t);
+        let mut bridge = Bridge::new("me".into(), 200 * MS);
+        let mut local = Local {
+            later: true,
+            ..Local::default()
+        };
+        bridge
+            .publish(&mut s, 1, "news", "text/plain", b"hi", t)
+            .unwrap();
+        written(&mut s, Conn::Command);
+        s.received(Conn::Command, b"*4\r\n:9\r\n:1\r\n:1\r\n:2\r\n", t);
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        // The other host's count comes before this host's workers have answered.
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$9\r\np:host:me\r\n$19\r\ncount news 9-1 b 40\r\n",
+            t,
+        );
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        let mut out = Vec::new();
+        bridge.reached(1, 3, &mut s, t, &mut out);
+        let [Outcome::Published { epoch, seq, tally }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (*epoch, *seq, tally.reached, tally.hosts_header()),
+            (9, 1, 43, "2/2".into())
+        );
+
+        // Another host's message counted later goes back to its publisher then.
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$25\r\nhb\nnews\n9-4\ntext/plain\nyo\r\n",
+            t,
+        );
+        drain(&mut s, &mut bridge, &mut local, t);
+        assert_eq!(written(&mut s, Conn::Command), Vec::<Vec<String>>::new());
+        bridge.reached(2, 7, &mut s, t, &mut out);
+        assert_eq!(
+            written(&mut s, Conn::Command),
+            [["PUBLISH", "p:host:hb", "count news 9-4 me 7"]]
         );
     }
 

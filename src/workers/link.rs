@@ -20,6 +20,8 @@ pub enum HubAnswer {
     Published {
         id: MessageId,
         reached: u64,
+        /// `--redis`: hosts counted and hosts known (`X-Comet-Hosts`).
+        hosts: Option<(u16, u16)>,
     },
     Refused(RefuseReason),
     /// Parked waiters on every worker (`GET /`).
@@ -207,10 +209,14 @@ impl WorkerLink {
                     epoch,
                     seq,
                     reached,
+                    counted,
+                    known,
                 } => {
                     if let Some(token) = self.waiting.remove(&request) {
                         let id = MessageId { epoch, seq };
-                        answers.push((token, HubAnswer::Published { id, reached }));
+                        let hosts = (known > 0).then_some((counted, known));
+                        let answer = HubAnswer::Published { id, reached, hosts };
+                        answers.push((token, answer));
                     }
                 }
                 Frame::Refused { request, reason } => {
