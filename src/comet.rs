@@ -166,7 +166,7 @@ pub struct Comet {
     subscribed: usize,
     deliveries: VecDeque<Delivery>,
     /// With `--workers N`: publishes go to the hub (see `relay.rs`), queued here for the loop.
-    relay: Option<VecDeque<relay::Relayed>>,
+    relay: Option<relay::RelayState>,
 }
 
 /// The name of the channel the bare routes use.
@@ -210,9 +210,10 @@ impl Comet {
         if let Some(&key) = self.by_name.get(name) {
             return Ok(ChannelKey(key));
         }
-        if self.channels.len() >= self.settings.max_channels {
+        if self.channels.len() >= self.settings.max_channels || self.full_server_wide() {
             return Err(CometError::TooManyChannels);
         }
+        self.relay_channel_event(name, true);
         let name: Box<str> = name.into();
         let key = self.channels.insert(Channel {
             name: name.clone(),
@@ -365,6 +366,7 @@ impl Comet {
             .collect();
         for key in idle {
             let channel = self.channels.remove(key);
+            self.relay_channel_event(&channel.name, false);
             self.by_name.remove(&channel.name);
         }
     }

@@ -70,6 +70,13 @@ pub enum Frame<'a> {
     Counted { query: u64, count: u64 },
     /// Hub to the asking worker: parked waiters on every worker.
     WaiterCount { request: u64, count: u64 },
+    /// Worker to hub: it made a channel (a waiter, a subscriber, a message): counted once
+    /// server-wide, however many workers hold it, against `--comet-max-channels`.
+    Opened { channel: &'a str },
+    /// Worker to hub: it dropped an idle channel.
+    Closed { channel: &'a str },
+    /// Hub to every worker: channels on the whole server now.
+    ChannelTotal { count: u64 },
     /// Worker to hub: publish on `channel` a message whose body is the number of clients it
     /// reaches on every worker (`GET /notify`): the hub counts first, then publishes.
     PublishCount { request: u64, channel: &'a str },
@@ -145,6 +152,9 @@ mod kind {
     pub const COUNTED: u8 = 13;
     pub const WAITER_COUNT: u8 = 14;
     pub const PUBLISH_COUNT: u8 = 15;
+    pub const OPENED: u8 = 16;
+    pub const CLOSED: u8 = 17;
+    pub const CHANNEL_TOTAL: u8 = 18;
 }
 
 impl Frame<'_> {
@@ -165,6 +175,9 @@ impl Frame<'_> {
             Frame::Counted { .. } => kind::COUNTED,
             Frame::WaiterCount { .. } => kind::WAITER_COUNT,
             Frame::PublishCount { .. } => kind::PUBLISH_COUNT,
+            Frame::Opened { .. } => kind::OPENED,
+            Frame::Closed { .. } => kind::CLOSED,
+            Frame::ChannelTotal { .. } => kind::CHANNEL_TOTAL,
         }
     }
 }
@@ -250,10 +263,11 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), FrameError> {
             out.extend_from_slice(&floor.to_le_bytes());
             put_str(out, channel)
         }
-        Frame::CountWaiters { request } => {
-            out.extend_from_slice(&request.to_le_bytes());
+        Frame::CountWaiters { request: a } | Frame::ChannelTotal { count: a } => {
+            out.extend_from_slice(&a.to_le_bytes());
             Ok(())
         }
+        Frame::Opened { channel } | Frame::Closed { channel } => put_str(out, channel),
         Frame::CountQuery { query: a, channel }
         | Frame::PublishCount {
             request: a,
@@ -382,6 +396,15 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
         kind::COUNT_QUERY => Frame::CountQuery {
             query: fields.u64()?,
             channel: fields.str()?,
+        },
+        kind::OPENED => Frame::Opened {
+            channel: fields.str()?,
+        },
+        kind::CLOSED => Frame::Closed {
+            channel: fields.str()?,
+        },
+        kind::CHANNEL_TOTAL => Frame::ChannelTotal {
+            count: fields.u64()?,
         },
         kind::PUBLISH_COUNT => Frame::PublishCount {
             request: fields.u64()?,
@@ -575,6 +598,9 @@ mod tests {
                 request: 6,
                 channel: "news",
             },
+            Frame::Opened { channel: "a" },
+            Frame::Closed { channel: "b" },
+            Frame::ChannelTotal { count: 3 },
             Frame::Counted { query: 4, count: 5 },
             Frame::WaiterCount {
                 request: 3,

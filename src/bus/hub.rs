@@ -11,7 +11,7 @@
 //! the last sequence, then every channel's floor and history, so it answers catch-ups the
 //! same as the others.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::frame::{encode, Frame, RefuseReason};
@@ -93,6 +93,19 @@ pub struct Hub {
     at_redis: HashMap<u64, (u16, u64)>,
     /// `--redis`: counts of deliveries the bridge waits for, by ticket.
     reached: Vec<(u64, u64)>,
+    /// Every channel on the server: whether the hub has its history, and how many workers
+    /// hold it; its size is what `--comet-max-channels` bounds.
+    presence: HashMap<Box<str>, Presence>,
+    /// The channels each worker said it holds.
+    held: Vec<HashSet<Box<str>>>,
+    /// The total last told to the workers.
+    told_total: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Presence {
+    in_history: bool,
+    holders: u32,
 }
 
 impl Hub {
@@ -110,6 +123,9 @@ impl Hub {
             to_redis: Vec::new(),
             at_redis: HashMap::new(),
             reached: Vec::new(),
+            presence: HashMap::new(),
+            held: vec![HashSet::new(); workers],
+            told_total: 0,
         }
     }
 
@@ -179,6 +195,11 @@ impl Hub {
         if !is_valid_channel_name(channel) {
             return Some(0);
         }
+        if !self.channels.contains_key(channel) {
+            // Redis enforces no channel limit: a message another host published is taken.
+            self.presence.entry(channel.into()).or_default().in_history = true;
+            self.tell_total();
+        }
         let history = self
             .channels
             .entry(channel.into())
@@ -229,7 +250,10 @@ impl Hub {
     /// Redis lost `channel` while this host held it: its history here is dropped (the next
     /// message brings the new epoch, and older ids get the resync signal).
     pub fn forget_channel(&mut self, channel: &str) {
-        self.channels.remove(channel);
+        if self.channels.remove(channel).is_some() {
+            self.release(channel, |p| p.in_history = false);
+            self.tell_total();
+        }
     }
 
     /// Every channel held, with its newest id: what to catch up after the link was down.
@@ -291,6 +315,8 @@ impl Hub {
                 );
             }
         }
+        let count = self.presence.len() as u64;
+        let _ = encode(&Frame::ChannelTotal { count }, out);
         // Last: the worker serves no client before it has this, so it has the history too.
         let _ = encode(
             &Frame::Welcome {
@@ -306,6 +332,10 @@ impl Hub {
         let index = worker as usize;
         self.live[index] = false;
         self.outboxes[index].clear();
+        for name in std::mem::take(&mut self.held[index]) {
+            self.release(&name, |p| p.holders = p.holders.saturating_sub(1));
+        }
+        self.tell_total();
         let deliveries: Vec<u64> = self.pending.keys().copied().collect();
         for delivery in deliveries {
             self.answered(delivery, worker, 0);
@@ -357,6 +387,20 @@ impl Hub {
                 Ok(())
             }
             Frame::Stats { .. } => Ok(()),
+            Frame::Opened { channel } => {
+                if self.held[worker as usize].insert(channel.into()) {
+                    self.presence.entry(channel.into()).or_default().holders += 1;
+                    self.tell_total();
+                }
+                Ok(())
+            }
+            Frame::Closed { channel } => {
+                if self.held[worker as usize].remove(channel) {
+                    self.release(channel, |p| p.holders = p.holders.saturating_sub(1));
+                    self.tell_total();
+                }
+                Ok(())
+            }
             Frame::Deliver { .. } => Err(Unexpected("deliver")),
             Frame::Published { .. } => Err(Unexpected("published")),
             Frame::Refused { .. } => Err(Unexpected("refused")),
@@ -365,6 +409,7 @@ impl Hub {
             Frame::Floor { .. } => Err(Unexpected("floor")),
             Frame::CountQuery { .. } => Err(Unexpected("count query")),
             Frame::WaiterCount { .. } => Err(Unexpected("waiter count")),
+            Frame::ChannelTotal { .. } => Err(Unexpected("channel total")),
         }
     }
 
@@ -382,11 +427,14 @@ impl Hub {
             return self.send(origin, &Frame::Refused { request, reason });
         }
         if !self.channels.contains_key(channel) {
-            if self.channels.len() >= self.settings.max_channels {
+            let known = self.presence.contains_key(channel);
+            if !known && self.presence.len() >= self.settings.max_channels {
                 let reason = RefuseReason::TooManyChannels;
                 return self.send(origin, &Frame::Refused { request, reason });
             }
             if !self.redis {
+                self.presence.entry(channel.into()).or_default().in_history = true;
+                self.tell_total();
                 let history = History {
                     epoch: self.epoch,
                     messages: VecDeque::new(),
@@ -569,8 +617,40 @@ impl Hub {
     /// server-wide here): a client catching up on one later is told to resynchronize.
     pub fn sweep(&mut self, now: Instant) {
         let ttl = self.settings.channel_ttl;
-        self.channels
-            .retain(|_, h| now.saturating_duration_since(h.last_published) < ttl);
+        let idle: Vec<Box<str>> = self
+            .channels
+            .iter()
+            .filter(|(_, h)| now.saturating_duration_since(h.last_published) >= ttl)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in idle {
+            self.channels.remove(&name);
+            self.release(&name, |p| p.in_history = false);
+        }
+        self.tell_total();
+    }
+
+    /// Updates a channel's presence; a channel no worker holds and without history is gone.
+    fn release(&mut self, name: &str, change: impl FnOnce(&mut Presence)) {
+        if let Some(presence) = self.presence.get_mut(name) {
+            change(presence);
+            if !presence.in_history && presence.holders == 0 {
+                self.presence.remove(name);
+            }
+        }
+    }
+
+    /// Tells every live worker the server's channel count when it changed.
+    fn tell_total(&mut self) {
+        let total = self.presence.len();
+        if total == self.told_total {
+            return;
+        }
+        self.told_total = total;
+        let count = total as u64;
+        for worker in self.live_workers() {
+            self.send(worker, &Frame::ChannelTotal { count });
+        }
     }
 
     /// Channels with history now.
@@ -604,8 +684,16 @@ mod tests {
         hub
     }
 
-    /// The frames queued for `worker`, as debug strings; the outbox is emptied.
+    /// The frames queued for `worker` but the channel totals, as debug strings; the outbox
+    /// is emptied.
     fn sent(hub: &mut Hub, worker: usize) -> Vec<String> {
+        let mut frames = sent_all(hub, worker);
+        frames.retain(|f| !f.starts_with("ChannelTotal"));
+        frames
+    }
+
+    /// Every frame queued for `worker`, as debug strings; the outbox is emptied.
+    fn sent_all(hub: &mut Hub, worker: usize) -> Vec<String> {
         let bytes = std::mem::take(hub.outbox(worker));
         let mut at = 0;
         let mut frames = Vec::new();
@@ -764,6 +852,35 @@ mod tests {
     }
 
     #[test]
+    fn channels_count_once_server_wide_and_bound_publishes() {
+        let mut hub = hub(2);
+        let now = Instant::now();
+        for (w, name) in [(0, "a"), (1, "a"), (1, "b")] {
+            hub.on_frame(w, Frame::Opened { channel: name }, now)
+                .unwrap();
+        }
+        assert_eq!(
+            sent_all(&mut hub, 0).last().unwrap(),
+            "ChannelTotal { count: 2 }"
+        );
+        sent(&mut hub, 1);
+        // Limit 2: a publish on a third channel is refused, on a held one it is not.
+        publish(&mut hub, 0, 1, "c", "x");
+        assert_eq!(
+            sent(&mut hub, 0),
+            ["Refused { request: 1, reason: TooManyChannels }"]
+        );
+        publish(&mut hub, 0, 2, "a", "x");
+        assert!(sent(&mut hub, 0)[0].starts_with("Deliver"));
+        // Worker 1 dies: "b" is gone, "a" stays (worker 0 holds it, and it has history).
+        hub.leave(1);
+        assert_eq!(
+            sent_all(&mut hub, 0).last().unwrap(),
+            "ChannelTotal { count: 1 }"
+        );
+    }
+
+    #[test]
     fn ids_are_one_order_whoever_publishes() {
         let mut hub = hub(2);
         publish(&mut hub, 0, 1, "a", "x");
@@ -793,12 +910,13 @@ mod tests {
         }
         hub.leave(1);
         hub.join(1);
-        let frames = sent(&mut hub, 1);
+        let frames = sent_all(&mut hub, 1);
         assert_eq!(frames[0], "Floor { floor: 1, channel: \"news\" }");
-        assert_eq!(frames.len(), 4, "history of 2: {frames:?}");
+        assert_eq!(frames.len(), 5, "history of 2: {frames:?}");
         assert!(frames[1].starts_with("Deliver { delivery: 0, epoch: 43981, seq: 2"));
         assert!(frames[2].starts_with("Deliver { delivery: 0, epoch: 43981, seq: 3"));
-        assert_eq!(frames[3], "Welcome { epoch: 43981, last_seq: 3 }");
+        assert_eq!(frames[3], "ChannelTotal { count: 1 }");
+        assert_eq!(frames[4], "Welcome { epoch: 43981, last_seq: 3 }");
     }
 
     #[test]

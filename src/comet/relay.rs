@@ -13,6 +13,17 @@ use slab::Slab;
 
 use super::{Channel, ChannelKey, Comet, Delivery, Message, MessageId};
 
+/// A worker's relaying state: requests for the hub, the channels it opened and dropped (so
+/// the hub counts channels server-wide), and the hub's last count of them.
+#[derive(Debug, Default)]
+pub struct RelayState {
+    queue: VecDeque<Relayed>,
+    /// (channel, opened: true / dropped: false), in order, for the hub.
+    channel_events: Vec<(Box<str>, bool)>,
+    /// Channels on the whole server, as the hub last said.
+    server_channels: usize,
+}
+
 /// The token of a relayed request no connection has claimed yet.
 pub const UNCLAIMED: Token = Token(usize::MAX);
 
@@ -35,7 +46,7 @@ pub enum Relayed {
 impl Comet {
     /// From now on publishes are relayed to the hub, not given ids here.
     pub fn relay_to_hub(&mut self) {
-        self.relay = Some(VecDeque::new());
+        self.relay = Some(RelayState::default());
     }
 
     pub fn relays(&self) -> bool {
@@ -50,7 +61,7 @@ impl Comet {
         content_type: &str,
         body: Box<[u8]>,
     ) {
-        if let Some(queue) = &mut self.relay {
+        if let Some(RelayState { queue, .. }) = &mut self.relay {
             queue.push_back(Relayed::Publish {
                 token,
                 channel: channel.into(),
@@ -62,7 +73,7 @@ impl Comet {
 
     /// Queues a publish whose body is the count it reaches (only when [`Comet::relays`]).
     pub fn relay_publish_count(&mut self, token: Token, channel: &str) {
-        if let Some(queue) = &mut self.relay {
+        if let Some(RelayState { queue, .. }) = &mut self.relay {
             queue.push_back(Relayed::PublishCount {
                 token,
                 channel: channel.into(),
@@ -72,7 +83,7 @@ impl Comet {
 
     /// Queues a count of every worker's parked waiters (only when [`Comet::relays`]).
     pub fn relay_count(&mut self, token: Token) {
-        if let Some(queue) = &mut self.relay {
+        if let Some(RelayState { queue, .. }) = &mut self.relay {
             queue.push_back(Relayed::CountWaiters { token });
         }
     }
@@ -88,7 +99,7 @@ impl Comet {
     /// Gives the requests queued since the last claim (by a handler, which knows no token)
     /// to the connection `token`; true if there were any: it then waits for the hub.
     pub fn claim_relayed(&mut self, token: Token) -> bool {
-        let Some(queue) = &mut self.relay else {
+        let Some(RelayState { queue, .. }) = &mut self.relay else {
             return false;
         };
         let mut claimed = false;
@@ -109,7 +120,37 @@ impl Comet {
 
     /// The next publish to send to the hub.
     pub fn take_relayed(&mut self) -> Option<Relayed> {
-        self.relay.as_mut()?.pop_front()
+        self.relay.as_mut()?.queue.pop_front()
+    }
+
+    /// With `--workers N`: whether the server as a whole has `--comet-max-channels`
+    /// channels (the hub's count), so this worker makes no new one.
+    pub(super) fn full_server_wide(&self) -> bool {
+        self.relay
+            .as_ref()
+            .is_some_and(|r| r.server_channels >= self.settings.max_channels)
+    }
+
+    /// With `--workers N`: a channel made (`opened`) or dropped here, for the hub's count.
+    pub(super) fn relay_channel_event(&mut self, name: &str, opened: bool) {
+        if let Some(relay) = &mut self.relay {
+            relay.channel_events.push((name.into(), opened));
+        }
+    }
+
+    /// The channels made and dropped here since the last call, for the hub.
+    pub fn take_channel_events(&mut self) -> Vec<(Box<str>, bool)> {
+        self.relay
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.channel_events))
+            .unwrap_or_default()
+    }
+
+    /// The hub's count of channels on the whole server.
+    pub fn set_server_channels(&mut self, count: usize) {
+        if let Some(relay) = &mut self.relay {
+            relay.server_channels = count;
+        }
     }
 
     /// The hub's epoch and last id: ids checked here are the hub's from now on.
@@ -197,6 +238,7 @@ impl Comet {
         if let Some(&key) = self.by_name.get(name) {
             return Some(ChannelKey(key));
         }
+        self.relay_channel_event(name, true);
         let name: Box<str> = name.into();
         let key = self.channels.insert(Channel {
             name: name.clone(),

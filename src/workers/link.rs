@@ -97,6 +97,13 @@ impl WorkerLink {
 
     /// Sends the publishes the registry queued since the last call.
     pub fn relay(&mut self, comet: &mut Comet) {
+        for (channel, opened) in comet.take_channel_events() {
+            let frame = match opened {
+                true => Frame::Opened { channel: &channel },
+                false => Frame::Closed { channel: &channel },
+            };
+            let _ = encode(&frame, &mut self.out);
+        }
         while let Some(relayed) = comet.take_relayed() {
             let request = self.next_request;
             self.next_request += 1;
@@ -224,6 +231,7 @@ impl WorkerLink {
                         answers.push((token, HubAnswer::Refused(reason)));
                     }
                 }
+                Frame::ChannelTotal { count } => comet.set_server_channels(count as usize),
                 Frame::CountQuery { query, channel } => {
                     let count = match channel {
                         "" => comet.parked(),

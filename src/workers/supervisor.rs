@@ -73,6 +73,9 @@ struct Running {
     started_at: Instant,
     link: UnixStream,
     reader: FrameReader,
+    /// Bytes queued for it past which it counts as stuck: [`MAX_OUTBOX`], or the history
+    /// replay it joined with if that is larger (a big history must not look like a stall).
+    outbox_limit: usize,
 }
 
 enum Phase {
@@ -476,7 +479,7 @@ impl Supervisor {
                 }
             }
             outbox.drain(..written);
-            if outbox.len() > MAX_OUTBOX {
+            if outbox.len() > running.outbox_limit {
                 eprintln!(
                     "miohttpd: worker {} (pid {}) does not read its link; restarting it",
                     slot.index,
@@ -817,11 +820,13 @@ impl Supervisor {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         self.hub.join(slot.index);
+        let replay = self.hub.outbox(slot.index as usize).len();
         Ok(Running {
             child,
             started_at: Instant::now(),
             link,
             reader: FrameReader::new(),
+            outbox_limit: MAX_OUTBOX.max(replay.saturating_add(MAX_OUTBOX / 4)),
         })
     }
 }
