@@ -1,7 +1,7 @@
 //! Comet across hosts (`--redis`): two or three server processes on different ports, one real
 //! `redis-server` (tests/common/redis.rs), checked from outside: a notify on one host reaches
 //! waiters and subscribers on every host under one id, its `n` counts every host and
-//! `X-Comet-Hosts` says how many were counted of how many known, catch-up works on another
+//! `X-Comet-Hosts` says how many were counted of how many known (`GET /` too), catch-up works on another
 //! host with the same ids, a publish while Redis is down is refused, waiters stay parked
 //! through a Redis restart and get what was published meanwhile, the admin token still
 //! guards publishes.
@@ -61,7 +61,7 @@ impl Host {
         }
     }
 
-    /// Parked waiters on this host (`GET /`).
+    /// Parked waiters on every host (`GET /`).
     fn parked(&self) -> u64 {
         let response = self.server.request(&get("/"));
         assert_eq!(response.status, 200, "{response:?}");
@@ -129,9 +129,16 @@ fn a_notify_on_one_host_reaches_every_host_under_one_id_and_counts_them_all() {
     for _ in 0..3 {
         waiters.push(b.wait("/wait/news"));
     }
-    a.await_parked(1);
-    b.await_parked(3);
-    c.await_parked(1);
+    // `GET /` on any host counts every host's parked waiters, and says how many hosts.
+    for host in [&a, &b, &c] {
+        host.await_parked(5);
+        let response = host.server.request(&get("/"));
+        assert_eq!(
+            response.header("x-comet-hosts"),
+            Some("3/3"),
+            "{response:?}"
+        );
+    }
 
     let answer = a.notify("news", "hello");
     assert_eq!(answer.status, 200, "{answer:?}");

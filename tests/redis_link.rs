@@ -521,6 +521,9 @@ impl miohttpd::redis::bridge::LocalChannels for Registry {
             .push((channel.into(), epoch, seq, body.to_vec()));
         Reach::Now(1)
     }
+    fn count_waiters(&mut self, _ticket: u64) -> Reach {
+        Reach::Now(0)
+    }
     fn resync(&mut self, channel: &str) {
         self.resynced.push(channel.into());
         // The history is dropped: the next message, of a new epoch, is taken whatever its id.

@@ -69,7 +69,13 @@ pub enum Frame<'a> {
     /// Worker to hub: its parked waiters, for a [`Frame::CountQuery`].
     Counted { query: u64, count: u64 },
     /// Hub to the asking worker: parked waiters on every worker.
-    WaiterCount { request: u64, count: u64 },
+    /// With `--redis`, `counted` of `known` hosts (both 0 without).
+    WaiterCount {
+        request: u64,
+        count: u64,
+        counted: u16,
+        known: u16,
+    },
     /// Worker to hub: it made a channel (a waiter, a subscriber, a message): counted once
     /// server-wide, however many workers hold it, against `--comet-max-channels`.
     Opened { channel: &'a str },
@@ -276,9 +282,21 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), FrameError> {
             out.extend_from_slice(&a.to_le_bytes());
             put_str(out, channel)
         }
-        Frame::Counted { query: a, count } | Frame::WaiterCount { request: a, count } => {
+        Frame::Counted { query: a, count } => {
             out.extend_from_slice(&a.to_le_bytes());
             out.extend_from_slice(&count.to_le_bytes());
+            Ok(())
+        }
+        Frame::WaiterCount {
+            request,
+            count,
+            counted,
+            known,
+        } => {
+            out.extend_from_slice(&request.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(&counted.to_le_bytes());
+            out.extend_from_slice(&known.to_le_bytes());
             Ok(())
         }
     };
@@ -417,6 +435,8 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
         kind::WAITER_COUNT => Frame::WaiterCount {
             request: fields.u64()?,
             count: fields.u64()?,
+            counted: fields.u16()?,
+            known: fields.u16()?,
         },
         other => return Err(FrameError::UnknownKind(other)),
     };
@@ -605,6 +625,8 @@ mod tests {
             Frame::WaiterCount {
                 request: 3,
                 count: 12,
+                counted: 1,
+                known: 2,
             },
             Frame::Welcome {
                 epoch: 0xdead_beef,

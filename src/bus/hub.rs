@@ -93,6 +93,10 @@ pub struct Hub {
     at_redis: HashMap<u64, (u16, u64)>,
     /// `--redis`: counts of deliveries the bridge waits for, by ticket.
     reached: Vec<(u64, u64)>,
+    /// `--redis`: `GET /` counted here, for the bridge to ask the other hosts: (key, waiters
+    /// here), and the worker and request each answers.
+    waiter_queries: Vec<(u64, u64)>,
+    waiters_at_redis: HashMap<u64, (u16, u64)>,
     /// Every channel on the server: whether the hub has its history, and how many workers
     /// hold it; its size is what `--comet-max-channels` bounds.
     presence: HashMap<Box<str>, Presence>,
@@ -123,6 +127,8 @@ impl Hub {
             to_redis: Vec::new(),
             at_redis: HashMap::new(),
             reached: Vec::new(),
+            waiter_queries: Vec::new(),
+            waiters_at_redis: HashMap::new(),
             presence: HashMap::new(),
             held: vec![HashSet::new(); workers],
             told_total: 0,
@@ -165,6 +171,42 @@ impl Hub {
             known: clamp(known),
         };
         self.send(origin, &frame);
+    }
+
+    /// `GET /` counts of this host's workers, to be asked of the other hosts: (key, waiters).
+    pub fn take_waiter_queries(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.waiter_queries)
+    }
+
+    /// Every host counted (or the bound passed) for the `GET /` `key`.
+    pub fn redis_waiters(&mut self, key: u64, tally: (u64, u64, u64)) {
+        let Some((origin, request)) = self.waiters_at_redis.remove(&key) else {
+            return;
+        };
+        if !self.live[origin as usize] {
+            return;
+        }
+        let (count, counted, known) = tally;
+        let clamp = |n: u64| n.min(u64::from(u16::MAX)) as u16;
+        let frame = Frame::WaiterCount {
+            request,
+            count,
+            counted: clamp(counted),
+            known: clamp(known),
+        };
+        self.send(origin, &frame);
+    }
+
+    /// Another host's `GET /`: this host's workers count their parked waiters; the sum goes
+    /// to the bridge under `ticket` ([`Hub::take_reached`]).
+    pub fn count_for_redis(&mut self, ticket: u64, now: Instant) {
+        let query = self.next_delivery;
+        self.next_delivery += 1;
+        let awaiting = self.live_workers();
+        for &w in &awaiting {
+            self.send(w, &Frame::CountQuery { query, channel: "" });
+        }
+        self.track(query, 0, 0, Awaited::FromRedis { ticket }, awaiting, now);
     }
 
     /// The publish `key` was not done (the link is down, or Redis refused it): 503.
@@ -562,9 +604,20 @@ impl Hub {
                 known: 0,
             },
             Awaited::FromRedis { .. } => return,
+            Awaited::Waiters if self.redis => {
+                // Every other host is asked next (`take_waiter_queries`).
+                let key = self.next_delivery;
+                self.next_delivery += 1;
+                self.waiters_at_redis
+                    .insert(key, (done.origin, done.request));
+                self.waiter_queries.push((key, done.reached));
+                return;
+            }
             Awaited::Waiters => Frame::WaiterCount {
                 request: done.request,
                 count: done.reached,
+                counted: 0,
+                known: 0,
             },
             Awaited::CountToPublish { channel, asked_at } => {
                 let body = done.reached.to_string();
@@ -783,7 +836,10 @@ mod tests {
         hub.leave(1);
         hub.on_frame(2, Frame::Counted { query: 1, count: 6 }, Instant::now())
             .unwrap();
-        assert_eq!(sent(&mut hub, 2), ["WaiterCount { request: 5, count: 10 }"]);
+        assert_eq!(
+            sent(&mut hub, 2),
+            ["WaiterCount { request: 5, count: 10, counted: 0, known: 0 }"]
+        );
     }
 
     #[test]

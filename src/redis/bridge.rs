@@ -38,6 +38,8 @@ pub trait LocalChannels {
         body: &[u8],
         ticket: u64,
     ) -> Reach;
+    /// Parked waiters here (`GET /` asked on another host), now or later under `ticket`.
+    fn count_waiters(&mut self, ticket: u64) -> Reach;
     /// Redis lost `channel` (its epoch changed, or it is gone, while this host held it):
     /// waiters and subscribers get the resync signal, and the local history is dropped.
     fn resync(&mut self, channel: &str);
@@ -64,6 +66,10 @@ pub trait Requests {
         now: Instant,
     ) -> Result<(), Failure>;
     fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant);
+    /// A question to every host, on the bus.
+    fn announce(&mut self, payload: &[u8], now: Instant) -> Result<(), Failure>;
+    /// Live hosts, this one included.
+    fn live_hosts(&self) -> u64;
 }
 
 impl Requests for Session {
@@ -91,6 +97,14 @@ impl Requests for Session {
     fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant) {
         Session::reply_to_host(self, to, payload, now)
     }
+
+    fn announce(&mut self, payload: &[u8], now: Instant) -> Result<(), Failure> {
+        Session::announce(self, payload, now)
+    }
+
+    fn live_hosts(&self) -> u64 {
+        Session::live_hosts(self)
+    }
 }
 
 /// What the server must do for a request it made through the bridge.
@@ -101,6 +115,9 @@ pub enum Outcome {
     Published { epoch: u32, seq: u64, tally: Tally },
     /// A publish was refused or its outcome is unknown: 503 with Retry-After.
     PublishFailed { request: u64, failure: Failure },
+    /// `GET /` asked with [`Bridge::count_waiters`] is done: `tally.reached` waiters on the
+    /// hosts counted.
+    Waiters { tally: Tally },
     /// A client's catch-up read from Redis.
     History {
         request: u64,
@@ -130,6 +147,11 @@ enum AwaitedReach {
     Other { origin: String, key: MessageKey },
 }
 
+/// The pseudo-channel of a waiter-count question on the bus (`ORIGIN\n?waiters\n0-N\n\n`):
+/// no channel name has a `?`, so no message is taken for one. Hosts answer it on the
+/// asker's reply channel as they count a message (`count ?waiters 0-N HOST COUNT`).
+pub const WAITERS_QUERY: &str = "?waiters";
+
 /// Request numbers the bridge makes for its own catch-up reads have this bit set, so they
 /// never meet the server's.
 const OWN_REQUEST: u64 = 1 << 63;
@@ -157,6 +179,8 @@ pub struct Bridge {
     /// Counts from other hosts that came before this host's own count of its publish (it
     /// is counted later): replayed once it is in. Bounded; kept only while one is awaited.
     early_counts: Vec<Vec<u8>>,
+    /// `GET /` questions of this host waiting for other hosts' counts, by request.
+    waiter_queries: std::collections::HashSet<u64>,
 }
 
 /// The most early counts kept (hosts x publishes in flight).
@@ -176,6 +200,7 @@ impl Bridge {
             awaiting_reach: HashMap::new(),
             next_ticket: 1,
             early_counts: Vec::new(),
+            waiter_queries: std::collections::HashSet::new(),
         }
     }
 
@@ -245,6 +270,39 @@ impl Bridge {
         Ok(())
     }
 
+    /// `GET /` on this host: `local` waiters here; every other host is asked on the bus and
+    /// an [`Outcome::Waiters`] follows (at once when the link is down or this host is alone:
+    /// the tally then says how many hosts were counted).
+    pub fn count_waiters(
+        &mut self,
+        link: &mut impl Requests,
+        request: u64,
+        local: u64,
+        now: Instant,
+        out: &mut Vec<Outcome>,
+    ) {
+        let known = link.live_hosts();
+        let key = MessageKey {
+            channel: WAITERS_QUERY.into(),
+            epoch: 0,
+            seq: request,
+        };
+        let question = format!("{}\n{WAITERS_QUERY}\n0-{request}\n\n", self.host);
+        let tally = Tally {
+            request,
+            reached: local,
+            counted: 1,
+            known,
+        };
+        if known <= 1 || link.announce(question.as_bytes(), now).is_err() {
+            return out.push(Outcome::Waiters { tally });
+        }
+        self.waiter_queries.insert(request);
+        if let Some(tally) = self.counts.published(request, key, local, known, now) {
+            self.answer(vec![tally], out);
+        }
+    }
+
     /// A client's catch-up read that the local history cannot answer; an
     /// [`Outcome::History`] follows.
     pub fn history(
@@ -299,6 +357,25 @@ impl Bridge {
                 content_type,
                 body,
             } => {
+                if channel == WAITERS_QUERY {
+                    // Another host's `GET /`: count the waiters here and answer it.
+                    let key = MessageKey {
+                        channel,
+                        epoch,
+                        seq,
+                    };
+                    let ticket = self.ticket();
+                    match local.count_waiters(ticket) {
+                        Reach::Now(n) => {
+                            link.reply_to_host(&origin, &count_payload(&key, &self.host, n), now)
+                        }
+                        Reach::Later => {
+                            let awaited = AwaitedReach::Other { origin, key };
+                            self.awaiting_reach.insert(ticket, awaited);
+                        }
+                    }
+                    return;
+                }
                 let message = HeldMessage {
                     origin,
                     key: MessageKey {
@@ -430,6 +507,8 @@ impl Bridge {
         for tally in tallies {
             if let Some((epoch, seq)) = self.ids.remove(&tally.request) {
                 out.push(Outcome::Published { epoch, seq, tally });
+            } else if self.waiter_queries.remove(&tally.request) {
+                out.push(Outcome::Waiters { tally });
             }
         }
     }
@@ -505,6 +584,9 @@ mod tests {
             if self.later {
                 return Reach::Later;
             }
+            Reach::Now(self.waiters)
+        }
+        fn count_waiters(&mut self, _ticket: u64) -> Reach {
             Reach::Now(self.waiters)
         }
         fn resync(&mut self, channel: &str) {
@@ -706,6 +788,59 @@ mod tests {
         assert_eq!(
             written(&mut s, Conn::Command),
             [["PUBLISH", "p:host:hb", "count news 9-4 me 7"]]
+        );
+    }
+
+    #[test]
+    fn waiters_are_counted_on_every_host_through_the_bus() {
+        let t = Instant::now();
+        let mut s = session(t);
+        let mut bridge = Bridge::new("me".into(), 200 * MS);
+        let mut local = Local {
+            waiters: 5,
+            ..Local::default()
+        };
+        // Alone (no heartbeat counted another host yet): answered at once.
+        let mut out = Vec::new();
+        bridge.count_waiters(&mut s, 1, 4, t, &mut out);
+        let [Outcome::Waiters { tally }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!((tally.reached, tally.hosts_header()), (4, "1/1".into()));
+        // Two hosts: the question goes out on the bus, the other host's count comes back.
+        // The next heartbeat counts two live hosts.
+        let t = t + 1000 * MS;
+        s.tick(t);
+        written(&mut s, Conn::Command);
+        s.received(Conn::Command, b":2\r\n", t);
+        out.clear();
+        bridge.count_waiters(&mut s, 2, 4, t, &mut out);
+        assert_eq!(out, []);
+        assert_eq!(
+            written(&mut s, Conn::Command),
+            [["PUBLISH", "p:bus", "me\n?waiters\n0-2\n\n"]]
+        );
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$9\r\np:host:me\r\n$23\r\ncount ?waiters 0-2 b 40\r\n",
+            t,
+        );
+        let out = drain(&mut s, &mut bridge, &mut local, t);
+        let [Outcome::Waiters { tally }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!((tally.reached, tally.hosts_header()), (44, "2/2".into()));
+        // Another host's question: this host counts and answers it, delivering nothing.
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$17\r\nhb\n?waiters\n0-9\n\n\r\n",
+            t,
+        );
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        assert!(local.delivered.is_empty());
+        assert_eq!(
+            written(&mut s, Conn::Command),
+            [["PUBLISH", "p:host:hb", "count ?waiters 0-9 me 5"]]
         );
     }
 

@@ -150,6 +150,21 @@ impl Link {
         self.pump(registry, now);
     }
 
+    pub fn announce(
+        &mut self,
+        registry: &Registry,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<(), Failure> {
+        self.session.announce(payload, now)?;
+        self.pump(registry, now);
+        Ok(())
+    }
+
+    pub fn live_hosts(&self) -> u64 {
+        self.session.live_hosts()
+    }
+
     /// Closes both connections (server shutdown).
     pub fn close(&mut self, registry: &Registry) {
         for at in 0..2 {
@@ -315,5 +330,13 @@ impl super::bridge::Requests for Linked<'_> {
 
     fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant) {
         self.link.reply_to_host(self.registry, to, payload, now)
+    }
+
+    fn announce(&mut self, payload: &[u8], now: Instant) -> Result<(), Failure> {
+        self.link.announce(self.registry, payload, now)
+    }
+
+    fn live_hosts(&self) -> u64 {
+        self.link.live_hosts()
     }
 }

@@ -39,6 +39,11 @@ impl LocalChannels for HubChannels<'_> {
         }
     }
 
+    fn count_waiters(&mut self, ticket: u64) -> Reach {
+        self.hub.count_for_redis(ticket, self.now);
+        Reach::Later
+    }
+
     fn resync(&mut self, channel: &str) {
         self.hub.forget_channel(channel);
     }
@@ -119,6 +124,10 @@ impl Across {
                 hub.redis_refused(publish.key);
             }
         }
+        for (key, local) in hub.take_waiter_queries() {
+            self.bridge
+                .count_waiters(&mut linked, key, local, now, &mut self.outcomes);
+        }
         while let Some(event) = linked.link.poll_event() {
             if let Event::Log(line) = &event {
                 eprintln!("miohttpd: redis: {line}");
@@ -146,6 +155,9 @@ impl Across {
                 Outcome::PublishFailed { request, failure } => {
                     eprintln!("miohttpd: redis: publish refused: {failure:?}");
                     hub.redis_refused(request)
+                }
+                Outcome::Waiters { tally } => {
+                    hub.redis_waiters(tally.request, (tally.reached, tally.counted, tally.known))
                 }
                 // The hub asks no catch-up reads of its own yet (docs/comet.md).
                 Outcome::History { .. } => {}

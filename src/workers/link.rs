@@ -24,8 +24,12 @@ pub enum HubAnswer {
         hosts: Option<(u16, u16)>,
     },
     Refused(RefuseReason),
-    /// Parked waiters on every worker (`GET /`).
-    Waiters(u64),
+    /// Parked waiters on every worker (`GET /`); with `--redis`, on every host counted, of
+    /// the hosts known.
+    Waiters {
+        count: u64,
+        hosts: Option<(u16, u16)>,
+    },
     /// The link is gone (the supervisor died): no answer will come.
     Unavailable,
 }
@@ -239,9 +243,15 @@ impl WorkerLink {
                     } as u64;
                     let _ = encode(&Frame::Counted { query, count }, &mut self.out);
                 }
-                Frame::WaiterCount { request, count } => {
+                Frame::WaiterCount {
+                    request,
+                    count,
+                    counted,
+                    known,
+                } => {
                     if let Some(token) = self.waiting.remove(&request) {
-                        answers.push((token, HubAnswer::Waiters(count)));
+                        let hosts = (known > 0).then_some((counted, known));
+                        answers.push((token, HubAnswer::Waiters { count, hosts }));
                     }
                 }
                 Frame::StatsQuery { query } => self.stats_wanted.push(query),

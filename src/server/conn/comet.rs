@@ -172,7 +172,15 @@ impl<T: Transport> Conn<T> {
             HubAnswer::Refused(RefuseReason::RedisUnavailable) => {
                 Response::text(503, "redis unavailable\n").with_header("Retry-After", "1")
             }
-            HubAnswer::Waiters(count) => Response::text(200, count.to_string()).no_store(),
+            HubAnswer::Waiters { count, hosts } => {
+                let response = Response::text(200, count.to_string()).no_store();
+                match hosts {
+                    Some((counted, known)) => {
+                        response.with_header(HOSTS_HEADER, format!("{counted}/{known}"))
+                    }
+                    None => response,
+                }
+            }
             HubAnswer::Unavailable => {
                 Response::text(503, "shutting down\n").with_header("Retry-After", "1")
             }
