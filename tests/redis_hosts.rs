@@ -337,3 +337,35 @@ fn the_admin_token_still_guards_publishes_across_hosts() {
     let got = waiter.read_response();
     assert_eq!(got.text(), "yes", "only the authorized publish got through");
 }
+
+#[test]
+fn a_host_started_later_learns_a_channel_from_redis_once_a_client_opens_it() {
+    let redis = Redis::start();
+    let a = Host::start(&redis, &[]);
+    a.await_link("up");
+    let ids: Vec<String> = ["one", "two", "three"]
+        .iter()
+        .map(|body| id_of(&a.notify("late", body)))
+        .collect();
+    // B starts after those publishes: it never saw them on the bus.
+    let b = Host::start(&redis, &["--workers", "2"]);
+    b.await_link("up");
+    // The first client to open the channel on B may be told to resync (B had no history of
+    // it); B then reads the channel's stream, and catch-up there gives Redis's ids.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = b
+            .server
+            .request(&get(&format!("/wait/late?after={}", ids[0])));
+        if got.header("x-comet-resync").is_none() {
+            assert_eq!(got.status, 200, "{got:?}");
+            assert_eq!((got.text(), id_of(&got)), ("two", ids[1].clone()));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never learnt the channel: {got:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}

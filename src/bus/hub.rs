@@ -97,6 +97,9 @@ pub struct Hub {
     /// here), and the worker and request each answers.
     waiter_queries: Vec<(u64, u64)>,
     waiters_at_redis: HashMap<u64, (u16, u64)>,
+    /// `--redis`: channels a worker opened that the hub has no history of, to read from
+    /// their streams.
+    to_read: Vec<Box<str>>,
     /// Every channel on the server: whether the hub has its history, and how many workers
     /// hold it; its size is what `--comet-max-channels` bounds.
     presence: HashMap<Box<str>, Presence>,
@@ -129,6 +132,7 @@ impl Hub {
             reached: Vec::new(),
             waiter_queries: Vec::new(),
             waiters_at_redis: HashMap::new(),
+            to_read: Vec::new(),
             presence: HashMap::new(),
             held: vec![HashSet::new(); workers],
             told_total: 0,
@@ -171,6 +175,11 @@ impl Hub {
             known: clamp(known),
         };
         self.send(origin, &frame);
+    }
+
+    /// Channels to read from Redis (opened by a worker, with no history here).
+    pub fn take_to_read(&mut self) -> Vec<Box<str>> {
+        std::mem::take(&mut self.to_read)
     }
 
     /// `GET /` counts of this host's workers, to be asked of the other hosts: (key, waiters).
@@ -430,6 +439,11 @@ impl Hub {
             }
             Frame::Stats { .. } => Ok(()),
             Frame::Opened { channel } => {
+                if self.redis && !self.channels.contains_key(channel) {
+                    // Perhaps a channel other hosts published on before this one started:
+                    // its history is read from Redis, for this client's successors.
+                    self.to_read.push(channel.into());
+                }
                 if self.held[worker as usize].insert(channel.into()) {
                     self.presence.entry(channel.into()).or_default().holders += 1;
                     self.tell_total();

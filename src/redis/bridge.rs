@@ -270,6 +270,28 @@ impl Bridge {
         Ok(())
     }
 
+    /// Reads `channel` from its stream after `newest` (none: all Redis keeps) and delivers
+    /// what comes back here; its bus messages wait until then. After a reconnect for every
+    /// channel held, and for a channel a client opened here that this host has no history
+    /// of (it started after the channel's messages). A down link: nothing (the next `Up`).
+    pub fn catch_up(
+        &mut self,
+        link: &mut impl Requests,
+        channel: String,
+        newest: Option<(u32, u64)>,
+        now: Instant,
+    ) {
+        if self.held_back.contains_key(&channel) {
+            return; // a read of it is in flight already
+        }
+        let request = self.next_own;
+        self.next_own += 1;
+        if link.history(request, &channel, newest, now).is_ok() {
+            self.held_back.insert(channel.clone(), Vec::new());
+            self.catching_up.insert(request, (channel, newest));
+        }
+    }
+
     /// `GET /` on this host: `local` waiters here; every other host is asked on the bus and
     /// an [`Outcome::Waiters`] follows (at once when the link is down or this host is alone:
     /// the tally then says how many hosts were counted).
@@ -332,12 +354,7 @@ impl Bridge {
         match event {
             Event::Up => {
                 for (channel, newest) in local.newest_ids() {
-                    let request = self.next_own;
-                    self.next_own += 1;
-                    if link.history(request, &channel, newest, now).is_ok() {
-                        self.held_back.insert(channel.clone(), Vec::new());
-                        self.catching_up.insert(request, (channel, newest));
-                    }
+                    self.catch_up(link, channel, newest, now);
                 }
             }
             Event::Down => {

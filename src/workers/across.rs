@@ -124,6 +124,9 @@ impl Across {
                 hub.redis_refused(publish.key);
             }
         }
+        for channel in hub.take_to_read() {
+            self.bridge.catch_up(&mut linked, channel.into(), None, now);
+        }
         for (key, local) in hub.take_waiter_queries() {
             self.bridge
                 .count_waiters(&mut linked, key, local, now, &mut self.outcomes);
