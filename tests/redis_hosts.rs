@@ -61,6 +61,15 @@ impl Host {
         }
     }
 
+    /// Polls `/metrics` until the link is not up (down, or trying to connect again).
+    fn await_not_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.link_is("up") {
+            assert!(Instant::now() < deadline, "the link stayed up");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Parked waiters on every host (`GET /`).
     fn parked(&self) -> u64 {
         let response = self.server.request(&get("/"));
@@ -233,7 +242,7 @@ fn a_publish_while_redis_is_down_is_refused_and_the_host_serves_on() {
     let a = Host::start(&redis, &[]);
     a.await_link("up");
     redis.kill();
-    a.await_link("down");
+    a.await_not_up();
     let answer = a.notify("news", "lost?");
     assert_eq!(answer.status, 503, "never numbered here alone: {answer:?}");
     assert!(answer.header("retry-after").is_some(), "{answer:?}");
@@ -293,7 +302,7 @@ fn waiters_stay_parked_through_a_redis_restart_and_get_what_they_missed() {
             redis.client().cmd(&["SAVE"]);
         }
         redis.kill();
-        b.await_link("down");
+        b.await_not_up();
         // Long enough for the back-off to grow past the restart below, so the message is
         // published before B has subscribed again (and is found by its catch-up read).
         thread::sleep(Duration::from_millis(1500));
@@ -368,4 +377,46 @@ fn a_host_started_later_learns_a_channel_from_redis_once_a_client_opens_it() {
         );
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_host_starts_without_redis_serves_and_joins_when_redis_comes() {
+    // A port with nothing on it yet: Redis is started there later.
+    let mut redis = Redis::start();
+    redis.kill();
+    let a = Host::start(&redis, &[]);
+    a.server.assert_still_serves();
+    assert!(!a.link_is("up"), "{}", a.metrics());
+    let answer = a.notify("news", "early");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    thread::sleep(Duration::from_millis(500));
+    // One line for the outage, not one per attempt.
+    let log = a.server.stderr();
+    assert!(
+        log.matches("redis").count() <= 3,
+        "one line per outage:\n{log}"
+    );
+    redis.restart();
+    a.await_link("up");
+    let answer = a.notify("news", "now");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.header("x-comet-hosts"), Some("1/1"), "{answer:?}");
+}
+
+#[test]
+fn a_stalled_redis_takes_the_link_down_within_the_bound_and_it_comes_back() {
+    let redis = Redis::start();
+    let a = Host::start(
+        &redis,
+        &["--redis-probe", "200ms", "--redis-timeout", "500ms"],
+    );
+    a.await_link("up");
+    redis.pause();
+    // Probe + timeout is 0.7 s; the poll in await_link allows far more on a loaded machine.
+    a.await_not_up();
+    let answer = a.notify("news", "stalled");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    redis.resume();
+    a.await_link("up");
+    assert_eq!(a.notify("news", "back").status, 200);
 }
