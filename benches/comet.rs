@@ -1,7 +1,8 @@
 //! Comet c10k benchmark: N long-poll waiters parked at once, one notify, every answer checked.
 //!
 //! `cargo bench --bench comet [-- --waiters 10000 --runs 3 --peer nchan|none --addr HOST:PORT
-//!  --sweep 1000,2000,5000,10000,19000 --plots DIR|none]`
+//!  --sweep 1000,2000,5000,10000,19000 --plots DIR|none --workers 1,2 --client-procs K
+//!  --bin PATH]`
 //!
 //! A fresh server per run (miohttpd, then nginx+nchan where installable), pinned to core 1; this
 //! driver (one thread, its own mio client) on core 0. Each run: N connections, spread over
@@ -16,16 +17,22 @@
 //! `--sweep` repeats all that for each N in the list and writes server CPU, parked RSS and
 //! notify-to-last-answer against N as SVG line charts into `docs/img/` (or `--plots DIR`).
 //!
+//! `--workers 1,2` runs miohttpd once per worker count, side by side like peers; a server with
+//! more than one worker runs on every core (unpinned, and so does the client then), and its
+//! CPU and RSS are summed over the supervisor and its workers. `--client-procs K` spreads the
+//! waiters over K copies of this driver (`--client-part`), each under its own open-files
+//! limit: 100,000 waiters need 6 or more at 20,000 fds a process.
+//!
 //! Under `cargo test` (no `--bench`): 300 waiters against the debug binary, no pinning, no peer.
 
-use std::io;
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use loadbench::client::exchange;
-use loadbench::cpu::{memory, pin_self_to_client_core, CpuTimes};
+use loadbench::cpu::{pin_self_to_client_core, process_tree, tree_cpu, tree_memory, CpuTimes};
 use loadbench::longpoll::{check_answer, Waiters};
 use loadbench::peers::{ensure_nchan, nchan_config, start_nginx};
 use loadbench::report::{median, number_list};
@@ -48,6 +55,17 @@ struct Options {
     sweep: Vec<usize>,
     /// Where the sweep's SVG charts go; `None` for `--plots none`.
     plots: Option<PathBuf>,
+    /// miohttpd worker counts, each its own series; `[1]` runs it without `--workers`.
+    workers: Vec<usize>,
+    /// Client processes the waiters are spread over; 0: as many as the fd limit needs.
+    client_procs: usize,
+    bin: PathBuf,
+    /// Set in a client copy of this driver: its share `FIRST:COUNT` of the waiters.
+    client_part: Option<(usize, usize)>,
+    /// A client copy's server and the body every answer must have.
+    target: Option<SocketAddr>,
+    want: String,
+    peer_is_nchan: bool,
 }
 
 fn parse_args() -> Result<Options, lexopt::Error> {
@@ -60,6 +78,13 @@ fn parse_args() -> Result<Options, lexopt::Error> {
         bench: false,
         sweep: Vec::new(),
         plots: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img")),
+        workers: vec![1],
+        client_procs: 0,
+        bin: std::env::var_os("MIOHTTPD_BIN").map_or(PathBuf::from(MIOHTTPD), PathBuf::from),
+        client_part: None,
+        target: None,
+        want: String::new(),
+        peer_is_nchan: false,
     };
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -76,6 +101,18 @@ fn parse_args() -> Result<Options, lexopt::Error> {
                 let dir = parser.value()?;
                 opts.plots = (dir != "none").then(|| PathBuf::from(dir));
             }
+            Long("workers") => opts.workers = number_list(&parser.value()?.string()?)?,
+            Long("client-procs") => opts.client_procs = parser.value()?.parse()?,
+            Long("bin") => opts.bin = parser.value()?.into(),
+            Long("client-part") => {
+                let part = parser.value()?.string()?;
+                let (first, count) = part.split_once(':').ok_or("--client-part FIRST:COUNT")?;
+                let number = |t: &str| t.parse::<usize>().map_err(|e| e.to_string());
+                opts.client_part = Some((number(first)?, number(count)?));
+            }
+            Long("target") => opts.target = Some(parser.value()?.parse()?),
+            Long("want") => opts.want = parser.value()?.string()?,
+            Long("nchan") => opts.peer_is_nchan = parser.value()? == "yes",
             Short('h') | Long("help") => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -109,16 +146,27 @@ nginx+nchan (one worker), each pinned to core 1, this driver on core 0.
   --sweep N,N,...    run every N in the list, e.g. 1000,2000,5000,10000,19000, and write
                      server CPU, parked RSS and notify->last against N as SVG charts
   --plots DIR|none   where the sweep's charts go [default: docs/img]
+  --workers N,N,...  run miohttpd once per worker count (--workers N), side by side; more
+                     than one worker runs unpinned on every core [default: 1]
+  --client-procs K   spread the waiters over K client processes [default: as many as the
+                     open-files limit needs, leaving 64 fds each]
+  --bin PATH         the miohttpd to run [default: $MIOHTTPD_BIN, else this build's]
   -h, --help         this text
 
-N must stay under the open-files limit (the driver raises its soft limit to the hard one).";
+Each client process stays under the open-files limit (the driver raises its soft limit to
+the hard one); N above it needs several client processes, which --client-procs 0 picks.";
 
 fn main() {
     let opts = parse_args().unwrap_or_else(|e| {
         eprintln!("comet: {e}");
         std::process::exit(2);
     });
-    let pinned = opts.bench && pin_self_to_client_core("comet");
+    if let Some((first, count)) = opts.client_part {
+        return client_part(&opts, first, count);
+    }
+    // Several workers need every core: then nobody is pinned, the client included.
+    let one_core_each = opts.workers.iter().all(|&w| w <= 1);
+    let pinned = opts.bench && one_core_each && pin_self_to_client_core("comet");
     let fd_limit = miohttpd::sys::raise_open_files_limit().unwrap_or(1024) as usize;
     let points = if opts.sweep.is_empty() {
         vec![opts.waiters]
@@ -126,24 +174,38 @@ fn main() {
         opts.sweep.clone()
     };
     let most = points.iter().copied().max().unwrap_or(0);
+    let per_process = fd_limit.saturating_sub(64).max(1);
+    let clients = if opts.client_procs > 0 {
+        opts.client_procs
+    } else {
+        most.div_ceil(per_process).max(1)
+    };
     assert!(
-        most + 64 <= fd_limit,
-        "{most} waiters need more open files than the limit {fd_limit} (ulimit -Hn)"
+        most.div_ceil(clients) <= per_process,
+        "{most} waiters over {clients} client process(es) need more open files than the limit {fd_limit} (ulimit -Hn)"
     );
     println!(
-        "comet: {} waiters, {} run(s) each, open-files limit {fd_limit}",
+        "comet: {} waiters, {} run(s) each, {clients} client process(es), open-files limit {fd_limit}, {}",
         points
             .iter()
             .map(|n| n.to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        opts.runs
+        opts.runs,
+        loadbench::report::host_summary()
     );
 
     if let Some(addr) = opts.addr {
         for &n in &points {
             for run in 1..=opts.runs {
-                match run_once(&Peer::Miohttpd, addr, None, n) {
+                match run_once(
+                    &Peer::Miohttpd { workers: 1 },
+                    addr,
+                    None,
+                    n,
+                    &opts,
+                    clients,
+                ) {
                     Ok(result) => {
                         println!("comet: {addr} {n} waiters run {run}: {}", result.line())
                     }
@@ -153,7 +215,11 @@ fn main() {
         }
         return;
     }
-    let mut peers = vec![Peer::Miohttpd];
+    let mut peers: Vec<Peer> = opts
+        .workers
+        .iter()
+        .map(|&workers| Peer::Miohttpd { workers })
+        .collect();
     if opts.bench && opts.peer {
         match ensure_nchan("comet") {
             Ok(()) => peers.push(Peer::Nchan),
@@ -167,12 +233,18 @@ fn main() {
         // Interleaved, so the machine's moods spread over both servers.
         for run in 1..=opts.runs {
             for peer in &peers {
-                let name = peer.name();
+                let name = &peer.name();
                 if table.failed(name) {
                     continue;
                 }
-                let server = peer.start(pinned);
-                match run_once(peer, server.addr(), Some(server.worker_pid()), n) {
+                let server = peer.start(pinned, &opts.bin);
+                // miohttpd's CPU and RSS are its whole tree (supervisor and workers); nginx's
+                // are its one worker's, as before.
+                let pid = match peer {
+                    Peer::Miohttpd { .. } => server.pid(),
+                    Peer::Nchan => server.worker_pid(),
+                };
+                match run_once(peer, server.addr(), Some(pid), n, &opts, clients) {
                     Ok(result) => {
                         println!(
                             "comet: {name} {n} waiters run {run}/{}: {}",
@@ -183,7 +255,7 @@ fn main() {
                     }
                     Err(why) => {
                         println!("comet: {name} {n} waiters run {run}/{}: FAILED, skipped at this N: {why}", opts.runs);
-                        miohttpd_failed |= matches!(peer, Peer::Miohttpd);
+                        miohttpd_failed |= matches!(peer, Peer::Miohttpd { .. });
                         table.push(name, Err(why));
                     }
                 }
@@ -242,26 +314,32 @@ impl Table {
 
 /// A server under test and how to speak its dialect of the workload.
 enum Peer {
-    Miohttpd,
+    /// `--workers N` when N > 1.
+    Miohttpd { workers: usize },
     /// nginx with the nchan module: longpoll subscribers on `/sub`, publisher on `/pub`.
     Nchan,
 }
 
 impl Peer {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> String {
         match self {
-            Peer::Miohttpd => "miohttpd",
-            Peer::Nchan => "nginx+nchan",
+            Peer::Miohttpd { workers: 1 } => "miohttpd".into(),
+            Peer::Miohttpd { workers } => format!("miohttpd x{workers}"),
+            Peer::Nchan => "nginx+nchan".into(),
         }
     }
 
-    fn start(&self, pin: bool) -> Server {
-        match self {
-            Peer::Miohttpd => {
-                Server::start_with_banner(self.name(), Command::new(MIOHTTPD), "miohttpd", pin)
+    fn start(&self, pin: bool, bin: &Path) -> Server {
+        match *self {
+            Peer::Miohttpd { workers } => {
+                let mut cmd = Command::new(bin);
+                if workers > 1 {
+                    cmd.arg("--workers").arg(workers.to_string());
+                }
+                Server::start_with_banner(&self.name(), cmd, "miohttpd", pin && workers <= 1)
             }
             Peer::Nchan => start_nginx(
-                self.name(),
+                &self.name(),
                 Path::new(env!("CARGO_TARGET_TMPDIR")),
                 nchan_config,
                 pin,
@@ -272,7 +350,7 @@ impl Peer {
 
     fn wait_request(&self) -> &'static [u8] {
         match self {
-            Peer::Miohttpd => b"GET /wait HTTP/1.0\r\n\r\n",
+            Peer::Miohttpd { .. } => b"GET /wait HTTP/1.0\r\n\r\n",
             Peer::Nchan => b"GET /sub HTTP/1.0\r\n\r\n",
         }
     }
@@ -280,7 +358,7 @@ impl Peer {
     /// The number of waiters the server holds now.
     fn parked(&self, addr: SocketAddr) -> io::Result<usize> {
         let count = match self {
-            Peer::Miohttpd => exchange(addr, b"GET / HTTP/1.0\r\n\r\n")?
+            Peer::Miohttpd { .. } => exchange(addr, b"GET / HTTP/1.0\r\n\r\n")?
                 .trim()
                 .parse()
                 .ok(),
@@ -296,7 +374,7 @@ impl Peer {
     /// Publishes the message the waiters must receive: the count itself.
     fn notify(&self, addr: SocketAddr, waiters: usize) -> io::Result<String> {
         match self {
-            Peer::Miohttpd => exchange(addr, b"GET /notify HTTP/1.0\r\n\r\n"),
+            Peer::Miohttpd { .. } => exchange(addr, b"GET /notify HTTP/1.0\r\n\r\n"),
             Peer::Nchan => {
                 let body = waiters.to_string();
                 let request = format!(
@@ -328,11 +406,16 @@ impl RunResult {
         self.parked_rss.saturating_sub(self.idle_rss) as f64 / self.waiters as f64
     }
 
+    /// All of the server's RSS with N parked (every process), per waiter: idle included.
+    fn rss_total_per_waiter(&self) -> f64 {
+        self.parked_rss as f64 / self.waiters as f64
+    }
+
     fn line(&self) -> String {
         format!(
             "connect {:.3} s, notify->last {:.3} s (server cpu {:.2} s, driver cpu {:.2} s), \
              cpu user {:.2} s sys {:.2} s, rss parked {:.1} MB (peak {:.1} MB), \
-             {:.0} B/waiter above idle",
+             {:.0} B/waiter above idle ({:.0} B/waiter in all)",
             self.connect.as_secs_f64(),
             self.notify_to_last.as_secs_f64(),
             self.notify_cpu.total().as_secs_f64(),
@@ -342,28 +425,48 @@ impl RunResult {
             self.parked_rss as f64 / 1e6,
             self.peak_rss as f64 / 1e6,
             self.rss_per_waiter(),
+            self.rss_total_per_waiter(),
         )
     }
 }
 
-/// One full run against a server at `addr` (`pid` known when this driver started it). Any
-/// failure (a connect refused, a count that stalls below N, a wrong or missing answer) is the
-/// error, so a peer at its limits can be skipped instead of ending the whole bench.
+/// One full run against a server at `addr` (`pid` known when this driver started it: its
+/// process tree is measured). Any failure (a connect refused, a count that stalls below N, a
+/// wrong or missing answer) is the error, so a peer at its limits can be skipped instead of
+/// ending the whole bench.
 fn run_once(
     peer: &Peer,
     addr: SocketAddr,
     pid: Option<u32>,
     n: usize,
+    opts: &Options,
+    clients: usize,
 ) -> Result<RunResult, String> {
     let mut result = RunResult {
         waiters: n,
         ..RunResult::default()
     };
-    let cpu_start = pid.map(CpuTimes::of).unwrap_or_default();
-    result.idle_rss = pid.map_or(0, |p| memory(p).rss);
+    // Idle means serving: every worker up (a supervisor prints its banner before they are)
+    // and one request answered.
+    if let (&Peer::Miohttpd { workers }, Some(pid)) = (peer, pid) {
+        let deadline = Instant::now() + STALL_TIMEOUT;
+        while process_tree(pid).len() < workers + usize::from(workers > 1) {
+            if Instant::now() > deadline {
+                return Err(format!("fewer than {workers} workers under {pid}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    peer.parked(addr).map_err(|e| format!("first count: {e}"))?;
+    let cpu_start = pid.map(tree_cpu).unwrap_or_default();
+    result.idle_rss = pid.map_or(0, |p| tree_memory(p).rss);
 
     let started = Instant::now();
-    let mut waiters = Waiters::connect(addr, n, peer.wait_request(), RUN_TIMEOUT)?;
+    let mut waiters = if clients <= 1 {
+        Clients::Here(Waiters::connect(addr, n, peer.wait_request(), RUN_TIMEOUT)?)
+    } else {
+        Clients::spawn(opts, addr, n, clients, peer)?
+    };
     result.connect = started.elapsed();
 
     // The server counts them all as parked before the notify goes out. A count that stops
@@ -386,32 +489,196 @@ fn run_once(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    result.parked_rss = pid.map_or(0, |p| memory(p).rss);
+    result.parked_rss = pid.map_or(0, |p| tree_memory(p).rss);
 
-    let cpu_before_notify = pid.map(CpuTimes::of).unwrap_or_default();
-    let driver_before_notify = CpuTimes::of(std::process::id());
-    let notified = Instant::now();
+    let cpu_before_notify = pid.map(tree_cpu).unwrap_or_default();
+    let driver_before_notify = waiters.cpu();
+    let notified = SystemTime::now();
     let notify_body = peer.notify(addr, n).map_err(|e| format!("notify: {e}"))?;
     let want = n.to_string();
-    if matches!(peer, Peer::Miohttpd) && notify_body.trim() != want {
+    if matches!(peer, Peer::Miohttpd { .. }) && notify_body.trim() != want {
         return Err(format!("the notifier got {notify_body:?}, want {want}"));
     }
-    let last_answer =
-        waiters.answers(RUN_TIMEOUT, |i, response| check_answer(i, response, &want))?;
-    result.notify_to_last = last_answer.saturating_duration_since(notified);
-    result.driver_notify_cpu = CpuTimes::of(std::process::id()).since(driver_before_notify);
+    let last_answer = waiters.answers(&want)?;
+    result.notify_to_last = last_answer.duration_since(notified).unwrap_or_default();
+    result.driver_notify_cpu = waiters.cpu().since(driver_before_notify);
     if let Some(pid) = pid {
-        result.notify_cpu = CpuTimes::of(pid).since(cpu_before_notify);
-        result.cpu = CpuTimes::of(pid).since(cpu_start);
-        result.peak_rss = memory(pid).peak;
+        result.notify_cpu = tree_cpu(pid).since(cpu_before_notify);
+        result.cpu = tree_cpu(pid).since(cpu_start);
+        result.peak_rss = tree_memory(pid).peak;
     }
+    waiters.finish();
     Ok(result)
+}
+
+/// The waiters of one run: in this process, or spread over copies of it.
+enum Clients {
+    Here(Waiters),
+    /// Each copy has sent its share of the requests (it said `connected`).
+    Processes(Vec<(Child, BufReader<ChildStdout>)>),
+}
+
+impl Clients {
+    /// `clients` copies of this driver, each with its share of the `n` waiters, started one
+    /// after the other (their connects go out together); returns once all are connected.
+    fn spawn(
+        opts: &Options,
+        addr: SocketAddr,
+        n: usize,
+        clients: usize,
+        peer: &Peer,
+    ) -> Result<Clients, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let share = n.div_ceil(clients);
+        let mut children = Vec::new();
+        for k in 0..clients {
+            let first = k * share;
+            let count = share.min(n - first.min(n));
+            if count == 0 {
+                break;
+            }
+            let mut cmd = Command::new(&exe);
+            cmd.arg("--client-part")
+                .arg(format!("{first}:{count}"))
+                .arg("--target")
+                .arg(addr.to_string())
+                .arg("--want")
+                .arg(n.to_string())
+                .arg("--nchan")
+                .arg(if matches!(peer, Peer::Nchan) {
+                    "yes"
+                } else {
+                    "no"
+                })
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped());
+            if opts.bench {
+                cmd.arg("--bench");
+            }
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| format!("cannot start client {k}: {e}"))?;
+            let out = BufReader::new(child.stdout.take().expect("piped"));
+            children.push((child, out));
+        }
+        let mut clients = Clients::Processes(children);
+        if let Clients::Processes(children) = &mut clients {
+            for (child, out) in children.iter_mut() {
+                let line = read_line(out);
+                if line.trim() != "connected" {
+                    return Err(format!("client {}: {}", child.id(), line.trim()));
+                }
+            }
+        }
+        Ok(clients)
+    }
+
+    /// The client side's CPU: this process, or the sum over the copies.
+    fn cpu(&self) -> CpuTimes {
+        match self {
+            Clients::Here(_) => CpuTimes::of(std::process::id()),
+            Clients::Processes(children) => children
+                .iter()
+                .map(|(c, _)| CpuTimes::of(c.id()))
+                .fold(CpuTimes::default(), |a, b| CpuTimes {
+                    user: a.user + b.user,
+                    sys: a.sys + b.sys,
+                }),
+        }
+    }
+
+    /// Every answer read and checked; the wall-clock time of the last one.
+    fn answers(&mut self, want: &str) -> Result<SystemTime, String> {
+        match self {
+            Clients::Here(waiters) => {
+                let last = waiters.answers(RUN_TIMEOUT, |i, r| check_answer(i, r, want))?;
+                Ok(SystemTime::now() - last.elapsed())
+            }
+            Clients::Processes(children) => {
+                let mut latest = UNIX_EPOCH;
+                for (child, out) in children.iter_mut() {
+                    let line = read_line(out);
+                    let nanos = line
+                        .trim()
+                        .strip_prefix("answered ")
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .ok_or_else(|| format!("client {}: {}", child.id(), line.trim()))?;
+                    latest = latest.max(UNIX_EPOCH + Duration::from_nanos(nanos));
+                }
+                Ok(latest)
+            }
+        }
+    }
+
+    /// Client copies reaped (each exits after its last answer); killed by PID if one hangs.
+    fn finish(mut self) {
+        self.reap();
+    }
+
+    fn reap(&mut self) {
+        if let Clients::Processes(children) = self {
+            for (child, _) in children.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            children.clear();
+        }
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        self.reap();
+    }
+}
+
+/// One line from a client copy; its death reads as an empty line.
+fn read_line(out: &mut BufReader<ChildStdout>) -> String {
+    let mut line = String::new();
+    match out.read_line(&mut line) {
+        Ok(0) | Err(_) => "exited without a word".into(),
+        Ok(_) => line,
+    }
+}
+
+/// A client copy (`--client-part FIRST:COUNT`): connects its waiters, says `connected`, reads
+/// every answer (each must be `--want`), says `answered UNIX_NANOS` of its last one, exits.
+fn client_part(opts: &Options, first: usize, count: usize) {
+    let _ = miohttpd::sys::raise_open_files_limit();
+    let addr = opts.target.expect("--client-part needs --target");
+    let request: &[u8] = if opts.peer_is_nchan {
+        Peer::Nchan.wait_request()
+    } else {
+        Peer::Miohttpd { workers: 1 }.wait_request()
+    };
+    let mut out = io::stdout();
+    let mut waiters = match Waiters::connect_range(addr, first, count, request, RUN_TIMEOUT) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = writeln!(out, "error {e}");
+            std::process::exit(1);
+        }
+    };
+    let _ = writeln!(out, "connected");
+    let _ = out.flush();
+    let want = opts.want.clone();
+    match waiters.answers(RUN_TIMEOUT, |i, r| check_answer(first + i, r, &want)) {
+        Ok(last) => {
+            let at = SystemTime::now() - last.elapsed();
+            let nanos = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+            let _ = writeln!(out, "answered {nanos}");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "error {e}");
+        }
+    }
+    let _ = out.flush();
 }
 
 fn report(waiters: usize, table: &Table) -> String {
     let mut out = format!(
-        "\n{waiters} waiters, medians over runs\n{:<14} {:>10} {:>14} {:>9} {:>9} {:>10} {:>10} {:>11} {:>12}\n",
-        "server", "connect s", "notify->last s", "user s", "sys s", "user/sys", "cpu s", "peak MB", "B/waiter"
+        "\n{waiters} waiters, medians over runs\n{:<14} {:>10} {:>14} {:>9} {:>9} {:>10} {:>10} {:>11} {:>12} {:>12}\n",
+        "server", "connect s", "notify->last s", "user s", "sys s", "user/sys", "cpu s", "peak MB", "B/waiter", "B/w in all"
     );
     for (name, _, failure) in &table.rows {
         if let Some(why) = failure {
@@ -422,7 +689,7 @@ fn report(waiters: usize, table: &Table) -> String {
         let user = med(&|r| r.cpu.user.as_secs_f64());
         let sys = med(&|r| r.cpu.sys.as_secs_f64());
         out.push_str(&format!(
-            "{name:<14} {:>10.3} {:>14.3} {:>9.2} {:>9.2} {:>10.2} {:>10.2} {:>11.1} {:>12.0}\n",
+            "{name:<14} {:>10.3} {:>14.3} {:>9.2} {:>9.2} {:>10.2} {:>10.2} {:>11.1} {:>12.0} {:>12.0}\n",
             med(&|r| r.connect.as_secs_f64()),
             med(&|r| r.notify_to_last.as_secs_f64()),
             user,
@@ -431,6 +698,7 @@ fn report(waiters: usize, table: &Table) -> String {
             med(&|r| r.cpu.total().as_secs_f64()),
             med(&|r| r.peak_rss as f64 / 1e6),
             med(&|r| r.rss_per_waiter()),
+            med(&|r| r.rss_total_per_waiter()),
         ));
     }
     out

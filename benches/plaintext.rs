@@ -29,6 +29,8 @@ const SCRATCH: &str = env!("CARGO_TARGET_TMPDIR");
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const PIPELINE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pipeline.lua");
 const GO_PEER_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/plaintext.go");
+/// The name of `--baseline-bin`'s server in the report.
+const BASELINE: &str = "miohttpd baseline";
 /// Run as a second miohttpd variant when `--help` lists it.
 const READ_UNTIL_WOULDBLOCK: &str = "--read-until-wouldblock";
 
@@ -51,7 +53,10 @@ linux-perf (or strace) with apt-get when missing.
   --profile-runs N           runs per server and scenario under perf record -g, apart from the
                              others: the server's kernel time per request by path [default: 0]
   --no-read-until-wouldblock do not add miohttpd --read-until-wouldblock on, even if supported
-  --bin PATH                 the miohttpd to run [default: this build's target/release/miohttpd]
+  --bin PATH                 the miohttpd to run [default: $MIOHTTPD_BIN, else this build's
+                             target/release/miohttpd]
+  --baseline-bin PATH        also run this miohttpd (say, the previous commit's release build)
+                             as \"miohttpd baseline\", interleaved, with ratios against it
   --server-arg=--FLAG=VALUE  extra flag for miohttpd (repeatable)
   --plots DIR|none           where the SVG charts go [default: docs/img]
   -h, --help                 this text";
@@ -83,6 +88,8 @@ struct Options {
     profile_runs: usize,
     read_until_wouldblock: bool,
     bin: PathBuf,
+    /// A second miohttpd build run beside the first, for before/after comparisons.
+    baseline: Option<PathBuf>,
     server_args: Vec<OsString>,
     plots: Option<PathBuf>,
     /// `cargo bench` passes `--bench`; `cargo test` does not, and then this is a smoke test.
@@ -102,7 +109,8 @@ fn parse_args() -> Result<Options, lexopt::Error> {
         syscall_runs: 1,
         profile_runs: 0,
         read_until_wouldblock: true,
-        bin: PathBuf::from(MIOHTTPD),
+        bin: std::env::var_os("MIOHTTPD_BIN").map_or(PathBuf::from(MIOHTTPD), PathBuf::from),
+        baseline: None,
         server_args: Vec::new(),
         plots: Some(Path::new(MANIFEST_DIR).join("docs/img")),
         bench: false,
@@ -144,6 +152,7 @@ fn parse_args() -> Result<Options, lexopt::Error> {
             Long("profile-runs") => opts.profile_runs = parser.value()?.parse()?,
             Long("no-read-until-wouldblock") => opts.read_until_wouldblock = false,
             Long("bin") => opts.bin = parser.value()?.into(),
+            Long("baseline-bin") => opts.baseline = Some(parser.value()?.into()),
             Long("server-arg") => opts.server_args.push(parser.value()?),
             Long("plots") => {
                 let dir = parser.value()?;
@@ -205,10 +214,12 @@ impl Scenario {
     fn load(&self, addr: std::net::SocketAddr, seconds: u64) -> Load<'static> {
         Load {
             url: format!("http://{addr}/plaintext"),
+            threads: 1,
             connections: self.connections,
             seconds,
             script: (self.depth > 1)
                 .then(|| (Path::new(PIPELINE_SCRIPT), vec![self.depth.to_string()])),
+            cores: None,
         }
     }
 }
@@ -359,8 +370,18 @@ fn start_targets(opts: &Options, pinned: bool) -> Result<Vec<Target>, String> {
                         );
                     }
                 }
-                for (name, args) in variants {
-                    let mut cmd = Command::new(&opts.bin);
+                let mut variants: Vec<(String, Vec<OsString>, &Path)> = variants
+                    .into_iter()
+                    .map(|(name, args)| (name, args, opts.bin.as_path()))
+                    .collect();
+                if let Some(baseline) = &opts.baseline {
+                    variants.insert(
+                        1,
+                        (BASELINE.to_string(), opts.server_args.clone(), baseline),
+                    );
+                }
+                for (name, args, bin) in variants {
+                    let mut cmd = Command::new(bin);
                     cmd.args(&args);
                     let server = Server::start_with_banner(&name, cmd, "miohttpd", pinned);
                     targets.push(target(name, kind, server)?);
@@ -513,6 +534,24 @@ fn report(results: &[Cell], scenarios: &[Scenario], opts: &Options) -> String {
                     "ratio {} / {}: req/s {:.2}x, cpu/req {:.2}x (user {:.2}x, sys {:.2}x), syscalls/req {syscalls}",
                     m.target,
                     b.target,
+                    m.runs.rate() / b.runs.rate(),
+                    m.runs.cpu_total_per_k() / b.runs.cpu_total_per_k(),
+                    mu / bu,
+                    ms / bs,
+                );
+            }
+        }
+        if let Some(b) = cells.iter().find(|c| c.target == BASELINE) {
+            for m in cells
+                .iter()
+                .filter(|c| c.kind == PeerKind::Miohttpd && c.target != BASELINE)
+            {
+                let (mu, ms) = m.runs.cpu_per_k();
+                let (bu, bs) = b.runs.cpu_per_k();
+                let _ = writeln!(
+                    out,
+                    "ratio {} / {BASELINE}: req/s {:.3}x, cpu/req {:.3}x (user {:.3}x, sys {:.3}x)",
+                    m.target,
                     m.runs.rate() / b.runs.rate(),
                     m.runs.cpu_total_per_k() / b.runs.cpu_total_per_k(),
                     mu / bu,

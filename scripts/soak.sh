@@ -7,7 +7,13 @@
 #   scripts/soak.sh                  # 10 minutes of load
 #   scripts/soak.sh --minutes 1      # what CI runs
 #   scripts/soak.sh --seconds 90 --csv /tmp/soak.csv -- --seed 7 --waiters 500
+#   scripts/soak.sh --minutes 1 --workers 2 --kill-worker   # CI: two workers, one SIGKILLed
 #
+# --workers N runs the server as a supervisor and N workers (RSS and fds are summed over
+# them, /metrics is read from the supervisor's --admin-listen); --kill-worker SIGKILLs one
+# worker halfway through the load and tells its clients' resets apart from real errors.
+#
+# MIOHTTPD_BIN=PATH soaks that binary instead of building this tree's release one.
 # Arguments after `--` go to scripts/soak.py (`python3 scripts/soak.py --help` lists them).
 # The RSS/fd samples go to target/soak/soak-STAMP.csv unless --csv says otherwise. The whole
 # run is bounded: the driver runs under timeout(1), and the server and driver are stopped by
@@ -16,11 +22,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 usage() {
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
 seconds=600
+workers=1
+kill_worker=
 csv=
 driver_args=()
 while (($#)); do
@@ -28,6 +36,8 @@ while (($#)); do
     --minutes) seconds=$((${2:?--minutes N} * 60)); shift 2 ;;
     --seconds) seconds=${2:?--seconds N}; shift 2 ;;
     --csv) csv=${2:?--csv PATH}; shift 2 ;;
+    --workers) workers=${2:?--workers N}; shift 2 ;;
+    --kill-worker) kill_worker=1; shift ;;
     -h | --help) usage 0 ;;
     --) shift; driver_args=("$@"); break ;;
     *) echo "soak.sh: unknown argument $1" >&2; usage 2 >&2 ;;
@@ -35,6 +45,14 @@ while (($#)); do
 done
 if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds == 0)); then
     echo "soak.sh: the duration must be a positive whole number" >&2
+    exit 2
+fi
+if ! [[ $workers =~ ^[0-9]+$ ]] || ((workers == 0)); then
+    echo "soak.sh: --workers must be a positive whole number" >&2
+    exit 2
+fi
+if [[ -n $kill_worker ]] && ((workers < 2)); then
+    echo "soak.sh: --kill-worker needs --workers 2 or more" >&2
     exit 2
 fi
 
@@ -50,7 +68,9 @@ if ! command -v python3 >/dev/null 2>&1; then
     as_root apt-get install -y -qq --no-install-recommends python3 >/dev/null
 fi
 
-cargo build --release --quiet
+# MIOHTTPD_BIN=PATH soaks that binary instead of building this tree's.
+bin=${MIOHTTPD_BIN:-target/release/miohttpd}
+[[ -n ${MIOHTTPD_BIN:-} ]] || cargo build --release --quiet
 
 # The two commands the stream clients read; the driver is told what they print to check it.
 ticks=20
@@ -79,16 +99,31 @@ trap 'exit 130' INT TERM
 
 # Defaults but two: a short channel TTL, so the channels made by vanishing waiters are
 # dropped during the run, and frequent heartbeats, so idle event streams carry some.
-server_start target/release/miohttpd \
+# With workers, /metrics is the supervisor's, on its own admin listener.
+worker_flags=()
+((workers > 1)) && worker_flags=(--workers "$workers" --admin-listen 127.0.0.1:0)
+server_start "$bin" \
     --exec ticks="for i in \$(seq $ticks); do echo tick \$i; sleep 0.05; done" \
     --exec flood="seq $flood_lines" \
-    --comet-channel-ttl 5 --sse-heartbeat 5
+    --comet-channel-ttl 5 --sse-heartbeat 5 "${worker_flags[@]}"
+worker_args=()
+if ((workers > 1)); then
+    admin_url=
+    for _ in $(seq 100); do
+        admin_url=$(sed -n 's#^miohttpd admin listening on \(http://127\.0\.0\.1:[0-9][0-9]*\)$#\1#p' "$SERVER_LOG" | head -1)
+        [[ -n $admin_url ]] && break
+        sleep 0.1
+    done
+    [[ -n $admin_url ]] || { echo "soak.sh: no admin listening line: $(cat "$SERVER_LOG")" >&2; exit 1; }
+    worker_args=(--workers "$workers" --metrics-url "$admin_url")
+    [[ -n $kill_worker ]] && worker_args+=(--kill-worker-at $((seconds / 2)))
+fi
 
 # Load, then at most ~2 × the silence bound of draining, a settle and slack.
 hard_limit=$((seconds + 300))
 timeout --kill-after=10 "$hard_limit" python3 scripts/soak.py \
     --url "$SERVER_URL" --pid "$SERVER_PID" --seconds "$seconds" --csv "$csv" \
-    --ticks "$ticks" --flood-lines "$flood_lines" "${driver_args[@]}" &
+    --ticks "$ticks" --flood-lines "$flood_lines" "${worker_args[@]}" "${driver_args[@]}" &
 driver_pid=$!
 status=0
 wait "$driver_pid" || status=$?

@@ -227,7 +227,7 @@ fn longpoll_refuses_what_it_cannot_park() {
     let head = conn.read_head_response();
     assert_eq!(
         (head.status, head.header("allow")),
-        (405, Some("GET")),
+        (405, Some("GET, POST")),
         "{head:?}"
     );
 }

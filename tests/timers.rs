@@ -399,6 +399,33 @@ fn a_slow_but_steady_reader_is_not_dropped() {
     assert_eq!(statuses(&driver.trace(client).output()), vec![200; 2000]);
 }
 
+/// The idle clock starts when the client has taken the whole answer, not when it was queued:
+/// one that takes longer than the idle timeout to read an answer (within the send timeout)
+/// then gets the full idle timeout to send its next request.
+#[test]
+fn the_idle_clock_starts_when_the_answer_is_taken() {
+    let config = Config {
+        idle_timeout: secs(1),
+        send_timeout: secs(10),
+        ..Config::default()
+    };
+    let mut driver = Driver::new(config);
+    let client = driver.connect();
+    driver.stop_reading(client);
+    driver.send(client, GET_PLAINTEXT);
+    driver.advance(secs(5));
+    driver.start_reading(client);
+    let trace = driver.trace(client);
+    assert_eq!(statuses(&trace.written_at(secs(5))), [200], "{trace:?}");
+    assert_eq!(
+        trace.closed_at, None,
+        "closed as its answer went out: {trace:?}"
+    );
+    let at = secs(5) + secs(1);
+    let (before, after) = straddle(&mut driver, client, at);
+    assert_silent_close_at(&before, &after, at, "idle from the answer taken");
+}
+
 // ---- Lingering close ----
 
 /// After an error answer with the client's bytes unread, the server shuts down its side and

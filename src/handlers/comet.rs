@@ -5,16 +5,11 @@
 
 use std::rc::Rc;
 
-use super::refuse_head;
 use crate::comet::{CometError, DEFAULT_CHANNEL, ID_HEADER};
 use crate::http::{Head, Response};
 use crate::router::{Park, Published, Request, Route, ServerHandler, ServerState};
 
 /// `/wait` means the default channel, `/wait/news` the channel `news`.
-fn channel(head: &Head<'_>, prefix: &str) -> String {
-    channel_of(head.path, prefix)
-}
-
 fn channel_of(path: &str, prefix: &str) -> String {
     match path
         .strip_prefix(prefix)
@@ -41,18 +36,16 @@ fn after(head: &Head<'_>) -> Option<String> {
     })
 }
 
+/// `GET /wait[/{channel}]`. Route it [`without_head`](crate::Router::without_head): a HEAD
+/// would get neither the message nor an end to wait for.
 pub fn wait(head: &Head<'_>) -> Route {
-    if head.is_head_method() {
-        return refuse_head();
-    }
-    Route::Park(Park::once(channel(head, "/wait")).after(after(head)))
+    Route::Park(Park::once(channel_of(head.path, "/wait")).after(after(head)))
 }
 
+/// `GET /events[/{channel}]`, routed [`without_head`](crate::Router::without_head) as
+/// [`wait`] is.
 pub fn events(head: &Head<'_>) -> Route {
-    if head.is_head_method() {
-        return refuse_head();
-    }
-    Route::Park(Park::events(channel(head, "/events")).after(after(head)))
+    Route::Park(Park::events(channel_of(head.path, "/events")).after(after(head)))
 }
 
 /// `GET /notify`: the message is the number of waiters it reaches (the original semantics).

@@ -7,7 +7,6 @@ use std::process::ExitStatus;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::refuse_head;
 use crate::config::Config;
 use crate::http::response::NO_STORE;
 use crate::http::{Head, Response};
@@ -17,12 +16,10 @@ use crate::server::syscalls::Process;
 use crate::sys::Signal;
 
 /// The route for `/stream` and `/stream/*`; the commands and their limits come from `config`.
+/// Route it [`without_head`](crate::Router::without_head): a HEAD must not run a command.
 pub fn stream(config: &Config) -> impl Fn(&Head<'_>) -> Route {
     let config = Rc::new(config.clone());
     move |head| {
-        if head.is_head_method() {
-            return refuse_head();
-        }
         let name = head
             .path
             .strip_prefix("/stream/")
@@ -37,20 +34,18 @@ pub fn stream(config: &Config) -> impl Fn(&Head<'_>) -> Route {
 
 /// Runs the command `name`, unless it is unknown (404) or too many run (503).
 fn start(name: &str, config: &Config, server: &mut ServerState<'_>) -> Result<Polled, Response> {
-    let peer = server
-        .peer()
-        .map_or_else(String::new, |peer| peer.to_string());
     let command = config.commands.iter().find(|(n, _)| n == name);
     let Some((_, text)) = command else {
         return Err(Response::text(404, "no such command\n"));
     };
     if server.processes_running() >= config.exec_max_running {
-        eprintln!("miohttpd: {peer}: too many commands running");
+        eprintln!("miohttpd: {}: too many commands running", peer(server));
         return Err(super::come_back_later("too many commands running\n"));
     }
     let Spawned { child, stdout } = match child::spawn(text, config, server.stats()) {
         Ok(spawned) => spawned,
         Err(e) => {
+            let peer = peer(server);
             eprintln!("miohttpd: {peer}: command {name} could not start: {e}");
             return Err(Response::text(500, "the command could not start\n"));
         }
@@ -66,27 +61,42 @@ fn start(name: &str, config: &Config, server: &mut ServerState<'_>) -> Result<Po
         ],
         trailer: Some("X-Exit-Status"),
         source: Box::new(Command {
-            child: Some(child),
+            child,
             exit: None,
             limit_at: (!limit.is_zero()).then(|| server.now() + limit),
             kill_grace: config.exec_kill_grace,
-            kill_at: None,
-            killed: false,
+            ending: Ending::Running,
         }),
     })
 }
 
+/// The client, for a log line (empty once its connection is gone).
+fn peer(server: &ServerState<'_>) -> String {
+    server
+        .peer()
+        .map_or_else(String::new, |peer| peer.to_string())
+}
+
 /// A running command behind a stream.
 struct Command {
-    /// None once handed to the reaper.
-    child: Option<Process>,
+    child: Process,
     exit: Option<ExitStatus>,
     /// When `--exec-time-limit` ends the command.
     limit_at: Option<Instant>,
     kill_grace: Duration,
-    /// After SIGTERM: when SIGKILL follows.
-    kill_at: Option<Instant>,
-    killed: bool,
+    ending: Ending,
+}
+
+/// How far the command has been told to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Running,
+    /// SIGTERM went to its group (the time limit, or shutdown): SIGKILL follows at `kill_at`.
+    Terminated {
+        kill_at: Instant,
+    },
+    /// SIGKILL went to its group.
+    Killed,
 }
 
 impl Source for Command {
@@ -98,9 +108,7 @@ impl Source for Command {
     /// exit is known and the pipe at EOF; until then the limits bind the whole group: after
     /// the shell exits, what it started may still hold the pipe open.
     fn look(&mut self, pipe_open: bool, server: &mut ServerState<'_>) -> Look {
-        let Some(child) = self.child.as_mut() else {
-            return Look::Done(None);
-        };
+        let child = &mut self.child;
         let now = server.now();
         if self.exit.is_none() {
             if let Ok(Some(status)) = child.try_wait(server.stats()) {
@@ -111,25 +119,27 @@ impl Source for Command {
             server.process_exited();
             return Look::Done(Some(child::describe_exit(status)));
         }
-        match (self.kill_at, self.limit_at) {
-            (Some(kill_at), _) if now >= kill_at && !self.killed => {
+        match self.ending {
+            Ending::Terminated { kill_at } if now >= kill_at => {
                 child::signal_group(child, Signal::Kill, server.stats());
-                self.killed = true;
+                self.ending = Ending::Killed;
             }
-            (None, Some(limit_at)) if now >= limit_at => {
-                let peer = server
-                    .peer()
-                    .map_or_else(String::new, |peer| peer.to_string());
-                eprintln!("miohttpd: {peer}: command over its time limit");
+            Ending::Running if self.limit_at.is_some_and(|limit_at| now >= limit_at) => {
+                eprintln!("miohttpd: {}: command over its time limit", peer(server));
                 child::signal_group(child, Signal::Terminate, server.stats());
-                self.kill_at = Some(now + self.kill_grace);
+                self.ending = Ending::Terminated {
+                    kill_at: now + self.kill_grace,
+                };
             }
             _ => {}
         }
         let next = [
             self.exit.is_none().then(|| now + REAP_INTERVAL),
-            self.kill_at.filter(|_| !self.killed),
-            self.limit_at.filter(|_| self.kill_at.is_none()),
+            match self.ending {
+                Ending::Running => self.limit_at,
+                Ending::Terminated { kill_at } => Some(kill_at),
+                Ending::Killed => None,
+            },
         ];
         // While the pipe is open, only the limits need a timer; after its EOF, look for the
         // exit every REAP_INTERVAL.
@@ -139,18 +149,18 @@ impl Source for Command {
 
     /// Shutdown: SIGTERM now and SIGKILL after the kill grace, as at the time limit.
     fn stop(&mut self, server: &mut ServerState<'_>) {
-        if let (None, Some(child)) = (self.kill_at, &self.child) {
-            child::signal_group(child, Signal::Terminate, server.stats());
-            self.kill_at = Some(server.now() + self.kill_grace);
+        if self.ending == Ending::Running {
+            child::signal_group(&self.child, Signal::Terminate, server.stats());
+            self.ending = Ending::Terminated {
+                kill_at: server.now() + self.kill_grace,
+            };
         }
     }
 
     /// The client went first: the loop's reaper ends the group and reaps it. Its shell may
     /// have exited already while something it started still runs: the group is ended either
     /// way.
-    fn abandon(mut self: Box<Self>, server: &mut ServerState<'_>) {
-        if let Some(child) = self.child.take() {
-            server.reap_process(child, self.kill_grace);
-        }
+    fn abandon(self: Box<Self>, server: &mut ServerState<'_>) {
+        server.reap_process(self.child, self.kill_grace);
     }
 }

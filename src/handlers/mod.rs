@@ -11,12 +11,6 @@ use crate::http::{Head, Response};
 use crate::router::{Route, Router};
 use auth::guarded;
 
-/// For GET routes whose answer is a wait or a stream: a HEAD would get neither the body nor
-/// an end to wait for, so it is refused rather than mapped onto GET.
-fn refuse_head() -> Route {
-    Route::Respond(Response::text(405, "use GET\n").with_header("Allow", "GET"))
-}
-
 /// 503 with a hint to retry: the server is going away or full.
 pub fn come_back_later(body: &'static str) -> Response {
     Response::text(503, body).with_header("Retry-After", "1")

@@ -29,7 +29,7 @@ use super::fanout::Fanout;
 use super::stats::Stats;
 use super::syscalls::Poller;
 use super::transport::{Counted, Transport};
-use super::{arm_timer, SWEEP_INTERVAL};
+use super::{arm_timer, claim_timer, SWEEP_INTERVAL};
 use crate::comet::Comet;
 use crate::config::Config;
 use crate::handlers::builtin_router;
@@ -192,7 +192,8 @@ struct Parts {
 }
 
 // ---- The adapter: the only code here that knows Conn's entry points and Ctx's fields ----
-// ---- (timers are armed by the loop's own `arm_timer`). Re-fit this when they change. ----
+// ---- (timers are armed and claimed by the loop's own `arm_timer` and `claim_timer`). ----
+// ---- Re-fit this when they change. ----
 
 /// A connection accepted now, as `EventLoop::accept` makes it.
 fn accept(wire: &Rc<RefCell<Wire>>, peer: SocketAddr, now: Instant) -> Conn<Scripted> {
@@ -230,33 +231,18 @@ fn turn(
     }
 }
 
-/// Whether the timer entry `at` is the connection's live one (then it is used up), as
-/// `EventLoop::expire_timers` checks.
-fn claim_timer(conn: &mut Conn<Scripted>, at: Instant) -> bool {
-    if conn.armed == Some(at) {
-        conn.armed = None;
-        return true;
-    }
-    false
-}
-
 /// Closes `conn` as `EventLoop::close` does: off its channel, its command ended, its buffers
 /// back to the pool.
-fn close(parts: &mut Parts, mut conn: Conn<Scripted>, now: Instant) {
-    parts.stats.closes += 1;
-    conn.record_close(&mut parts.log, &mut parts.stats);
-    if let Some(spot) = conn.spot() {
-        parts.comet.unpark(spot);
-    }
-    conn.abandon_stream(&mut ServerState {
+fn close(parts: &mut Parts, conn: Conn<Scripted>, now: Instant) {
+    let mut server = ServerState {
         peer: None,
         config: &parts.config,
         comet: &mut parts.comet,
         stats: &mut parts.stats,
         children: &mut parts.children,
         now,
-    });
-    conn.release(&mut parts.pool, &mut parts.stats);
+    };
+    conn.close(&mut parts.log, &mut parts.pool, &mut server);
 }
 
 // ---- The driver ----
@@ -601,6 +587,17 @@ mod tests {
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
         assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    }
+
+    /// The driver closes a connection as the loop does, counting its close(2) once.
+    #[test]
+    fn a_close_is_counted_once() {
+        let mut driver = Driver::new(Config::default());
+        let client = driver.connect();
+        driver.send(client, b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n");
+        driver.hang_up(client);
+        assert!(!driver.is_open(client));
+        assert_eq!(driver.parts.stats.closes, 1);
     }
 
     /// Each timer fires at its own instant, however far one advance goes.

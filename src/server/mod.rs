@@ -476,27 +476,22 @@ impl<S: Service> EventLoop<S> {
     }
 
     fn close(&mut self, token: Token) {
-        if let Some(mut conn) = self.conns.remove(token) {
+        if let Some(conn) = self.conns.remove(token) {
             if self.accept_paused_until.take().is_some() {
                 // An fd is free now: the backlog may hold clients no new edge will announce.
                 self.accept_pending = u64::MAX;
             }
-            conn.record_close(&mut self.instruments.log, &mut self.stats);
-            if let Some(spot) = conn.spot() {
-                self.comet.unpark(spot);
-            }
-            // A stream cut short: its source (a command) goes to the reaper.
-            conn.abandon_stream(&mut ServerState {
+            let mut server = ServerState {
                 peer: None,
                 config: &self.config,
                 comet: &mut self.comet,
                 stats: &mut self.stats,
                 children: &mut self.children,
                 now: Instant::now(),
-            });
+            };
             // Closing the socket also removes it from the epoll set: no deregister syscall
             // needed.
-            conn.release(&mut self.pool, &mut self.stats);
+            conn.close(&mut self.instruments.log, &mut self.pool, &mut server);
         }
     }
 
@@ -508,9 +503,12 @@ impl<S: Service> EventLoop<S> {
             self.timers.pop();
             // Only the connection's earliest entry fires; later ones are left from before
             // its deadline moved, and it re-arms for whatever it waits for now.
-            match self.conns.get_mut(token) {
-                Some(conn) if conn.armed == Some(at) => conn.armed = None,
-                _ => continue,
+            if !self
+                .conns
+                .get_mut(token)
+                .is_some_and(|conn| claim_timer(conn, at))
+            {
+                continue;
             }
             self.with_conn(token, now, |conn, ctx| conn.on_deadline(ctx));
         }
@@ -573,13 +571,13 @@ impl<S: Service> EventLoop<S> {
                 // Failure only costs latency; the connection still works.
                 let _ = stream.set_nodelay(&mut self.stats);
             }
-            let mut fresh = Some(Conn::new(stream, peer, now));
-            let Some(token) = self.conns.insert(|_| fresh.take().expect("made once")) else {
-                eprintln!("miohttpd: connection table full; refusing {peer}");
-                if let Some(conn) = fresh {
+            let token = match self.conns.insert(Conn::new(stream, peer, now)) {
+                Ok(token) => token,
+                Err(conn) => {
+                    eprintln!("miohttpd: connection table full; refusing {peer}");
                     conn.release(&mut self.pool, &mut self.stats);
+                    continue;
                 }
-                continue;
             };
             let conn = self.conns.get_mut(token).expect("just inserted");
             if from == Listening::Admin {
@@ -639,6 +637,16 @@ fn arm_timer<T: transport::Transport>(
             conn.armed = Some(at);
         }
     }
+}
+
+/// Whether the timer entry `at` is the connection's live one (then it is used up): entries
+/// left from before its deadline moved are skipped.
+fn claim_timer<T: transport::Transport>(conn: &mut Conn<T>, at: Instant) -> bool {
+    if conn.armed == Some(at) {
+        conn.armed = None;
+        return true;
+    }
+    false
 }
 
 /// Which listener a connection is accepted from.

@@ -20,6 +20,37 @@ use super::stats::{Stats, SPAWN_NULL_STDERR_SYSCALLS, SPAWN_SYSCALLS};
 use super::transport::Counted;
 use crate::sys;
 
+/// `mio::event::Source` for a wrapper of one field that is a source: what mio calls on
+/// registration goes to the field. (Registering is counted by [`Registrar`], not here.)
+macro_rules! source_by_delegation {
+    ($($impl:tt)*) => {
+        $($impl)* {
+            fn register(
+                &mut self,
+                registry: &mio::Registry,
+                token: mio::Token,
+                interests: mio::Interest,
+            ) -> std::io::Result<()> {
+                self.0.register(registry, token, interests)
+            }
+
+            fn reregister(
+                &mut self,
+                registry: &mio::Registry,
+                token: mio::Token,
+                interests: mio::Interest,
+            ) -> std::io::Result<()> {
+                self.0.reregister(registry, token, interests)
+            }
+
+            fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+                self.0.deregister(registry)
+            }
+        }
+    };
+}
+pub(super) use source_by_delegation;
+
 /// The loop's `mio::Poll`: its waits, and its registry through [`Registrar`] only.
 pub struct Poller(Poll);
 
@@ -108,29 +139,7 @@ impl Listener {
     }
 }
 
-impl Source for Listener {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.0.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.0.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.0.deregister(registry)
-    }
-}
+source_by_delegation!(impl Source for Listener);
 
 /// The fd lent for a look at the socket's options (getsockopt in tests).
 impl AsFd for Listener {
@@ -168,29 +177,7 @@ impl Pipe {
     }
 }
 
-impl Source for Pipe {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.0.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.0.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.0.deregister(registry)
-    }
-}
+source_by_delegation!(impl Source for Pipe);
 
 /// A streamed command: the shell, in a process group of its own that it leads.
 pub struct Process(Child);

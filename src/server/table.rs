@@ -87,20 +87,17 @@ impl<T> ConnTable<T> {
         self.slots.is_empty()
     }
 
-    /// Stores a value made from its own token; None when the table is full.
-    pub fn insert(&mut self, make: impl FnOnce(Token) -> T) -> Option<Token> {
+    /// Stores a value under a fresh token; the value back when the table is full.
+    pub fn insert(&mut self, value: T) -> Result<Token, T> {
         let entry = self.slots.vacant_entry();
         if entry.key() >= MAX_KEYS {
-            return None;
+            return Err(value);
         }
         let generation = self.next_generation & GENERATION_MASK;
         self.next_generation = self.next_generation.wrapping_add(1);
         let token = Token(generation << KEY_BITS | entry.key());
-        entry.insert(Slot {
-            generation,
-            value: make(token),
-        });
-        Some(token)
+        entry.insert(Slot { generation, value });
+        Ok(token)
     }
 
     /// The value for a token, unless that token's connection is gone.
@@ -132,9 +129,9 @@ mod tests {
     #[test]
     fn a_stale_token_cannot_reach_the_slot_reused_after_it() {
         let mut table = ConnTable::new();
-        let old = table.insert(|_| "old").unwrap();
+        let old = table.insert("old").unwrap();
         assert_eq!(table.remove(old), Some("old"));
-        let new = table.insert(|_| "new").unwrap();
+        let new = table.insert("new").unwrap();
         assert_eq!(split(old).0, split(new).0, "the slab key is reused");
         assert_ne!(old, new, "but the token differs");
         assert_eq!(table.get_mut(old), None);
@@ -147,7 +144,7 @@ mod tests {
     fn pipe_tokens_map_back_to_their_connection() {
         let mut table = ConnTable::new();
         table.next_generation = GENERATION_MASK; // the largest generation
-        let token = table.insert(|_| ()).unwrap();
+        let token = table.insert(()).unwrap();
         assert_eq!(token.0 & PIPE_FLAG, 0);
         assert_eq!(pipe_owner(pipe_token(token)), Some(token));
         assert_eq!(pipe_owner(token), None);
@@ -162,7 +159,7 @@ mod tests {
         let mut table = ConnTable::new();
         for generation in [0, 1, GENERATION_MASK] {
             table.next_generation = generation;
-            let token = table.insert(|_| ()).unwrap();
+            let token = table.insert(()).unwrap();
             assert_ne!(token, ADMIN);
             assert_ne!(pipe_token(token), ADMIN);
         }
@@ -187,12 +184,12 @@ mod tests {
     fn tokens_never_collide_with_the_listener() {
         let mut table = ConnTable::new();
         let mut seen = Vec::new();
-        for _ in 0..1000 {
-            let mut token = table.insert(|t| t).unwrap();
+        for mut i in 0..1000 {
+            let token = table.insert(i).unwrap();
             assert_eq!(listener_index(token), None);
             assert_eq!(listener_index(pipe_token(token)), None);
             assert_ne!(token, SIGNALS);
-            assert_eq!(table.get_mut(token), Some(&mut token));
+            assert_eq!(table.get_mut(token), Some(&mut i));
             seen.push(token);
         }
         for token in seen {

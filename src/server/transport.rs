@@ -9,9 +9,9 @@ use std::net::Shutdown;
 
 use mio::event::Source;
 use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
 
 use super::stats::Stats;
+use super::syscalls::source_by_delegation;
 
 /// The raw byte stream under a connection; only [`Counted`] calls it.
 pub trait Transport: Read + Write {
@@ -116,30 +116,8 @@ impl Counted<TcpStream> {
     }
 }
 
-/// Registered in the poll through the loop's counting registry (`syscalls::Registrar`).
-impl<T: Source> Source for Counted<T> {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.0.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.0.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.0.deregister(registry)
-    }
-}
+// Registered in the poll through the loop's counting registry (`syscalls::Registrar`).
+source_by_delegation!(impl<T: Source> Source for Counted<T>);
 
 #[cfg(test)]
 mod tests {

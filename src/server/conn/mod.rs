@@ -211,9 +211,9 @@ enum Consumer {
     Done,
     /// The response is decided; the body is read only to reach the next request.
     Discard(Response),
-    /// The body is collected (under `limit`), then `handler` answers.
+    /// The body is collected (under `limit`; None: discarded), then `handler` answers.
     Buffered {
-        limit: usize,
+        limit: Option<usize>,
         request: Box<Request>,
         handler: Handler,
     },
@@ -231,11 +231,8 @@ enum Consumer {
 /// Who answers a collected request.
 enum Handler {
     Plain(Rc<dyn BufferedHandler>),
-    /// Also sees the server's state; `keep_body` false discards the body.
-    Server {
-        handler: Rc<dyn ServerHandler>,
-        keep_body: bool,
-    },
+    /// Also sees the server's state.
+    Server(Rc<dyn ServerHandler>),
 }
 
 /// Why [`Conn::process`] stopped.
@@ -345,8 +342,8 @@ impl<T: Transport> Conn<T> {
         self.finish_turn(ctx)
     }
 
-    /// Where the connection is parked, if it is: the loop unparks it when it closes.
-    pub fn spot(&self) -> Option<Spot> {
+    /// Where the connection is parked, if it is: it is unparked when it closes.
+    fn spot(&self) -> Option<Spot> {
         match &self.phase {
             Phase::Parked(parked) => Some(parked.spot),
             Phase::Subscribed(subscribed) => Some(subscribed.spot),
@@ -420,6 +417,23 @@ impl<T: Transport> Conn<T> {
             self.return_idle_buffers(ctx.pool);
         }
         next
+    }
+
+    /// The connection is done (the one way the loop and the fuzzing driver close one): its
+    /// access-log line finished, off its channel, a stream cut short handed back to its
+    /// source (a command goes to the reaper), its buffers back and its socket closed.
+    pub fn close(
+        mut self,
+        log: &mut AccessLog,
+        pool: &mut BufferPool,
+        server: &mut ServerState<'_>,
+    ) {
+        self.record_close(log, server.stats, server.now);
+        if let Some(spot) = self.spot() {
+            server.comet.unpark(spot);
+        }
+        self.abandon_stream(server);
+        self.release(pool, server.stats);
     }
 
     /// Gives the connection's buffers back and closes its socket.
@@ -577,7 +591,8 @@ impl<T: Transport> Conn<T> {
 
     /// Writes pending output until it is gone or the socket takes less than offered. Shared
     /// bytes and the connection's own go out in one vectored write when both are pending.
-    /// The send timeout's clock runs while bytes are pending and restarts at each byte taken.
+    /// The send timeout's clock runs while bytes are pending and restarts at each byte taken;
+    /// the idle clock starts when the last byte is taken.
     fn flush(&mut self, stats: &mut Stats, now: Instant) -> io::Result<()> {
         if self.output.pending_len() == 0 {
             self.send_since = None;
@@ -605,6 +620,14 @@ impl<T: Transport> Conn<T> {
             }
         }
         self.send_since = None;
+        if let Phase::Head { since, idle, .. } = &mut self.phase {
+            if *idle {
+                // Idle from the moment the client has taken the answer, not from when it was
+                // queued: a slow reader is the send timeout's business. Only ever later, so
+                // the timer queue needs no new entry.
+                *since = now;
+            }
+        }
         Ok(())
     }
 
@@ -749,7 +772,7 @@ impl<T: Transport> Conn<T> {
                 .unwrap_or_else(|_| internal_error("a buffered handler panicked")),
             Consumer::Buffered {
                 request,
-                handler: Handler::Server { handler, .. },
+                handler: Handler::Server(handler),
                 ..
             } => {
                 let mut server = ctx.server(self.peer.addr());
@@ -887,17 +910,14 @@ fn route<S: Service>(head: &Head<'_>, admin: bool, ctx: &mut Ctx<'_, S>) -> Cons
     match decided {
         Route::Respond(response) => Consumer::Discard(response),
         Route::Buffered { limit, handler } => Consumer::Buffered {
-            limit,
+            limit: Some(limit),
             request: Box::new(Request::from_head(head)),
             handler: Handler::Plain(handler),
         },
         Route::Server { limit, handler } => Consumer::Buffered {
-            limit: limit.unwrap_or(usize::MAX),
+            limit,
             request: Box::new(Request::from_head(head)),
-            handler: Handler::Server {
-                handler,
-                keep_body: limit.is_some(),
-            },
+            handler: Handler::Server(handler),
         },
         Route::Streamed(sink) => Consumer::Streamed(sink),
         Route::Park(park) => {
@@ -940,15 +960,7 @@ impl Consumer {
     /// The most body bytes this consumer takes, for those that collect the body.
     fn limit(&self) -> Option<usize> {
         match self {
-            Consumer::Buffered {
-                limit,
-                handler:
-                    Handler::Plain(_)
-                    | Handler::Server {
-                        keep_body: true, ..
-                    },
-                ..
-            } => Some(*limit),
+            Consumer::Buffered { limit, .. } => *limit,
             _ => None,
         }
     }
@@ -959,14 +971,12 @@ impl Consumer {
             | Consumer::Discard(_)
             | Consumer::Park { .. }
             | Consumer::Stream(_)
-            | Consumer::Buffered {
-                handler:
-                    Handler::Server {
-                        keep_body: false, ..
-                    },
+            | Consumer::Buffered { limit: None, .. } => Ok(()),
+            Consumer::Buffered {
+                limit: Some(limit),
+                request,
                 ..
-            } => Ok(()),
-            Consumer::Buffered { limit, request, .. } => {
+            } => {
                 if request.body.len() + bytes.len() > *limit {
                     return Err(RequestError::BodyTooLarge);
                 }

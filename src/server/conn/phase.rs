@@ -15,8 +15,8 @@ pub(super) enum Phase {
     /// Reading a request head.
     Head {
         scanner: HeadScanner,
-        /// Where the head (or idle) timeout's clock started: accept, the end of the last
-        /// response, or the first byte of this head on a kept-alive connection.
+        /// Where the head (or idle) timeout's clock started: accept, the moment the client
+        /// had taken the last response, or the first byte of this head on a kept-alive one.
         since: Instant,
         /// Between requests on a kept-alive connection, with no byte of the next one yet.
         idle: bool,

@@ -116,7 +116,7 @@ impl<T: Transport> Conn<T> {
 
     /// The connection closes: a stream cut short is logged with the body bytes that left, a
     /// request never answered (a waiter that hung up, a body cut short) as 499.
-    pub fn record_close(&mut self, log: &mut AccessLog, stats: &mut Stats) {
+    pub(super) fn record_close(&mut self, log: &mut AccessLog, stats: &mut Stats, now: Instant) {
         let Some(logged) = &mut self.record.logged else {
             return;
         };
@@ -126,14 +126,7 @@ impl<T: Transport> Conn<T> {
             None if entry.is_some() => (CLIENT_CLOSED, 0),
             None => return,
         };
-        log.finish(
-            entry,
-            self.peer.addr().ip(),
-            status,
-            bytes,
-            Instant::now(),
-            stats,
-        );
+        log.finish(entry, self.peer.addr().ip(), status, bytes, now, stats);
     }
 }
 

@@ -44,7 +44,7 @@ impl<T: Transport> Conn<T> {
 
     /// The connection closes with its stream cut short: the source gets it back (a command
     /// goes to the reaper). Its pipe, if still open, is closed here.
-    pub fn abandon_stream(&mut self, server: &mut ServerState<'_>) {
+    pub(super) fn abandon_stream(&mut self, server: &mut ServerState<'_>) {
         let Phase::Streaming(streaming) = &mut self.phase else {
             return;
         };
@@ -142,11 +142,7 @@ impl<T: Transport> Conn<T> {
         let mut buf = [0u8; PIPE_READ];
         match pipe.read(&mut buf, ctx.stats) {
             Ok(0) => {
-                // EOF: closing the pipe also takes it out of the poll set.
-                if let Some(pipe) = streaming.pipe.take() {
-                    pipe.close(ctx.stats);
-                }
-                self.look_at_source(ctx);
+                self.end_pipe(ctx);
                 0
             }
             Ok(n) => {
@@ -161,13 +157,21 @@ impl<T: Transport> Conn<T> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => {
                 eprintln!("miohttpd: {}: reading a stream's pipe: {e}", self.peer);
-                if let Some(pipe) = streaming.pipe.take() {
-                    pipe.close(ctx.stats);
-                }
-                self.look_at_source(ctx);
+                self.end_pipe(ctx);
                 0
             }
         }
+    }
+
+    /// The pipe is done (EOF, or a read error): closed, which also takes it out of the poll
+    /// set, and the source asked whether the stream is over.
+    fn end_pipe<S>(&mut self, ctx: &mut Ctx<'_, S>) {
+        if let Phase::Streaming(streaming) = &mut self.phase {
+            if let Some(pipe) = streaming.pipe.take() {
+                pipe.close(ctx.stats);
+            }
+        }
+        self.look_at_source(ctx);
     }
 
     /// Asks the source whether the stream is over (after the pipe's EOF, at the time it

@@ -169,6 +169,88 @@ pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// `pid` and every process below it (a supervisor and its workers, nginx's master and its
+/// workers), parents first, from `/proc/PID/task/TID/children`.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut tree = vec![pid];
+    let mut at = 0;
+    while at < tree.len() {
+        let parent = tree[at];
+        at += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            tree.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    tree
+}
+
+/// The processes of a server that forks: their CPU, memory and fds summed. A process that
+/// exits between two readings takes its CPU with it: compare trees only while none dies.
+pub fn tree_cpu(pid: u32) -> CpuTimes {
+    process_tree(pid)
+        .into_iter()
+        .map(CpuTimes::of)
+        .fold(CpuTimes::default(), |a, b| CpuTimes {
+            user: a.user + b.user,
+            sys: a.sys + b.sys,
+        })
+}
+
+/// RSS and peak RSS summed over `pid`'s tree (peaks need not coincide: an upper bound).
+pub fn tree_memory(pid: u32) -> Memory {
+    process_tree(pid)
+        .into_iter()
+        .map(memory)
+        .fold(Memory::default(), |a, b| Memory {
+            rss: a.rss + b.rss,
+            peak: a.peak + b.peak,
+        })
+}
+
+/// Open fds summed over `pid`'s tree.
+pub fn tree_fds(pid: u32) -> usize {
+    process_tree(pid).into_iter().map(open_fds).sum()
+}
+
+/// The cores this process may run on, from its affinity mask (`Cpus_allowed_list`).
+pub fn allowed_cores() -> Vec<usize> {
+    cpus_allowed("self")
+        .and_then(|list| parse_core_list(&list))
+        .unwrap_or_else(|| {
+            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+        })
+}
+
+/// "0-2,5" as [0, 1, 2, 5].
+pub fn parse_core_list(list: &str) -> Option<Vec<usize>> {
+    let mut cores = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cores.extend(a.trim().parse::<usize>().ok()?..=b.trim().parse().ok()?),
+            None => cores.push(part.trim().parse().ok()?),
+        }
+    }
+    (!cores.is_empty()).then_some(cores)
+}
+
+/// [0, 1, 2, 5] as "0,1,2,5", for taskset and nginx.
+pub fn core_list(cores: &[usize]) -> String {
+    cores
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +314,29 @@ mod tests {
             Some(Duration::from_nanos(123_456_789))
         );
         assert_eq!(schedstat_on_cpu(""), None);
+    }
+
+    #[test]
+    fn core_lists_parse_and_print() {
+        assert_eq!(parse_core_list("0-2,5"), Some(vec![0, 1, 2, 5]));
+        assert_eq!(parse_core_list("1"), Some(vec![1]));
+        assert_eq!(parse_core_list(""), None);
+        assert_eq!(parse_core_list("a"), None);
+        assert_eq!(core_list(&[0, 1, 2, 5]), "0,1,2,5");
+        assert!(!allowed_cores().is_empty());
+    }
+
+    #[test]
+    fn a_process_tree_holds_the_children() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let me = std::process::id();
+        let tree = process_tree(me);
+        assert_eq!(tree[0], me);
+        assert!(tree.contains(&child.id()), "{tree:?}");
+        assert!(tree_memory(me).rss >= memory(me).rss);
+        assert!(tree_fds(me) >= open_fds(me));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]

@@ -46,6 +46,19 @@ impl Waiters {
         request: &[u8],
         timeout: Duration,
     ) -> Result<Waiters, String> {
+        Waiters::connect_range(addr, 0, n, request, timeout)
+    }
+
+    /// As [`Waiters::connect`], for clients `first..first + n` of a load spread over several
+    /// processes: client `first + i` takes the source address it would take in one process,
+    /// so the load spreads over the addresses the same way.
+    pub fn connect_range(
+        addr: SocketAddr,
+        first: usize,
+        n: usize,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Waiters, String> {
         let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         let mut events = Events::with_capacity(4096);
         let mut waiters: Vec<Waiter> = Vec::with_capacity(n);
@@ -55,8 +68,8 @@ impl Waiters {
         while sent < n {
             while waiters.len() < n && connecting < MAX_CONNECTING {
                 let i = waiters.len();
-                let mut stream = connect_from(source_address(i), addr)
-                    .map_err(|e| format!("connect of waiter {i}: {e}"))?;
+                let mut stream = connect_from(source_address(first + i), addr)
+                    .map_err(|e| format!("connect of waiter {}: {e}", first + i))?;
                 poll.registry()
                     .register(
                         &mut stream,

@@ -101,8 +101,39 @@ pub fn start_nginx(
 /// One worker answering `GET /plaintext` with [`PLAINTEXT_BODY`], as many keep-alive requests
 /// per connection as wrk sends, no access log.
 pub fn nginx_plaintext_config(addr: std::net::SocketAddr, dir: &Path) -> String {
+    nginx_plaintext_config_with(addr, dir, 1, NginxAccept::Shared, None)
+}
+
+/// How nginx's workers share the listening port: the two models nginx offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NginxAccept {
+    /// One listening socket in every worker's epoll (`accept_mutex off`, the default since
+    /// 1.11.3, with `EPOLLEXCLUSIVE` where the kernel has it).
+    Shared,
+    /// `listen ... reuseport`: a socket per worker, the kernel hashes connections over them.
+    Reuseport,
+}
+
+/// [`nginx_plaintext_config`] with `workers` workers, the accept model, and worker i pinned to
+/// `cores[i]` (`worker_cpu_affinity` as bit masks) when given.
+pub fn nginx_plaintext_config_with(
+    addr: std::net::SocketAddr,
+    dir: &Path,
+    workers: usize,
+    accept: NginxAccept,
+    cores: Option<&[usize]>,
+) -> String {
+    let affinity = cores.map_or(String::new(), |cores| {
+        let masks: Vec<String> = cores.iter().take(workers).map(|&c| cpu_mask(c)).collect();
+        format!("worker_cpu_affinity {};\n", masks.join(" "))
+    });
+    let reuseport = match accept {
+        NginxAccept::Shared => "",
+        NginxAccept::Reuseport => " reuseport",
+    };
     format!(
-        "worker_processes 1;\n\
+        "worker_processes {workers};\n\
+         {affinity}\
          daemon off;\n\
          pid {dir}/nginx.pid;\n\
          error_log {dir}/error.log warn;\n\
@@ -113,12 +144,19 @@ pub fn nginx_plaintext_config(addr: std::net::SocketAddr, dir: &Path) -> String 
            keepalive_requests 1000000000;\n\
            client_body_temp_path {dir};\n\
            server {{\n\
-             listen {addr} backlog=4096;\n\
+             listen {addr} backlog=4096{reuseport};\n\
              location = /plaintext {{ default_type text/plain; return 200 \"{PLAINTEXT_BODY}\"; }}\n\
            }}\n\
          }}\n",
         dir = dir.display()
     )
+}
+
+/// nginx's CPU mask for one core: core 0 is "1", core 2 is "100".
+fn cpu_mask(core: usize) -> String {
+    let mut mask = "1".to_string();
+    mask.push_str(&"0".repeat(core));
+    mask
 }
 
 /// One worker, longpoll subscribers on `/sub`, the publisher on `/pub`. `worker_connections`
@@ -186,6 +224,23 @@ pub fn build_go_peer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nginx_workers_pinned_and_reuseport() {
+        let addr = "127.0.0.1:8080".parse().unwrap();
+        let one = nginx_plaintext_config(addr, Path::new("/d"));
+        assert!(one.starts_with("worker_processes 1;\ndaemon off;"));
+        assert!(one.contains("listen 127.0.0.1:8080 backlog=4096;"));
+        let four = nginx_plaintext_config_with(
+            addr,
+            Path::new("/d"),
+            2,
+            NginxAccept::Reuseport,
+            Some(&[0, 2]),
+        );
+        assert!(four.contains("worker_processes 2;\nworker_cpu_affinity 1 100;\n"));
+        assert!(four.contains("backlog=4096 reuseport;"));
+    }
 
     #[test]
     fn nginx_configs_name_the_address_and_scratch_dir() {

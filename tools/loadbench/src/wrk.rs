@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cpu::{open_fds, pinned_to, CpuTimes, CLIENT_CORE};
+use crate::cpu::{pinned_to, tree_cpu, tree_fds, CpuTimes, CLIENT_CORE};
 use crate::peers::{apt_install, have_command};
 use crate::report::median;
 
@@ -25,19 +25,23 @@ pub fn ensure_wrk(driver: &str) -> Result<(), String> {
     apt_install(driver, &["wrk"])
 }
 
-/// What wrk puts on the server: `-t1 -cN -dS URL`, and with `script`, `-s SCRIPT URL -- ARGS`.
+/// What wrk puts on the server: `-tT -cN -dS URL`, and with `script`, `-s SCRIPT URL -- ARGS`.
 #[derive(Debug, Clone)]
 pub struct Load<'a> {
     pub url: String,
+    /// wrk's threads: one per core it may use.
+    pub threads: usize,
     pub connections: usize,
     pub seconds: u64,
     pub script: Option<(&'a Path, Vec<String>)>,
+    /// The cores wrk is pinned to (a taskset list); `None`: the client core.
+    pub cores: Option<String>,
 }
 
 impl Load<'_> {
     pub fn command(&self, pin: bool) -> Command {
         let mut wrk = Command::new("wrk");
-        wrk.arg("-t1")
+        wrk.arg(format!("-t{}", self.threads.max(1)))
             .arg(format!("-c{}", self.connections))
             .arg(format!("-d{}s", self.seconds));
         if let Some((script, args)) = &self.script {
@@ -49,7 +53,7 @@ impl Load<'_> {
         } else {
             wrk.arg(&self.url);
         }
-        pinned_to(CLIENT_CORE, wrk, pin)
+        pinned_to(self.cores.as_deref().unwrap_or(CLIENT_CORE), wrk, pin)
     }
 }
 
@@ -318,8 +322,8 @@ impl Runs {
     }
 }
 
-/// Runs `load` against the process `server_pid` (the one whose CPU counts), watched by
-/// `watch`. Counting and profiling slow the server: keep such runs apart from timed ones.
+/// Runs `load` against the process `server_pid` (it and its children are the CPU that
+/// counts: a supervisor and its workers), watched by `watch` (which sees `server_pid` only). Counting and profiling slow the server: keep such runs apart from timed ones.
 pub fn measure(
     load: &Load,
     server_pid: u32,
@@ -339,12 +343,12 @@ pub fn measure(
         Watch::Profile => Some(Recorder::attach(server_pid, pin, scratch)?),
         _ => None,
     };
-    let cpu_before = CpuTimes::of(server_pid);
+    let cpu_before = tree_cpu(server_pid);
     let started = Instant::now();
     let mut child = wrk.spawn().map_err(|e| format!("cannot run wrk: {e}"))?;
     let wrk_pid = child.id();
     std::thread::sleep(Duration::from_millis(load.seconds * 500));
-    let fds = open_fds(server_pid);
+    let fds = tree_fds(server_pid);
     // wrk prints everything at its end, so the pipes never fill before it exits.
     let mut out = String::new();
     let mut err = String::new();
@@ -353,7 +357,7 @@ pub fn measure(
     // Output closed means wrk is exiting: read its CPU before it is reaped.
     let wrk_cpu = cpu_at_exit(wrk_pid);
     let wall = started.elapsed();
-    let server_cpu = CpuTimes::of(server_pid).since(cpu_before);
+    let server_cpu = tree_cpu(server_pid).since(cpu_before);
     let status = child.wait().map_err(|e| format!("wrk: {e}"))?;
     let syscalls = counter.map(SyscallCounter::finish).transpose()?;
     let profile = recorder.map(Recorder::finish).transpose()?;
@@ -447,9 +451,11 @@ Transfer/sec:     23.43MB
         let script = Path::new("/b/pipeline.lua");
         let load = Load {
             url: "http://127.0.0.1:1/plaintext".into(),
+            threads: 1,
             connections: 100,
             seconds: 5,
             script: Some((script, vec!["16".into()])),
+            cores: None,
         };
         let cmd = load.command(true);
         let args: Vec<_> = cmd
