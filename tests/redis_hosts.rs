@@ -323,6 +323,20 @@ fn waiters_stay_parked_through_a_redis_restart_and_get_what_they_missed() {
             "{id} after {}",
             id_of(&first)
         );
+        // A client catching up from before the outage: what followed when Redis kept it,
+        // the resync signal (not silence) when Redis lost it.
+        let got = b
+            .server
+            .request(&get(&format!("/wait/room?after={}", id_of(&first))));
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(
+            got.header("x-comet-resync").is_some(),
+            !keep_data,
+            "keep data: {keep_data}: {got:?}"
+        );
+        if keep_data {
+            assert_eq!((got.text(), id_of(&got)), ("missed", id.clone()));
+        }
     }
 }
 
