@@ -247,7 +247,19 @@ fn a_publish_while_redis_is_down_is_refused_and_the_host_serves_on() {
     assert_eq!(answer.status, 503, "never numbered here alone: {answer:?}");
     assert!(answer.header("retry-after").is_some(), "{answer:?}");
     a.server.assert_still_serves();
-    assert!(a.metrics().contains("miohttpd_redis_outages 1\n"));
+    let metrics = a.metrics();
+    assert!(metrics.contains("miohttpd_redis_outages 1\n"), "{metrics}");
+    // The link's syscalls are counted by the calls that make them.
+    for kind in ["connect", "read", "write"] {
+        let sample = format!("miohttpd_redis_syscalls_total{{kind=\"{kind}\"}} ");
+        let value: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(sample.as_str()))
+            .unwrap_or_else(|| panic!("no {sample}: {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(value > 0, "{sample}{value}");
+    }
     // Back: publishes go through again.
     redis.restart();
     a.await_link("up");

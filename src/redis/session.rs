@@ -112,6 +112,17 @@ pub struct LinkStats {
     pub received: u64,
     /// Probes sent on the subscriber.
     pub probes: u64,
+    /// The link's syscalls on its sockets, by kind (counted by `link.rs`, which makes them).
+    pub syscalls: LinkSyscalls,
+}
+
+/// The Redis sockets' syscalls: every call, WouldBlock ones included, as the loop counts its
+/// own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkSyscalls {
+    pub connect: u64,
+    pub read: u64,
+    pub write: u64,
 }
 
 /// Why a request was not done.
