@@ -25,6 +25,8 @@ use crate::server::listener;
 const SIGNALS: Token = Token(usize::MAX);
 /// The admin listener (`--admin-listen`), served here with every worker's counters.
 const ADMIN: Token = Token(usize::MAX - 1);
+/// The Redis link's command connection and subscriber (`--redis`).
+const REDIS: [Token; 2] = [Token(usize::MAX - 3), Token(usize::MAX - 2)];
 /// Admin connections' tokens start here (worker links use their index, below MAX_WORKERS).
 const ADMIN_CONN_BASE: usize = 1 << 16;
 /// How long `/metrics` waits for the workers' counters before it answers with those it has.
@@ -121,6 +123,8 @@ struct Supervisor {
     admin: Option<TcpListener>,
     admin_conns: Slab<AdminConn>,
     next_query: u64,
+    /// `--redis`: the link to the other hosts, in the hub.
+    across: Option<super::across::Across>,
 }
 
 /// Runs the supervisor until every worker has ended: exit status 0 after a graceful
@@ -244,6 +248,12 @@ impl Supervisor {
             "miohttpd: supervisor {}: {workers} workers, accept model {model}",
             std::process::id()
         );
+        let mut hub = Hub::new(config.comet, crate::comet::new_epoch(), workers);
+        let host = crate::redis::new_host_id();
+        let across = crate::redis::session_config(&config, host).map(|session| {
+            hub.use_redis();
+            super::across::Across::new(session, REDIS, poll.registry())
+        });
         Ok(Supervisor {
             model,
             listeners,
@@ -251,11 +261,12 @@ impl Supervisor {
             poll,
             signals,
             phase: Phase::Serving,
-            hub: Hub::new(config.comet, crate::comet::new_epoch(), workers),
+            hub,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
             admin: admin_listener,
             admin_conns: Slab::new(),
             next_query: 1,
+            across,
         })
     }
 
@@ -268,6 +279,9 @@ impl Supervisor {
                 && self.slots.iter().all(|s| s.running.is_none())
             {
                 eprintln!("miohttpd: every worker has stopped");
+                if let Some(across) = &mut self.across {
+                    across.close(self.poll.registry());
+                }
                 return match self.phase {
                     Phase::StoppingAtOnce => 1,
                     _ => 0,
@@ -277,9 +291,11 @@ impl Supervisor {
             let gathering = self.admin_conns.iter();
             let gathering = gathering.filter_map(|(_, c)| c.gathering.as_ref().map(|g| g.until));
             let hub_due = self.hub.next_due();
+            let redis_due = self.across.as_ref().map(|a| a.next_deadline());
             let next = restarts
                 .chain(gathering)
                 .chain(hub_due)
+                .chain(redis_due)
                 .chain([self.next_sweep])
                 .min();
             let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
@@ -296,6 +312,11 @@ impl Supervisor {
                 match event.token() {
                     SIGNALS => signalled = true,
                     ADMIN => self.accept_admin(),
+                    token if self.across.as_ref().is_some_and(|a| a.owns(token)) => {
+                        if let Some(across) = &mut self.across {
+                            across.ready(self.poll.registry(), token, Instant::now());
+                        }
+                    }
                     Token(key) if key >= ADMIN_CONN_BASE => self.serve_admin(key - ADMIN_CONN_BASE),
                     Token(index) => self.read_link(index),
                 }
@@ -316,6 +337,9 @@ impl Supervisor {
                     "miohttpd: workers {missing:?} gave no count within {}s; answered without",
                     crate::bus::hub::ANSWER_WAIT.as_secs()
                 );
+            }
+            if let Some(across) = &mut self.across {
+                across.turn(&mut self.hub, self.poll.registry(), now);
             }
             self.finish_gathering(now);
             self.flush_links();
@@ -613,7 +637,10 @@ impl Supervisor {
             if g.awaiting.is_empty() || now >= g.until {
                 let mut g = conn.gathering.take().expect("checked");
                 g.texts.sort_by_key(|(w, _)| *w);
-                let body = super::metrics::merge(&g.texts);
+                let mut body = super::metrics::merge(&g.texts);
+                if let Some(across) = &self.across {
+                    crate::redis::write_metrics(&mut body, across.state(), &across.stats());
+                }
                 conn.output = admin_response(
                     "200 OK",
                     "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n",
