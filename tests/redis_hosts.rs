@@ -374,34 +374,56 @@ fn the_admin_token_still_guards_publishes_across_hosts() {
 }
 
 #[test]
-fn a_host_started_later_learns_a_channel_from_redis_once_a_client_opens_it() {
+fn a_host_started_later_serves_the_first_catch_up_of_a_channel_from_redis() {
     let redis = Redis::start();
-    let a = Host::start(&redis, &[]);
+    let a = Host::start(&redis, &["--comet-history", "2"]);
     a.await_link("up");
-    let ids: Vec<String> = ["one", "two", "three"]
-        .iter()
-        .map(|body| id_of(&a.notify("late", body)))
-        .collect();
-    // B starts after those publishes: it never saw them on the bus.
-    let b = Host::start(&redis, &["--workers", "2"]);
+    let publish = |channel: &str| -> Vec<String> {
+        ["one", "two", "three", "four"]
+            .iter()
+            .map(|body| id_of(&a.notify(channel, body)))
+            .collect()
+    };
+    let (late, events, trimmed) = (publish("late"), publish("late-events"), publish("trimmed"));
+    // B starts after those publishes: it never saw them on the bus, and has no history of
+    // these channels until a client asks; that first client waits for B's read of Redis.
+    let b = Host::start(&redis, &["--workers", "2", "--comet-history", "2"]);
     b.await_link("up");
-    // The first client to open the channel on B may be told to resync (B had no history of
-    // it); B then reads the channel's stream, and catch-up there gives Redis's ids.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = b
-            .server
-            .request(&get(&format!("/wait/late?after={}", ids[0])));
-        if got.header("x-comet-resync").is_none() {
-            assert_eq!(got.status, 200, "{got:?}");
-            assert_eq!((got.text(), id_of(&got)), ("two", ids[1].clone()));
-            break;
-        }
+
+    let got = b
+        .server
+        .request(&get(&format!("/wait/late?after={}", late[2])));
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.header("x-comet-resync"), None, "{got:?}");
+    assert_eq!((got.text(), id_of(&got)), ("four", late[3].clone()));
+
+    let mut resumed = b.server.connect();
+    resumed.send(
+        format!(
+            "GET /events/late-events HTTP/1.1\r\nHost: localhost\r\nLast-Event-ID: {}\r\n\r\n",
+            events[1]
+        )
+        .as_bytes(),
+    );
+    assert_eq!(resumed.read_head_response().status, 200);
+    for (id, body) in events[2..].iter().zip(["three", "four"]) {
+        let event = String::from_utf8(resumed.read_through(b"\n\n")).unwrap();
         assert!(
-            Instant::now() < deadline,
-            "B never learnt the channel: {got:?}"
+            !event.contains("resync")
+                && event.contains(&format!("id: {id}\n"))
+                && event.contains(&format!("data: {body}\n")),
+            "{event:?}"
         );
-        thread::sleep(Duration::from_millis(50));
+    }
+
+    // Older than Redis keeps (`--comet-history 2`): the resync signal, the same answer on
+    // both hosts.
+    let path = format!("/wait/trimmed?after={}", trimmed[0]);
+    let (on_a, on_b) = (a.server.request(&get(&path)), b.server.request(&get(&path)));
+    for got in [&on_a, &on_b] {
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(got.header("x-comet-resync"), Some("true"), "{got:?}");
+        assert_eq!((got.text(), id_of(got)), ("three", trimmed[2].clone()));
     }
 }
 

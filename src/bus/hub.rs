@@ -100,6 +100,9 @@ pub struct Hub {
     /// `--redis`: channels a worker opened that the hub has no history of, to read from
     /// their streams.
     to_read: Vec<Box<str>>,
+    /// `--redis`: clients waiting for a channel's read from Redis ([`Frame::Load`]): the
+    /// worker and request each answers, by channel.
+    loading: HashMap<Box<str>, Vec<(u16, u64)>>,
     /// Every channel on the server: whether the hub has its history, and how many workers
     /// hold it; its size is what `--comet-max-channels` bounds.
     presence: HashMap<Box<str>, Presence>,
@@ -133,6 +136,7 @@ impl Hub {
             waiter_queries: Vec::new(),
             waiters_at_redis: HashMap::new(),
             to_read: Vec::new(),
+            loading: HashMap::new(),
             presence: HashMap::new(),
             held: vec![HashSet::new(); workers],
             told_total: 0,
@@ -180,6 +184,25 @@ impl Hub {
     /// Channels to read from Redis (opened by a worker, with no history here).
     pub fn take_to_read(&mut self) -> Vec<Box<str>> {
         std::mem::take(&mut self.to_read)
+    }
+
+    /// The read of `channel` from Redis is done (or failed, or could not start): every
+    /// worker learns the channel's floor, then the clients waiting for it are answered, and
+    /// decide from what their worker now holds.
+    pub fn read_done(&mut self, channel: &str) {
+        let Some(waiting) = self.loading.remove(channel) else {
+            return;
+        };
+        if let Some(floor) = self.channels.get(channel).map(|h| h.floor) {
+            for worker in self.live_workers() {
+                self.send(worker, &Frame::Floor { floor, channel });
+            }
+        }
+        for (worker, request) in waiting {
+            if self.live[worker as usize] {
+                self.send(worker, &Frame::Loaded { request });
+            }
+        }
     }
 
     /// `GET /` counts of this host's workers, to be asked of the other hosts: (key, waiters).
@@ -450,6 +473,19 @@ impl Hub {
                 }
                 Ok(())
             }
+            Frame::Load { request, channel } => {
+                if !self.redis || self.channels.contains_key(channel) {
+                    // The hub's history is all this host can have: decide from it.
+                    self.send(worker, &Frame::Loaded { request });
+                } else {
+                    let waiting = self.loading.entry(channel.into()).or_default();
+                    if waiting.is_empty() {
+                        self.to_read.push(channel.into());
+                    }
+                    waiting.push((worker, request));
+                }
+                Ok(())
+            }
             Frame::Closed { channel } => {
                 if self.held[worker as usize].remove(channel) {
                     self.release(channel, |p| p.holders = p.holders.saturating_sub(1));
@@ -466,6 +502,7 @@ impl Hub {
             Frame::CountQuery { .. } => Err(Unexpected("count query")),
             Frame::WaiterCount { .. } => Err(Unexpected("waiter count")),
             Frame::ChannelTotal { .. } => Err(Unexpected("channel total")),
+            Frame::Loaded { .. } => Err(Unexpected("loaded")),
         }
     }
 

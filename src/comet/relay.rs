@@ -41,6 +41,9 @@ pub enum Relayed {
     CountWaiters { token: Token },
     /// `GET /notify`: a message whose body is the number of clients it reaches everywhere.
     PublishCount { token: Token, channel: Box<str> },
+    /// A catch-up this worker's history cannot serve: the hub reads the channel from Redis
+    /// (when it has no history of it), then answers.
+    Load { token: Token, channel: Box<str> },
 }
 
 impl Comet {
@@ -81,6 +84,17 @@ impl Comet {
         }
     }
 
+    /// Asks the hub for `channel`'s history before the connection `token` decides its
+    /// catch-up (only when [`Comet::relays`]).
+    pub fn relay_load(&mut self, token: Token, channel: &str) {
+        if let Some(RelayState { queue, .. }) = &mut self.relay {
+            queue.push_back(Relayed::Load {
+                token,
+                channel: channel.into(),
+            });
+        }
+    }
+
     /// Queues a count of every worker's parked waiters (only when [`Comet::relays`]).
     pub fn relay_count(&mut self, token: Token) {
         if let Some(RelayState { queue, .. }) = &mut self.relay {
@@ -107,7 +121,8 @@ impl Comet {
             let slot = match relayed {
                 Relayed::Publish { token, .. }
                 | Relayed::CountWaiters { token }
-                | Relayed::PublishCount { token, .. } => token,
+                | Relayed::PublishCount { token, .. }
+                | Relayed::Load { token, .. } => token,
             };
             if *slot != UNCLAIMED {
                 break;

@@ -118,6 +118,9 @@ pub enum Outcome {
     /// `GET /` asked with [`Bridge::count_waiters`] is done: `tally.reached` waiters on the
     /// hosts counted.
     Waiters { tally: Tally },
+    /// The read of a channel this bridge made ([`Bridge::catch_up`]) is over: delivered, or
+    /// failed (the link went down); clients waiting for it decide from what is held now.
+    CaughtUp { channel: String },
     /// A client's catch-up read from Redis.
     History {
         request: u64,
@@ -274,22 +277,25 @@ impl Bridge {
     /// what comes back here; its bus messages wait until then. After a reconnect for every
     /// channel held, and for a channel a client opened here that this host has no history
     /// of (it started after the channel's messages). A down link: nothing (the next `Up`).
+    /// True while a read of it is in flight: an [`Outcome::CaughtUp`] follows.
     pub fn catch_up(
         &mut self,
         link: &mut impl Requests,
         channel: String,
         newest: Option<(u32, u64)>,
         now: Instant,
-    ) {
+    ) -> bool {
         if self.held_back.contains_key(&channel) {
-            return; // a read of it is in flight already
+            return true; // a read of it is in flight already
         }
         let request = self.next_own;
         self.next_own += 1;
         if link.history(request, &channel, newest, now).is_ok() {
             self.held_back.insert(channel.clone(), Vec::new());
             self.catching_up.insert(request, (channel, newest));
+            return true;
         }
+        false
     }
 
     /// `GET /` on this host: `local` waiters here; every other host is asked on the bus and
@@ -354,13 +360,15 @@ impl Bridge {
         match event {
             Event::Up => {
                 for (channel, newest) in local.newest_ids() {
-                    self.catch_up(link, channel, newest, now);
+                    let _ = self.catch_up(link, channel, newest, now);
                 }
             }
             Event::Down => {
                 // Catch-up reads in flight failed: the next `Up` asks again, from the same
                 // newest ids, and the stream brings back what was held back.
-                self.catching_up.clear();
+                for (_, (channel, _)) in self.catching_up.drain() {
+                    out.push(Outcome::CaughtUp { channel });
+                }
                 self.held_back.clear();
                 let mut done = Vec::new();
                 self.counts.flush(&mut done);
@@ -465,13 +473,16 @@ impl Bridge {
                         Ok(history) => catch_up(local, &channel, newest, &history),
                         // The link is going down: the next `Up` reads again from the same
                         // newest id, and the stream brings back what was held.
-                        Err(Failure::Unavailable) => return,
+                        Err(Failure::Unavailable) => {
+                            return out.push(Outcome::CaughtUp { channel });
+                        }
                         // Refused (out of memory, say): nothing to catch up from.
                         Err(Failure::Refused(_)) => {}
                     }
                     for message in held {
                         self.deliver(message, local, link, now);
                     }
+                    out.push(Outcome::CaughtUp { channel });
                 } else {
                     out.push(Outcome::History { request, result });
                 }
@@ -974,10 +985,13 @@ mod tests {
         ]
         .concat();
         s.received(Conn::Command, replies.as_bytes(), now);
+        // No client asked: each read only says it is over (for clients waiting on it).
+        let caught_up = |channel: &str| Outcome::CaughtUp {
+            channel: channel.into(),
+        };
         assert_eq!(
             drain(&mut s, &mut bridge, &mut local, now),
-            [],
-            "no client asked"
+            ["same", "lost", "gone", "fresh"].map(caught_up)
         );
         assert_eq!(
             local.delivered,

@@ -125,7 +125,12 @@ impl Across {
             }
         }
         for channel in hub.take_to_read() {
-            self.bridge.catch_up(&mut linked, channel.into(), None, now);
+            if !self
+                .bridge
+                .catch_up(&mut linked, channel.to_string(), None, now)
+            {
+                hub.read_done(&channel); // the link is down: decide from what is held
+            }
         }
         for (key, local) in hub.take_waiter_queries() {
             self.bridge
@@ -162,7 +167,8 @@ impl Across {
                 Outcome::Waiters { tally } => {
                     hub.redis_waiters(tally.request, (tally.reached, tally.counted, tally.known))
                 }
-                // The hub asks no catch-up reads of its own yet (docs/comet.md).
+                Outcome::CaughtUp { channel } => hub.read_done(&channel),
+                // The hub reads whole channels (`CaughtUp`), never a client's range.
                 Outcome::History { .. } => {}
             }
         }
