@@ -175,6 +175,36 @@ fn a_notify_on_one_host_reaches_every_host_under_one_id_and_counts_them_all() {
 }
 
 #[test]
+fn get_notify_publishes_every_hosts_count_and_answers_the_same_number() {
+    let redis = Redis::start();
+    let a = Host::start(&redis, &[]);
+    let b = Host::start(&redis, &["--workers", "2"]);
+    let c = Host::start(&redis, &[]);
+    await_all_up(&[&a, &b, &c]);
+
+    let mut waiters = vec![b.wait("/wait/tally"), c.wait("/wait/tally")];
+    for _ in 0..3 {
+        waiters.push(a.wait("/wait/tally"));
+    }
+    a.await_parked(5);
+    // The body every waiter gets is the number of clients counted on every host, and the
+    // notifier's answer is that same number.
+    let answer = a.server.request(&get("/notify/tally"));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.text(), "5", "{answer:?}");
+    assert_eq!(answer.header("x-comet-hosts"), Some("3/3"), "{answer:?}");
+    let id = id_of(&answer);
+    for waiter in &mut waiters {
+        let got = waiter.read_response();
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!((got.text(), id_of(&got)), ("5", id.clone()));
+    }
+    // Nobody left: the count and the answer are 0 on every host.
+    let answer = b.server.request(&get("/notify/tally"));
+    assert_eq!((answer.status, answer.text()), (200, "0"), "{answer:?}");
+}
+
+#[test]
 fn catch_up_and_event_streams_agree_on_every_host() {
     let redis = Redis::start();
     let a = Host::start(&redis, &[]);

@@ -93,10 +93,17 @@ pub struct Hub {
     at_redis: HashMap<u64, (u16, u64)>,
     /// `--redis`: counts of deliveries the bridge waits for, by ticket.
     reached: Vec<(u64, u64)>,
-    /// `--redis`: `GET /` counted here, for the bridge to ask the other hosts: (key, waiters
-    /// here), and the worker and request each answers.
-    waiter_queries: Vec<(u64, u64)>,
+    /// `--redis`: `GET /` (channel empty) or a `GET /notify` count (its channel) counted
+    /// here, for the bridge to ask the other hosts: (key, channel, count here), and the
+    /// worker and request each answers.
+    waiter_queries: Vec<(u64, Box<str>, u64)>,
     waiters_at_redis: HashMap<u64, (u16, u64)>,
+    /// `--redis`: `GET /notify` counts of every host, by key: the channel to publish the sum
+    /// on and when it was asked.
+    counts_to_publish: HashMap<u64, (Box<str>, Instant)>,
+    /// `--redis`: a `GET /notify` publish is answered with what it counted (its body), not
+    /// with what its delivery reached, by (worker, request).
+    counted_answers: HashMap<(u16, u64), (u64, u64, u64)>,
     /// `--redis`: channels a worker opened that the hub has no history of, to read from
     /// their streams.
     to_read: Vec<Box<str>>,
@@ -135,6 +142,8 @@ impl Hub {
             reached: Vec::new(),
             waiter_queries: Vec::new(),
             waiters_at_redis: HashMap::new(),
+            counts_to_publish: HashMap::new(),
+            counted_answers: HashMap::new(),
             to_read: Vec::new(),
             loading: HashMap::new(),
             presence: HashMap::new(),
@@ -168,7 +177,8 @@ impl Hub {
         if !self.live[origin as usize] {
             return;
         }
-        let (reached, counted, known) = tally;
+        let counted_answer = self.counted_answers.remove(&(origin, request));
+        let (reached, counted, known) = counted_answer.unwrap_or(tally);
         let clamp = |n: u64| n.min(u64::from(u16::MAX)) as u16;
         let frame = Frame::Published {
             request,
@@ -206,16 +216,36 @@ impl Hub {
     }
 
     /// `GET /` counts of this host's workers, to be asked of the other hosts: (key, waiters).
-    pub fn take_waiter_queries(&mut self) -> Vec<(u64, u64)> {
+    pub fn take_waiter_queries(&mut self) -> Vec<(u64, Box<str>, u64)> {
         std::mem::take(&mut self.waiter_queries)
     }
 
-    /// Every host counted (or the bound passed) for the `GET /` `key`.
+    /// Every host counted (or the bound passed) for the `GET /` (or `GET /notify`) `key`.
     pub fn redis_waiters(&mut self, key: u64, tally: (u64, u64, u64)) {
         let Some((origin, request)) = self.waiters_at_redis.remove(&key) else {
             return;
         };
         if !self.live[origin as usize] {
+            self.counts_to_publish.remove(&key);
+            return;
+        }
+        if let Some((channel, asked_at)) = self.counts_to_publish.remove(&key) {
+            // The body is every host's count, and so is the answer (not what the delivery
+            // reached a moment later): they agree, as on one host.
+            self.counted_answers.insert((origin, request), tally);
+            let body = tally.0.to_string();
+            let queued = self.to_redis.len();
+            self.publish(
+                origin,
+                request,
+                &channel,
+                "text/plain",
+                body.as_bytes(),
+                asked_at,
+            );
+            if self.to_redis.len() == queued {
+                self.counted_answers.remove(&(origin, request)); // refused at once
+            }
             return;
         }
         let (count, counted, known) = tally;
@@ -231,12 +261,12 @@ impl Hub {
 
     /// Another host's `GET /`: this host's workers count their parked waiters; the sum goes
     /// to the bridge under `ticket` ([`Hub::take_reached`]).
-    pub fn count_for_redis(&mut self, ticket: u64, now: Instant) {
+    pub fn count_for_redis(&mut self, channel: &str, ticket: u64, now: Instant) {
         let query = self.next_delivery;
         self.next_delivery += 1;
         let awaiting = self.live_workers();
         for &w in &awaiting {
-            self.send(w, &Frame::CountQuery { query, channel: "" });
+            self.send(w, &Frame::CountQuery { query, channel });
         }
         self.track(query, 0, 0, Awaited::FromRedis { ticket }, awaiting, now);
     }
@@ -246,6 +276,7 @@ impl Hub {
         let Some((origin, request)) = self.at_redis.remove(&key) else {
             return;
         };
+        self.counted_answers.remove(&(origin, request));
         if self.live[origin as usize] {
             let reason = RefuseReason::RedisUnavailable;
             self.send(origin, &Frame::Refused { request, reason });
@@ -661,7 +692,19 @@ impl Hub {
                 self.next_delivery += 1;
                 self.waiters_at_redis
                     .insert(key, (done.origin, done.request));
-                self.waiter_queries.push((key, done.reached));
+                self.waiter_queries.push((key, "".into(), done.reached));
+                return;
+            }
+            Awaited::CountToPublish { channel, asked_at } if self.redis => {
+                // `GET /notify`: every other host counts the channel's clients too, and the
+                // sum is the body (`redis_waiters`).
+                let key = self.next_delivery;
+                self.next_delivery += 1;
+                self.waiters_at_redis
+                    .insert(key, (done.origin, done.request));
+                self.counts_to_publish
+                    .insert(key, (channel.clone(), asked_at));
+                self.waiter_queries.push((key, channel, done.reached));
                 return;
             }
             Awaited::Waiters => Frame::WaiterCount {

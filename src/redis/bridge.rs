@@ -39,7 +39,7 @@ pub trait LocalChannels {
         ticket: u64,
     ) -> Reach;
     /// Parked waiters here (`GET /` asked on another host), now or later under `ticket`.
-    fn count_waiters(&mut self, ticket: u64) -> Reach;
+    fn count_waiters(&mut self, channel: &str, ticket: u64) -> Reach;
     /// Redis lost `channel` (its epoch changed, or it is gone, while this host held it):
     /// waiters and subscribers get the resync signal, and the local history is dropped.
     fn resync(&mut self, channel: &str);
@@ -298,13 +298,15 @@ impl Bridge {
         false
     }
 
-    /// `GET /` on this host: `local` waiters here; every other host is asked on the bus and
-    /// an [`Outcome::Waiters`] follows (at once when the link is down or this host is alone:
-    /// the tally then says how many hosts were counted).
+    /// `GET /` on this host (`channel` empty: parked waiters), or the count a `GET /notify`
+    /// publishes (`channel`'s waiters and subscribers): `local` counted here; every other
+    /// host is asked on the bus and an [`Outcome::Waiters`] follows (at once when the link
+    /// is down or this host is alone: the tally then says how many hosts were counted).
     pub fn count_waiters(
         &mut self,
         link: &mut impl Requests,
         request: u64,
+        channel: &str,
         local: u64,
         now: Instant,
         out: &mut Vec<Outcome>,
@@ -315,7 +317,7 @@ impl Bridge {
             epoch: 0,
             seq: request,
         };
-        let question = format!("{}\n{WAITERS_QUERY}\n0-{request}\n\n", self.host);
+        let question = format!("{}\n{WAITERS_QUERY}\n0-{request}\n\n{channel}", self.host);
         let tally = Tally {
             request,
             reached: local,
@@ -383,14 +385,16 @@ impl Bridge {
                 body,
             } => {
                 if channel == WAITERS_QUERY {
-                    // Another host's `GET /`: count the waiters here and answer it.
+                    // Another host's `GET /` (or `GET /notify`: the body names the channel):
+                    // count the waiters here and answer it.
                     let key = MessageKey {
                         channel,
                         epoch,
                         seq,
                     };
                     let ticket = self.ticket();
-                    match local.count_waiters(ticket) {
+                    let counted = std::str::from_utf8(&body).unwrap_or("?");
+                    match local.count_waiters(counted, ticket) {
                         Reach::Now(n) => {
                             link.reply_to_host(&origin, &count_payload(&key, &self.host, n), now)
                         }
@@ -588,6 +592,8 @@ mod tests {
         waiters: u64,
         delivered: Vec<(String, u32, u64, Vec<u8>)>,
         resynced: Vec<String>,
+        /// The channels other hosts asked counts of ("" for all parked waiters).
+        counted: Vec<String>,
         held: Vec<(String, Option<(u32, u64)>)>,
         /// Counted later, as the hub's workers answer.
         later: bool,
@@ -614,7 +620,8 @@ mod tests {
             }
             Reach::Now(self.waiters)
         }
-        fn count_waiters(&mut self, _ticket: u64) -> Reach {
+        fn count_waiters(&mut self, channel: &str, _ticket: u64) -> Reach {
+            self.counted.push(channel.into());
             Reach::Now(self.waiters)
         }
         fn resync(&mut self, channel: &str) {
@@ -830,7 +837,7 @@ mod tests {
         };
         // Alone (no heartbeat counted another host yet): answered at once.
         let mut out = Vec::new();
-        bridge.count_waiters(&mut s, 1, 4, t, &mut out);
+        bridge.count_waiters(&mut s, 1, "", 4, t, &mut out);
         let [Outcome::Waiters { tally }] = &out[..] else {
             panic!("{out:?}")
         };
@@ -842,7 +849,7 @@ mod tests {
         written(&mut s, Conn::Command);
         s.received(Conn::Command, b":2\r\n", t);
         out.clear();
-        bridge.count_waiters(&mut s, 2, 4, t, &mut out);
+        bridge.count_waiters(&mut s, 2, "", 4, t, &mut out);
         assert_eq!(out, []);
         assert_eq!(
             written(&mut s, Conn::Command),
@@ -869,6 +876,24 @@ mod tests {
         assert_eq!(
             written(&mut s, Conn::Command),
             [["PUBLISH", "p:host:hb", "count ?waiters 0-9 me 5"]]
+        );
+        // A `GET /notify` count names its channel in the body, both ways.
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$22\r\nhb\n?waiters\n0-10\n\nnews\r\n",
+            t,
+        );
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        assert_eq!(local.counted, ["", "news"]);
+        assert_eq!(
+            written(&mut s, Conn::Command),
+            [["PUBLISH", "p:host:hb", "count ?waiters 0-10 me 5"]]
+        );
+        let mut out = Vec::new();
+        bridge.count_waiters(&mut s, 3, "news", 4, t, &mut out);
+        assert_eq!(
+            written(&mut s, Conn::Command),
+            [["PUBLISH", "p:bus", "me\n?waiters\n0-3\n\nnews"]]
         );
     }
 
