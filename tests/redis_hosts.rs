@@ -458,6 +458,42 @@ fn a_host_started_later_serves_the_first_catch_up_of_a_channel_from_redis() {
 }
 
 #[test]
+fn a_catch_up_from_before_a_hosts_copy_of_a_channel_is_served_from_redis() {
+    let redis = Redis::start();
+    let a = Host::start(&redis, &[]);
+    a.await_link("up");
+    let mut ids: Vec<String> = ["one", "two"]
+        .iter()
+        .map(|body| id_of(&a.notify("mid", body)))
+        .collect();
+    let b = Host::start(&redis, &["--workers", "2"]);
+    b.await_link("up");
+    // B's copy of the channel begins with this message, from the bus: older ones are only
+    // in Redis.
+    let mut stream = b.server.connect();
+    stream.send(&get("/events/mid"));
+    assert_eq!(stream.read_head_response().status, 200);
+    ids.push(id_of(&a.notify("mid", "three")));
+    let event = String::from_utf8(stream.read_through(b"\n\n")).unwrap();
+    assert!(event.contains(&format!("id: {}\n", ids[2])), "{event:?}");
+
+    let got = b
+        .server
+        .request(&get(&format!("/wait/mid?after={}", ids[0])));
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.header("x-comet-resync"), None, "{got:?}");
+    assert_eq!((got.text(), id_of(&got)), ("two", ids[1].clone()));
+    // The live subscriber was not sent the older message.
+    let got = b
+        .server
+        .request(&get(&format!("/wait/mid?after={}", ids[1])));
+    assert_eq!((got.text(), id_of(&got)), ("three", ids[2].clone()));
+    a.notify("mid", "four");
+    let event = String::from_utf8(stream.read_through(b"\n\n")).unwrap();
+    assert!(event.contains("data: four\n"), "{event:?}");
+}
+
+#[test]
 fn a_host_starts_without_redis_serves_and_joins_when_redis_comes() {
     // A port with nothing on it yet: Redis is started there later.
     let mut redis = Redis::start();

@@ -244,6 +244,46 @@ impl Comet {
         reached
     }
 
+    /// A message of the hub's history older than what this worker holds of the channel
+    /// (the hub backfilled it from Redis), or any message while joining: recorded in id
+    /// order, waking no one (it is not news). The hub's [`Comet::set_floor`] follows.
+    pub fn record_from_hub(
+        &mut self,
+        name: &str,
+        id: MessageId,
+        content_type: &str,
+        body: Box<[u8]>,
+        now: Instant,
+    ) {
+        let Some(key) = self.hub_channel(name, now) else {
+            return;
+        };
+        self.last_seq = self.last_seq.max(id.seq);
+        let history_limit = self.settings.history;
+        let entry = &mut self.channels[key.0];
+        if entry.epoch != id.epoch {
+            if !entry.history.is_empty() {
+                return; // an older epoch's message: nothing to add to this one
+            }
+            entry.epoch = id.epoch;
+        }
+        let at = entry.history.partition_point(|m| m.id.seq < id.seq);
+        if entry.history.get(at).is_some_and(|m| m.id.seq == id.seq) {
+            return;
+        }
+        let message = Rc::new(Message {
+            id,
+            content_type: content_type.into(),
+            body,
+        });
+        entry.history.insert(at, message);
+        while entry.history.len() > history_limit {
+            if let Some(evicted) = entry.history.pop_front() {
+                entry.floor = evicted.id.seq;
+            }
+        }
+    }
+
     /// The channel named by the hub, made if missing (no local limit); None for a name the
     /// hub should never have sent.
     fn hub_channel(&mut self, name: &str, now: Instant) -> Option<ChannelKey> {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::counts::{count_payload, Counts, MessageKey, Tally};
-use super::scripts::History;
+use super::scripts::{Entry, History};
 use super::session::{Event, Failure, Session};
 
 /// How many connections a delivery reached here.
@@ -473,8 +473,11 @@ impl Bridge {
             Event::History { request, result } => {
                 if let Some((channel, newest)) = self.catching_up.remove(&request) {
                     let held = self.held_back.remove(&channel).unwrap_or_default();
+                    // Messages that came on the bus during the read are news, delivered as
+                    // such below, not history: the read stops short of the first.
+                    let first_held = held.first().map(|m| (m.key.epoch, m.key.seq));
                     match result {
-                        Ok(history) => catch_up(local, &channel, newest, &history),
+                        Ok(history) => catch_up(local, &channel, newest, &history, first_held),
                         // The link is going down: the next `Up` reads again from the same
                         // newest id, and the stream brings back what was held.
                         Err(Failure::Unavailable) => {
@@ -552,6 +555,7 @@ fn catch_up(
     channel: &str,
     newest: Option<(u32, u64)>,
     history: &History,
+    first_held: Option<(u32, u64)>,
 ) {
     let Some(epoch) = history.epoch else {
         // Redis has nothing: it lost the channel (or never had a message of it). The next
@@ -564,7 +568,8 @@ fn catch_up(
     if newest.is_some_and(|(held, _)| held != epoch) {
         local.resync(channel);
     }
-    for entry in &history.entries {
+    let from_bus = |e: &&Entry| first_held.is_some_and(|h| (e.epoch, e.seq) >= h && e.epoch == h.0);
+    for entry in history.entries.iter().filter(|e| !from_bus(e)) {
         local.deliver(
             channel,
             entry.epoch,

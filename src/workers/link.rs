@@ -211,9 +211,12 @@ impl WorkerLink {
                     body,
                 } => {
                     let id = MessageId { epoch, seq };
-                    let reached =
-                        comet.publish_from_hub(channel, id, content_type, body.into(), now);
-                    if delivery != 0 {
+                    if delivery == 0 {
+                        // History (a join, or a backfill from Redis): no one to wake.
+                        comet.record_from_hub(channel, id, content_type, body.into(), now);
+                    } else {
+                        let reached =
+                            comet.publish_from_hub(channel, id, content_type, body.into(), now);
                         let count = reached as u64;
                         let _ = encode(&Frame::Delivered { delivery, count }, &mut self.out);
                     }
