@@ -599,3 +599,72 @@ fn history_survives_a_killed_worker_and_its_replacement_answers_catch_ups() {
     let (epoch, seq) = split_id(&next);
     assert_eq!((epoch, seq), (split_id(&ids[2]).0, split_id(&ids[2]).1 + 1));
 }
+
+/// `GET /notify/CHANNEL`: the answer's count and message id.
+fn notify_count(server: &Server, channel: &str) -> (String, String) {
+    let response = server.request(&get(&format!("/notify/{channel}")));
+    assert_eq!(response.status, 200, "{response:?}");
+    let id = response.header("x-comet-id").expect("an id").to_string();
+    (response.text().to_string(), id)
+}
+
+#[test]
+fn a_get_notify_body_is_its_answer_while_waiters_park_all_the_time() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let server = Server::start_with(&["--workers", "2"]);
+    workers(&server, 2, Duration::from_secs(5));
+    let addr = server.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Waiters park again as soon as they are answered, each on a new connection (so on
+    // either worker): some always park while a count is under way.
+    let parkers: Vec<_> = (0..16)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let mut conn = Conn::connect(addr);
+                    conn.send(&get("/wait/race"));
+                    let got = conn.read_response();
+                    assert_eq!(got.status, 200, "{got:?}");
+                    let id = got.header("x-comet-id").expect("an id").to_string();
+                    answers.push((id, got.text().to_string()));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut notified = HashMap::new();
+    let started = Instant::now();
+    while notified.len() < 300 || started.elapsed() < Duration::from_secs(1) {
+        let (n, id) = notify_count(&server, "race");
+        notified.insert(id, n);
+    }
+    stop.store(true, Ordering::Relaxed);
+    // Whoever parked before seeing the flag is answered by these.
+    while !parkers.iter().all(|p| p.is_finished()) {
+        let (n, id) = notify_count(&server, "race");
+        notified.insert(id, n);
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut answered = 0;
+    let mut differ = Vec::new();
+    for parker in parkers {
+        for (id, body) in parker.join().unwrap() {
+            let n = notified.get(&id).expect("a notified id");
+            answered += 1;
+            if *n != body {
+                differ.push(format!("{id}: body {body}, notifier's answer {n}"));
+            }
+        }
+    }
+    assert!(answered > 100, "only {answered} answers");
+    assert!(
+        differ.is_empty(),
+        "{} of {answered} differ: {:?}",
+        differ.len(),
+        &differ[..differ.len().min(5)]
+    );
+}

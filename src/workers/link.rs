@@ -202,8 +202,14 @@ impl WorkerLink {
                     body,
                 } => {
                     let id = MessageId { epoch, seq };
-                    let reached =
-                        comet.publish_from_hub(channel, id, content_type, body.into(), now);
+                    let reached = comet.publish_from_hub(
+                        delivery,
+                        channel,
+                        id,
+                        content_type,
+                        body.into(),
+                        now,
+                    );
                     if delivery != 0 {
                         let count = reached as u64;
                         let _ = encode(&Frame::Delivered { delivery, count }, &mut self.out);
@@ -229,7 +235,7 @@ impl WorkerLink {
                 Frame::CountQuery { query, channel } => {
                     let count = match channel {
                         "" => comet.parked(),
-                        channel => comet.reached_here(channel),
+                        channel => comet.reserve_for_count(channel, query),
                     } as u64;
                     let _ = encode(&Frame::Counted { query, count }, &mut self.out);
                 }
