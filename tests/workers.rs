@@ -668,3 +668,62 @@ fn a_get_notify_body_is_its_answer_while_waiters_park_all_the_time() {
         &differ[..differ.len().min(5)]
     );
 }
+
+/// The `conns=` of a stats line.
+fn stats_conns(line: &str) -> usize {
+    let field = line.split(' ').find_map(|f| f.strip_prefix("conns="));
+    field.unwrap_or_else(|| panic!("{line}")).parse().unwrap()
+}
+
+#[test]
+fn the_stats_interval_prints_a_line_per_worker_and_the_total() {
+    let server = Server::start_with(&["--workers", "2", "--stats-interval", "200ms"]);
+    let pids = workers(&server, 2, Duration::from_secs(5));
+    let conns = open_served(&server, 64);
+    let held = assert_every_worker_holds_connections(&server, &pids);
+    // Which pid has which index is not known here: the workers' counts are compared as a set.
+    let mut expected = held;
+    expected.sort_unstable();
+    let started = Instant::now();
+    let block = loop {
+        let log = server.stderr();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("miohttpd: stats: "))
+            .collect();
+        // Every unlabelled (total) line comes right after worker 1's: workers print none.
+        for (at, line) in lines.iter().enumerate() {
+            if !line.starts_with("miohttpd: stats: worker=") {
+                assert!(
+                    at >= 2
+                        && lines[at - 2].starts_with("miohttpd: stats: worker=0 ")
+                        && lines[at - 1].starts_with("miohttpd: stats: worker=1 "),
+                    "a total line not after each worker's:\n{log}"
+                );
+            }
+        }
+        let found = lines.windows(3).rev().find(|w| stats_conns(w[2]) == 64);
+        if let Some(w) = found {
+            break [w[0].to_string(), w[1].to_string(), w[2].to_string()];
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no stats lines with the 64 connections:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut per_worker = vec![stats_conns(&block[0]), stats_conns(&block[1])];
+    per_worker.sort_unstable();
+    assert_eq!(per_worker, expected, "{block:?}");
+    let fields: Vec<&str> = block[2]
+        .trim_start_matches("miohttpd: stats: ")
+        .split(' ')
+        .map(|f| f.split_once('=').unwrap_or_else(|| panic!("{block:?}")).0)
+        .collect();
+    assert_eq!(
+        fields,
+        ["conns", "req/s", "syscalls/req", "events/poll", "in", "out"],
+        "the total line reads as one process's"
+    );
+    drop(conns);
+}

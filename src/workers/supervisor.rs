@@ -21,6 +21,7 @@ use crate::bus::hub::Hub;
 use crate::bus::{Frame, FrameReader};
 use crate::config::Config;
 use crate::server::listener;
+use crate::server::stats::SummaryCounters;
 
 const SIGNALS: Token = Token(usize::MAX);
 /// The admin listener (`--admin-listen`), served here with every worker's counters.
@@ -42,6 +43,16 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes queued for a worker that does not read its link, past which it is taken for stuck
 /// and restarted rather than buffered without bound.
 const MAX_OUTBOX: usize = 64 << 20;
+
+/// `into += counters`, field by field.
+fn add(into: &mut SummaryCounters, counters: &SummaryCounters) {
+    into.requests += counters.requests;
+    into.syscalls += counters.syscalls;
+    into.events += counters.events;
+    into.polls += counters.polls;
+    into.bytes_in += counters.bytes_in;
+    into.bytes_out += counters.bytes_out;
+}
 
 /// The delay before restarting a worker that died `quick_deaths` times in a row soon after
 /// starting: none for the first (a one-off crash costs its clients as little as possible),
@@ -121,6 +132,21 @@ struct Supervisor {
     admin: Option<TcpListener>,
     admin_conns: Slab<AdminConn>,
     next_query: u64,
+    /// `--stats-interval`: printed here for every worker and in total (workers print none).
+    summary: Option<IntervalSummary>,
+}
+
+/// The `--stats-interval` lines with workers: each interval the workers' counters are asked
+/// for over the bus (as for `/metrics`), then one line per worker (`worker=i`) and one for the
+/// server (unlabelled, as one process prints it).
+struct IntervalSummary {
+    interval: Duration,
+    next_at: Instant,
+    /// The round being gathered, and when it was asked for.
+    round: Option<(Gathering, Instant)>,
+    /// Each worker's counters at the last line.
+    last: Vec<Option<SummaryCounters>>,
+    last_at: Instant,
 }
 
 /// Runs the supervisor until every worker has ended: exit status 0 after a graceful
@@ -256,6 +282,13 @@ impl Supervisor {
             admin: admin_listener,
             admin_conns: Slab::new(),
             next_query: 1,
+            summary: (!config.stats_interval.is_zero()).then(|| IntervalSummary {
+                interval: config.stats_interval,
+                next_at: Instant::now() + config.stats_interval,
+                round: None,
+                last: vec![None; workers],
+                last_at: Instant::now(),
+            }),
         })
     }
 
@@ -277,9 +310,14 @@ impl Supervisor {
             let gathering = self.admin_conns.iter();
             let gathering = gathering.filter_map(|(_, c)| c.gathering.as_ref().map(|g| g.until));
             let hub_due = self.hub.next_due();
+            let summary_due = self.summary.as_ref().map(|s| match &s.round {
+                Some((round, _)) => round.until,
+                None => s.next_at,
+            });
             let next = restarts
                 .chain(gathering)
                 .chain(hub_due)
+                .chain(summary_due)
                 .chain([self.next_sweep])
                 .min();
             let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
@@ -318,6 +356,7 @@ impl Supervisor {
                 );
             }
             self.finish_gathering(now);
+            self.summarize(now);
             self.flush_links();
         }
     }
@@ -406,6 +445,12 @@ impl Supervisor {
                 }
                 Ok(Some(Frame::Stats { query, text })) => {
                     let text = String::from_utf8_lossy(text).into_owned();
+                    let round = self.summary.as_mut().and_then(|s| s.round.as_mut());
+                    if let Some((g, _)) = round.filter(|(g, _)| g.query == query) {
+                        g.awaiting.retain(|&w| w != slot.index);
+                        g.texts.push((slot.index, text));
+                        continue;
+                    }
                     for (_, conn) in self.admin_conns.iter_mut() {
                         if let Some(g) = conn.gathering.as_mut().filter(|g| g.query == query) {
                             g.awaiting.retain(|&w| w != slot.index);
@@ -601,6 +646,68 @@ impl Supervisor {
                 conn.output = admin_response("400 Bad Request", "", b"bad request\n", false, true);
             }
         }
+    }
+
+    /// `--stats-interval`: asks the workers for their counters when an interval is over, and
+    /// prints the lines once all have answered (or the wait ran out).
+    fn summarize(&mut self, now: Instant) {
+        let Some(summary) = self.summary.as_mut() else {
+            return;
+        };
+        let Some((round, asked_at)) = summary.round.take() else {
+            if now >= summary.next_at {
+                let query = self.next_query;
+                self.next_query += 1;
+                let awaiting: Vec<u16> = self
+                    .slots
+                    .iter()
+                    .filter(|s| s.running.is_some())
+                    .map(|s| s.index)
+                    .collect();
+                for &worker in &awaiting {
+                    self.hub.send_to(worker, &Frame::StatsQuery { query });
+                }
+                let round = Gathering {
+                    query,
+                    awaiting,
+                    texts: Vec::new(),
+                    until: now + STATS_WAIT.min(summary.interval),
+                    head_only: false,
+                };
+                summary.round = Some((round, now));
+                // The next line one interval after this one: a stalled loop prints one late
+                // line rather than a burst.
+                summary.next_at = now + summary.interval;
+            }
+            return;
+        };
+        if !round.awaiting.is_empty() && now < round.until {
+            summary.round = Some((round, asked_at));
+            return;
+        }
+        let mut texts = round.texts;
+        texts.sort_by_key(|(w, _)| *w);
+        let elapsed = asked_at.saturating_duration_since(summary.last_at);
+        let (mut total, mut total_then, mut total_conns) = Default::default();
+        let mut lines = String::new();
+        for (worker, text) in &texts {
+            let (counters, connections) = super::metrics::summary_counters(text);
+            let last = &mut summary.last[*worker as usize];
+            // A worker restarted since starts from zero.
+            let then = last
+                .filter(|t| t.requests <= counters.requests && t.polls <= counters.polls)
+                .unwrap_or_default();
+            *last = Some(counters);
+            let label = format!("worker={worker} ");
+            lines.push_str(&counters.line_since(&then, elapsed, connections, &label));
+            add(&mut total, &counters);
+            add(&mut total_then, &then);
+            total_conns += connections;
+        }
+        lines.push_str(&total.line_since(&total_then, elapsed, total_conns, ""));
+        summary.last_at = asked_at;
+        // One write: the lines of an interval stay together; stderr gone is no reason to stop.
+        let _ = io::stderr().write_all(lines.as_bytes());
     }
 
     /// Answers every `/metrics` whose workers have all reported, or whose wait ran out.
