@@ -727,3 +727,35 @@ fn the_stats_interval_prints_a_line_per_worker_and_the_total() {
     );
     drop(conns);
 }
+
+#[test]
+fn log_lines_name_the_worker_or_the_supervisor() {
+    let mut server = Server::start_with(&["--workers", "2"]);
+    workers(&server, 2, Duration::from_secs(5));
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    let log = server.stderr();
+    for line in log.lines() {
+        assert!(
+            line.starts_with("miohttpd[supervisor]: ")
+                || line.starts_with("miohttpd[worker 0]: ")
+                || line.starts_with("miohttpd[worker 1]: "),
+            "an unnamed line {line:?}:\n{log}"
+        );
+    }
+    for worker in 0..2 {
+        let shutting = format!("miohttpd[worker {worker}]: SIGTERM: shutting down");
+        assert!(log.contains(&shutting), "{log}");
+    }
+    assert!(
+        log.contains("miohttpd[supervisor]: SIGTERM: telling every worker"),
+        "{log}"
+    );
+    // One process says it as it always did.
+    let mut single = Server::start_with(&["--workers", "1"]);
+    single.signal("TERM");
+    assert!(single.wait_exit(Duration::from_secs(10)).success());
+    let log = single.stderr();
+    assert!(log.contains("miohttpd: SIGTERM: shutting down"), "{log}");
+    assert!(!log.contains("miohttpd["), "{log}");
+}

@@ -28,6 +28,10 @@ const SIGNALS: Token = Token(usize::MAX);
 const ADMIN: Token = Token(usize::MAX - 1);
 /// Admin connections' tokens start here (worker links use their index, below MAX_WORKERS).
 const ADMIN_CONN_BASE: usize = 1 << 16;
+/// Workers' stderr pipes' tokens start here, below the admin connections'.
+const WORKER_LOG_BASE: usize = 1 << 15;
+/// A worker's stderr text without a newline this long is passed on as a line of its own.
+const MAX_LOG_LINE: usize = 16 * 1024;
 /// How long `/metrics` waits for the workers' counters before it answers with those it has.
 const STATS_WAIT: Duration = Duration::from_secs(2);
 /// Largest admin request head read.
@@ -43,6 +47,13 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes queued for a worker that does not read its link, past which it is taken for stuck
 /// and restarted rather than buffered without bound.
 const MAX_OUTBOX: usize = 64 << 20;
+
+/// A worker's stderr line (with its newline) as the supervisor prints it: named.
+fn named_line(worker: u16, line: &[u8], out: &mut Vec<u8>) {
+    let text = line.strip_prefix(b"miohttpd: ").unwrap_or(line);
+    out.extend_from_slice(format!("miohttpd[worker {worker}]: ").as_bytes());
+    out.extend_from_slice(text);
+}
 
 /// `into += counters`, field by field.
 fn add(into: &mut SummaryCounters, counters: &SummaryCounters) {
@@ -134,6 +145,16 @@ struct Supervisor {
     next_query: u64,
     /// `--stats-interval`: printed here for every worker and in total (workers print none).
     summary: Option<IntervalSummary>,
+    /// Each worker's stderr, passed on line by line with its name (`miohttpd[worker 1]: `);
+    /// kept past the worker's death until the pipe ends (its commands may still write).
+    worker_logs: Slab<WorkerLog>,
+}
+
+/// A worker's stderr pipe and the start of a line not ended yet.
+struct WorkerLog {
+    worker: u16,
+    pipe: mio::unix::pipe::Receiver,
+    partial: Vec<u8>,
 }
 
 /// The `--stats-interval` lines with workers: each interval the workers' counters are asked
@@ -158,7 +179,7 @@ pub fn supervise(config: Config, activated: Option<Vec<std::net::TcpListener>>) 
             std::process::exit(status)
         }
         Err(e) => {
-            eprintln!("miohttpd: cannot listen: {e}");
+            eprintln!("miohttpd[supervisor]: cannot listen: {e}");
             std::process::exit(1);
         }
     }
@@ -176,7 +197,7 @@ impl Supervisor {
             Some(sockets) => {
                 if model == AcceptModel::ReusePort {
                     // systemd made one socket per address: every worker shares it.
-                    eprintln!("miohttpd: sockets from systemd: accept model shared");
+                    eprintln!("miohttpd[supervisor]: sockets from systemd: accept model shared");
                     model = AcceptModel::Shared;
                 }
                 for socket in sockets {
@@ -215,7 +236,7 @@ impl Supervisor {
                             }
                         }
                         None => eprintln!(
-                            "miohttpd: --steer-by-cpu needs --worker-cpu-affinity; not steering"
+                            "miohttpd[supervisor]: --steer-by-cpu needs --worker-cpu-affinity; not steering"
                         ),
                     }
                 }
@@ -267,7 +288,7 @@ impl Supervisor {
             })
             .collect();
         eprintln!(
-            "miohttpd: supervisor {}: {workers} workers, accept model {model}",
+            "miohttpd[supervisor]: pid {}: {workers} workers, accept model {model}",
             std::process::id()
         );
         Ok(Supervisor {
@@ -282,6 +303,7 @@ impl Supervisor {
             admin: admin_listener,
             admin_conns: Slab::new(),
             next_query: 1,
+            worker_logs: Slab::new(),
             summary: (!config.stats_interval.is_zero()).then(|| IntervalSummary {
                 interval: config.stats_interval,
                 next_at: Instant::now() + config.stats_interval,
@@ -300,7 +322,12 @@ impl Supervisor {
             if !matches!(self.phase, Phase::Serving)
                 && self.slots.iter().all(|s| s.running.is_none())
             {
-                eprintln!("miohttpd: every worker has stopped");
+                // The workers' last lines first (written before they exited).
+                let keys: Vec<usize> = self.worker_logs.iter().map(|(key, _)| key).collect();
+                for key in keys {
+                    self.relay_log(key, true);
+                }
+                eprintln!("miohttpd[supervisor]: every worker has stopped");
                 return match self.phase {
                     Phase::StoppingAtOnce => 1,
                     _ => 0,
@@ -325,7 +352,9 @@ impl Supervisor {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                eprintln!("miohttpd: supervisor poll failed: {e}; stopping the workers");
+                eprintln!(
+                    "miohttpd[supervisor]: supervisor poll failed: {e}; stopping the workers"
+                );
                 self.signal_all(libc::SIGKILL);
                 return 1;
             }
@@ -335,6 +364,9 @@ impl Supervisor {
                     SIGNALS => signalled = true,
                     ADMIN => self.accept_admin(),
                     Token(key) if key >= ADMIN_CONN_BASE => self.serve_admin(key - ADMIN_CONN_BASE),
+                    Token(key) if key >= WORKER_LOG_BASE => {
+                        self.relay_log(key - WORKER_LOG_BASE, false)
+                    }
                     Token(index) => self.read_link(index),
                 }
             }
@@ -351,7 +383,7 @@ impl Supervisor {
             let missing = self.hub.expire(now);
             if !missing.is_empty() {
                 eprintln!(
-                    "miohttpd: workers {missing:?} gave no count within {}s; answered without",
+                    "miohttpd[supervisor]: workers {missing:?} gave no count within {}s; answered without",
                     crate::bus::hub::ANSWER_WAIT.as_secs()
                 );
             }
@@ -370,7 +402,9 @@ impl Supervisor {
             let name = signal_name(signal);
             match self.phase {
                 Phase::Serving => {
-                    eprintln!("miohttpd: {name}: telling every worker to finish and stop");
+                    eprintln!(
+                        "miohttpd[supervisor]: {name}: telling every worker to finish and stop"
+                    );
                     self.phase = Phase::Draining;
                     crate::systemd::notify("STOPPING=1");
                     // Workers close their copies; once these go too, the kernel refuses.
@@ -381,7 +415,7 @@ impl Supervisor {
                     self.signal_all(libc::SIGTERM);
                 }
                 Phase::Draining | Phase::StoppingAtOnce => {
-                    eprintln!("miohttpd: {name} again: every worker stops at once");
+                    eprintln!("miohttpd[supervisor]: {name} again: every worker stops at once");
                     self.phase = Phase::StoppingAtOnce;
                     // A worker's second signal is its own "at once".
                     self.signal_all(libc::SIGTERM);
@@ -431,7 +465,7 @@ impl Supervisor {
                         continue;
                     }
                     if e.kind() != io::ErrorKind::WouldBlock {
-                        eprintln!("miohttpd: worker {index} link: {e}");
+                        eprintln!("miohttpd[supervisor]: worker {index} link: {e}");
                     }
                     break;
                 }
@@ -470,7 +504,7 @@ impl Supervisor {
                 Err(e) => format!("a bad frame ({e})"),
             };
             eprintln!(
-                "miohttpd: worker {index} (pid {}) sent {broken}; dropping its link and \
+                "miohttpd[supervisor]: worker {index} (pid {}) sent {broken}; dropping its link and \
                  restarting it",
                 running.child.id()
             );
@@ -502,7 +536,7 @@ impl Supervisor {
             outbox.drain(..written);
             if outbox.len() > running.outbox_limit {
                 eprintln!(
-                    "miohttpd: worker {} (pid {}) does not read its link; restarting it",
+                    "miohttpd[supervisor]: worker {} (pid {}) does not read its link; restarting it",
                     slot.index,
                     running.child.id()
                 );
@@ -523,7 +557,7 @@ impl Supervisor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("miohttpd: admin accept: {e}");
+                    eprintln!("miohttpd[supervisor]: admin accept: {e}");
                     return;
                 }
             };
@@ -645,6 +679,52 @@ impl Supervisor {
                 conn.consumed = conn.input.len();
                 conn.output = admin_response("400 Bad Request", "", b"bad request\n", false, true);
             }
+        }
+    }
+
+    /// Passes on what a worker wrote on its stderr, each whole line once with the worker's
+    /// name in front (`miohttpd: ...` becomes `miohttpd[worker 1]: ...`; other text, such as
+    /// a panic or a command's, gets the name in front too). At the pipe's end (or `last`,
+    /// when the supervisor exits) the unfinished line goes too.
+    fn relay_log(&mut self, key: usize, last: bool) {
+        let Some(log) = self.worker_logs.get_mut(key) else {
+            return;
+        };
+        let mut ended = last;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match log.pipe.read(&mut buf) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => log.partial.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut start = 0;
+        while let Some(end) = log.partial[start..].iter().position(|&b| b == b'\n') {
+            named_line(log.worker, &log.partial[start..start + end + 1], &mut out);
+            start += end + 1;
+        }
+        log.partial.drain(..start);
+        if !log.partial.is_empty() && (ended || log.partial.len() >= MAX_LOG_LINE) {
+            log.partial.push(b'\n');
+            named_line(log.worker, &log.partial, &mut out);
+            log.partial.clear();
+        }
+        // One write per wake-up: a line is never split by another's. stderr gone is no
+        // reason to stop.
+        let _ = io::stderr().write_all(&out);
+        if ended && !last {
+            let mut log = self.worker_logs.remove(key);
+            let _ = self.poll.registry().deregister(&mut log.pipe);
         }
     }
 
@@ -785,7 +865,7 @@ impl Supervisor {
                 Ok(Some(status)) => status,
                 Ok(None) => continue,
                 Err(e) => {
-                    eprintln!("miohttpd: worker {}: wait: {e}", slot.index);
+                    eprintln!("miohttpd[supervisor]: worker {}: wait: {e}", slot.index);
                     continue;
                 }
             };
@@ -801,7 +881,7 @@ impl Supervisor {
             let _ = self.poll.registry().deregister(&mut { running.link });
             if !matches!(self.phase, Phase::Serving) {
                 eprintln!(
-                    "miohttpd: worker {} (pid {pid}) {}",
+                    "miohttpd[supervisor]: worker {} (pid {pid}) {}",
                     slot.index,
                     describe(status)
                 );
@@ -814,7 +894,7 @@ impl Supervisor {
             };
             let delay = restart_delay(slot.quick_deaths);
             eprintln!(
-                "miohttpd: worker {} (pid {pid}) {} after {:.1}s; restarting in {}ms",
+                "miohttpd[supervisor]: worker {} (pid {pid}) {} after {:.1}s; restarting in {}ms",
                 slot.index,
                 describe(status),
                 lived.as_secs_f64(),
@@ -842,7 +922,7 @@ impl Supervisor {
                     slot.quick_deaths += 1;
                     let delay = restart_delay(slot.quick_deaths).max(FIRST_BACKOFF);
                     eprintln!(
-                        "miohttpd: cannot start worker {index}: {e}; again in {}ms",
+                        "miohttpd[supervisor]: cannot start worker {index}: {e}; again in {}ms",
                         delay.as_millis()
                     );
                     slot.restart_at = Some(now + delay);
@@ -878,6 +958,8 @@ impl Supervisor {
             command.process_group(0);
         }
         command.env(WORKER_ENV, spec.to_env());
+        // Its log lines come back through the supervisor, named (see `relay_log`).
+        command.stderr(std::process::Stdio::piped());
         let mut keep_fds = listener_fds;
         keep_fds.push(worker_end.as_raw_fd());
         #[cfg(target_os = "linux")]
@@ -889,7 +971,21 @@ impl Supervisor {
                 supervisor: std::process::id(),
             },
         );
-        let child = command.spawn()?;
+        let mut child = command.spawn()?;
+        if let Some(stderr) = child.stderr.take() {
+            let mut pipe = mio::unix::pipe::Receiver::from(stderr);
+            pipe.set_nonblocking(true)?;
+            let entry = self.worker_logs.vacant_entry();
+            let token = Token(WORKER_LOG_BASE + entry.key());
+            self.poll
+                .registry()
+                .register(&mut pipe, token, Interest::READABLE)?;
+            entry.insert(WorkerLog {
+                worker: slot.index,
+                pipe,
+                partial: Vec::new(),
+            });
+        }
         // The worker has its end now; ours would keep the link open after it died.
         drop(worker_end);
         supervisor_end.set_nonblocking(true)?;
