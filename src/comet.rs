@@ -97,6 +97,8 @@ pub enum SpotKind {
 
 /// The header naming a message's id; a waiter passes it back as `?after=` to miss nothing.
 pub const ID_HEADER: &str = "X-Comet-Id";
+/// With `--redis`, on a publish's answer: hosts whose count is in `n` / hosts known.
+pub const HOSTS_HEADER: &str = "X-Comet-Hosts";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CometError {
@@ -154,6 +156,8 @@ struct Channel {
     history: VecDeque<Rc<Message>>,
     /// Every message of this channel with a larger seq is in `history`.
     floor: u64,
+    /// The epoch of its ids: the server's, or with `--redis` the channel's in Redis.
+    epoch: u32,
     last_active: Instant,
 }
 
@@ -226,6 +230,7 @@ impl Comet {
             subscribers: Slab::new(),
             history: VecDeque::new(),
             floor: self.last_seq,
+            epoch: self.epoch,
             last_active: now,
         });
         self.by_name.insert(name, key);
@@ -239,7 +244,7 @@ impl Comet {
         };
         let channel = &self.channels[channel.0];
         let oldest = channel.history.front().cloned();
-        if after.epoch != self.epoch || after.seq < channel.floor || after.seq > self.last_seq {
+        if after.epoch != channel.epoch || after.seq < channel.floor || after.seq > self.last_seq {
             return CatchUp::Resync(oldest);
         }
         match channel.history.iter().find(|m| m.id.seq > after.seq) {
@@ -253,7 +258,7 @@ impl Comet {
     pub fn replay(&self, channel: ChannelKey, after: MessageId) -> (Vec<Rc<Message>>, bool) {
         let channel = &self.channels[channel.0];
         let lost =
-            after.epoch != self.epoch || after.seq < channel.floor || after.seq > self.last_seq;
+            after.epoch != channel.epoch || after.seq < channel.floor || after.seq > self.last_seq;
         let from = if lost { 0 } else { after.seq };
         let messages = channel
             .history

@@ -617,7 +617,7 @@ const FLAGS: &[Flag] = &[
         "workers",
         "N|auto",
         "worker processes, each one loop, under a supervisor (auto: CPUs this process may use; \
-         1: one process, no supervisor)",
+         1: one process, no supervisor, unless --redis)",
         |c| c.workers.to_string(),
         |c, v| {
             c.workers = v.parse()?;

@@ -73,12 +73,6 @@ pub fn serve_from_args<S: Service>(make_service: impl FnOnce(&Config) -> S) -> !
     if let Some(spec) = workers::WorkerSpec::take() {
         workers::serve_as_worker(spec, config, make_service);
     }
-    if config.redis.is_some() {
-        // The Redis link is built (src/redis/) but not yet wired into the loop: refuse rather
-        // than run a host that silently shares nothing.
-        eprintln!("miohttpd: --redis is not wired into the server yet (docs/comet.md)");
-        std::process::exit(2);
-    }
     // Before anything can fork: the commands the server runs must not see these.
     systemd::take_notify_socket();
     let activated = match systemd::take_listeners() {
@@ -91,7 +85,9 @@ pub fn serve_from_args<S: Service>(make_service: impl FnOnce(&Config) -> S) -> !
     if let Err(e) = sys::raise_open_files_limit() {
         eprintln!("miohttpd: cannot raise the open-files limit: {e}");
     }
-    if config.workers.resolve() > 1 {
+    // With `--redis` the link lives in the supervisor's hub, so a host has one set of Redis
+    // connections and one wiring whatever its worker count (one worker is still a worker).
+    if config.workers.resolve() > 1 || config.redis.is_some() {
         // The supervisor serves nothing itself; each worker builds its own service.
         workers::supervisor::supervise(config, activated);
     }

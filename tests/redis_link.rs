@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::redis::Redis;
 use mio::{Events, Poll, Token};
+use miohttpd::redis::bridge::Reach;
 use miohttpd::redis::link::Link;
 use miohttpd::redis::resp::Limits;
 use miohttpd::redis::scripts::KeySpace;
@@ -507,17 +508,21 @@ impl miohttpd::redis::bridge::LocalChannels for Registry {
         seq: u64,
         content_type: &str,
         body: &[u8],
-    ) -> u64 {
+        _ticket: u64,
+    ) -> Reach {
         assert_eq!(content_type, "text/plain", "the content type crosses hosts");
         let held = self.newest.iter_mut().find(|(c, _)| c == channel);
         match held {
-            Some((_, Some(newest))) if *newest >= (epoch, seq) => return 0,
+            Some((_, Some(newest))) if *newest >= (epoch, seq) => return Reach::Now(0),
             Some((_, newest)) => *newest = Some((epoch, seq)),
             None => self.newest.push((channel.into(), Some((epoch, seq)))),
         }
         self.delivered
             .push((channel.into(), epoch, seq, body.to_vec()));
-        1
+        Reach::Now(1)
+    }
+    fn count_waiters(&mut self, _ticket: u64) -> Reach {
+        Reach::Now(0)
     }
     fn resync(&mut self, channel: &str) {
         self.resynced.push(channel.into());

@@ -41,12 +41,15 @@ pub enum Frame<'a> {
     /// Worker to hub: how many local clients a [`Frame::Deliver`] reached.
     Delivered { delivery: u64, count: u64 },
     /// Hub to the publishing worker: the id given and how many clients, on all workers,
-    /// the message reached.
+    /// the message reached; with `--redis`, on every host counted, of the hosts known
+    /// (`X-Comet-Hosts: counted/known`; both 0 without Redis).
     Published {
         request: u64,
         epoch: u32,
         seq: u64,
         reached: u64,
+        counted: u16,
+        known: u16,
     },
     /// Hub to the publishing worker: the publish was refused.
     Refused { request: u64, reason: RefuseReason },
@@ -66,7 +69,13 @@ pub enum Frame<'a> {
     /// Worker to hub: its parked waiters, for a [`Frame::CountQuery`].
     Counted { query: u64, count: u64 },
     /// Hub to the asking worker: parked waiters on every worker.
-    WaiterCount { request: u64, count: u64 },
+    /// With `--redis`, `counted` of `known` hosts (both 0 without).
+    WaiterCount {
+        request: u64,
+        count: u64,
+        counted: u16,
+        known: u16,
+    },
     /// Worker to hub: it made a channel (a waiter, a subscriber, a message): counted once
     /// server-wide, however many workers hold it, against `--comet-max-channels`.
     Opened { channel: &'a str },
@@ -89,6 +98,9 @@ pub enum Frame<'a> {
 pub enum RefuseReason {
     BadChannelName = 1,
     TooManyChannels = 2,
+    /// `--redis`: the link is down (or went down with the publish in flight): no id is
+    /// given here alone, so the client is told to retry (503).
+    RedisUnavailable = 3,
 }
 
 /// Why bytes are not a frame.
@@ -224,11 +236,15 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), FrameError> {
             epoch,
             seq,
             reached,
+            counted,
+            known,
         } => {
             out.extend_from_slice(&request.to_le_bytes());
             out.extend_from_slice(&epoch.to_le_bytes());
             out.extend_from_slice(&seq.to_le_bytes());
             out.extend_from_slice(&reached.to_le_bytes());
+            out.extend_from_slice(&counted.to_le_bytes());
+            out.extend_from_slice(&known.to_le_bytes());
             Ok(())
         }
         Frame::Refused { request, reason } => {
@@ -266,9 +282,21 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), FrameError> {
             out.extend_from_slice(&a.to_le_bytes());
             put_str(out, channel)
         }
-        Frame::Counted { query: a, count } | Frame::WaiterCount { request: a, count } => {
+        Frame::Counted { query: a, count } => {
             out.extend_from_slice(&a.to_le_bytes());
             out.extend_from_slice(&count.to_le_bytes());
+            Ok(())
+        }
+        Frame::WaiterCount {
+            request,
+            count,
+            counted,
+            known,
+        } => {
+            out.extend_from_slice(&request.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(&counted.to_le_bytes());
+            out.extend_from_slice(&known.to_le_bytes());
             Ok(())
         }
     };
@@ -353,12 +381,15 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
             epoch: fields.u32()?,
             seq: fields.u64()?,
             reached: fields.u64()?,
+            counted: fields.u16()?,
+            known: fields.u16()?,
         },
         kind::REFUSED => Frame::Refused {
             request: fields.u64()?,
             reason: match fields.u8()? {
                 1 => RefuseReason::BadChannelName,
                 2 => RefuseReason::TooManyChannels,
+                3 => RefuseReason::RedisUnavailable,
                 _ => return Err(FrameError::BadValue { kind }),
             },
         },
@@ -404,6 +435,8 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
         kind::WAITER_COUNT => Frame::WaiterCount {
             request: fields.u64()?,
             count: fields.u64()?,
+            counted: fields.u16()?,
+            known: fields.u16()?,
         },
         other => return Err(FrameError::UnknownKind(other)),
     };
@@ -560,6 +593,8 @@ mod tests {
                 epoch: 1,
                 seq: 2,
                 reached: 3,
+                counted: 2,
+                known: 3,
             },
             Frame::Refused {
                 request: 8,
@@ -590,6 +625,8 @@ mod tests {
             Frame::WaiterCount {
                 request: 3,
                 count: 12,
+                counted: 1,
+                known: 2,
             },
             Frame::Welcome {
                 epoch: 0xdead_beef,

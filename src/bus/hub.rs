@@ -32,6 +32,8 @@ struct Stored {
 }
 
 struct History {
+    /// The hub's epoch; with `--redis`, the channel's in Redis.
+    epoch: u32,
     messages: VecDeque<Stored>,
     /// Every message of this channel with a larger seq is in `messages`.
     floor: u64,
@@ -49,6 +51,16 @@ enum Awaited {
         channel: Box<str>,
         asked_at: Instant,
     },
+    /// `--redis`: delivery counts of a message with Redis's id, for the bridge's `ticket`.
+    FromRedis { ticket: u64 },
+}
+
+/// `--redis`: a publish for the link to send, numbered by Redis, not here.
+pub struct ToRedis {
+    pub key: u64,
+    pub channel: Box<str>,
+    pub content_type: Box<str>,
+    pub body: Box<[u8]>,
 }
 
 /// A publish or a count whose workers have not all answered yet.
@@ -74,6 +86,20 @@ pub struct Hub {
     live: Vec<bool>,
     /// Encoded frames waiting to be written, per worker.
     outboxes: Vec<Vec<u8>>,
+    /// `--redis`: ids come from Redis (see [`Hub::use_redis`]).
+    redis: bool,
+    /// `--redis`: publishes for the link, and the worker and request each answers.
+    to_redis: Vec<ToRedis>,
+    at_redis: HashMap<u64, (u16, u64)>,
+    /// `--redis`: counts of deliveries the bridge waits for, by ticket.
+    reached: Vec<(u64, u64)>,
+    /// `--redis`: `GET /` counted here, for the bridge to ask the other hosts: (key, waiters
+    /// here), and the worker and request each answers.
+    waiter_queries: Vec<(u64, u64)>,
+    waiters_at_redis: HashMap<u64, (u16, u64)>,
+    /// `--redis`: channels a worker opened that the hub has no history of, to read from
+    /// their streams.
+    to_read: Vec<Box<str>>,
     /// Every channel on the server: whether the hub has its history, and how many workers
     /// hold it; its size is what `--comet-max-channels` bounds.
     presence: HashMap<Box<str>, Presence>,
@@ -100,10 +126,196 @@ impl Hub {
             next_delivery: 1,
             live: vec![false; workers],
             outboxes: vec![Vec::new(); workers],
+            redis: false,
+            to_redis: Vec::new(),
+            at_redis: HashMap::new(),
+            reached: Vec::new(),
+            waiter_queries: Vec::new(),
+            waiters_at_redis: HashMap::new(),
+            to_read: Vec::new(),
             presence: HashMap::new(),
             held: vec![HashSet::new(); workers],
             told_total: 0,
         }
+    }
+
+    /// From now on ids come from Redis: a publish is queued for the link ([`Hub::take_to_redis`])
+    /// and answered by [`Hub::redis_published`] or [`Hub::redis_refused`]; messages come back
+    /// with Redis's ids through [`Hub::deliver_from_redis`], this host's and others' alike.
+    pub fn use_redis(&mut self) {
+        self.redis = true;
+    }
+
+    /// Publishes waiting to go to Redis.
+    pub fn take_to_redis(&mut self) -> Vec<ToRedis> {
+        std::mem::take(&mut self.to_redis)
+    }
+
+    /// Counts of deliveries from Redis that every worker has answered: (ticket, reached).
+    pub fn take_reached(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.reached)
+    }
+
+    /// Redis gave the publish `key` its id and every host counted (or the bound passed).
+    pub fn redis_published(&mut self, key: u64, epoch: u32, seq: u64, tally: (u64, u64, u64)) {
+        let Some((origin, request)) = self.at_redis.remove(&key) else {
+            return;
+        };
+        if !self.live[origin as usize] {
+            return;
+        }
+        let (reached, counted, known) = tally;
+        let clamp = |n: u64| n.min(u64::from(u16::MAX)) as u16;
+        let frame = Frame::Published {
+            request,
+            epoch,
+            seq,
+            reached,
+            counted: clamp(counted),
+            known: clamp(known),
+        };
+        self.send(origin, &frame);
+    }
+
+    /// Channels to read from Redis (opened by a worker, with no history here).
+    pub fn take_to_read(&mut self) -> Vec<Box<str>> {
+        std::mem::take(&mut self.to_read)
+    }
+
+    /// `GET /` counts of this host's workers, to be asked of the other hosts: (key, waiters).
+    pub fn take_waiter_queries(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.waiter_queries)
+    }
+
+    /// Every host counted (or the bound passed) for the `GET /` `key`.
+    pub fn redis_waiters(&mut self, key: u64, tally: (u64, u64, u64)) {
+        let Some((origin, request)) = self.waiters_at_redis.remove(&key) else {
+            return;
+        };
+        if !self.live[origin as usize] {
+            return;
+        }
+        let (count, counted, known) = tally;
+        let clamp = |n: u64| n.min(u64::from(u16::MAX)) as u16;
+        let frame = Frame::WaiterCount {
+            request,
+            count,
+            counted: clamp(counted),
+            known: clamp(known),
+        };
+        self.send(origin, &frame);
+    }
+
+    /// Another host's `GET /`: this host's workers count their parked waiters; the sum goes
+    /// to the bridge under `ticket` ([`Hub::take_reached`]).
+    pub fn count_for_redis(&mut self, ticket: u64, now: Instant) {
+        let query = self.next_delivery;
+        self.next_delivery += 1;
+        let awaiting = self.live_workers();
+        for &w in &awaiting {
+            self.send(w, &Frame::CountQuery { query, channel: "" });
+        }
+        self.track(query, 0, 0, Awaited::FromRedis { ticket }, awaiting, now);
+    }
+
+    /// The publish `key` was not done (the link is down, or Redis refused it): 503.
+    pub fn redis_refused(&mut self, key: u64) {
+        let Some((origin, request)) = self.at_redis.remove(&key) else {
+            return;
+        };
+        if self.live[origin as usize] {
+            let reason = RefuseReason::RedisUnavailable;
+            self.send(origin, &Frame::Refused { request, reason });
+        }
+    }
+
+    /// A message with its id from Redis (this host's publish or another's): into the
+    /// history and to every worker. `None`: counted later, under `ticket`
+    /// ([`Hub::take_reached`]); `Some(0)`: held already (or not a channel), reaches no one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn deliver_from_redis(
+        &mut self,
+        channel: &str,
+        epoch: u32,
+        seq: u64,
+        content_type: &str,
+        body: &[u8],
+        ticket: u64,
+        now: Instant,
+    ) -> Option<u64> {
+        if !is_valid_channel_name(channel) {
+            return Some(0);
+        }
+        if !self.channels.contains_key(channel) {
+            // Redis enforces no channel limit: a message another host published is taken.
+            self.presence.entry(channel.into()).or_default().in_history = true;
+            self.tell_total();
+        }
+        let history = self
+            .channels
+            .entry(channel.into())
+            .or_insert_with(|| History {
+                epoch,
+                messages: VecDeque::new(),
+                floor: seq.saturating_sub(1),
+                last_published: now,
+            });
+        if history.epoch != epoch {
+            // Redis lost the channel and made it again: older ids mean nothing now.
+            history.epoch = epoch;
+            history.messages.clear();
+            history.floor = seq.saturating_sub(1);
+        } else if history.messages.back().map_or(history.floor, |m| m.seq) >= seq {
+            return Some(0);
+        }
+        history.last_published = now;
+        history.messages.push_back(Stored {
+            seq,
+            content_type: content_type.into(),
+            body: body.into(),
+        });
+        while history.messages.len() > self.settings.history {
+            if let Some(evicted) = history.messages.pop_front() {
+                history.floor = evicted.seq;
+            }
+        }
+        self.last_seq = self.last_seq.max(seq);
+        let delivery = self.next_delivery;
+        self.next_delivery += 1;
+        let awaiting = self.live_workers();
+        for &worker in &awaiting {
+            let frame = Frame::Deliver {
+                delivery,
+                epoch,
+                seq,
+                channel,
+                content_type,
+                body,
+            };
+            self.send(worker, &frame);
+        }
+        self.track(delivery, 0, 0, Awaited::FromRedis { ticket }, awaiting, now);
+        None
+    }
+
+    /// Redis lost `channel` while this host held it: its history here is dropped (the next
+    /// message brings the new epoch, and older ids get the resync signal).
+    pub fn forget_channel(&mut self, channel: &str) {
+        if self.channels.remove(channel).is_some() {
+            self.release(channel, |p| p.in_history = false);
+            self.tell_total();
+        }
+    }
+
+    /// Every channel held, with its newest id: what to catch up after the link was down.
+    pub fn newest_ids(&self) -> Vec<(String, Option<(u32, u64)>)> {
+        self.channels
+            .iter()
+            .map(|(name, h)| {
+                let newest = h.messages.back().map(|m| (h.epoch, m.seq));
+                (name.to_string(), newest)
+            })
+            .collect()
     }
 
     pub fn epoch(&self) -> u32 {
@@ -144,7 +356,7 @@ impl Hub {
                 let _ = encode(
                     &Frame::Deliver {
                         delivery: 0,
-                        epoch: self.epoch,
+                        epoch: history.epoch,
                         seq: message.seq,
                         channel: name,
                         content_type: &message.content_type,
@@ -233,6 +445,11 @@ impl Hub {
             }
             Frame::Stats { .. } => Ok(()),
             Frame::Opened { channel } => {
+                if self.redis && !self.channels.contains_key(channel) {
+                    // Perhaps a channel other hosts published on before this one started:
+                    // its history is read from Redis, for this client's successors.
+                    self.to_read.push(channel.into());
+                }
                 if self.held[worker as usize].insert(channel.into()) {
                     self.presence.entry(channel.into()).or_default().holders += 1;
                     self.tell_total();
@@ -279,14 +496,30 @@ impl Hub {
                 let reason = RefuseReason::TooManyChannels;
                 return self.send(origin, &Frame::Refused { request, reason });
             }
-            self.presence.entry(channel.into()).or_default().in_history = true;
-            self.tell_total();
-            let history = History {
-                messages: VecDeque::new(),
-                floor: self.last_seq,
-                last_published: now,
-            };
-            self.channels.insert(channel.into(), history);
+            if !self.redis {
+                self.presence.entry(channel.into()).or_default().in_history = true;
+                self.tell_total();
+                let history = History {
+                    epoch: self.epoch,
+                    messages: VecDeque::new(),
+                    floor: self.last_seq,
+                    last_published: now,
+                };
+                self.channels.insert(channel.into(), history);
+            }
+        }
+        if self.redis {
+            // Numbered by Redis; delivered here when it comes back with its id.
+            let key = self.next_delivery;
+            self.next_delivery += 1;
+            self.at_redis.insert(key, (origin, request));
+            self.to_redis.push(ToRedis {
+                key,
+                channel: channel.into(),
+                content_type: content_type.into(),
+                body: body.into(),
+            });
+            return;
         }
         self.last_seq += 1;
         let seq = self.last_seq;
@@ -333,11 +566,16 @@ impl Hub {
         self.track(query, origin, request, awaited, awaiting, now);
     }
 
-    /// Whether `delivery` waits for delivery counts (`true`) or for counts (`false`).
+    /// Whether `delivery` waits for delivery counts (`deliveries`) or for counts (not).
     fn awaits_delivery(&self, delivery: u64, deliveries: bool) -> bool {
         self.pending
             .get(&delivery)
-            .is_some_and(|p| matches!(p.awaited, Awaited::Delivered { .. }) == deliveries)
+            .is_some_and(|p| match p.awaited {
+                Awaited::Delivered { .. } => deliveries,
+                Awaited::Waiters | Awaited::CountToPublish { .. } => !deliveries,
+                // A Redis message's deliveries, or another host's `GET /`: one kind each.
+                Awaited::FromRedis { .. } => true,
+            })
     }
 
     fn live_workers(&self) -> Vec<u16> {
@@ -385,6 +623,10 @@ impl Hub {
             return;
         }
         let done = self.pending.remove(&delivery).expect("present above");
+        if let Awaited::FromRedis { ticket } = done.awaited {
+            self.reached.push((ticket, done.reached));
+            return;
+        }
         if let Awaited::CountToPublish { channel, asked_at } = done.awaited {
             // Published even when its asker is gone, as one process would: the workers
             // set waiters aside for this message.
@@ -401,10 +643,24 @@ impl Hub {
                 epoch: self.epoch,
                 seq,
                 reached: done.reached,
+                counted: 0,
+                known: 0,
             },
+            Awaited::FromRedis { .. } => return,
+            Awaited::Waiters if self.redis => {
+                // Every other host is asked next (`take_waiter_queries`).
+                let key = self.next_delivery;
+                self.next_delivery += 1;
+                self.waiters_at_redis
+                    .insert(key, (done.origin, done.request));
+                self.waiter_queries.push((key, done.reached));
+                return;
+            }
             Awaited::Waiters => Frame::WaiterCount {
                 request: done.request,
                 count: done.reached,
+                counted: 0,
+                known: 0,
             },
             Awaited::CountToPublish { .. } => unreachable!("published above"),
         };
@@ -558,7 +814,7 @@ mod tests {
         }
         assert_eq!(
             sent(&mut hub, 1),
-            ["Published { request: 7, epoch: 43981, seq: 1, reached: 12 }"]
+            ["Published { request: 7, epoch: 43981, seq: 1, reached: 12, counted: 0, known: 0 }"]
         );
         assert_eq!(hub.pending_count(), 0);
         assert!(sent(&mut hub, 0).is_empty() && sent(&mut hub, 2).is_empty());
@@ -581,7 +837,7 @@ mod tests {
         hub.leave(1);
         assert_eq!(
             sent(&mut hub, 0),
-            ["Published { request: 1, epoch: 43981, seq: 1, reached: 3 }"]
+            ["Published { request: 1, epoch: 43981, seq: 1, reached: 3, counted: 0, known: 0 }"]
         );
         // A late answer from the dead worker's delivery changes nothing.
         hub.on_frame(
@@ -612,7 +868,10 @@ mod tests {
         hub.leave(1);
         hub.on_frame(2, Frame::Counted { query: 1, count: 6 }, Instant::now())
             .unwrap();
-        assert_eq!(sent(&mut hub, 2), ["WaiterCount { request: 5, count: 10 }"]);
+        assert_eq!(
+            sent(&mut hub, 2),
+            ["WaiterCount { request: 5, count: 10, counted: 0, known: 0 }"]
+        );
     }
 
     #[test]
@@ -645,7 +904,7 @@ mod tests {
         let answer = sent(&mut hub, 0);
         assert_eq!(
             answer.last().unwrap(),
-            "Published { request: 9, epoch: 43981, seq: 1, reached: 5 }"
+            "Published { request: 9, epoch: 43981, seq: 1, reached: 5, counted: 0, known: 0 }"
         );
     }
 
@@ -711,7 +970,7 @@ mod tests {
         assert_eq!(hub.expire(start + ANSWER_WAIT), [1]);
         assert_eq!(
             sent(&mut hub, 0),
-            ["Published { request: 1, epoch: 43981, seq: 1, reached: 2 }"]
+            ["Published { request: 1, epoch: 43981, seq: 1, reached: 2, counted: 0, known: 0 }"]
         );
         assert_eq!(hub.next_due(), None);
     }
@@ -798,6 +1057,58 @@ mod tests {
             "Refused { request: 4, reason: TooManyChannels }"
         );
         assert_eq!(hub.channel_count(), 2);
+    }
+
+    #[test]
+    fn with_redis_publishes_go_to_redis_and_come_back_with_its_ids() {
+        let mut hub = hub(2);
+        hub.use_redis();
+        publish(&mut hub, 1, 7, "news", "hi");
+        assert!(sent(&mut hub, 0).is_empty(), "not numbered here");
+        let to_redis = hub.take_to_redis();
+        assert_eq!(to_redis.len(), 1);
+        let key = to_redis[0].key;
+        // Back from Redis with its id: to every worker, counted for the bridge's ticket.
+        let now = Instant::now();
+        assert_eq!(
+            hub.deliver_from_redis("news", 77, 5, "text/plain", b"hi", 3, now),
+            None
+        );
+        for (w, count) in [(0, 2), (1, 4)] {
+            let frames = sent(&mut hub, w);
+            assert!(
+                frames[0].starts_with("Deliver { delivery: 2, epoch: 77, seq: 5"),
+                "{frames:?}"
+            );
+            let frame = Frame::Delivered { delivery: 2, count };
+            hub.on_frame(w as u16, frame, now).unwrap();
+        }
+        assert_eq!(hub.take_reached(), [(3, 6)]);
+        // Held already (a catch-up overlapping the bus): reaches no one.
+        assert_eq!(
+            hub.deliver_from_redis("news", 77, 5, "text/plain", b"hi", 4, now),
+            Some(0)
+        );
+        assert_eq!(hub.newest_ids(), [("news".to_string(), Some((77, 5)))]);
+        hub.redis_published(key, 77, 5, (9, 2, 3));
+        assert_eq!(
+            sent(&mut hub, 1),
+            ["Published { request: 7, epoch: 77, seq: 5, reached: 9, counted: 2, known: 3 }"]
+        );
+        // The link down: refused, never numbered here.
+        publish(&mut hub, 0, 8, "news", "later");
+        let key = hub.take_to_redis()[0].key;
+        hub.redis_refused(key);
+        assert_eq!(
+            sent(&mut hub, 0),
+            ["Refused { request: 8, reason: RedisUnavailable }"]
+        );
+        // A joining worker gets the channel's history with Redis's epoch.
+        hub.leave(1);
+        hub.join(1);
+        let frames = sent(&mut hub, 1);
+        assert_eq!(frames[0], "Floor { floor: 4, channel: \"news\" }");
+        assert!(frames[1].starts_with("Deliver { delivery: 0, epoch: 77, seq: 5"));
     }
 
     #[test]

@@ -225,6 +225,19 @@ impl Comet {
         self.last_seq = self.last_seq.max(id.seq);
         let history_limit = self.settings.history;
         let entry = &mut self.channels[key.0];
+        if entry.epoch != id.epoch {
+            // `--redis`: the channel's epoch is Redis's (a new one when Redis lost it): ids
+            // of another epoch get the resync signal, and this message starts the history.
+            // (Without Redis only a channel made before the hub's welcome differs, empty.)
+            entry.epoch = id.epoch;
+            let before = id.seq.saturating_sub(1);
+            if entry.history.is_empty() {
+                entry.floor = entry.floor.min(before);
+            } else {
+                entry.history.clear();
+                entry.floor = before;
+            }
+        }
         if entry
             .history
             .back()
@@ -298,6 +311,7 @@ impl Comet {
             subscribers: Slab::new(),
             history: VecDeque::new(),
             floor: self.last_seq,
+            epoch: self.epoch,
             last_active: now,
         });
         self.by_name.insert(name, key);

@@ -13,11 +13,22 @@ use super::counts::{count_payload, Counts, MessageKey, Tally};
 use super::scripts::History;
 use super::session::{Event, Failure, Session};
 
+/// How many connections a delivery reached here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Counted at once (one registry in this process).
+    Now(u64),
+    /// Counted later (the hub, whose workers answer over the bus): the registry's owner
+    /// calls [`Bridge::reached`] with the ticket it was given.
+    Later,
+}
+
 /// What the Redis side needs from the local registry.
 pub trait LocalChannels {
     /// Delivers a message that has its id from Redis to this host's waiters and subscribers,
-    /// keeping it in the channel's local history; returns the connections reached. A message
-    /// the channel already holds (same or older id, as after a catch-up) reaches no one.
+    /// keeping it in the channel's local history; returns the connections reached, now or
+    /// later under `ticket` (0: nobody waits for the count). A message the channel already
+    /// holds (same or older id, as after a catch-up) reaches no one.
     fn deliver(
         &mut self,
         channel: &str,
@@ -25,7 +36,10 @@ pub trait LocalChannels {
         seq: u64,
         content_type: &str,
         body: &[u8],
-    ) -> u64;
+        ticket: u64,
+    ) -> Reach;
+    /// Parked waiters here (`GET /` asked on another host), now or later under `ticket`.
+    fn count_waiters(&mut self, ticket: u64) -> Reach;
     /// Redis lost `channel` (its epoch changed, or it is gone, while this host held it):
     /// waiters and subscribers get the resync signal, and the local history is dropped.
     fn resync(&mut self, channel: &str);
@@ -52,6 +66,10 @@ pub trait Requests {
         now: Instant,
     ) -> Result<(), Failure>;
     fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant);
+    /// A question to every host, on the bus.
+    fn announce(&mut self, payload: &[u8], now: Instant) -> Result<(), Failure>;
+    /// Live hosts, this one included.
+    fn live_hosts(&self) -> u64;
 }
 
 impl Requests for Session {
@@ -79,6 +97,14 @@ impl Requests for Session {
     fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant) {
         Session::reply_to_host(self, to, payload, now)
     }
+
+    fn announce(&mut self, payload: &[u8], now: Instant) -> Result<(), Failure> {
+        Session::announce(self, payload, now)
+    }
+
+    fn live_hosts(&self) -> u64 {
+        Session::live_hosts(self)
+    }
 }
 
 /// What the server must do for a request it made through the bridge.
@@ -89,6 +115,9 @@ pub enum Outcome {
     Published { epoch: u32, seq: u64, tally: Tally },
     /// A publish was refused or its outcome is unknown: 503 with Retry-After.
     PublishFailed { request: u64, failure: Failure },
+    /// `GET /` asked with [`Bridge::count_waiters`] is done: `tally.reached` waiters on the
+    /// hosts counted.
+    Waiters { tally: Tally },
     /// A client's catch-up read from Redis.
     History {
         request: u64,
@@ -104,6 +133,24 @@ struct HeldMessage {
     content_type: String,
     body: Vec<u8>,
 }
+
+/// A delivery here whose count comes later ([`Reach::Later`]), and what it is for.
+#[derive(Debug)]
+enum AwaitedReach {
+    /// This host's publish: counted with the other hosts' counts.
+    Own {
+        request: u64,
+        key: MessageKey,
+        hosts: u64,
+    },
+    /// Another host's message: the count goes back to its publisher.
+    Other { origin: String, key: MessageKey },
+}
+
+/// The pseudo-channel of a waiter-count question on the bus (`ORIGIN\n?waiters\n0-N\n\n`):
+/// no channel name has a `?`, so no message is taken for one. Hosts answer it on the
+/// asker's reply channel as they count a message (`count ?waiters 0-N HOST COUNT`).
+pub const WAITERS_QUERY: &str = "?waiters";
 
 /// Request numbers the bridge makes for its own catch-up reads have this bit set, so they
 /// never meet the server's.
@@ -126,7 +173,18 @@ pub struct Bridge {
     /// ones the read brings for already held, and drop them.
     held_back: HashMap<String, Vec<HeldMessage>>,
     next_own: u64,
+    /// Deliveries here counted later, by ticket.
+    awaiting_reach: HashMap<u64, AwaitedReach>,
+    next_ticket: u64,
+    /// Counts from other hosts that came before this host's own count of its publish (it
+    /// is counted later): replayed once it is in. Bounded; kept only while one is awaited.
+    early_counts: Vec<Vec<u8>>,
+    /// `GET /` questions of this host waiting for other hosts' counts, by request.
+    waiter_queries: std::collections::HashSet<u64>,
 }
+
+/// The most early counts kept (hosts x publishes in flight).
+const MAX_EARLY_COUNTS: usize = 4096;
 
 impl Bridge {
     /// `count_bound`: how long a publish waits for other hosts' counts.
@@ -139,6 +197,59 @@ impl Bridge {
             catching_up: HashMap::new(),
             held_back: HashMap::new(),
             next_own: OWN_REQUEST,
+            awaiting_reach: HashMap::new(),
+            next_ticket: 1,
+            early_counts: Vec::new(),
+            waiter_queries: std::collections::HashSet::new(),
+        }
+    }
+
+    fn own_reach_awaited(&self) -> bool {
+        self.awaiting_reach
+            .values()
+            .any(|a| matches!(a, AwaitedReach::Own { .. }))
+    }
+
+    fn ticket(&mut self) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        ticket
+    }
+
+    /// The count of a delivery that answered [`Reach::Later`] under `ticket`.
+    pub fn reached(
+        &mut self,
+        ticket: u64,
+        reached: u64,
+        link: &mut impl Requests,
+        now: Instant,
+        out: &mut Vec<Outcome>,
+    ) {
+        match self.awaiting_reach.remove(&ticket) {
+            Some(AwaitedReach::Own {
+                request,
+                key,
+                hosts,
+            }) => {
+                if let Some(tally) = self.counts.published(request, key, reached, hosts, now) {
+                    self.answer(vec![tally], out);
+                }
+                let early = std::mem::take(&mut self.early_counts);
+                let own_awaited = self.own_reach_awaited();
+                for payload in early {
+                    if self.counts.awaits(&payload) {
+                        if let Some(tally) = self.counts.reply(&payload) {
+                            self.answer(vec![tally], out);
+                        }
+                    } else if own_awaited {
+                        self.early_counts.push(payload);
+                    }
+                }
+            }
+            Some(AwaitedReach::Other { origin, key }) => {
+                link.reply_to_host(&origin, &count_payload(&key, &self.host, reached), now);
+            }
+            None => {}
         }
     }
 
@@ -157,6 +268,61 @@ impl Bridge {
         let message = (channel.to_owned(), content_type.to_owned(), body.to_vec());
         self.publishing.insert(request, message);
         Ok(())
+    }
+
+    /// Reads `channel` from its stream after `newest` (none: all Redis keeps) and delivers
+    /// what comes back here; its bus messages wait until then. After a reconnect for every
+    /// channel held, and for a channel a client opened here that this host has no history
+    /// of (it started after the channel's messages). A down link: nothing (the next `Up`).
+    pub fn catch_up(
+        &mut self,
+        link: &mut impl Requests,
+        channel: String,
+        newest: Option<(u32, u64)>,
+        now: Instant,
+    ) {
+        if self.held_back.contains_key(&channel) {
+            return; // a read of it is in flight already
+        }
+        let request = self.next_own;
+        self.next_own += 1;
+        if link.history(request, &channel, newest, now).is_ok() {
+            self.held_back.insert(channel.clone(), Vec::new());
+            self.catching_up.insert(request, (channel, newest));
+        }
+    }
+
+    /// `GET /` on this host: `local` waiters here; every other host is asked on the bus and
+    /// an [`Outcome::Waiters`] follows (at once when the link is down or this host is alone:
+    /// the tally then says how many hosts were counted).
+    pub fn count_waiters(
+        &mut self,
+        link: &mut impl Requests,
+        request: u64,
+        local: u64,
+        now: Instant,
+        out: &mut Vec<Outcome>,
+    ) {
+        let known = link.live_hosts();
+        let key = MessageKey {
+            channel: WAITERS_QUERY.into(),
+            epoch: 0,
+            seq: request,
+        };
+        let question = format!("{}\n{WAITERS_QUERY}\n0-{request}\n\n", self.host);
+        let tally = Tally {
+            request,
+            reached: local,
+            counted: 1,
+            known,
+        };
+        if known <= 1 || link.announce(question.as_bytes(), now).is_err() {
+            return out.push(Outcome::Waiters { tally });
+        }
+        self.waiter_queries.insert(request);
+        if let Some(tally) = self.counts.published(request, key, local, known, now) {
+            self.answer(vec![tally], out);
+        }
     }
 
     /// A client's catch-up read that the local history cannot answer; an
@@ -188,12 +354,7 @@ impl Bridge {
         match event {
             Event::Up => {
                 for (channel, newest) in local.newest_ids() {
-                    let request = self.next_own;
-                    self.next_own += 1;
-                    if link.history(request, &channel, newest, now).is_ok() {
-                        self.held_back.insert(channel.clone(), Vec::new());
-                        self.catching_up.insert(request, (channel, newest));
-                    }
+                    self.catch_up(link, channel, newest, now);
                 }
             }
             Event::Down => {
@@ -213,6 +374,25 @@ impl Bridge {
                 content_type,
                 body,
             } => {
+                if channel == WAITERS_QUERY {
+                    // Another host's `GET /`: count the waiters here and answer it.
+                    let key = MessageKey {
+                        channel,
+                        epoch,
+                        seq,
+                    };
+                    let ticket = self.ticket();
+                    match local.count_waiters(ticket) {
+                        Reach::Now(n) => {
+                            link.reply_to_host(&origin, &count_payload(&key, &self.host, n), now)
+                        }
+                        Reach::Later => {
+                            let awaited = AwaitedReach::Other { origin, key };
+                            self.awaiting_reach.insert(ticket, awaited);
+                        }
+                    }
+                    return;
+                }
                 let message = HeldMessage {
                     origin,
                     key: MessageKey {
@@ -229,8 +409,13 @@ impl Bridge {
                 }
             }
             Event::HostReply(payload) => {
-                if let Some(tally) = self.counts.reply(&payload) {
-                    self.answer(vec![tally], out);
+                if self.counts.awaits(&payload) {
+                    if let Some(tally) = self.counts.reply(&payload) {
+                        self.answer(vec![tally], out);
+                    }
+                } else if self.own_reach_awaited() && self.early_counts.len() < MAX_EARLY_COUNTS {
+                    // Perhaps for a publish whose own count is still coming from the workers.
+                    self.early_counts.push(payload);
                 }
             }
             Event::Published { request, result } => {
@@ -243,18 +428,32 @@ impl Bridge {
                         // Delivered here now that it has its id; other hosts deliver it from
                         // the bus and count back.
                         let (epoch, seq) = (published.epoch, published.seq);
-                        let reached = local.deliver(&channel, epoch, seq, &content_type, &body);
+                        let ticket = self.ticket();
+                        let reach =
+                            local.deliver(&channel, epoch, seq, &content_type, &body, ticket);
                         let key = MessageKey {
                             channel,
                             epoch: published.epoch,
                             seq: published.seq,
                         };
                         self.ids.insert(request, (published.epoch, published.seq));
-                        if let Some(tally) =
-                            self.counts
-                                .published(request, key, reached, published.hosts, now)
-                        {
-                            self.answer(vec![tally], out);
+                        let hosts = published.hosts;
+                        match reach {
+                            Reach::Now(reached) => {
+                                if let Some(tally) =
+                                    self.counts.published(request, key, reached, hosts, now)
+                                {
+                                    self.answer(vec![tally], out);
+                                }
+                            }
+                            Reach::Later => {
+                                let awaited = AwaitedReach::Own {
+                                    request,
+                                    key,
+                                    hosts,
+                                };
+                                self.awaiting_reach.insert(ticket, awaited);
+                            }
                         }
                     }
                 }
@@ -295,8 +494,23 @@ impl Bridge {
             content_type,
             body,
         } = message;
-        let reached = local.deliver(&key.channel, key.epoch, key.seq, &content_type, &body);
-        link.reply_to_host(&origin, &count_payload(&key, &self.host, reached), now);
+        let ticket = self.ticket();
+        match local.deliver(
+            &key.channel,
+            key.epoch,
+            key.seq,
+            &content_type,
+            &body,
+            ticket,
+        ) {
+            Reach::Now(reached) => {
+                link.reply_to_host(&origin, &count_payload(&key, &self.host, reached), now)
+            }
+            Reach::Later => {
+                let awaited = AwaitedReach::Other { origin, key };
+                self.awaiting_reach.insert(ticket, awaited);
+            }
+        }
     }
 
     /// Publishes whose bound passed, answered with the hosts that counted.
@@ -310,6 +524,8 @@ impl Bridge {
         for tally in tallies {
             if let Some((epoch, seq)) = self.ids.remove(&tally.request) {
                 out.push(Outcome::Published { epoch, seq, tally });
+            } else if self.waiter_queries.remove(&tally.request) {
+                out.push(Outcome::Waiters { tally });
             }
         }
     }
@@ -340,6 +556,7 @@ fn catch_up(
             entry.seq,
             &entry.content_type,
             &entry.body,
+            0,
         );
     }
 }
@@ -361,6 +578,8 @@ mod tests {
         delivered: Vec<(String, u32, u64, Vec<u8>)>,
         resynced: Vec<String>,
         held: Vec<(String, Option<(u32, u64)>)>,
+        /// Counted later, as the hub's workers answer.
+        later: bool,
     }
 
     impl LocalChannels for Local {
@@ -371,14 +590,21 @@ mod tests {
             seq: u64,
             content_type: &str,
             body: &[u8],
-        ) -> u64 {
+            _ticket: u64,
+        ) -> Reach {
             assert_eq!(content_type, "text/plain");
             let message = (channel.into(), epoch, seq, body.to_vec());
             if self.delivered.contains(&message) {
-                return 0; // held already, as the registry does
+                return Reach::Now(0); // held already, as the registry does
             }
             self.delivered.push(message);
-            self.waiters
+            if self.later {
+                return Reach::Later;
+            }
+            Reach::Now(self.waiters)
+        }
+        fn count_waiters(&mut self, _ticket: u64) -> Reach {
+            Reach::Now(self.waiters)
         }
         fn resync(&mut self, channel: &str) {
             self.resynced.push(channel.into());
@@ -532,6 +758,106 @@ mod tests {
         assert_eq!(
             bridge.publish(&mut s, 2, "c", "text/plain", b"x", t),
             Err(Failure::Unavailable)
+        );
+    }
+
+    #[test]
+    fn counts_taken_later_add_up_even_when_another_host_counts_first() {
+        let t = Instant::now();
+        let mut s = session(t);
+        let mut bridge = Bridge::new("me".into(), 200 * MS);
+        let mut local = Local {
+            later: true,
+            ..Local::default()
+        };
+        bridge
+            .publish(&mut s, 1, "news", "text/plain", b"hi", t)
+            .unwrap();
+        written(&mut s, Conn::Command);
+        s.received(Conn::Command, b"*4\r\n:9\r\n:1\r\n:1\r\n:2\r\n", t);
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        // The other host's count comes before this host's workers have answered.
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$9\r\np:host:me\r\n$19\r\ncount news 9-1 b 40\r\n",
+            t,
+        );
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        let mut out = Vec::new();
+        bridge.reached(1, 3, &mut s, t, &mut out);
+        let [Outcome::Published { epoch, seq, tally }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (*epoch, *seq, tally.reached, tally.hosts_header()),
+            (9, 1, 43, "2/2".into())
+        );
+
+        // Another host's message counted later goes back to its publisher then.
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$25\r\nhb\nnews\n9-4\ntext/plain\nyo\r\n",
+            t,
+        );
+        drain(&mut s, &mut bridge, &mut local, t);
+        assert_eq!(written(&mut s, Conn::Command), Vec::<Vec<String>>::new());
+        bridge.reached(2, 7, &mut s, t, &mut out);
+        assert_eq!(
+            written(&mut s, Conn::Command),
+            [["PUBLISH", "p:host:hb", "count news 9-4 me 7"]]
+        );
+    }
+
+    #[test]
+    fn waiters_are_counted_on_every_host_through_the_bus() {
+        let t = Instant::now();
+        let mut s = session(t);
+        let mut bridge = Bridge::new("me".into(), 200 * MS);
+        let mut local = Local {
+            waiters: 5,
+            ..Local::default()
+        };
+        // Alone (no heartbeat counted another host yet): answered at once.
+        let mut out = Vec::new();
+        bridge.count_waiters(&mut s, 1, 4, t, &mut out);
+        let [Outcome::Waiters { tally }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!((tally.reached, tally.hosts_header()), (4, "1/1".into()));
+        // Two hosts: the question goes out on the bus, the other host's count comes back.
+        // The next heartbeat counts two live hosts.
+        let t = t + 1000 * MS;
+        s.tick(t);
+        written(&mut s, Conn::Command);
+        s.received(Conn::Command, b":2\r\n", t);
+        out.clear();
+        bridge.count_waiters(&mut s, 2, 4, t, &mut out);
+        assert_eq!(out, []);
+        assert_eq!(
+            written(&mut s, Conn::Command),
+            [["PUBLISH", "p:bus", "me\n?waiters\n0-2\n\n"]]
+        );
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$9\r\np:host:me\r\n$23\r\ncount ?waiters 0-2 b 40\r\n",
+            t,
+        );
+        let out = drain(&mut s, &mut bridge, &mut local, t);
+        let [Outcome::Waiters { tally }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!((tally.reached, tally.hosts_header()), (44, "2/2".into()));
+        // Another host's question: this host counts and answers it, delivering nothing.
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$17\r\nhb\n?waiters\n0-9\n\n\r\n",
+            t,
+        );
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        assert!(local.delivered.is_empty());
+        assert_eq!(
+            written(&mut s, Conn::Command),
+            [["PUBLISH", "p:host:hb", "count ?waiters 0-9 me 5"]]
         );
     }
 

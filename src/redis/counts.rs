@@ -107,6 +107,12 @@ impl Counts {
         self.waiting.remove(&key).map(|c| c.tally)
     }
 
+    /// Whether `payload` counts a message still awaited (a count may come from another host
+    /// before this host has its own, when that is counted later: the caller keeps it).
+    pub fn awaits(&self, payload: &[u8]) -> bool {
+        parse_count(payload).is_some_and(|(key, _, _)| self.waiting.contains_key(&key))
+    }
+
     /// Tallies whose bound has passed, counted as far as they got.
     pub fn expire(&mut self, now: Instant, done: &mut Vec<Tally>) {
         self.waiting.retain(|_, counting| {

@@ -12,7 +12,9 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use super::session::{Action, Conn, Event, Failure, LinkState, LinkStats, Session, SessionConfig};
+use super::session::{
+    Action, Conn, Event, Failure, LinkState, LinkStats, LinkSyscalls, Session, SessionConfig,
+};
 
 /// Bytes per read(2) from Redis.
 const READ_CHUNK: usize = 16 * 1024;
@@ -38,6 +40,7 @@ pub struct Link {
     /// A connection left with bytes unread when its budget ran out (edge-triggered: no new
     /// event will say so), and when.
     unread: [Option<Instant>; 2],
+    syscalls: LinkSyscalls,
 }
 
 impl Link {
@@ -53,6 +56,7 @@ impl Link {
             tokens,
             sockets: [None, None],
             unread: [None, None],
+            syscalls: LinkSyscalls::default(),
         };
         link.pump(registry, now);
         link
@@ -68,7 +72,10 @@ impl Link {
     }
 
     pub fn stats(&self) -> LinkStats {
-        self.session.stats()
+        LinkStats {
+            syscalls: self.syscalls,
+            ..self.session.stats()
+        }
     }
 
     pub fn next_deadline(&self) -> Instant {
@@ -150,6 +157,21 @@ impl Link {
         self.pump(registry, now);
     }
 
+    pub fn announce(
+        &mut self,
+        registry: &Registry,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<(), Failure> {
+        self.session.announce(payload, now)?;
+        self.pump(registry, now);
+        Ok(())
+    }
+
+    pub fn live_hosts(&self) -> u64 {
+        self.session.live_hosts()
+    }
+
     /// Closes both connections (server shutdown).
     pub fn close(&mut self, registry: &Registry) {
         for at in 0..2 {
@@ -173,6 +195,7 @@ impl Link {
                 self.unread[at] = Some(now);
                 return;
             }
+            self.syscalls.read += 1;
             match socket.stream.read(&mut buf) {
                 Ok(0) => return self.session.failed(conn, "closed by Redis", now),
                 Ok(n) => {
@@ -200,6 +223,7 @@ impl Link {
                     Action::Connect(conn) => {
                         self.drop_socket(registry, conn);
                         let at = conn_index(conn);
+                        self.syscalls.connect += 1;
                         match TcpStream::connect(self.session.config().addr) {
                             Ok(mut stream) => {
                                 let interest = Interest::READABLE | Interest::WRITABLE;
@@ -243,6 +267,7 @@ impl Link {
             return Ok(());
         }
         while !self.session.output(conn).is_empty() {
+            self.syscalls.write += 1;
             match socket.stream.write(self.session.output(conn)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.session.wrote(conn, n),
@@ -315,5 +340,13 @@ impl super::bridge::Requests for Linked<'_> {
 
     fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant) {
         self.link.reply_to_host(self.registry, to, payload, now)
+    }
+
+    fn announce(&mut self, payload: &[u8], now: Instant) -> Result<(), Failure> {
+        self.link.announce(self.registry, payload, now)
+    }
+
+    fn live_hosts(&self) -> u64 {
+        self.link.live_hosts()
     }
 }

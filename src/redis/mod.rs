@@ -203,6 +203,22 @@ pub fn write_metrics(out: &mut String, state: session::LinkState, stats: &sessio
             "# HELP miohttpd_{name} {help}\n# TYPE miohttpd_{name} counter\nmiohttpd_{name} {value}\n"
         );
     }
+    let _ = write!(
+        out,
+        "# HELP miohttpd_redis_syscalls_total syscalls on the Redis link's sockets, by kind\n\
+         # TYPE miohttpd_redis_syscalls_total counter\n"
+    );
+    let calls = stats.syscalls;
+    for (kind, value) in [
+        ("connect", calls.connect),
+        ("read", calls.read),
+        ("write", calls.write),
+    ] {
+        let _ = writeln!(
+            out,
+            "miohttpd_redis_syscalls_total{{kind=\"{kind}\"}} {value}"
+        );
+    }
 }
 
 /// `--redis-prefix`: 1 to 64 of `[A-Za-z0-9._:-]` (no braces: they are hash tags to Redis
@@ -297,7 +313,8 @@ mod tests {
         assert!(out.contains("miohttpd_redis_link_state{state=\"connecting\"} 1\n"));
         assert!(out.contains("miohttpd_redis_link_state{state=\"up\"} 0\n"));
         assert!(out.contains("# TYPE miohttpd_redis_outages counter\nmiohttpd_redis_outages 2\n"));
-        assert_eq!(out.matches("# HELP").count(), 6);
+        assert!(out.contains("miohttpd_redis_syscalls_total{kind=\"read\"} 0\n"));
+        assert_eq!(out.matches("# HELP").count(), 7);
     }
 
     #[test]

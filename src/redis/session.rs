@@ -112,6 +112,17 @@ pub struct LinkStats {
     pub received: u64,
     /// Probes sent on the subscriber.
     pub probes: u64,
+    /// The link's syscalls on its sockets, by kind (counted by `link.rs`, which makes them).
+    pub syscalls: LinkSyscalls,
+}
+
+/// The Redis sockets' syscalls: every call, WouldBlock ones included, as the loop counts its
+/// own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkSyscalls {
+    pub connect: u64,
+    pub read: u64,
+    pub write: u64,
 }
 
 /// Why a request was not done.
@@ -255,6 +266,8 @@ pub struct Session {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     stats: LinkStats,
+    /// Live hosts (this one included) as the last heartbeat counted them.
+    live_hosts: u64,
 }
 
 impl Session {
@@ -279,6 +292,7 @@ impl Session {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             stats: LinkStats::default(),
+            live_hosts: 1,
         };
         session.tick(now);
         session
@@ -545,6 +559,26 @@ impl Session {
         ));
     }
 
+    /// Live hosts sharing the prefix, this one included, as of the last heartbeat.
+    pub fn live_hosts(&self) -> u64 {
+        self.live_hosts
+    }
+
+    /// Sends `payload` to every host on the bus as it is (a question every host answers on
+    /// the asker's reply channel, as `GET /` asks for waiters). `Err` when the link is down.
+    pub fn announce(&mut self, payload: &[u8], now: Instant) -> Result<(), Failure> {
+        if self.phase != Phase::Up {
+            return Err(Failure::Unavailable);
+        }
+        let bus = self.config.keys.bus();
+        self.conns[Conn::Command.index()].send(
+            &[b"PUBLISH", bus.as_bytes(), payload],
+            Pending::HostReply,
+            now,
+        );
+        Ok(())
+    }
+
     /// Sends `payload` to host `to` (its reply channel); best effort.
     pub fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant) {
         if self.phase != Phase::Up {
@@ -627,7 +661,7 @@ impl Session {
                 _ => return Err("unexpected reply to PING".into()),
             },
             Pending::Heartbeat => match value {
-                Value::Integer(_) => {}
+                Value::Integer(live) => self.live_hosts = live.max(1) as u64,
                 Value::Error(e) if e.starts_with(b"NOSCRIPT") => {}
                 // Best effort: a refused heartbeat only makes this host uncounted for a while.
                 Value::Error(_) => {}

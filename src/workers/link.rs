@@ -20,10 +20,16 @@ pub enum HubAnswer {
     Published {
         id: MessageId,
         reached: u64,
+        /// `--redis`: hosts counted and hosts known (`X-Comet-Hosts`).
+        hosts: Option<(u16, u16)>,
     },
     Refused(RefuseReason),
-    /// Parked waiters on every worker (`GET /`).
-    Waiters(u64),
+    /// Parked waiters on every worker (`GET /`); with `--redis`, on every host counted, of
+    /// the hosts known.
+    Waiters {
+        count: u64,
+        hosts: Option<(u16, u16)>,
+    },
     /// The link is gone (the supervisor died): no answer will come.
     Unavailable,
 }
@@ -220,10 +226,14 @@ impl WorkerLink {
                     epoch,
                     seq,
                     reached,
+                    counted,
+                    known,
                 } => {
                     if let Some(token) = self.waiting.remove(&request) {
                         let id = MessageId { epoch, seq };
-                        answers.push((token, HubAnswer::Published { id, reached }));
+                        let hosts = (known > 0).then_some((counted, known));
+                        let answer = HubAnswer::Published { id, reached, hosts };
+                        answers.push((token, answer));
                     }
                 }
                 Frame::Refused { request, reason } => {
@@ -239,9 +249,15 @@ impl WorkerLink {
                     } as u64;
                     let _ = encode(&Frame::Counted { query, count }, &mut self.out);
                 }
-                Frame::WaiterCount { request, count } => {
+                Frame::WaiterCount {
+                    request,
+                    count,
+                    counted,
+                    known,
+                } => {
                     if let Some(token) = self.waiting.remove(&request) {
-                        answers.push((token, HubAnswer::Waiters(count)));
+                        let hosts = (known > 0).then_some((counted, known));
+                        answers.push((token, HubAnswer::Waiters { count, hosts }));
                     }
                 }
                 Frame::StatsQuery { query } => self.stats_wanted.push(query),

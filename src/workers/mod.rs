@@ -9,8 +9,11 @@
 //! other workers' links) and runs the program's own `main`, so a library user's
 //! `serve_from_args(router)` rebuilds the user's own `Router` in every worker.
 //!
-//! `--workers 1` (the default) never reaches this module: one process, no supervisor, no bus.
+//! `--workers 1` (the default) never reaches this module: one process, no supervisor, no bus;
+//! except with `--redis`, whose link lives in the supervisor's hub ([`across`]), which then
+//! runs one worker.
 
+pub mod across;
 pub mod link;
 pub mod metrics;
 pub mod supervisor;

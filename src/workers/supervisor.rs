@@ -26,6 +26,8 @@ use crate::server::stats::SummaryCounters;
 const SIGNALS: Token = Token(usize::MAX);
 /// The admin listener (`--admin-listen`), served here with every worker's counters.
 const ADMIN: Token = Token(usize::MAX - 1);
+/// The Redis link's command connection and subscriber (`--redis`).
+const REDIS: [Token; 2] = [Token(usize::MAX - 3), Token(usize::MAX - 2)];
 /// Admin connections' tokens start here (worker links use their index, below MAX_WORKERS).
 const ADMIN_CONN_BASE: usize = 1 << 16;
 /// Workers' stderr pipes' tokens start here, below the admin connections'.
@@ -143,6 +145,8 @@ struct Supervisor {
     admin: Option<TcpListener>,
     admin_conns: Slab<AdminConn>,
     next_query: u64,
+    /// `--redis`: the link to the other hosts, in the hub.
+    across: Option<super::across::Across>,
     /// `--stats-interval`: printed here for every worker and in total (workers print none).
     summary: Option<IntervalSummary>,
     /// Each worker's stderr, passed on line by line with its name (`miohttpd[worker 1]: `);
@@ -291,6 +295,12 @@ impl Supervisor {
             "miohttpd[supervisor]: pid {}: {workers} workers, accept model {model}",
             std::process::id()
         );
+        let mut hub = Hub::new(config.comet, crate::comet::new_epoch(), workers);
+        let host = crate::redis::new_host_id();
+        let across = crate::redis::session_config(&config, host).map(|session| {
+            hub.use_redis();
+            super::across::Across::new(session, REDIS, poll.registry())
+        });
         Ok(Supervisor {
             model,
             listeners,
@@ -298,7 +308,7 @@ impl Supervisor {
             poll,
             signals,
             phase: Phase::Serving,
-            hub: Hub::new(config.comet, crate::comet::new_epoch(), workers),
+            hub,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
             admin: admin_listener,
             admin_conns: Slab::new(),
@@ -311,6 +321,7 @@ impl Supervisor {
                 last: vec![None; workers],
                 last_at: Instant::now(),
             }),
+            across,
         })
     }
 
@@ -328,6 +339,9 @@ impl Supervisor {
                     self.relay_log(key, true);
                 }
                 eprintln!("miohttpd[supervisor]: every worker has stopped");
+                if let Some(across) = &mut self.across {
+                    across.close(self.poll.registry());
+                }
                 return match self.phase {
                     Phase::StoppingAtOnce => 1,
                     _ => 0,
@@ -337,6 +351,7 @@ impl Supervisor {
             let gathering = self.admin_conns.iter();
             let gathering = gathering.filter_map(|(_, c)| c.gathering.as_ref().map(|g| g.until));
             let hub_due = self.hub.next_due();
+            let redis_due = self.across.as_ref().map(|a| a.next_deadline());
             let summary_due = self.summary.as_ref().map(|s| match &s.round {
                 Some((round, _)) => round.until,
                 None => s.next_at,
@@ -345,6 +360,7 @@ impl Supervisor {
                 .chain(gathering)
                 .chain(hub_due)
                 .chain(summary_due)
+                .chain(redis_due)
                 .chain([self.next_sweep])
                 .min();
             let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
@@ -363,6 +379,11 @@ impl Supervisor {
                 match event.token() {
                     SIGNALS => signalled = true,
                     ADMIN => self.accept_admin(),
+                    token if self.across.as_ref().is_some_and(|a| a.owns(token)) => {
+                        if let Some(across) = &mut self.across {
+                            across.ready(self.poll.registry(), token, Instant::now());
+                        }
+                    }
                     Token(key) if key >= ADMIN_CONN_BASE => self.serve_admin(key - ADMIN_CONN_BASE),
                     Token(key) if key >= WORKER_LOG_BASE => {
                         self.relay_log(key - WORKER_LOG_BASE, false)
@@ -386,6 +407,9 @@ impl Supervisor {
                     "miohttpd[supervisor]: workers {missing:?} gave no count within {}s; answered without",
                     crate::bus::hub::ANSWER_WAIT.as_secs()
                 );
+            }
+            if let Some(across) = &mut self.across {
+                across.turn(&mut self.hub, self.poll.registry(), now);
             }
             self.finish_gathering(now);
             self.summarize(now);
@@ -800,7 +824,10 @@ impl Supervisor {
             if g.awaiting.is_empty() || now >= g.until {
                 let mut g = conn.gathering.take().expect("checked");
                 g.texts.sort_by_key(|(w, _)| *w);
-                let body = super::metrics::merge(&g.texts);
+                let mut body = super::metrics::merge(&g.texts);
+                if let Some(across) = &self.across {
+                    crate::redis::write_metrics(&mut body, across.state(), &across.stats());
+                }
                 conn.output = admin_response(
                     "200 OK",
                     "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n",

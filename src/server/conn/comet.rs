@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::{Conn, Ctx, Next, Outcome, Phase, ReplyTo, Transport};
 use crate::bus::frame::RefuseReason;
+use crate::comet::HOSTS_HEADER;
 use crate::comet::{CatchUp, ChannelKey, CometError, MessageId, Spot, SpotKind};
 use crate::http::{Response, Version};
 use crate::router::Service;
@@ -151,16 +152,35 @@ impl<T: Transport> Conn<T> {
             return Next::Wait;
         };
         let response = match answer {
-            HubAnswer::Published { id, reached } => Response::text(200, reached.to_string())
-                .with_header(ID_HEADER, id.to_string())
-                .no_store(),
+            HubAnswer::Published { id, reached, hosts } => {
+                let response = Response::text(200, reached.to_string())
+                    .with_header(ID_HEADER, id.to_string())
+                    .no_store();
+                match hosts {
+                    Some((counted, known)) => {
+                        response.with_header(HOSTS_HEADER, format!("{counted}/{known}"))
+                    }
+                    None => response,
+                }
+            }
             HubAnswer::Refused(RefuseReason::BadChannelName) => {
                 CometError::BadChannelName.response()
             }
             HubAnswer::Refused(RefuseReason::TooManyChannels) => {
                 CometError::TooManyChannels.response()
             }
-            HubAnswer::Waiters(count) => Response::text(200, count.to_string()).no_store(),
+            HubAnswer::Refused(RefuseReason::RedisUnavailable) => {
+                Response::text(503, "redis unavailable\n").with_header("Retry-After", "1")
+            }
+            HubAnswer::Waiters { count, hosts } => {
+                let response = Response::text(200, count.to_string()).no_store();
+                match hosts {
+                    Some((counted, known)) => {
+                        response.with_header(HOSTS_HEADER, format!("{counted}/{known}"))
+                    }
+                    None => response,
+                }
+            }
             HubAnswer::Unavailable => {
                 Response::text(503, "shutting down\n").with_header("Retry-After", "1")
             }

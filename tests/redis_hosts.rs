@@ -1,0 +1,448 @@
+//! Comet across hosts (`--redis`): two or three server processes on different ports, one real
+//! `redis-server` (tests/common/redis.rs), checked from outside: a notify on one host reaches
+//! waiters and subscribers on every host under one id, its `n` counts every host and
+//! `X-Comet-Hosts` says how many were counted of how many known (`GET /` too), catch-up works on another
+//! host with the same ids, a publish while Redis is down is refused, waiters stay parked
+//! through a Redis restart and get what was published meanwhile, the admin token still
+//! guards publishes.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::redis::{Client, Redis};
+use common::{Conn, Response, Server};
+use miohttpd::redis::resp::Value;
+use miohttpd::redis::scripts::{encode_publish, parse_published, Invoke, KeySpace, PublishParams};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// A host: a server on its own port with `--redis`, and its admin address for `/metrics`.
+struct Host {
+    server: Server,
+    admin: SocketAddr,
+}
+
+impl Host {
+    fn start(redis: &Redis, extra: &[&str]) -> Host {
+        let url = redis.url();
+        let mut args = vec!["--redis", &url, "--admin-listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let server = Server::start_with(&args);
+        let admin = server.admin_addr();
+        Host { server, admin }
+    }
+
+    fn metrics(&self) -> String {
+        let mut conn = Conn::connect(self.admin);
+        conn.send(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let response = conn.read_response();
+        assert_eq!(response.status, 200, "{response:?}");
+        response.text().to_string()
+    }
+
+    fn link_is(&self, state: &str) -> bool {
+        self.metrics()
+            .contains(&format!("miohttpd_redis_link_state{{state=\"{state}\"}} 1"))
+    }
+
+    /// Polls `/metrics` until the link is in `state`.
+    fn await_link(&self, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.link_is(state) {
+            assert!(
+                Instant::now() < deadline,
+                "the link never got {state}:\n{}",
+                self.metrics()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls `/metrics` until the link is not up (down, or trying to connect again).
+    fn await_not_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.link_is("up") {
+            assert!(Instant::now() < deadline, "the link stayed up");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Parked waiters on every host (`GET /`).
+    fn parked(&self) -> u64 {
+        let response = self.server.request(&get("/"));
+        assert_eq!(response.status, 200, "{response:?}");
+        response.text().parse().expect("GET / is a number")
+    }
+
+    fn await_parked(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.parked() != n {
+            assert!(Instant::now() < deadline, "never {n} parked");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A long-poll sent, not yet answered.
+    fn wait(&self, path: &str) -> Conn {
+        let mut conn = self.server.connect();
+        conn.send(&get(path));
+        conn
+    }
+
+    fn notify(&self, channel: &str, body: &str) -> Response {
+        self.server.request(&notify_request(channel, body, None))
+    }
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
+}
+
+fn notify_request(channel: &str, body: &str, token: Option<&str>) -> Vec<u8> {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!(
+        "POST /notify/{channel} HTTP/1.1\r\nHost: localhost\r\n{auth}\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Every host's link up, and every host in the others' count of live hosts (its first
+/// heartbeat has run: it runs when the link comes up).
+fn await_all_up(hosts: &[&Host]) {
+    for host in hosts {
+        host.await_link("up");
+    }
+}
+
+fn id_of(response: &Response) -> String {
+    response
+        .header("x-comet-id")
+        .unwrap_or_else(|| panic!("no X-Comet-Id: {response:?}"))
+        .to_string()
+}
+
+#[test]
+fn a_notify_on_one_host_reaches_every_host_under_one_id_and_counts_them_all() {
+    let redis = Redis::start();
+    let a = Host::start(&redis, &[]);
+    let b = Host::start(&redis, &["--workers", "2"]);
+    let c = Host::start(&redis, &[]);
+    await_all_up(&[&a, &b, &c]);
+
+    let mut waiters = vec![a.wait("/wait/news"), c.wait("/wait/news")];
+    for _ in 0..3 {
+        waiters.push(b.wait("/wait/news"));
+    }
+    // `GET /` on any host counts every host's parked waiters, and says how many hosts.
+    for host in [&a, &b, &c] {
+        host.await_parked(5);
+        let response = host.server.request(&get("/"));
+        assert_eq!(
+            response.header("x-comet-hosts"),
+            Some("3/3"),
+            "{response:?}"
+        );
+    }
+
+    let answer = a.notify("news", "hello");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.text(), "5", "every host's waiters: {answer:?}");
+    assert_eq!(answer.header("x-comet-hosts"), Some("3/3"), "{answer:?}");
+    let id = id_of(&answer);
+    for waiter in &mut waiters {
+        let got = waiter.read_response();
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(got.text(), "hello");
+        assert_eq!(
+            got.header("x-comet-id"),
+            Some(id.as_str()),
+            "one id everywhere"
+        );
+    }
+
+    // A second publish from another host continues the same sequence.
+    let again = b.notify("news", "again");
+    assert_eq!(again.header("x-comet-hosts"), Some("3/3"), "{again:?}");
+    let (epoch, seq) = id.split_once('-').unwrap();
+    let next = format!("{epoch}-{}", seq.parse::<u64>().unwrap() + 1);
+    assert_eq!(id_of(&again), next);
+    assert_eq!(again.text(), "0", "nobody parked now");
+}
+
+#[test]
+fn catch_up_and_event_streams_agree_on_every_host() {
+    let redis = Redis::start();
+    let a = Host::start(&redis, &[]);
+    let b = Host::start(&redis, &["--workers", "2"]);
+    await_all_up(&[&a, &b]);
+
+    // An event stream on B, live.
+    let mut stream = b.server.connect();
+    stream.send(&get("/events/feed"));
+    let head = stream.read_head_response();
+    assert_eq!(head.status, 200, "{head:?}");
+    b.await_link("up");
+
+    let ids: Vec<String> = ["one", "two", "three"]
+        .iter()
+        .map(|body| {
+            let answer = a.notify("feed", body);
+            assert_eq!(answer.status, 200, "{answer:?}");
+            assert_eq!(answer.header("x-comet-hosts"), Some("2/2"), "{answer:?}");
+            id_of(&answer)
+        })
+        .collect();
+    for (id, body) in ids.iter().zip(["one", "two", "three"]) {
+        let event = String::from_utf8(stream.read_through(b"\n\n")).unwrap();
+        assert!(
+            event.contains(&format!("id: {id}\n")) && event.contains(&format!("data: {body}\n")),
+            "{event:?}"
+        );
+    }
+
+    // `?after=` on the other host: the next message, with its id.
+    let got = b
+        .server
+        .request(&get(&format!("/wait/feed?after={}", ids[0])));
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!((got.text(), id_of(&got)), ("two", ids[1].clone()));
+    // And on the publisher's own host, the same.
+    let got = a
+        .server
+        .request(&get(&format!("/wait/feed?after={}", ids[1])));
+    assert_eq!((got.text(), id_of(&got)), ("three", ids[2].clone()));
+
+    // Last-Event-ID on the other host replays what followed.
+    let mut resumed = b.server.connect();
+    resumed.send(
+        format!(
+            "GET /events/feed HTTP/1.1\r\nHost: localhost\r\nLast-Event-ID: {}\r\n\r\n",
+            ids[0]
+        )
+        .as_bytes(),
+    );
+    assert_eq!(resumed.read_head_response().status, 200);
+    for (id, body) in ids[1..].iter().zip(["two", "three"]) {
+        let event = String::from_utf8(resumed.read_through(b"\n\n")).unwrap();
+        assert!(
+            event.contains(&format!("id: {id}\n")) && event.contains(&format!("data: {body}\n")),
+            "{event:?}"
+        );
+    }
+}
+
+#[test]
+fn a_publish_while_redis_is_down_is_refused_and_the_host_serves_on() {
+    let mut redis = Redis::start();
+    let a = Host::start(&redis, &[]);
+    a.await_link("up");
+    redis.kill();
+    a.await_not_up();
+    let answer = a.notify("news", "lost?");
+    assert_eq!(answer.status, 503, "never numbered here alone: {answer:?}");
+    assert!(answer.header("retry-after").is_some(), "{answer:?}");
+    a.server.assert_still_serves();
+    let metrics = a.metrics();
+    assert!(metrics.contains("miohttpd_redis_outages 1\n"), "{metrics}");
+    // The link's syscalls are counted by the calls that make them.
+    for kind in ["connect", "read", "write"] {
+        let sample = format!("miohttpd_redis_syscalls_total{{kind=\"{kind}\"}} ");
+        let value: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(sample.as_str()))
+            .unwrap_or_else(|| panic!("no {sample}: {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(value > 0, "{sample}{value}");
+    }
+    // Back: publishes go through again.
+    redis.restart();
+    a.await_link("up");
+    let answer = a.notify("news", "now");
+    assert_eq!(answer.status, 200, "{answer:?}");
+}
+
+/// Publishes on `channel` straight into Redis as another host would (the publish script),
+/// while the hosts under test may not be subscribed yet.
+fn publish_as_another_host(client: &mut Client, channel: &str, body: &str) -> String {
+    let mut out = Vec::new();
+    let params = PublishParams {
+        history: 16,
+        host: "elsewhere".into(),
+        key_ttl_ms: 0,
+    };
+    let keys = KeySpace::new("miohttpd");
+    encode_publish(
+        &mut out,
+        Invoke::Source,
+        &keys,
+        &params,
+        channel,
+        "text/plain",
+        body.as_bytes(),
+    );
+    let mut decoder = miohttpd::redis::resp::Decoder::new(Default::default());
+    decoder.feed(&out);
+    let Some(Value::Array(items)) = decoder.next().unwrap() else {
+        panic!("a command is an array")
+    };
+    let args: Vec<&[u8]> = items.iter().map(|v| v.as_bytes().unwrap()).collect();
+    let reply = client.command(&args);
+    let published = parse_published(&reply).unwrap_or_else(|e| panic!("{e:?}: {reply:?}"));
+    format!("{:08x}-{}", published.epoch, published.seq)
+}
+
+#[test]
+fn waiters_stay_parked_through_a_redis_restart_and_get_what_they_missed() {
+    for keep_data in [false, true] {
+        let mut redis = Redis::start();
+        let a = Host::start(&redis, &[]);
+        let b = Host::start(&redis, &["--workers", "2"]);
+        await_all_up(&[&a, &b]);
+        // The channel has a history on B before the outage.
+        let first = a.notify("room", "before");
+        assert_eq!(first.status, 200, "{first:?}");
+        let mut waiter = b.wait("/wait/room");
+        b.await_parked(1);
+
+        if keep_data {
+            redis.client().cmd(&["SAVE"]);
+        }
+        redis.kill();
+        b.await_not_up();
+        // Long enough for the back-off to grow past the restart below, so the message is
+        // published before B has subscribed again (and is found by its catch-up read).
+        thread::sleep(Duration::from_millis(1500));
+        assert_eq!(b.parked(), 1, "still parked through the outage");
+        redis.restart();
+        let id = publish_as_another_host(&mut redis.client(), "room", "missed");
+        a.server.assert_still_serves();
+
+        let got = waiter.read_response();
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(got.text(), "missed", "keep data: {keep_data}");
+        assert_eq!(id_of(&got), id, "Redis's id, keep data: {keep_data}");
+        b.await_link("up");
+        // With the data kept the epoch is the same; without, Redis made a new one.
+        assert_eq!(
+            id.split('-').next() == id_of(&first).split('-').next(),
+            keep_data,
+            "{id} after {}",
+            id_of(&first)
+        );
+        // A client catching up from before the outage: what followed when Redis kept it,
+        // the resync signal (not silence) when Redis lost it.
+        let got = b
+            .server
+            .request(&get(&format!("/wait/room?after={}", id_of(&first))));
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(
+            got.header("x-comet-resync").is_some(),
+            !keep_data,
+            "keep data: {keep_data}: {got:?}"
+        );
+        if keep_data {
+            assert_eq!((got.text(), id_of(&got)), ("missed", id.clone()));
+        }
+    }
+}
+
+#[test]
+fn the_admin_token_still_guards_publishes_across_hosts() {
+    let redis = Redis::start();
+    let a = Host::start(&redis, &["--admin-token", TOKEN]);
+    let b = Host::start(&redis, &[]);
+    await_all_up(&[&a, &b]);
+    let mut waiter = b.wait("/wait/guarded");
+    b.await_parked(1);
+    let refused = a
+        .server
+        .request(&notify_request("guarded", "no", Some("wrong")));
+    assert_eq!(refused.status, 401, "{refused:?}");
+    let answer = a
+        .server
+        .request(&notify_request("guarded", "yes", Some(TOKEN)));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.text(), "1");
+    let got = waiter.read_response();
+    assert_eq!(got.text(), "yes", "only the authorized publish got through");
+}
+
+#[test]
+fn a_host_started_later_learns_a_channel_from_redis_once_a_client_opens_it() {
+    let redis = Redis::start();
+    let a = Host::start(&redis, &[]);
+    a.await_link("up");
+    let ids: Vec<String> = ["one", "two", "three"]
+        .iter()
+        .map(|body| id_of(&a.notify("late", body)))
+        .collect();
+    // B starts after those publishes: it never saw them on the bus.
+    let b = Host::start(&redis, &["--workers", "2"]);
+    b.await_link("up");
+    // The first client to open the channel on B may be told to resync (B had no history of
+    // it); B then reads the channel's stream, and catch-up there gives Redis's ids.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = b
+            .server
+            .request(&get(&format!("/wait/late?after={}", ids[0])));
+        if got.header("x-comet-resync").is_none() {
+            assert_eq!(got.status, 200, "{got:?}");
+            assert_eq!((got.text(), id_of(&got)), ("two", ids[1].clone()));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never learnt the channel: {got:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_host_starts_without_redis_serves_and_joins_when_redis_comes() {
+    // A port with nothing on it yet: Redis is started there later.
+    let mut redis = Redis::start();
+    redis.kill();
+    let a = Host::start(&redis, &[]);
+    a.server.assert_still_serves();
+    assert!(!a.link_is("up"), "{}", a.metrics());
+    let answer = a.notify("news", "early");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    thread::sleep(Duration::from_millis(500));
+    // One line for the outage, not one per attempt.
+    let log = a.server.stderr();
+    assert!(
+        log.matches("redis").count() <= 3,
+        "one line per outage:\n{log}"
+    );
+    redis.restart();
+    a.await_link("up");
+    let answer = a.notify("news", "now");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.header("x-comet-hosts"), Some("1/1"), "{answer:?}");
+}
+
+#[test]
+fn a_stalled_redis_takes_the_link_down_within_the_bound_and_it_comes_back() {
+    let redis = Redis::start();
+    let a = Host::start(
+        &redis,
+        &["--redis-probe", "200ms", "--redis-timeout", "500ms"],
+    );
+    a.await_link("up");
+    redis.pause();
+    // Probe + timeout is 0.7 s; the poll in await_link allows far more on a loaded machine.
+    a.await_not_up();
+    let answer = a.notify("news", "stalled");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    redis.resume();
+    a.await_link("up");
+    assert_eq!(a.notify("news", "back").status, 200);
+}
