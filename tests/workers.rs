@@ -731,7 +731,11 @@ fn the_stats_interval_prints_a_line_per_worker_and_the_total() {
 #[test]
 fn log_lines_name_the_worker_or_the_supervisor() {
     let mut server = Server::start_with(&["--workers", "2"]);
-    workers(&server, 2, Duration::from_secs(5));
+    let pids = workers(&server, 2, Duration::from_secs(5));
+    // Both serve (so both have their signal handlers) before the signal.
+    let conns = open_served(&server, 32);
+    assert_every_worker_holds_connections(&server, &pids);
+    drop(conns);
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(10)).success());
     let log = server.stderr();
@@ -753,6 +757,7 @@ fn log_lines_name_the_worker_or_the_supervisor() {
     );
     // One process says it as it always did.
     let mut single = Server::start_with(&["--workers", "1"]);
+    single.assert_still_serves();
     single.signal("TERM");
     assert!(single.wait_exit(Duration::from_secs(10)).success());
     let log = single.stderr();
