@@ -82,6 +82,9 @@ pub struct Spot {
     pub channel: ChannelKey,
     pub slot: usize,
     pub kind: SpotKind,
+    /// Which list of the channel's waiters `slot` is in: with `--workers N` a count can set
+    /// the current list aside for its publish (see `relay.rs`), and the channel starts a new one.
+    pub batch: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +148,10 @@ pub struct Delivery {
 struct Channel {
     name: Box<str>,
     waiters: Slab<Token>,
+    /// The batch number of `waiters` (see [`Spot::batch`]).
+    batch: u32,
+    /// With `--workers N`: waiters set aside by a `GET /notify` count, for its message.
+    reserved: Vec<relay::Reserved>,
     subscribers: Slab<Token>,
     history: VecDeque<Rc<Message>>,
     /// Every message of this channel with a larger seq is in `history`.
@@ -218,6 +225,8 @@ impl Comet {
         let key = self.channels.insert(Channel {
             name: name.clone(),
             waiters: Slab::new(),
+            batch: 0,
+            reserved: Vec::new(),
             subscribers: Slab::new(),
             history: VecDeque::new(),
             floor: self.last_seq,
@@ -283,6 +292,7 @@ impl Comet {
             channel,
             slot,
             kind,
+            batch: entry.batch,
         }
     }
 
@@ -292,6 +302,19 @@ impl Comet {
             return;
         };
         let list = match spot.kind {
+            SpotKind::Waiter if spot.batch != channel.batch => {
+                let Some(at) = channel.reserved.iter().position(|r| r.batch == spot.batch) else {
+                    return; // its batch was delivered
+                };
+                let gone = channel.reserved[at].waiters.try_remove(spot.slot).is_some();
+                if channel.reserved[at].waiters.is_empty() {
+                    channel.reserved.swap_remove(at);
+                }
+                if gone {
+                    self.parked -= 1;
+                }
+                return;
+            }
             SpotKind::Waiter => &mut channel.waiters,
             SpotKind::Subscriber => &mut channel.subscribers,
         };
@@ -359,6 +382,7 @@ impl Comet {
             .iter()
             .filter(|(_, c)| {
                 c.waiters.is_empty()
+                    && c.reserved.is_empty()
                     && c.subscribers.is_empty()
                     && now.saturating_duration_since(c.last_active) >= ttl
             })
@@ -503,6 +527,77 @@ mod tests {
             .collect();
         left.sort_unstable();
         assert_eq!(left, [0, 2, 4]);
+    }
+
+    fn delivered_tokens(comet: &mut Comet) -> Vec<usize> {
+        let mut tokens: Vec<usize> = comet
+            .take_delivery()
+            .unwrap()
+            .waiters
+            .iter()
+            .map(|(_, t)| t.0)
+            .collect();
+        tokens.sort_unstable();
+        tokens
+    }
+
+    #[test]
+    fn a_count_sets_its_waiters_aside_for_its_own_message() {
+        let mut comet = comet(4);
+        comet.relay_to_hub();
+        let now = Instant::now();
+        let ch = comet.channel("c", now).unwrap();
+        let before: Vec<Spot> = (0..3)
+            .map(|t| comet.park(ch, Token(t), SpotKind::Waiter, now))
+            .collect();
+        assert_eq!(comet.reserve_for_count("c", 7), 3);
+        // Parked after the count: waits for the next message, in a slot of its own list.
+        let after = comet.park(ch, Token(10), SpotKind::Waiter, now);
+        assert_eq!(after.slot, before[0].slot, "a fresh list");
+        comet.unpark(before[1]); // hangs up while set aside
+        assert_eq!(comet.parked(), 3);
+        let id = |seq| MessageId { epoch: 1, seq };
+        let reached = comet.publish_from_hub(7, "c", id(1), "text/plain", Box::default(), now);
+        assert_eq!(reached, 2, "the count's waiters less the one that left");
+        assert_eq!(delivered_tokens(&mut comet), [0, 2]);
+        assert_eq!(comet.parked(), 1);
+        // The late one leaving does not touch the delivered list's slots.
+        comet.unpark(before[0]);
+        assert_eq!(comet.parked(), 1);
+        let reached = comet.publish_from_hub(8, "c", id(2), "text/plain", Box::default(), now);
+        assert_eq!(reached, 1);
+        assert_eq!(delivered_tokens(&mut comet), [10]);
+    }
+
+    #[test]
+    fn any_other_message_reaches_waiters_set_aside_too() {
+        let mut comet = comet(4);
+        comet.relay_to_hub();
+        let now = Instant::now();
+        let ch = comet.channel("c", now).unwrap();
+        comet.park(ch, Token(1), SpotKind::Waiter, now);
+        assert_eq!(comet.reserve_for_count("c", 7), 1);
+        comet.park(ch, Token(2), SpotKind::Waiter, now);
+        // The count's message never comes (refused): the next message takes them all.
+        let id = MessageId { epoch: 1, seq: 1 };
+        let reached = comet.publish_from_hub(9, "c", id, "text/plain", Box::default(), now);
+        assert_eq!(reached, 2);
+        assert_eq!(delivered_tokens(&mut comet), [1, 2]);
+        assert_eq!(comet.parked(), 0);
+        // A count with nothing set aside here: its message reaches no later waiter, on a
+        // channel this worker had or not.
+        assert_eq!(comet.reserve_for_count("c", 10), 0);
+        assert_eq!(comet.reserve_for_count("nope", 11), 0);
+        comet.park(ch, Token(3), SpotKind::Waiter, now);
+        let id = |seq| MessageId { epoch: 1, seq };
+        let reached = comet.publish_from_hub(10, "c", id(2), "text/plain", Box::default(), now);
+        assert_eq!(reached, 0);
+        assert_eq!(comet.parked(), 1);
+        let reached = comet.publish_from_hub(11, "nope", id(3), "text/plain", Box::default(), now);
+        assert_eq!(reached, 0);
+        let reached = comet.publish_from_hub(12, "c", id(4), "text/plain", Box::default(), now);
+        assert_eq!(reached, 1);
+        assert_eq!(delivered_tokens(&mut comet), [3]);
     }
 
     #[test]

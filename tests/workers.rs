@@ -599,3 +599,170 @@ fn history_survives_a_killed_worker_and_its_replacement_answers_catch_ups() {
     let (epoch, seq) = split_id(&next);
     assert_eq!((epoch, seq), (split_id(&ids[2]).0, split_id(&ids[2]).1 + 1));
 }
+
+/// `GET /notify/CHANNEL`: the answer's count and message id.
+fn notify_count(server: &Server, channel: &str) -> (String, String) {
+    let response = server.request(&get(&format!("/notify/{channel}")));
+    assert_eq!(response.status, 200, "{response:?}");
+    let id = response.header("x-comet-id").expect("an id").to_string();
+    (response.text().to_string(), id)
+}
+
+#[test]
+fn a_get_notify_body_is_its_answer_while_waiters_park_all_the_time() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let server = Server::start_with(&["--workers", "2"]);
+    workers(&server, 2, Duration::from_secs(5));
+    let addr = server.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Waiters park again as soon as they are answered, each on a new connection (so on
+    // either worker): some always park while a count is under way.
+    let parkers: Vec<_> = (0..16)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let mut conn = Conn::connect(addr);
+                    conn.send(&get("/wait/race"));
+                    let got = conn.read_response();
+                    assert_eq!(got.status, 200, "{got:?}");
+                    let id = got.header("x-comet-id").expect("an id").to_string();
+                    answers.push((id, got.text().to_string()));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut notified = HashMap::new();
+    let started = Instant::now();
+    while notified.len() < 300 || started.elapsed() < Duration::from_secs(1) {
+        let (n, id) = notify_count(&server, "race");
+        notified.insert(id, n);
+    }
+    stop.store(true, Ordering::Relaxed);
+    // Whoever parked before seeing the flag is answered by these.
+    while !parkers.iter().all(|p| p.is_finished()) {
+        let (n, id) = notify_count(&server, "race");
+        notified.insert(id, n);
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut answered = 0;
+    let mut differ = Vec::new();
+    for parker in parkers {
+        for (id, body) in parker.join().unwrap() {
+            let n = notified.get(&id).expect("a notified id");
+            answered += 1;
+            if *n != body {
+                differ.push(format!("{id}: body {body}, notifier's answer {n}"));
+            }
+        }
+    }
+    assert!(answered > 100, "only {answered} answers");
+    assert!(
+        differ.is_empty(),
+        "{} of {answered} differ: {:?}",
+        differ.len(),
+        &differ[..differ.len().min(5)]
+    );
+}
+
+/// The `conns=` of a stats line.
+fn stats_conns(line: &str) -> usize {
+    let field = line.split(' ').find_map(|f| f.strip_prefix("conns="));
+    field.unwrap_or_else(|| panic!("{line}")).parse().unwrap()
+}
+
+#[test]
+fn the_stats_interval_prints_a_line_per_worker_and_the_total() {
+    let server = Server::start_with(&["--workers", "2", "--stats-interval", "200ms"]);
+    let pids = workers(&server, 2, Duration::from_secs(5));
+    let conns = open_served(&server, 64);
+    let held = assert_every_worker_holds_connections(&server, &pids);
+    // Which pid has which index is not known here: the workers' counts are compared as a set.
+    let mut expected = held;
+    expected.sort_unstable();
+    let started = Instant::now();
+    let block = loop {
+        let log = server.stderr();
+        // Whole lines only: the log may be read while a line is being written.
+        let log = &log[..log.rfind('\n').map_or(0, |end| end + 1)];
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("miohttpd: stats: "))
+            .collect();
+        // Every unlabelled (total) line comes right after worker 1's: workers print none.
+        for (at, line) in lines.iter().enumerate() {
+            if !line.starts_with("miohttpd: stats: worker=") {
+                assert!(
+                    at >= 2
+                        && lines[at - 2].starts_with("miohttpd: stats: worker=0 ")
+                        && lines[at - 1].starts_with("miohttpd: stats: worker=1 "),
+                    "a total line not after each worker's:\n{log}"
+                );
+            }
+        }
+        let found = lines.windows(3).rev().find(|w| stats_conns(w[2]) == 64);
+        if let Some(w) = found {
+            break [w[0].to_string(), w[1].to_string(), w[2].to_string()];
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no stats lines with the 64 connections:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut per_worker = vec![stats_conns(&block[0]), stats_conns(&block[1])];
+    per_worker.sort_unstable();
+    assert_eq!(per_worker, expected, "{block:?}");
+    let fields: Vec<&str> = block[2]
+        .trim_start_matches("miohttpd: stats: ")
+        .split(' ')
+        .map(|f| f.split_once('=').unwrap_or_else(|| panic!("{block:?}")).0)
+        .collect();
+    assert_eq!(
+        fields,
+        ["conns", "req/s", "syscalls/req", "events/poll", "in", "out"],
+        "the total line reads as one process's"
+    );
+    drop(conns);
+}
+
+#[test]
+fn log_lines_name_the_worker_or_the_supervisor() {
+    let mut server = Server::start_with(&["--workers", "2"]);
+    let pids = workers(&server, 2, Duration::from_secs(5));
+    // Both serve (so both have their signal handlers) before the signal.
+    let conns = open_served(&server, 32);
+    assert_every_worker_holds_connections(&server, &pids);
+    drop(conns);
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    let log = server.stderr();
+    for line in log.lines() {
+        assert!(
+            line.starts_with("miohttpd[supervisor]: ")
+                || line.starts_with("miohttpd[worker 0]: ")
+                || line.starts_with("miohttpd[worker 1]: "),
+            "an unnamed line {line:?}:\n{log}"
+        );
+    }
+    for worker in 0..2 {
+        let shutting = format!("miohttpd[worker {worker}]: SIGTERM: shutting down");
+        assert!(log.contains(&shutting), "{log}");
+    }
+    assert!(
+        log.contains("miohttpd[supervisor]: SIGTERM: telling every worker"),
+        "{log}"
+    );
+    // One process says it as it always did.
+    let mut single = Server::start_with(&["--workers", "1"]);
+    single.assert_still_serves();
+    single.signal("TERM");
+    assert!(single.wait_exit(Duration::from_secs(10)).success());
+    let log = single.stderr();
+    assert!(log.contains("miohttpd: SIGTERM: shutting down"), "{log}");
+    assert!(!log.contains("miohttpd["), "{log}");
+}

@@ -271,14 +271,10 @@ impl Hub {
             self.counted_answers.insert((origin, request), tally);
             let body = tally.0.to_string();
             let queued = self.to_redis.len();
-            self.publish(
-                origin,
-                request,
-                &channel,
-                "text/plain",
-                body.as_bytes(),
-                asked_at,
-            );
+            // Redis numbers the message, so it takes every waiter (also those a worker set
+            // aside for the count) like any other message.
+            let message = (&*channel, "text/plain", body.as_bytes());
+            self.publish(origin, request, message, None, asked_at);
             if self.to_redis.len() == queued {
                 self.counted_answers.remove(&(origin, request)); // refused at once
             }
@@ -532,15 +528,21 @@ impl Hub {
                 content_type,
                 body,
             } => {
-                self.publish(worker, request, channel, content_type, body, now);
+                let message = (channel, content_type, body);
+                self.publish(worker, request, message, None, now);
                 Ok(())
             }
-            Frame::Delivered { delivery, count }
-            | Frame::Counted {
-                query: delivery,
-                count,
-            } => {
-                self.answered(delivery, worker, count);
+            Frame::Delivered { delivery, count } => {
+                // A count's message has the count's number: a late count is not its answer.
+                if self.awaits_delivery(delivery, true) {
+                    self.answered(delivery, worker, count);
+                }
+                Ok(())
+            }
+            Frame::Counted { query, count } => {
+                if self.awaits_delivery(query, false) {
+                    self.answered(query, worker, count);
+                }
                 Ok(())
             }
             Frame::CountWaiters { request } => {
@@ -613,13 +615,15 @@ impl Hub {
         }
     }
 
+    /// Gives the message (channel, content type, body) the next id and sends it to every
+    /// worker. `counted`: the number of the `GET /notify` count whose result it carries, used
+    /// as its delivery number so each worker reaches the waiters it set aside for that count.
     fn publish(
         &mut self,
         origin: u16,
         request: u64,
-        channel: &str,
-        content_type: &str,
-        body: &[u8],
+        (channel, content_type, body): (&str, &str, &[u8]),
+        counted: Option<u64>,
         now: Instant,
     ) {
         if !is_valid_channel_name(channel) {
@@ -671,8 +675,10 @@ impl Hub {
                 history.floor = evicted.seq;
             }
         }
-        let delivery = self.next_delivery;
-        self.next_delivery += 1;
+        let delivery = counted.unwrap_or_else(|| {
+            self.next_delivery += 1;
+            self.next_delivery - 1
+        });
         let awaiting = self.live_workers();
         for &worker in &awaiting {
             let frame = Frame::Deliver {
@@ -698,6 +704,18 @@ impl Hub {
             self.send(w, &Frame::CountQuery { query, channel });
         }
         self.track(query, origin, request, awaited, awaiting, now);
+    }
+
+    /// Whether `delivery` waits for delivery counts (`deliveries`) or for counts (not).
+    fn awaits_delivery(&self, delivery: u64, deliveries: bool) -> bool {
+        self.pending
+            .get(&delivery)
+            .is_some_and(|p| match p.awaited {
+                Awaited::Delivered { .. } => deliveries,
+                Awaited::Waiters | Awaited::CountToPublish { .. } => !deliveries,
+                // A Redis message's deliveries, or another host's `GET /`: one kind each.
+                Awaited::FromRedis { .. } => true,
+            })
     }
 
     fn live_workers(&self) -> Vec<u16> {
@@ -749,8 +767,27 @@ impl Hub {
             self.reached.push((ticket, done.reached));
             return;
         }
+        if let Awaited::CountToPublish { channel, asked_at } = done.awaited {
+            if self.redis {
+                // `GET /notify`: every other host counts the channel's clients too, and the
+                // sum is the body (`redis_waiters`).
+                let key = self.next_delivery;
+                self.next_delivery += 1;
+                self.waiters_at_redis
+                    .insert(key, (done.origin, done.request));
+                self.counts_to_publish
+                    .insert(key, (channel.clone(), asked_at));
+                self.waiter_queries.push((key, channel, done.reached));
+                return;
+            }
+            // Published even when its asker is gone, as one process would: the workers
+            // set waiters aside for this message.
+            let body = done.reached.to_string();
+            let message = (&*channel, "text/plain", body.as_bytes());
+            return self.publish(done.origin, done.request, message, Some(delivery), asked_at);
+        }
         if !self.live[done.origin as usize] {
-            return; // nobody to answer (and a count-publish dies with its asker)
+            return; // nobody to answer
         }
         let frame = match done.awaited {
             Awaited::Delivered { seq } => Frame::Published {
@@ -771,36 +808,13 @@ impl Hub {
                 self.waiter_queries.push((key, "".into(), done.reached));
                 return;
             }
-            Awaited::CountToPublish { channel, asked_at } if self.redis => {
-                // `GET /notify`: every other host counts the channel's clients too, and the
-                // sum is the body (`redis_waiters`).
-                let key = self.next_delivery;
-                self.next_delivery += 1;
-                self.waiters_at_redis
-                    .insert(key, (done.origin, done.request));
-                self.counts_to_publish
-                    .insert(key, (channel.clone(), asked_at));
-                self.waiter_queries.push((key, channel, done.reached));
-                return;
-            }
             Awaited::Waiters => Frame::WaiterCount {
                 request: done.request,
                 count: done.reached,
                 counted: 0,
                 known: 0,
             },
-            Awaited::CountToPublish { channel, asked_at } => {
-                let body = done.reached.to_string();
-                let (origin, request) = (done.origin, done.request);
-                return self.publish(
-                    origin,
-                    request,
-                    &channel,
-                    "text/plain",
-                    body.as_bytes(),
-                    asked_at,
-                );
-            }
+            Awaited::CountToPublish { .. } => unreachable!("published above"),
         };
         self.send(done.origin, &frame);
     }
@@ -1031,11 +1045,12 @@ mod tests {
         }
         let frames = sent(&mut hub, 1);
         assert!(
-            frames[0].starts_with("Deliver { delivery: 2, epoch: 43981, seq: 1, channel: \"news\", content_type: \"text/plain\", body: [53]"),
+            // The count's own number: each worker answers the waiters it set aside for it.
+            frames[0].starts_with("Deliver { delivery: 1, epoch: 43981, seq: 1, channel: \"news\", content_type: \"text/plain\", body: [53]"),
             "{frames:?}"
         );
         for (w, count) in [(0, 2), (1, 3)] {
-            let frame = Frame::Delivered { delivery: 2, count };
+            let frame = Frame::Delivered { delivery: 1, count };
             hub.on_frame(w, frame, Instant::now()).unwrap();
         }
         let answer = sent(&mut hub, 0);
@@ -1043,6 +1058,41 @@ mod tests {
             answer.last().unwrap(),
             "Published { request: 9, epoch: 43981, seq: 1, reached: 5, counted: 0, known: 0 }"
         );
+    }
+
+    #[test]
+    fn a_count_publish_goes_out_when_its_asker_is_gone_and_a_late_count_is_no_delivery() {
+        let mut hub = hub(3);
+        let now = Instant::now();
+        let frame = Frame::PublishCount {
+            request: 4,
+            channel: "news",
+        };
+        hub.on_frame(0, frame, now).unwrap();
+        hub.on_frame(1, Frame::Counted { query: 1, count: 2 }, now)
+            .unwrap();
+        // The asker dies: the workers still hold waiters aside for this message.
+        hub.leave(0);
+        sent(&mut hub, 1);
+        // Worker 2 is stuck: the count is answered without it.
+        assert_eq!(hub.expire(now + ANSWER_WAIT), [2]);
+        let frames = sent(&mut hub, 1);
+        assert!(
+            frames[0].starts_with("Deliver { delivery: 1, epoch: 43981, seq: 1, channel: \"news\", content_type: \"text/plain\", body: [50]"),
+            "{frames:?}"
+        );
+        // Worker 2's count comes late: it is not taken for its delivery count.
+        hub.on_frame(2, Frame::Counted { query: 1, count: 9 }, now)
+            .unwrap();
+        assert_eq!(hub.pending_count(), 1, "the message still waits for both");
+        for w in [1, 2] {
+            let frame = Frame::Delivered {
+                delivery: 1,
+                count: 2,
+            };
+            hub.on_frame(w, frame, now).unwrap();
+        }
+        assert_eq!(hub.pending_count(), 0);
     }
 
     #[test]

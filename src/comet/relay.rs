@@ -22,6 +22,24 @@ pub struct RelayState {
     channel_events: Vec<(Box<str>, bool)>,
     /// Channels on the whole server, as the hub last said.
     server_channels: usize,
+    /// `GET /notify` counts answered here whose message has not come yet (oldest first,
+    /// bounded: a count whose message is refused is forgotten in time).
+    counting: VecDeque<u64>,
+}
+
+/// The most counts awaiting their message: far above what the hub has in flight.
+const MAX_COUNTING: usize = 4096;
+
+/// Waiters a `GET /notify` count set aside on this worker: the hub's message for that count
+/// (its `Deliver` carries the count's number) answers exactly them, so the count in its body
+/// and the number it reaches agree; a waiter parking meanwhile waits for the next message.
+#[derive(Debug)]
+pub struct Reserved {
+    /// The count's number, echoed as the delivery of its message.
+    pub query: u64,
+    /// [`super::Spot::batch`] of these waiters.
+    pub batch: u32,
+    pub waiters: Slab<Token>,
 }
 
 /// The token of a relayed request no connection has claimed yet.
@@ -102,12 +120,31 @@ impl Comet {
         }
     }
 
-    /// Waiters and subscribers on the channel `name` here, now.
-    pub fn reached_here(&self, name: &str) -> usize {
-        self.by_name.get(name).map_or(0, |&key| {
-            let channel = &self.channels[key];
-            channel.waiters.len() + channel.subscribers.len()
-        })
+    /// Waiters and subscribers on the channel `name` here, now, for the `GET /notify` count
+    /// `query`: the waiters are set aside for that count's message (see [`Reserved`]).
+    pub fn reserve_for_count(&mut self, name: &str, query: u64) -> usize {
+        let Some(relay) = &mut self.relay else {
+            return 0;
+        };
+        // Remembered even with nothing set aside: its message then reaches no waiter here.
+        if relay.counting.len() == MAX_COUNTING {
+            relay.counting.pop_front();
+        }
+        relay.counting.push_back(query);
+        let Some(&key) = self.by_name.get(name) else {
+            return 0;
+        };
+        let channel = &mut self.channels[key];
+        let waiters = channel.waiters.len();
+        if waiters > 0 {
+            channel.reserved.push(Reserved {
+                query,
+                batch: channel.batch,
+                waiters: std::mem::take(&mut channel.waiters),
+            });
+            channel.batch = channel.batch.wrapping_add(1);
+        }
+        waiters + channel.subscribers.len()
     }
 
     /// Gives the requests queued since the last claim (by a handler, which knows no token)
@@ -184,8 +221,13 @@ impl Comet {
     /// A message the hub published (with its id): into the history, to every local waiter and
     /// subscriber of the channel. Returns how many it reaches here. The hub enforces the
     /// channel limit, so a channel it names is made here whatever the local count.
+    ///
+    /// The message of a `GET /notify` count (`delivery` is that count's number) reaches the
+    /// waiters the count set aside, no others; any other message reaches every waiter, set
+    /// aside or not (one whose count's message is lost is never stranded).
     pub fn publish_from_hub(
         &mut self,
+        delivery: u64,
         name: &str,
         id: MessageId,
         content_type: &str,
@@ -218,7 +260,29 @@ impl Comet {
         {
             return 0; // already had it (a replay overlapping a live delivery)
         }
-        let reached = entry.waiters.len() + entry.subscribers.len();
+        let counted = self.relay.as_mut().and_then(|relay| {
+            let at = relay
+                .counting
+                .iter()
+                .position(|&q| q == delivery && q != 0)?;
+            relay.counting.remove(at)
+        });
+        let waiters = match counted {
+            Some(query) => match entry.reserved.iter().position(|r| r.query == query) {
+                Some(at) => entry.reserved.swap_remove(at).waiters,
+                None => Slab::new(),
+            },
+            None => {
+                let mut waiters = std::mem::take(&mut entry.waiters);
+                for reserved in entry.reserved.drain(..) {
+                    for (_, &token) in &reserved.waiters {
+                        waiters.insert(token);
+                    }
+                }
+                waiters
+            }
+        };
+        let reached = waiters.len() + entry.subscribers.len();
         let message = Rc::new(Message {
             id,
             content_type: content_type.into(),
@@ -231,7 +295,6 @@ impl Comet {
                 entry.floor = evicted.id.seq;
             }
         }
-        let waiters = std::mem::take(&mut entry.waiters);
         self.parked -= waiters.len();
         let subscribers = entry.subscribers.iter().map(|(_, &t)| t).collect();
         if reached > 0 {
@@ -298,6 +361,8 @@ impl Comet {
         let key = self.channels.insert(Channel {
             name: name.clone(),
             waiters: Slab::new(),
+            batch: 0,
+            reserved: Vec::new(),
             subscribers: Slab::new(),
             history: VecDeque::new(),
             floor: self.last_seq,

@@ -290,9 +290,48 @@ impl Stats {
 
     /// The `--stats-interval` line: what happened since `earlier`, `elapsed` ago.
     pub fn summary_line(&self, earlier: &Stats, elapsed: Duration, connections: u64) -> String {
+        let (now, then) = (SummaryCounters::of(self), SummaryCounters::of(earlier));
+        now.line_since(&then, elapsed, connections, "")
+    }
+}
+
+/// The counters a `--stats-interval` line is made of. With workers the supervisor reads them
+/// from each worker's metrics text (`workers::metrics::summary_counters`), one line each.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SummaryCounters {
+    pub requests: u64,
+    pub syscalls: u64,
+    pub events: u64,
+    pub polls: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl SummaryCounters {
+    pub fn of(stats: &Stats) -> Self {
+        SummaryCounters {
+            requests: stats.requests,
+            syscalls: stats.syscalls(),
+            events: stats.events,
+            polls: stats.polls,
+            bytes_in: stats.bytes_in,
+            bytes_out: stats.bytes_out,
+        }
+    }
+
+    /// The line for what happened since `earlier`, `elapsed` ago; `label` (`worker=1 `, with
+    /// its space) goes before the figures.
+    pub fn line_since(
+        &self,
+        earlier: &SummaryCounters,
+        elapsed: Duration,
+        connections: u64,
+        label: &str,
+    ) -> String {
         let seconds = elapsed.as_secs_f64().max(1e-3);
-        let requests = self.requests - earlier.requests;
-        let polls = self.polls - earlier.polls;
+        // Saturating: a restarted worker's counters start again from zero.
+        let requests = self.requests.saturating_sub(earlier.requests);
+        let polls = self.polls.saturating_sub(earlier.polls);
         let per = |n: u64, of: u64| {
             if of == 0 {
                 "-".to_string()
@@ -301,13 +340,13 @@ impl Stats {
             }
         };
         format!(
-            "miohttpd: stats: conns={connections} req/s={:.0} syscalls/req={} events/poll={} \
-             in={} out={}\n",
+            "miohttpd: stats: {label}conns={connections} req/s={:.0} syscalls/req={} \
+             events/poll={} in={} out={}\n",
             requests as f64 / seconds,
-            per(self.syscalls() - earlier.syscalls(), requests),
-            per(self.events - earlier.events, polls),
-            rate((self.bytes_in - earlier.bytes_in) as f64 / seconds),
-            rate((self.bytes_out - earlier.bytes_out) as f64 / seconds),
+            per(self.syscalls.saturating_sub(earlier.syscalls), requests),
+            per(self.events.saturating_sub(earlier.events), polls),
+            rate(self.bytes_in.saturating_sub(earlier.bytes_in) as f64 / seconds),
+            rate(self.bytes_out.saturating_sub(earlier.bytes_out) as f64 / seconds),
         )
     }
 }

@@ -85,7 +85,7 @@ impl Across {
         let bound = config.reply_timeout / 2;
         let host = config.host.clone();
         eprintln!(
-            "miohttpd: comet across hosts through redis at {}, host {host}",
+            "miohttpd[supervisor]: comet across hosts through redis at {}, host {host}",
             config.addr
         );
         Across {
@@ -143,7 +143,7 @@ impl Across {
         }
         while let Some(event) = linked.link.poll_event() {
             if let Event::Log(line) = &event {
-                eprintln!("miohttpd: redis: {line}");
+                eprintln!("miohttpd[supervisor]: redis: {line}");
             }
             let mut local = HubChannels {
                 hub: &mut *hub,
@@ -166,7 +166,7 @@ impl Across {
                     (tally.reached, tally.counted, tally.known),
                 ),
                 Outcome::PublishFailed { request, failure } => {
-                    eprintln!("miohttpd: redis: publish refused: {failure:?}");
+                    eprintln!("miohttpd[supervisor]: redis: publish refused: {failure:?}");
                     hub.redis_refused(request)
                 }
                 Outcome::Waiters { tally } => {

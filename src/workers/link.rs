@@ -215,8 +215,14 @@ impl WorkerLink {
                         // History (a join, or a backfill from Redis): no one to wake.
                         comet.record_from_hub(channel, id, content_type, body.into(), now);
                     } else {
-                        let reached =
-                            comet.publish_from_hub(channel, id, content_type, body.into(), now);
+                        let reached = comet.publish_from_hub(
+                            delivery,
+                            channel,
+                            id,
+                            content_type,
+                            body.into(),
+                            now,
+                        );
                         let count = reached as u64;
                         let _ = encode(&Frame::Delivered { delivery, count }, &mut self.out);
                     }
@@ -245,7 +251,7 @@ impl WorkerLink {
                 Frame::CountQuery { query, channel } => {
                     let count = match channel {
                         "" => comet.parked(),
-                        channel => comet.reached_here(channel),
+                        channel => comet.reserve_for_count(channel, query),
                     } as u64;
                     let _ = encode(&Frame::Counted { query, count }, &mut self.out);
                 }

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use crate::server::stats::SummaryCounters;
+
 /// A series' total and its value text on each worker.
 type Values<'a> = (f64, Vec<(u16, &'a str)>);
 
@@ -57,6 +59,33 @@ pub fn merge(texts: &[(u16, String)]) -> String {
     out
 }
 
+/// What a `--stats-interval` line needs from one worker's metrics text: its counters and
+/// its open connections (a series missing or unreadable counts as zero).
+pub fn summary_counters(text: &str) -> (SummaryCounters, u64) {
+    let mut counters = SummaryCounters::default();
+    let mut connections = 0;
+    for line in text.lines() {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some(name) = key.strip_prefix("miohttpd_") else {
+            continue;
+        };
+        let slot = match name {
+            "requests_total" => &mut counters.requests,
+            "syscalls_total" => &mut counters.syscalls,
+            "events_total" => &mut counters.events,
+            "polls_total" => &mut counters.polls,
+            "received_bytes_total" => &mut counters.bytes_in,
+            "sent_bytes_total" => &mut counters.bytes_out,
+            "connections" => &mut connections,
+            _ => continue,
+        };
+        *slot = value.parse().unwrap_or(0);
+    }
+    (counters, connections)
+}
+
 /// `name{a="b"}` -> `name{worker="3",a="b"}`; `name` -> `name{worker="3"}`.
 fn with_worker(key: &str, worker: u16) -> String {
     match key.split_once('{') {
@@ -89,6 +118,25 @@ mod tests {
              x_total{worker=\"1\"} 4\nh_bucket{le=\"1\"} 2\nh_bucket{worker=\"0\",le=\"1\"} 2\n\
              h_bucket{worker=\"1\",le=\"1\"} 0\n"
         );
+    }
+
+    #[test]
+    fn a_summary_reads_its_counters_from_the_text() {
+        let text = "# TYPE miohttpd_requests_total counter\nmiohttpd_requests_total 40\n\
+                    miohttpd_syscalls_total 120\nmiohttpd_events_total 9\nmiohttpd_polls_total 3\n\
+                    miohttpd_received_bytes_total 4000\nmiohttpd_sent_bytes_total 8000\n\
+                    miohttpd_connections 5\nmiohttpd_connections_max 7\njunk\n";
+        let (counters, connections) = summary_counters(text);
+        assert_eq!(connections, 5);
+        let expected = SummaryCounters {
+            requests: 40,
+            syscalls: 120,
+            events: 9,
+            polls: 3,
+            bytes_in: 4000,
+            bytes_out: 8000,
+        };
+        assert_eq!(counters, expected);
     }
 
     #[test]

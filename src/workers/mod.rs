@@ -258,6 +258,8 @@ pub fn serve_as_worker<S: Service>(
     // The supervisor serves --admin-listen (every worker's counters); a worker binds nothing
     // there but still hides /metrics on the main listeners.
     config.admin_served_by_supervisor = true;
+    // The supervisor prints --stats-interval for every worker and in total.
+    config.stats_interval = std::time::Duration::ZERO;
     let mut bus_link = match crate::sys::adopt_inherited_unix_stream(spec.bus_fd) {
         Ok(link) => link,
         Err(e) => fail("bus link", e),

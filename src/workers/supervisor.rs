@@ -21,6 +21,7 @@ use crate::bus::hub::Hub;
 use crate::bus::{Frame, FrameReader};
 use crate::config::Config;
 use crate::server::listener;
+use crate::server::stats::SummaryCounters;
 
 const SIGNALS: Token = Token(usize::MAX);
 /// The admin listener (`--admin-listen`), served here with every worker's counters.
@@ -29,6 +30,10 @@ const ADMIN: Token = Token(usize::MAX - 1);
 const REDIS: [Token; 2] = [Token(usize::MAX - 3), Token(usize::MAX - 2)];
 /// Admin connections' tokens start here (worker links use their index, below MAX_WORKERS).
 const ADMIN_CONN_BASE: usize = 1 << 16;
+/// Workers' stderr pipes' tokens start here, below the admin connections'.
+const WORKER_LOG_BASE: usize = 1 << 15;
+/// A worker's stderr text without a newline this long is passed on as a line of its own.
+const MAX_LOG_LINE: usize = 16 * 1024;
 /// How long `/metrics` waits for the workers' counters before it answers with those it has.
 const STATS_WAIT: Duration = Duration::from_secs(2);
 /// Largest admin request head read.
@@ -44,6 +49,23 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes queued for a worker that does not read its link, past which it is taken for stuck
 /// and restarted rather than buffered without bound.
 const MAX_OUTBOX: usize = 64 << 20;
+
+/// A worker's stderr line (with its newline) as the supervisor prints it: named.
+fn named_line(worker: u16, line: &[u8], out: &mut Vec<u8>) {
+    let text = line.strip_prefix(b"miohttpd: ").unwrap_or(line);
+    out.extend_from_slice(format!("miohttpd[worker {worker}]: ").as_bytes());
+    out.extend_from_slice(text);
+}
+
+/// `into += counters`, field by field.
+fn add(into: &mut SummaryCounters, counters: &SummaryCounters) {
+    into.requests += counters.requests;
+    into.syscalls += counters.syscalls;
+    into.events += counters.events;
+    into.polls += counters.polls;
+    into.bytes_in += counters.bytes_in;
+    into.bytes_out += counters.bytes_out;
+}
 
 /// The delay before restarting a worker that died `quick_deaths` times in a row soon after
 /// starting: none for the first (a one-off crash costs its clients as little as possible),
@@ -125,6 +147,31 @@ struct Supervisor {
     next_query: u64,
     /// `--redis`: the link to the other hosts, in the hub.
     across: Option<super::across::Across>,
+    /// `--stats-interval`: printed here for every worker and in total (workers print none).
+    summary: Option<IntervalSummary>,
+    /// Each worker's stderr, passed on line by line with its name (`miohttpd[worker 1]: `);
+    /// kept past the worker's death until the pipe ends (its commands may still write).
+    worker_logs: Slab<WorkerLog>,
+}
+
+/// A worker's stderr pipe and the start of a line not ended yet.
+struct WorkerLog {
+    worker: u16,
+    pipe: mio::unix::pipe::Receiver,
+    partial: Vec<u8>,
+}
+
+/// The `--stats-interval` lines with workers: each interval the workers' counters are asked
+/// for over the bus (as for `/metrics`), then one line per worker (`worker=i`) and one for the
+/// server (unlabelled, as one process prints it).
+struct IntervalSummary {
+    interval: Duration,
+    next_at: Instant,
+    /// The round being gathered, and when it was asked for.
+    round: Option<(Gathering, Instant)>,
+    /// Each worker's counters at the last line.
+    last: Vec<Option<SummaryCounters>>,
+    last_at: Instant,
 }
 
 /// Runs the supervisor until every worker has ended: exit status 0 after a graceful
@@ -136,7 +183,7 @@ pub fn supervise(config: Config, activated: Option<Vec<std::net::TcpListener>>) 
             std::process::exit(status)
         }
         Err(e) => {
-            eprintln!("miohttpd: cannot listen: {e}");
+            eprintln!("miohttpd[supervisor]: cannot listen: {e}");
             std::process::exit(1);
         }
     }
@@ -154,7 +201,7 @@ impl Supervisor {
             Some(sockets) => {
                 if model == AcceptModel::ReusePort {
                     // systemd made one socket per address: every worker shares it.
-                    eprintln!("miohttpd: sockets from systemd: accept model shared");
+                    eprintln!("miohttpd[supervisor]: sockets from systemd: accept model shared");
                     model = AcceptModel::Shared;
                 }
                 for socket in sockets {
@@ -193,7 +240,7 @@ impl Supervisor {
                             }
                         }
                         None => eprintln!(
-                            "miohttpd: --steer-by-cpu needs --worker-cpu-affinity; not steering"
+                            "miohttpd[supervisor]: --steer-by-cpu needs --worker-cpu-affinity; not steering"
                         ),
                     }
                 }
@@ -245,7 +292,7 @@ impl Supervisor {
             })
             .collect();
         eprintln!(
-            "miohttpd: supervisor {}: {workers} workers, accept model {model}",
+            "miohttpd[supervisor]: pid {}: {workers} workers, accept model {model}",
             std::process::id()
         );
         let mut hub = Hub::new(config.comet, crate::comet::new_epoch(), workers);
@@ -266,6 +313,14 @@ impl Supervisor {
             admin: admin_listener,
             admin_conns: Slab::new(),
             next_query: 1,
+            worker_logs: Slab::new(),
+            summary: (!config.stats_interval.is_zero()).then(|| IntervalSummary {
+                interval: config.stats_interval,
+                next_at: Instant::now() + config.stats_interval,
+                round: None,
+                last: vec![None; workers],
+                last_at: Instant::now(),
+            }),
             across,
         })
     }
@@ -278,7 +333,12 @@ impl Supervisor {
             if !matches!(self.phase, Phase::Serving)
                 && self.slots.iter().all(|s| s.running.is_none())
             {
-                eprintln!("miohttpd: every worker has stopped");
+                // The workers' last lines first (written before they exited).
+                let keys: Vec<usize> = self.worker_logs.iter().map(|(key, _)| key).collect();
+                for key in keys {
+                    self.relay_log(key, true);
+                }
+                eprintln!("miohttpd[supervisor]: every worker has stopped");
                 if let Some(across) = &mut self.across {
                     across.close(self.poll.registry());
                 }
@@ -292,9 +352,14 @@ impl Supervisor {
             let gathering = gathering.filter_map(|(_, c)| c.gathering.as_ref().map(|g| g.until));
             let hub_due = self.hub.next_due();
             let redis_due = self.across.as_ref().map(|a| a.next_deadline());
+            let summary_due = self.summary.as_ref().map(|s| match &s.round {
+                Some((round, _)) => round.until,
+                None => s.next_at,
+            });
             let next = restarts
                 .chain(gathering)
                 .chain(hub_due)
+                .chain(summary_due)
                 .chain(redis_due)
                 .chain([self.next_sweep])
                 .min();
@@ -303,7 +368,9 @@ impl Supervisor {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                eprintln!("miohttpd: supervisor poll failed: {e}; stopping the workers");
+                eprintln!(
+                    "miohttpd[supervisor]: supervisor poll failed: {e}; stopping the workers"
+                );
                 self.signal_all(libc::SIGKILL);
                 return 1;
             }
@@ -318,6 +385,9 @@ impl Supervisor {
                         }
                     }
                     Token(key) if key >= ADMIN_CONN_BASE => self.serve_admin(key - ADMIN_CONN_BASE),
+                    Token(key) if key >= WORKER_LOG_BASE => {
+                        self.relay_log(key - WORKER_LOG_BASE, false)
+                    }
                     Token(index) => self.read_link(index),
                 }
             }
@@ -334,7 +404,7 @@ impl Supervisor {
             let missing = self.hub.expire(now);
             if !missing.is_empty() {
                 eprintln!(
-                    "miohttpd: workers {missing:?} gave no count within {}s; answered without",
+                    "miohttpd[supervisor]: workers {missing:?} gave no count within {}s; answered without",
                     crate::bus::hub::ANSWER_WAIT.as_secs()
                 );
             }
@@ -342,6 +412,7 @@ impl Supervisor {
                 across.turn(&mut self.hub, self.poll.registry(), now);
             }
             self.finish_gathering(now);
+            self.summarize(now);
             self.flush_links();
         }
     }
@@ -355,7 +426,9 @@ impl Supervisor {
             let name = signal_name(signal);
             match self.phase {
                 Phase::Serving => {
-                    eprintln!("miohttpd: {name}: telling every worker to finish and stop");
+                    eprintln!(
+                        "miohttpd[supervisor]: {name}: telling every worker to finish and stop"
+                    );
                     self.phase = Phase::Draining;
                     crate::systemd::notify("STOPPING=1");
                     // Workers close their copies; once these go too, the kernel refuses.
@@ -366,7 +439,7 @@ impl Supervisor {
                     self.signal_all(libc::SIGTERM);
                 }
                 Phase::Draining | Phase::StoppingAtOnce => {
-                    eprintln!("miohttpd: {name} again: every worker stops at once");
+                    eprintln!("miohttpd[supervisor]: {name} again: every worker stops at once");
                     self.phase = Phase::StoppingAtOnce;
                     // A worker's second signal is its own "at once".
                     self.signal_all(libc::SIGTERM);
@@ -416,7 +489,7 @@ impl Supervisor {
                         continue;
                     }
                     if e.kind() != io::ErrorKind::WouldBlock {
-                        eprintln!("miohttpd: worker {index} link: {e}");
+                        eprintln!("miohttpd[supervisor]: worker {index} link: {e}");
                     }
                     break;
                 }
@@ -430,6 +503,12 @@ impl Supervisor {
                 }
                 Ok(Some(Frame::Stats { query, text })) => {
                     let text = String::from_utf8_lossy(text).into_owned();
+                    let round = self.summary.as_mut().and_then(|s| s.round.as_mut());
+                    if let Some((g, _)) = round.filter(|(g, _)| g.query == query) {
+                        g.awaiting.retain(|&w| w != slot.index);
+                        g.texts.push((slot.index, text));
+                        continue;
+                    }
                     for (_, conn) in self.admin_conns.iter_mut() {
                         if let Some(g) = conn.gathering.as_mut().filter(|g| g.query == query) {
                             g.awaiting.retain(|&w| w != slot.index);
@@ -449,7 +528,7 @@ impl Supervisor {
                 Err(e) => format!("a bad frame ({e})"),
             };
             eprintln!(
-                "miohttpd: worker {index} (pid {}) sent {broken}; dropping its link and \
+                "miohttpd[supervisor]: worker {index} (pid {}) sent {broken}; dropping its link and \
                  restarting it",
                 running.child.id()
             );
@@ -481,7 +560,7 @@ impl Supervisor {
             outbox.drain(..written);
             if outbox.len() > running.outbox_limit {
                 eprintln!(
-                    "miohttpd: worker {} (pid {}) does not read its link; restarting it",
+                    "miohttpd[supervisor]: worker {} (pid {}) does not read its link; restarting it",
                     slot.index,
                     running.child.id()
                 );
@@ -502,7 +581,7 @@ impl Supervisor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("miohttpd: admin accept: {e}");
+                    eprintln!("miohttpd[supervisor]: admin accept: {e}");
                     return;
                 }
             };
@@ -627,6 +706,114 @@ impl Supervisor {
         }
     }
 
+    /// Passes on what a worker wrote on its stderr, each whole line once with the worker's
+    /// name in front (`miohttpd: ...` becomes `miohttpd[worker 1]: ...`; other text, such as
+    /// a panic or a command's, gets the name in front too). At the pipe's end (or `last`,
+    /// when the supervisor exits) the unfinished line goes too.
+    fn relay_log(&mut self, key: usize, last: bool) {
+        let Some(log) = self.worker_logs.get_mut(key) else {
+            return;
+        };
+        let mut ended = last;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match log.pipe.read(&mut buf) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => log.partial.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut start = 0;
+        while let Some(end) = log.partial[start..].iter().position(|&b| b == b'\n') {
+            named_line(log.worker, &log.partial[start..start + end + 1], &mut out);
+            start += end + 1;
+        }
+        log.partial.drain(..start);
+        if !log.partial.is_empty() && (ended || log.partial.len() >= MAX_LOG_LINE) {
+            log.partial.push(b'\n');
+            named_line(log.worker, &log.partial, &mut out);
+            log.partial.clear();
+        }
+        // One write per wake-up: a line is never split by another's. stderr gone is no
+        // reason to stop.
+        let _ = io::stderr().write_all(&out);
+        if ended && !last {
+            let mut log = self.worker_logs.remove(key);
+            let _ = self.poll.registry().deregister(&mut log.pipe);
+        }
+    }
+
+    /// `--stats-interval`: asks the workers for their counters when an interval is over, and
+    /// prints the lines once all have answered (or the wait ran out).
+    fn summarize(&mut self, now: Instant) {
+        let Some(summary) = self.summary.as_mut() else {
+            return;
+        };
+        let Some((round, asked_at)) = summary.round.take() else {
+            if now >= summary.next_at {
+                let query = self.next_query;
+                self.next_query += 1;
+                let awaiting: Vec<u16> = self
+                    .slots
+                    .iter()
+                    .filter(|s| s.running.is_some())
+                    .map(|s| s.index)
+                    .collect();
+                for &worker in &awaiting {
+                    self.hub.send_to(worker, &Frame::StatsQuery { query });
+                }
+                let round = Gathering {
+                    query,
+                    awaiting,
+                    texts: Vec::new(),
+                    until: now + STATS_WAIT.min(summary.interval),
+                    head_only: false,
+                };
+                summary.round = Some((round, now));
+                // The next line one interval after this one: a stalled loop prints one late
+                // line rather than a burst.
+                summary.next_at = now + summary.interval;
+            }
+            return;
+        };
+        if !round.awaiting.is_empty() && now < round.until {
+            summary.round = Some((round, asked_at));
+            return;
+        }
+        let mut texts = round.texts;
+        texts.sort_by_key(|(w, _)| *w);
+        let elapsed = asked_at.saturating_duration_since(summary.last_at);
+        let (mut total, mut total_then, mut total_conns) = Default::default();
+        let mut lines = String::new();
+        for (worker, text) in &texts {
+            let (counters, connections) = super::metrics::summary_counters(text);
+            let last = &mut summary.last[*worker as usize];
+            // A worker restarted since starts from zero.
+            let then = last
+                .filter(|t| t.requests <= counters.requests && t.polls <= counters.polls)
+                .unwrap_or_default();
+            *last = Some(counters);
+            let label = format!("worker={worker} ");
+            lines.push_str(&counters.line_since(&then, elapsed, connections, &label));
+            add(&mut total, &counters);
+            add(&mut total_then, &then);
+            total_conns += connections;
+        }
+        lines.push_str(&total.line_since(&total_then, elapsed, total_conns, ""));
+        summary.last_at = asked_at;
+        // One write: the lines of an interval stay together; stderr gone is no reason to stop.
+        let _ = io::stderr().write_all(lines.as_bytes());
+    }
+
     /// Answers every `/metrics` whose workers have all reported, or whose wait ran out.
     fn finish_gathering(&mut self, now: Instant) {
         let mut done = Vec::new();
@@ -705,7 +892,7 @@ impl Supervisor {
                 Ok(Some(status)) => status,
                 Ok(None) => continue,
                 Err(e) => {
-                    eprintln!("miohttpd: worker {}: wait: {e}", slot.index);
+                    eprintln!("miohttpd[supervisor]: worker {}: wait: {e}", slot.index);
                     continue;
                 }
             };
@@ -721,7 +908,7 @@ impl Supervisor {
             let _ = self.poll.registry().deregister(&mut { running.link });
             if !matches!(self.phase, Phase::Serving) {
                 eprintln!(
-                    "miohttpd: worker {} (pid {pid}) {}",
+                    "miohttpd[supervisor]: worker {} (pid {pid}) {}",
                     slot.index,
                     describe(status)
                 );
@@ -734,7 +921,7 @@ impl Supervisor {
             };
             let delay = restart_delay(slot.quick_deaths);
             eprintln!(
-                "miohttpd: worker {} (pid {pid}) {} after {:.1}s; restarting in {}ms",
+                "miohttpd[supervisor]: worker {} (pid {pid}) {} after {:.1}s; restarting in {}ms",
                 slot.index,
                 describe(status),
                 lived.as_secs_f64(),
@@ -762,7 +949,7 @@ impl Supervisor {
                     slot.quick_deaths += 1;
                     let delay = restart_delay(slot.quick_deaths).max(FIRST_BACKOFF);
                     eprintln!(
-                        "miohttpd: cannot start worker {index}: {e}; again in {}ms",
+                        "miohttpd[supervisor]: cannot start worker {index}: {e}; again in {}ms",
                         delay.as_millis()
                     );
                     slot.restart_at = Some(now + delay);
@@ -798,6 +985,8 @@ impl Supervisor {
             command.process_group(0);
         }
         command.env(WORKER_ENV, spec.to_env());
+        // Its log lines come back through the supervisor, named (see `relay_log`).
+        command.stderr(std::process::Stdio::piped());
         let mut keep_fds = listener_fds;
         keep_fds.push(worker_end.as_raw_fd());
         #[cfg(target_os = "linux")]
@@ -809,7 +998,21 @@ impl Supervisor {
                 supervisor: std::process::id(),
             },
         );
-        let child = command.spawn()?;
+        let mut child = command.spawn()?;
+        if let Some(stderr) = child.stderr.take() {
+            let mut pipe = mio::unix::pipe::Receiver::from(stderr);
+            pipe.set_nonblocking(true)?;
+            let entry = self.worker_logs.vacant_entry();
+            let token = Token(WORKER_LOG_BASE + entry.key());
+            self.poll
+                .registry()
+                .register(&mut pipe, token, Interest::READABLE)?;
+            entry.insert(WorkerLog {
+                worker: slot.index,
+                pipe,
+                partial: Vec::new(),
+            });
+        }
         // The worker has its end now; ours would keep the link open after it died.
         drop(worker_end);
         supervisor_end.set_nonblocking(true)?;
