@@ -1123,6 +1123,8 @@ class Soak:
     def take_sample(self, writer, csv_file, rows, last_requests=None, phase="load"):
         try:
             rss, fds = self.proc_sample()
+            # Each host's too, at the same moment (before /metrics opens a connection).
+            per_host = self.host_samples() if len(self.hosts) > 1 else []
         except (OSError, StopIteration) as e:
             self.tally.error("server gone", f"/proc/{self.args.pid}: {e}")
             self.stop.set()
@@ -1137,12 +1139,8 @@ class Soak:
             "connections": m["connections"], "parked": m["parked_waiters"],
             "commands": m["commands_running"], "requests": m["requests_total"],
         }
-        if len(self.hosts) > 1:
-            try:
-                for host, (host_rss, host_fds) in enumerate(self.host_samples(), 1):
-                    row[f"rss_kib_h{host}"], row[f"fds_h{host}"] = host_rss, host_fds
-            except (OSError, StopIteration) as e:
-                self.tally.error("server gone", f"a host: {e}")
+        for host, (host_rss, host_fds) in enumerate(per_host, 1):
+            row[f"rss_kib_h{host}"], row[f"fds_h{host}"] = host_rss, host_fds
         row["req_per_s"] = (
             round((row["requests"] - last_requests) / self.args.sample_every) if last_requests is not None else ""
         )
