@@ -23,7 +23,15 @@
 //! waiters over K copies of this driver (`--client-part`), each under its own open-files
 //! limit: 100,000 waiters need 6 or more at 20,000 fds a process.
 //!
-//! Under `cargo test` (no `--bench`): 300 waiters against the debug binary, no pinning, no peer.
+//! `--cross-host` (in `comet/hosts.rs`): miohttpd `--redis` on one host against two, and
+//! nginx+nchan with its channel in Redis likewise, on a `redis-server` the driver starts.
+//!
+//! Under `cargo test` (no `--bench`): 300 waiters against the debug binary, no pinning, no peer;
+//! then the cross-host mode with 300 waiters when `redis-server` is installed.
+
+// In a subdirectory so Cargo does not take it for a bench target of its own.
+#[path = "comet/hosts.rs"]
+mod hosts;
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -66,6 +74,9 @@ struct Options {
     target: Option<SocketAddr>,
     want: String,
     peer_is_nchan: bool,
+    /// A client copy's request path (`--wait-path`), when not the default of its server.
+    wait_path: Option<String>,
+    cross_host: bool,
 }
 
 fn parse_args() -> Result<Options, lexopt::Error> {
@@ -85,6 +96,8 @@ fn parse_args() -> Result<Options, lexopt::Error> {
         target: None,
         want: String::new(),
         peer_is_nchan: false,
+        wait_path: None,
+        cross_host: false,
     };
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -113,6 +126,8 @@ fn parse_args() -> Result<Options, lexopt::Error> {
             Long("target") => opts.target = Some(parser.value()?.parse()?),
             Long("want") => opts.want = parser.value()?.string()?,
             Long("nchan") => opts.peer_is_nchan = parser.value()? == "yes",
+            Long("wait-path") => opts.wait_path = Some(parser.value()?.string()?),
+            Long("cross-host") => opts.cross_host = true,
             Short('h') | Long("help") => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -151,6 +166,10 @@ nginx+nchan (one worker), each pinned to core 1, this driver on core 0.
   --client-procs K   spread the waiters over K client processes [default: as many as the
                      open-files limit needs, leaving 64 fds each]
   --bin PATH         the miohttpd to run [default: $MIOHTTPD_BIN, else this build's]
+  --cross-host       across hosts on one redis-server (started here, stopped by PID):
+                     miohttpd --redis on 1 host (N waiters) and 2 hosts (N/2 each), and
+                     nginx+nchan with nchan_use_redis likewise (--peer none leaves it out);
+                     publish to last answer, CPU per host, Redis CPU; writes comet-hosts.svg
   -h, --help         this text
 
 Each client process stays under the open-files limit (the driver raises its soft limit to
@@ -163,6 +182,14 @@ fn main() {
     });
     if let Some((first, count)) = opts.client_part {
         return client_part(&opts, first, count);
+    }
+    if opts.cross_host {
+        let _ = miohttpd::sys::raise_open_files_limit();
+        assert!(
+            hosts::run(&opts),
+            "comet: miohttpd failed a cross-host run (see above)"
+        );
+        return;
     }
     // Several workers need every core: then nobody is pinned, the client included.
     let one_core_each = opts.workers.iter().all(|&w| w <= 1);
@@ -272,6 +299,13 @@ fn main() {
     }
     // A peer may fail at its limits; miohttpd may not.
     assert!(!miohttpd_failed, "comet: miohttpd failed a run (see above)");
+    // The smoke test covers the cross-host mode too, where scripts/test.sh put redis-server.
+    if !opts.bench && loadbench::peers::have_command("redis-server", "--version") {
+        assert!(
+            hosts::run(&opts),
+            "comet: miohttpd failed a cross-host run (see above)"
+        );
+    }
 }
 
 /// Each server's results at one N, in the order the servers first ran; a failed run ends that
@@ -528,15 +562,30 @@ impl Clients {
         clients: usize,
         peer: &Peer,
     ) -> Result<Clients, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let share = n.div_ceil(clients);
+        let parts: Vec<(SocketAddr, usize, usize)> = (0..clients)
+            .map(|k| (addr, k * share, share.min(n - (k * share).min(n))))
+            .filter(|&(_, _, count)| count > 0)
+            .collect();
+        let path = match peer {
+            Peer::Nchan => "/sub",
+            Peer::Miohttpd { .. } => "/wait",
+        };
+        Clients::spawn_parts(opts, &parts, n, path)
+    }
+
+    /// One copy of this driver per part `(server, first, count)`, each parking its `count`
+    /// waiters on `wait_path` of its server (every answer's body must be `n`); returns once
+    /// all are connected.
+    fn spawn_parts(
+        opts: &Options,
+        parts: &[(SocketAddr, usize, usize)],
+        n: usize,
+        wait_path: &str,
+    ) -> Result<Clients, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut children = Vec::new();
-        for k in 0..clients {
-            let first = k * share;
-            let count = share.min(n - first.min(n));
-            if count == 0 {
-                break;
-            }
+        for (k, &(addr, first, count)) in parts.iter().enumerate() {
             let mut cmd = Command::new(&exe);
             cmd.arg("--client-part")
                 .arg(format!("{first}:{count}"))
@@ -544,12 +593,8 @@ impl Clients {
                 .arg(addr.to_string())
                 .arg("--want")
                 .arg(n.to_string())
-                .arg("--nchan")
-                .arg(if matches!(peer, Peer::Nchan) {
-                    "yes"
-                } else {
-                    "no"
-                })
+                .arg("--wait-path")
+                .arg(wait_path)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped());
             if opts.bench {
@@ -646,11 +691,12 @@ fn read_line(out: &mut BufReader<ChildStdout>) -> String {
 fn client_part(opts: &Options, first: usize, count: usize) {
     let _ = miohttpd::sys::raise_open_files_limit();
     let addr = opts.target.expect("--client-part needs --target");
-    let request: &[u8] = if opts.peer_is_nchan {
-        Peer::Nchan.wait_request()
-    } else {
-        Peer::Miohttpd { workers: 1 }.wait_request()
+    let request = match &opts.wait_path {
+        Some(path) => format!("GET {path} HTTP/1.0\r\n\r\n").into_bytes(),
+        None if opts.peer_is_nchan => Peer::Nchan.wait_request().to_vec(),
+        None => Peer::Miohttpd { workers: 1 }.wait_request().to_vec(),
     };
+    let request = request.as_slice();
     let mut out = io::stdout();
     let mut waiters = match Waiters::connect_range(addr, first, count, request, RUN_TIMEOUT) {
         Ok(w) => w,

@@ -237,7 +237,8 @@ impl Default for Config {
 }
 
 /// One command-line flag: its name, the placeholder `--help` shows for its value, and what
-/// it sets. On/off and duration flags are one [`on_off`] or [`duration`] line each.
+/// it sets. On/off, duration and size flags are one [`on_off`], [`duration`], [`count`] or
+/// [`bytes`] line each.
 #[derive(Clone, Copy)]
 struct Flag {
     name: &'static str,
@@ -250,6 +251,7 @@ struct Flag {
 enum Kind {
     OnOff(fn(&mut Config) -> &mut bool),
     Duration(DurationFlag),
+    Number(NumberFlag),
     /// Anything else: how to show the default and how to set the field.
     Other {
         show: fn(&Config) -> String,
@@ -263,6 +265,13 @@ struct DurationFlag {
     min: Duration,
     max: Duration,
     bare: BareNumber,
+}
+
+#[derive(Clone, Copy)]
+struct NumberFlag {
+    field: fn(&mut Config) -> &mut usize,
+    min: usize,
+    max: usize,
 }
 
 /// What a number without a unit means to a duration flag.
@@ -326,6 +335,42 @@ const fn duration_within(
     }
 }
 
+/// A count flag: a whole number from `min` to `max`.
+const fn count(
+    name: &'static str,
+    help: &'static str,
+    field: fn(&mut Config) -> &mut usize,
+    min: usize,
+    max: usize,
+) -> Flag {
+    number(name, "N", help, NumberFlag { field, min, max })
+}
+
+/// A size flag: a number of bytes from `min` to `max`.
+const fn bytes(
+    name: &'static str,
+    help: &'static str,
+    field: fn(&mut Config) -> &mut usize,
+    min: usize,
+    max: usize,
+) -> Flag {
+    number(name, "BYTES", help, NumberFlag { field, min, max })
+}
+
+const fn number(
+    name: &'static str,
+    value: &'static str,
+    help: &'static str,
+    n: NumberFlag,
+) -> Flag {
+    Flag {
+        name,
+        value,
+        help,
+        kind: Kind::Number(n),
+    }
+}
+
 /// Any other flag.
 const fn other(
     name: &'static str,
@@ -353,6 +398,7 @@ impl Flag {
                 BareNumber::Milliseconds => (d.field)(&mut copy).as_millis().to_string(),
                 _ => show_duration(*(d.field)(&mut copy)),
             },
+            Kind::Number(n) => (n.field)(&mut copy).to_string(),
             Kind::Other { show, .. } => show(config),
         }
     }
@@ -371,6 +417,7 @@ impl Flag {
                 }
                 *(d.field)(config) = parsed;
             }
+            Kind::Number(n) => set_number((n.field)(config), value, n.min, n.max)?,
             Kind::Other { set, .. } => set(config, value)?,
         }
         Ok(())
@@ -403,68 +450,68 @@ const FLAGS: &[Flag] = &[
         |c| c.backlog.to_string(),
         |c, v| set_number(&mut c.backlog, v, 1, i32::MAX),
     ),
-    other(
+    bytes(
         "max-head-size",
-        "BYTES",
         "largest request head (request line and header fields); 431 beyond",
-        |c| c.head_limits.max_head_size.to_string(),
-        |c, v| set_number(&mut c.head_limits.max_head_size, v, 64, 1 << 20),
+        |c| &mut c.head_limits.max_head_size,
+        64,
+        1 << 20,
     ),
-    other(
+    count(
         "max-headers",
-        "N",
         "most header fields in a request; 431 beyond",
-        |c| c.head_limits.max_headers.to_string(),
-        |c, v| set_number(&mut c.head_limits.max_headers, v, 1, MAX_HEADERS_CAP),
+        |c| &mut c.head_limits.max_headers,
+        1,
+        MAX_HEADERS_CAP,
     ),
-    other(
+    bytes(
         "max-target-size",
-        "BYTES",
         "longest request-target; 414 beyond",
-        |c| c.head_limits.max_target_size.to_string(),
-        |c, v| set_number(&mut c.head_limits.max_target_size, v, 1, 1 << 20),
+        |c| &mut c.head_limits.max_target_size,
+        1,
+        1 << 20,
     ),
-    other(
+    bytes(
         "read-buffer-size",
-        "BYTES",
         "bytes per read(2) for request heads; held only while bytes are buffered",
-        |c| c.read_buffer_size.to_string(),
-        |c, v| set_number(&mut c.read_buffer_size, v, 1024, 64 << 20),
+        |c| &mut c.read_buffer_size,
+        1024,
+        64 << 20,
     ),
-    other(
+    bytes(
         "body-buffer-size",
-        "BYTES",
         "bytes per read(2) while a large body streams in",
-        |c| c.body_buffer_size.to_string(),
-        |c, v| set_number(&mut c.body_buffer_size, v, 1024, 256 << 20),
+        |c| &mut c.body_buffer_size,
+        1024,
+        256 << 20,
     ),
-    other(
+    bytes(
         "output-high-water",
-        "BYTES",
         "pending response bytes at which a connection stops reading requests",
-        |c| c.output_high_water.to_string(),
-        |c, v| set_number(&mut c.output_high_water, v, 1024, 1 << 30),
+        |c| &mut c.output_high_water,
+        1024,
+        1 << 30,
     ),
-    other(
+    count(
         "events-per-poll",
-        "N",
         "readiness events taken per poll wake-up",
-        |c| c.events_per_poll.to_string(),
-        |c, v| set_number(&mut c.events_per_poll, v, 1, 1 << 20),
+        |c| &mut c.events_per_poll,
+        1,
+        1 << 20,
     ),
-    other(
+    count(
         "accepts-per-wakeup",
-        "N",
         "connections accepted per listener wake-up before others get a turn",
-        |c| c.accepts_per_wakeup.to_string(),
-        |c, v| set_number(&mut c.accepts_per_wakeup, v, 1, 1 << 20),
+        |c| &mut c.accepts_per_wakeup,
+        1,
+        1 << 20,
     ),
-    other(
+    bytes(
         "turn-bytes",
-        "BYTES",
         "bytes one connection may read before others get a turn",
-        |c| c.turn_bytes.to_string(),
-        |c, v| set_number(&mut c.turn_bytes, v, 1, 1 << 30),
+        |c| &mut c.turn_bytes,
+        1,
+        1 << 30,
     ),
     on_off(
         "tcp-nodelay",
@@ -495,26 +542,26 @@ const FLAGS: &[Flag] = &[
         "how long a long-poll waiter stays parked before an empty 204 (0: forever)",
         |c| &mut c.comet_timeout,
     ),
-    other(
+    count(
         "comet-history",
-        "N",
         "messages kept per channel for clients catching up",
-        |c| c.comet.history.to_string(),
-        |c, v| set_number(&mut c.comet.history, v, 1, 1 << 16),
+        |c| &mut c.comet.history,
+        1,
+        1 << 16,
     ),
-    other(
+    bytes(
         "comet-body-limit",
-        "BYTES",
         "largest body POST /notify/{channel} accepts; 413 beyond",
-        |c| c.comet_body_limit.to_string(),
-        |c, v| set_number(&mut c.comet_body_limit, v, 0, 64 << 20),
+        |c| &mut c.comet_body_limit,
+        0,
+        64 << 20,
     ),
-    other(
+    count(
         "comet-max-channels",
-        "N",
         "channels that may exist at once; 503 beyond",
-        |c| c.comet.max_channels.to_string(),
-        |c, v| set_number(&mut c.comet.max_channels, v, 1, 1 << 24),
+        |c| &mut c.comet.max_channels,
+        1,
+        1 << 24,
     ),
     duration_within(
         "comet-channel-ttl",
@@ -592,12 +639,12 @@ const FLAGS: &[Flag] = &[
             Ok(())
         },
     ),
-    other(
+    count(
         "exec-max-running",
-        "N",
         "commands running at once, per worker; 503 beyond",
-        |c| c.exec_max_running.to_string(),
-        |c, v| set_number(&mut c.exec_max_running, v, 1, 1 << 16),
+        |c| &mut c.exec_max_running,
+        1,
+        1 << 16,
     ),
     duration(
         "exec-time-limit",
@@ -705,19 +752,19 @@ const FLAGS: &[Flag] = &[
         Duration::from_secs(3600),
         BareNumber::Seconds,
     ),
-    other(
+    bytes(
         "rcvbuf",
-        "BYTES",
         "SO_RCVBUF on the listeners, inherited by accepted sockets (0: kernel default)",
-        |c| c.rcvbuf.to_string(),
-        |c, v| set_number(&mut c.rcvbuf, v, 0, 1 << 30),
+        |c| &mut c.rcvbuf,
+        0,
+        1 << 30,
     ),
-    other(
+    bytes(
         "sndbuf",
-        "BYTES",
         "SO_SNDBUF on the listeners, inherited by accepted sockets (0: kernel default)",
-        |c| c.sndbuf.to_string(),
-        |c, v| set_number(&mut c.sndbuf, v, 0, 1 << 30),
+        |c| &mut c.sndbuf,
+        0,
+        1 << 30,
     ),
     on_off(
         "coalesce",
@@ -749,12 +796,12 @@ const FLAGS: &[Flag] = &[
         "time a client may leave response bytes untaken before it is dropped (0: none)",
         |c| &mut c.send_timeout,
     ),
-    other(
+    count(
         "max-connections",
-        "N",
         "connections served at once, per worker; 503 beyond (0: the open-files limit less 64)",
-        |c| c.max_connections.to_string(),
-        |c, v| set_number(&mut c.max_connections, v, 0, 1 << 24),
+        |c| &mut c.max_connections,
+        0,
+        1 << 24,
     ),
     duration(
         "shutdown-grace",

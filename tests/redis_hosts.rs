@@ -175,6 +175,36 @@ fn a_notify_on_one_host_reaches_every_host_under_one_id_and_counts_them_all() {
 }
 
 #[test]
+fn get_notify_publishes_every_hosts_count_and_answers_the_same_number() {
+    let redis = Redis::start();
+    let a = Host::start(&redis, &[]);
+    let b = Host::start(&redis, &["--workers", "2"]);
+    let c = Host::start(&redis, &[]);
+    await_all_up(&[&a, &b, &c]);
+
+    let mut waiters = vec![b.wait("/wait/tally"), c.wait("/wait/tally")];
+    for _ in 0..3 {
+        waiters.push(a.wait("/wait/tally"));
+    }
+    a.await_parked(5);
+    // The body every waiter gets is the number of clients counted on every host, and the
+    // notifier's answer is that same number.
+    let answer = a.server.request(&get("/notify/tally"));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.text(), "5", "{answer:?}");
+    assert_eq!(answer.header("x-comet-hosts"), Some("3/3"), "{answer:?}");
+    let id = id_of(&answer);
+    for waiter in &mut waiters {
+        let got = waiter.read_response();
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!((got.text(), id_of(&got)), ("5", id.clone()));
+    }
+    // Nobody left: the count and the answer are 0 on every host.
+    let answer = b.server.request(&get("/notify/tally"));
+    assert_eq!((answer.status, answer.text()), (200, "0"), "{answer:?}");
+}
+
+#[test]
 fn catch_up_and_event_streams_agree_on_every_host() {
     let redis = Redis::start();
     let a = Host::start(&redis, &[]);
@@ -374,35 +404,93 @@ fn the_admin_token_still_guards_publishes_across_hosts() {
 }
 
 #[test]
-fn a_host_started_later_learns_a_channel_from_redis_once_a_client_opens_it() {
+fn a_host_started_later_serves_the_first_catch_up_of_a_channel_from_redis() {
+    let redis = Redis::start();
+    let a = Host::start(&redis, &["--comet-history", "2"]);
+    a.await_link("up");
+    let publish = |channel: &str| -> Vec<String> {
+        ["one", "two", "three", "four"]
+            .iter()
+            .map(|body| id_of(&a.notify(channel, body)))
+            .collect()
+    };
+    let (late, events, trimmed) = (publish("late"), publish("late-events"), publish("trimmed"));
+    // B starts after those publishes: it never saw them on the bus, and has no history of
+    // these channels until a client asks; that first client waits for B's read of Redis.
+    let b = Host::start(&redis, &["--workers", "2", "--comet-history", "2"]);
+    b.await_link("up");
+
+    let got = b
+        .server
+        .request(&get(&format!("/wait/late?after={}", late[2])));
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.header("x-comet-resync"), None, "{got:?}");
+    assert_eq!((got.text(), id_of(&got)), ("four", late[3].clone()));
+
+    let mut resumed = b.server.connect();
+    resumed.send(
+        format!(
+            "GET /events/late-events HTTP/1.1\r\nHost: localhost\r\nLast-Event-ID: {}\r\n\r\n",
+            events[1]
+        )
+        .as_bytes(),
+    );
+    assert_eq!(resumed.read_head_response().status, 200);
+    for (id, body) in events[2..].iter().zip(["three", "four"]) {
+        let event = String::from_utf8(resumed.read_through(b"\n\n")).unwrap();
+        assert!(
+            !event.contains("resync")
+                && event.contains(&format!("id: {id}\n"))
+                && event.contains(&format!("data: {body}\n")),
+            "{event:?}"
+        );
+    }
+
+    // Older than Redis keeps (`--comet-history 2`): the resync signal, the same answer on
+    // both hosts.
+    let path = format!("/wait/trimmed?after={}", trimmed[0]);
+    let (on_a, on_b) = (a.server.request(&get(&path)), b.server.request(&get(&path)));
+    for got in [&on_a, &on_b] {
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(got.header("x-comet-resync"), Some("true"), "{got:?}");
+        assert_eq!((got.text(), id_of(got)), ("three", trimmed[2].clone()));
+    }
+}
+
+#[test]
+fn a_catch_up_from_before_a_hosts_copy_of_a_channel_is_served_from_redis() {
     let redis = Redis::start();
     let a = Host::start(&redis, &[]);
     a.await_link("up");
-    let ids: Vec<String> = ["one", "two", "three"]
+    let mut ids: Vec<String> = ["one", "two"]
         .iter()
-        .map(|body| id_of(&a.notify("late", body)))
+        .map(|body| id_of(&a.notify("mid", body)))
         .collect();
-    // B starts after those publishes: it never saw them on the bus.
     let b = Host::start(&redis, &["--workers", "2"]);
     b.await_link("up");
-    // The first client to open the channel on B may be told to resync (B had no history of
-    // it); B then reads the channel's stream, and catch-up there gives Redis's ids.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = b
-            .server
-            .request(&get(&format!("/wait/late?after={}", ids[0])));
-        if got.header("x-comet-resync").is_none() {
-            assert_eq!(got.status, 200, "{got:?}");
-            assert_eq!((got.text(), id_of(&got)), ("two", ids[1].clone()));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "B never learnt the channel: {got:?}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    // B's copy of the channel begins with this message, from the bus: older ones are only
+    // in Redis.
+    let mut stream = b.server.connect();
+    stream.send(&get("/events/mid"));
+    assert_eq!(stream.read_head_response().status, 200);
+    ids.push(id_of(&a.notify("mid", "three")));
+    let event = String::from_utf8(stream.read_through(b"\n\n")).unwrap();
+    assert!(event.contains(&format!("id: {}\n", ids[2])), "{event:?}");
+
+    let got = b
+        .server
+        .request(&get(&format!("/wait/mid?after={}", ids[0])));
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.header("x-comet-resync"), None, "{got:?}");
+    assert_eq!((got.text(), id_of(&got)), ("two", ids[1].clone()));
+    // The live subscriber was not sent the older message.
+    let got = b
+        .server
+        .request(&get(&format!("/wait/mid?after={}", ids[1])));
+    assert_eq!((got.text(), id_of(&got)), ("three", ids[2].clone()));
+    a.notify("mid", "four");
+    let event = String::from_utf8(stream.read_through(b"\n\n")).unwrap();
+    assert!(event.contains("data: four\n"), "{event:?}");
 }
 
 #[test]

@@ -521,7 +521,7 @@ impl miohttpd::redis::bridge::LocalChannels for Registry {
             .push((channel.into(), epoch, seq, body.to_vec()));
         Reach::Now(1)
     }
-    fn count_waiters(&mut self, _ticket: u64) -> Reach {
+    fn count_waiters(&mut self, _channel: &str, _ticket: u64) -> Reach {
         Reach::Now(0)
     }
     fn resync(&mut self, channel: &str) {

@@ -86,6 +86,13 @@ pub enum Frame<'a> {
     /// Worker to hub: publish on `channel` a message whose body is the number of clients it
     /// reaches on every worker (`GET /notify`): the hub counts first, then publishes.
     PublishCount { request: u64, channel: &'a str },
+    /// Worker to hub (`--redis`): a client asked to catch up on `channel` from before what
+    /// the worker holds; read its history from Redis if the hub has none (the entries come
+    /// as [`Frame::Deliver`] with `delivery` 0, then a [`Frame::Floor`]), then answer
+    /// [`Frame::Loaded`]. Without Redis the hub answers at once: its history is all there is.
+    Load { request: u64, channel: &'a str },
+    /// Hub to the asking worker: the [`Frame::Load`] is done (read, or nothing to read).
+    Loaded { request: u64 },
     /// Hub to a worker: report your counters (the reply is [`Frame::Stats`]).
     StatsQuery { query: u64 },
     /// Worker to hub: its counters as `NAME VALUE` lines, in the Prometheus text format
@@ -161,6 +168,8 @@ mod kind {
     pub const OPENED: u8 = 16;
     pub const CLOSED: u8 = 17;
     pub const CHANNEL_TOTAL: u8 = 18;
+    pub const LOAD: u8 = 19;
+    pub const LOADED: u8 = 20;
 }
 
 impl Frame<'_> {
@@ -184,6 +193,8 @@ impl Frame<'_> {
             Frame::Opened { .. } => kind::OPENED,
             Frame::Closed { .. } => kind::CLOSED,
             Frame::ChannelTotal { .. } => kind::CHANNEL_TOTAL,
+            Frame::Load { .. } => kind::LOAD,
+            Frame::Loaded { .. } => kind::LOADED,
         }
     }
 }
@@ -269,13 +280,19 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), FrameError> {
             out.extend_from_slice(&floor.to_le_bytes());
             put_str(out, channel)
         }
-        Frame::CountWaiters { request: a } | Frame::ChannelTotal { count: a } => {
+        Frame::CountWaiters { request: a }
+        | Frame::ChannelTotal { count: a }
+        | Frame::Loaded { request: a } => {
             out.extend_from_slice(&a.to_le_bytes());
             Ok(())
         }
         Frame::Opened { channel } | Frame::Closed { channel } => put_str(out, channel),
         Frame::CountQuery { query: a, channel }
         | Frame::PublishCount {
+            request: a,
+            channel,
+        }
+        | Frame::Load {
             request: a,
             channel,
         } => {
@@ -427,6 +444,13 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
         kind::PUBLISH_COUNT => Frame::PublishCount {
             request: fields.u64()?,
             channel: fields.str()?,
+        },
+        kind::LOAD => Frame::Load {
+            request: fields.u64()?,
+            channel: fields.str()?,
+        },
+        kind::LOADED => Frame::Loaded {
+            request: fields.u64()?,
         },
         kind::COUNTED => Frame::Counted {
             query: fields.u64()?,
@@ -620,6 +644,11 @@ mod tests {
             },
             Frame::Opened { channel: "a" },
             Frame::Closed { channel: "b" },
+            Frame::Load {
+                request: 9,
+                channel: "news",
+            },
+            Frame::Loaded { request: 9 },
             Frame::ChannelTotal { count: 3 },
             Frame::Counted { query: 4, count: 5 },
             Frame::WaiterCount {

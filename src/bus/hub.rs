@@ -93,13 +93,29 @@ pub struct Hub {
     at_redis: HashMap<u64, (u16, u64)>,
     /// `--redis`: counts of deliveries the bridge waits for, by ticket.
     reached: Vec<(u64, u64)>,
-    /// `--redis`: `GET /` counted here, for the bridge to ask the other hosts: (key, waiters
-    /// here), and the worker and request each answers.
-    waiter_queries: Vec<(u64, u64)>,
+    /// `--redis`: `GET /` (channel empty) or a `GET /notify` count (its channel) counted
+    /// here, for the bridge to ask the other hosts: (key, channel, count here), and the
+    /// worker and request each answers.
+    waiter_queries: Vec<(u64, Box<str>, u64)>,
     waiters_at_redis: HashMap<u64, (u16, u64)>,
+    /// `--redis`: `GET /notify` counts of every host, by key: the channel to publish the sum
+    /// on and when it was asked.
+    counts_to_publish: HashMap<u64, (Box<str>, Instant)>,
+    /// `--redis`: a `GET /notify` publish is answered with what it counted (its body), not
+    /// with what its delivery reached, by (worker, request).
+    counted_answers: HashMap<(u16, u64), (u64, u64, u64)>,
     /// `--redis`: channels a worker opened that the hub has no history of, to read from
     /// their streams.
     to_read: Vec<Box<str>>,
+    /// `--redis`: clients waiting for a channel's read from Redis ([`Frame::Load`]): the
+    /// worker and request each answers, by channel.
+    loading: HashMap<Box<str>, Vec<(u16, u64)>>,
+    /// `--redis`: messages of a channel being read that are older than the hub's copy
+    /// (it began with a bus message, after Redis had older ones), oldest first.
+    backfill: HashMap<Box<str>, Vec<Stored>>,
+    /// `--redis`: channels read from Redis because the hub had no history of them: what the
+    /// read brings is history, not news, and wakes no one.
+    reading_fresh: HashSet<Box<str>>,
     /// Every channel on the server: whether the hub has its history, and how many workers
     /// hold it; its size is what `--comet-max-channels` bounds.
     presence: HashMap<Box<str>, Presence>,
@@ -132,7 +148,12 @@ impl Hub {
             reached: Vec::new(),
             waiter_queries: Vec::new(),
             waiters_at_redis: HashMap::new(),
+            counts_to_publish: HashMap::new(),
+            counted_answers: HashMap::new(),
             to_read: Vec::new(),
+            loading: HashMap::new(),
+            backfill: HashMap::new(),
+            reading_fresh: HashSet::new(),
             presence: HashMap::new(),
             held: vec![HashSet::new(); workers],
             told_total: 0,
@@ -164,7 +185,8 @@ impl Hub {
         if !self.live[origin as usize] {
             return;
         }
-        let (reached, counted, known) = tally;
+        let counted_answer = self.counted_answers.remove(&(origin, request));
+        let (reached, counted, known) = counted_answer.unwrap_or(tally);
         let clamp = |n: u64| n.min(u64::from(u16::MAX)) as u16;
         let frame = Frame::Published {
             request,
@@ -182,17 +204,84 @@ impl Hub {
         std::mem::take(&mut self.to_read)
     }
 
+    /// The read of `channel` from Redis is done (or failed, or could not start): every
+    /// worker learns the channel's floor, then the clients waiting for it are answered, and
+    /// decide from what their worker now holds.
+    pub fn read_done(&mut self, channel: &str) {
+        self.reading_fresh.remove(channel);
+        let Some(waiting) = self.loading.remove(channel) else {
+            return;
+        };
+        let older = self.backfill.remove(channel).unwrap_or_default();
+        let live = self.live_workers();
+        if let Some(history) = self.channels.get_mut(channel) {
+            // The older messages that join on to the copy here (Redis's stream holds every
+            // message after its oldest), as many as the history has room for.
+            let room = self.settings.history.saturating_sub(history.messages.len());
+            let mut added = 0;
+            for message in older.into_iter().rev() {
+                if added == room || message.seq != history.floor {
+                    break;
+                }
+                history.floor = message.seq - 1;
+                history.messages.push_front(message);
+                added += 1;
+            }
+            let (epoch, floor) = (history.epoch, history.floor);
+            for &worker in &live {
+                let out = &mut self.outboxes[worker as usize];
+                for message in history.messages.iter().take(added) {
+                    let frame = Frame::Deliver {
+                        delivery: 0,
+                        epoch,
+                        seq: message.seq,
+                        channel,
+                        content_type: &message.content_type,
+                        body: &message.body,
+                    };
+                    let _ = encode(&frame, out);
+                }
+                let _ = encode(&Frame::Floor { floor, channel }, out);
+            }
+        }
+        for (worker, request) in waiting {
+            if self.live[worker as usize] {
+                self.send(worker, &Frame::Loaded { request });
+            }
+        }
+    }
+
     /// `GET /` counts of this host's workers, to be asked of the other hosts: (key, waiters).
-    pub fn take_waiter_queries(&mut self) -> Vec<(u64, u64)> {
+    pub fn take_waiter_queries(&mut self) -> Vec<(u64, Box<str>, u64)> {
         std::mem::take(&mut self.waiter_queries)
     }
 
-    /// Every host counted (or the bound passed) for the `GET /` `key`.
+    /// Every host counted (or the bound passed) for the `GET /` (or `GET /notify`) `key`.
     pub fn redis_waiters(&mut self, key: u64, tally: (u64, u64, u64)) {
         let Some((origin, request)) = self.waiters_at_redis.remove(&key) else {
             return;
         };
         if !self.live[origin as usize] {
+            self.counts_to_publish.remove(&key);
+            return;
+        }
+        if let Some((channel, asked_at)) = self.counts_to_publish.remove(&key) {
+            // The body is every host's count, and so is the answer (not what the delivery
+            // reached a moment later): they agree, as on one host.
+            self.counted_answers.insert((origin, request), tally);
+            let body = tally.0.to_string();
+            let queued = self.to_redis.len();
+            self.publish(
+                origin,
+                request,
+                &channel,
+                "text/plain",
+                body.as_bytes(),
+                asked_at,
+            );
+            if self.to_redis.len() == queued {
+                self.counted_answers.remove(&(origin, request)); // refused at once
+            }
             return;
         }
         let (count, counted, known) = tally;
@@ -208,12 +297,12 @@ impl Hub {
 
     /// Another host's `GET /`: this host's workers count their parked waiters; the sum goes
     /// to the bridge under `ticket` ([`Hub::take_reached`]).
-    pub fn count_for_redis(&mut self, ticket: u64, now: Instant) {
+    pub fn count_for_redis(&mut self, channel: &str, ticket: u64, now: Instant) {
         let query = self.next_delivery;
         self.next_delivery += 1;
         let awaiting = self.live_workers();
         for &w in &awaiting {
-            self.send(w, &Frame::CountQuery { query, channel: "" });
+            self.send(w, &Frame::CountQuery { query, channel });
         }
         self.track(query, 0, 0, Awaited::FromRedis { ticket }, awaiting, now);
     }
@@ -223,6 +312,7 @@ impl Hub {
         let Some((origin, request)) = self.at_redis.remove(&key) else {
             return;
         };
+        self.counted_answers.remove(&(origin, request));
         if self.live[origin as usize] {
             let reason = RefuseReason::RedisUnavailable;
             self.send(origin, &Frame::Refused { request, reason });
@@ -266,8 +356,20 @@ impl Hub {
             history.messages.clear();
             history.floor = seq.saturating_sub(1);
         } else if history.messages.back().map_or(history.floor, |m| m.seq) >= seq {
+            if seq <= history.floor && self.loading.contains_key(channel) {
+                // Older than the copy here: prepended when the read is done (`read_done`).
+                let older = self.backfill.entry(channel.into()).or_default();
+                older.push(Stored {
+                    seq,
+                    content_type: content_type.into(),
+                    body: body.into(),
+                });
+            }
             return Some(0);
         }
+        // The copy here begins with this message: the workers' floor is the hub's (Redis's
+        // sequence is per channel, so no other floor a worker could guess is right).
+        let begins = history.messages.is_empty().then_some(history.floor);
         history.last_published = now;
         history.messages.push_back(Stored {
             seq,
@@ -283,7 +385,28 @@ impl Hub {
         let delivery = self.next_delivery;
         self.next_delivery += 1;
         let awaiting = self.live_workers();
+        if ticket == 0 && self.reading_fresh.contains(channel) {
+            // The read of a channel new here: history for catch-ups, not news.
+            for &worker in &awaiting {
+                if let Some(floor) = begins {
+                    self.send(worker, &Frame::Floor { floor, channel });
+                }
+                let frame = Frame::Deliver {
+                    delivery: 0,
+                    epoch,
+                    seq,
+                    channel,
+                    content_type,
+                    body,
+                };
+                self.send(worker, &frame);
+            }
+            return Some(0);
+        }
         for &worker in &awaiting {
+            if let Some(floor) = begins {
+                self.send(worker, &Frame::Floor { floor, channel });
+            }
             let frame = Frame::Deliver {
                 delivery,
                 epoch,
@@ -443,10 +566,30 @@ impl Hub {
                     // Perhaps a channel other hosts published on before this one started:
                     // its history is read from Redis, for this client's successors.
                     self.to_read.push(channel.into());
+                    self.reading_fresh.insert(channel.into());
                 }
                 if self.held[worker as usize].insert(channel.into()) {
                     self.presence.entry(channel.into()).or_default().holders += 1;
                     self.tell_total();
+                }
+                Ok(())
+            }
+            Frame::Load { request, channel } => {
+                // A copy that holds every message Redis can (from seq 1, or as many as
+                // Redis keeps) has nothing to learn; one that began mid-way may.
+                let whole = |h: &History| h.floor == 0 || h.messages.len() >= self.settings.history;
+                if !self.redis || self.channels.get(channel).is_some_and(whole) {
+                    // The hub's history is all this host can have: decide from it.
+                    self.send(worker, &Frame::Loaded { request });
+                } else {
+                    let waiting = self.loading.entry(channel.into()).or_default();
+                    if waiting.is_empty() {
+                        self.to_read.push(channel.into());
+                        if !self.channels.contains_key(channel) {
+                            self.reading_fresh.insert(channel.into());
+                        }
+                    }
+                    waiting.push((worker, request));
                 }
                 Ok(())
             }
@@ -466,6 +609,7 @@ impl Hub {
             Frame::CountQuery { .. } => Err(Unexpected("count query")),
             Frame::WaiterCount { .. } => Err(Unexpected("waiter count")),
             Frame::ChannelTotal { .. } => Err(Unexpected("channel total")),
+            Frame::Loaded { .. } => Err(Unexpected("loaded")),
         }
     }
 
@@ -624,7 +768,19 @@ impl Hub {
                 self.next_delivery += 1;
                 self.waiters_at_redis
                     .insert(key, (done.origin, done.request));
-                self.waiter_queries.push((key, done.reached));
+                self.waiter_queries.push((key, "".into(), done.reached));
+                return;
+            }
+            Awaited::CountToPublish { channel, asked_at } if self.redis => {
+                // `GET /notify`: every other host counts the channel's clients too, and the
+                // sum is the body (`redis_waiters`).
+                let key = self.next_delivery;
+                self.next_delivery += 1;
+                self.waiters_at_redis
+                    .insert(key, (done.origin, done.request));
+                self.counts_to_publish
+                    .insert(key, (channel.clone(), asked_at));
+                self.waiter_queries.push((key, channel, done.reached));
                 return;
             }
             Awaited::Waiters => Frame::WaiterCount {
@@ -1022,8 +1178,11 @@ mod tests {
         );
         for (w, count) in [(0, 2), (1, 4)] {
             let frames = sent(&mut hub, w);
+            // The hub's copy begins here: the workers take its floor (Redis's sequence is
+            // the channel's own).
+            assert_eq!(frames[0], "Floor { floor: 4, channel: \"news\" }");
             assert!(
-                frames[0].starts_with("Deliver { delivery: 2, epoch: 77, seq: 5"),
+                frames[1].starts_with("Deliver { delivery: 2, epoch: 77, seq: 5"),
                 "{frames:?}"
             );
             let frame = Frame::Delivered { delivery: 2, count };
@@ -1055,6 +1214,42 @@ mod tests {
         let frames = sent(&mut hub, 1);
         assert_eq!(frames[0], "Floor { floor: 4, channel: \"news\" }");
         assert!(frames[1].starts_with("Deliver { delivery: 0, epoch: 77, seq: 5"));
+
+        // A catch-up from before the copy here: read from Redis, the older message
+        // prepended (to the workers as history, waking no one), then the client answered.
+        let load = Frame::Load {
+            request: 9,
+            channel: "news",
+        };
+        hub.on_frame(0, load, now).unwrap();
+        assert_eq!(hub.take_to_read(), ["news".into()]);
+        assert!(sent(&mut hub, 0).is_empty(), "waits for the read");
+        for seq in [4, 5] {
+            hub.deliver_from_redis("news", 77, seq, "text/plain", b"x", 0, now);
+        }
+        hub.read_done("news");
+        let frames = sent(&mut hub, 0);
+        assert!(frames[0].starts_with("Deliver { delivery: 0, epoch: 77, seq: 4"));
+        assert_eq!(
+            frames[1..],
+            [
+                "Floor { floor: 3, channel: \"news\" }",
+                "Loaded { request: 9 }"
+            ]
+        );
+        // Without Redis the hub's history is all there is: answered at once.
+        let mut alone = self::hub(1);
+        alone
+            .on_frame(
+                0,
+                Frame::Load {
+                    request: 1,
+                    channel: "x",
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(sent(&mut alone, 0), ["Loaded { request: 1 }"]);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub enum Relayed {
     CountWaiters { token: Token },
     /// `GET /notify`: a message whose body is the number of clients it reaches everywhere.
     PublishCount { token: Token, channel: Box<str> },
+    /// A catch-up this worker's history cannot serve: the hub reads the channel from Redis
+    /// (when it has no history of it), then answers.
+    Load { token: Token, channel: Box<str> },
 }
 
 impl Comet {
@@ -81,6 +84,17 @@ impl Comet {
         }
     }
 
+    /// Asks the hub for `channel`'s history before the connection `token` decides its
+    /// catch-up (only when [`Comet::relays`]).
+    pub fn relay_load(&mut self, token: Token, channel: &str) {
+        if let Some(RelayState { queue, .. }) = &mut self.relay {
+            queue.push_back(Relayed::Load {
+                token,
+                channel: channel.into(),
+            });
+        }
+    }
+
     /// Queues a count of every worker's parked waiters (only when [`Comet::relays`]).
     pub fn relay_count(&mut self, token: Token) {
         if let Some(RelayState { queue, .. }) = &mut self.relay {
@@ -107,7 +121,8 @@ impl Comet {
             let slot = match relayed {
                 Relayed::Publish { token, .. }
                 | Relayed::CountWaiters { token }
-                | Relayed::PublishCount { token, .. } => token,
+                | Relayed::PublishCount { token, .. }
+                | Relayed::Load { token, .. } => token,
             };
             if *slot != UNCLAIMED {
                 break;
@@ -227,6 +242,46 @@ impl Comet {
             });
         }
         reached
+    }
+
+    /// A message of the hub's history older than what this worker holds of the channel
+    /// (the hub backfilled it from Redis), or any message while joining: recorded in id
+    /// order, waking no one (it is not news). The hub's [`Comet::set_floor`] follows.
+    pub fn record_from_hub(
+        &mut self,
+        name: &str,
+        id: MessageId,
+        content_type: &str,
+        body: Box<[u8]>,
+        now: Instant,
+    ) {
+        let Some(key) = self.hub_channel(name, now) else {
+            return;
+        };
+        self.last_seq = self.last_seq.max(id.seq);
+        let history_limit = self.settings.history;
+        let entry = &mut self.channels[key.0];
+        if entry.epoch != id.epoch {
+            if !entry.history.is_empty() {
+                return; // an older epoch's message: nothing to add to this one
+            }
+            entry.epoch = id.epoch;
+        }
+        let at = entry.history.partition_point(|m| m.id.seq < id.seq);
+        if entry.history.get(at).is_some_and(|m| m.id.seq == id.seq) {
+            return;
+        }
+        let message = Rc::new(Message {
+            id,
+            content_type: content_type.into(),
+            body,
+        });
+        entry.history.insert(at, message);
+        while entry.history.len() > history_limit {
+            if let Some(evicted) = entry.history.pop_front() {
+                entry.floor = evicted.id.seq;
+            }
+        }
     }
 
     /// The channel named by the hub, made if missing (no local limit); None for a name the

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::counts::{count_payload, Counts, MessageKey, Tally};
-use super::scripts::History;
+use super::scripts::{Entry, History};
 use super::session::{Event, Failure, Session};
 
 /// How many connections a delivery reached here.
@@ -39,7 +39,7 @@ pub trait LocalChannels {
         ticket: u64,
     ) -> Reach;
     /// Parked waiters here (`GET /` asked on another host), now or later under `ticket`.
-    fn count_waiters(&mut self, ticket: u64) -> Reach;
+    fn count_waiters(&mut self, channel: &str, ticket: u64) -> Reach;
     /// Redis lost `channel` (its epoch changed, or it is gone, while this host held it):
     /// waiters and subscribers get the resync signal, and the local history is dropped.
     fn resync(&mut self, channel: &str);
@@ -118,6 +118,9 @@ pub enum Outcome {
     /// `GET /` asked with [`Bridge::count_waiters`] is done: `tally.reached` waiters on the
     /// hosts counted.
     Waiters { tally: Tally },
+    /// The read of a channel this bridge made ([`Bridge::catch_up`]) is over: delivered, or
+    /// failed (the link went down); clients waiting for it decide from what is held now.
+    CaughtUp { channel: String },
     /// A client's catch-up read from Redis.
     History {
         request: u64,
@@ -274,31 +277,36 @@ impl Bridge {
     /// what comes back here; its bus messages wait until then. After a reconnect for every
     /// channel held, and for a channel a client opened here that this host has no history
     /// of (it started after the channel's messages). A down link: nothing (the next `Up`).
+    /// True while a read of it is in flight: an [`Outcome::CaughtUp`] follows.
     pub fn catch_up(
         &mut self,
         link: &mut impl Requests,
         channel: String,
         newest: Option<(u32, u64)>,
         now: Instant,
-    ) {
+    ) -> bool {
         if self.held_back.contains_key(&channel) {
-            return; // a read of it is in flight already
+            return true; // a read of it is in flight already
         }
         let request = self.next_own;
         self.next_own += 1;
         if link.history(request, &channel, newest, now).is_ok() {
             self.held_back.insert(channel.clone(), Vec::new());
             self.catching_up.insert(request, (channel, newest));
+            return true;
         }
+        false
     }
 
-    /// `GET /` on this host: `local` waiters here; every other host is asked on the bus and
-    /// an [`Outcome::Waiters`] follows (at once when the link is down or this host is alone:
-    /// the tally then says how many hosts were counted).
+    /// `GET /` on this host (`channel` empty: parked waiters), or the count a `GET /notify`
+    /// publishes (`channel`'s waiters and subscribers): `local` counted here; every other
+    /// host is asked on the bus and an [`Outcome::Waiters`] follows (at once when the link
+    /// is down or this host is alone: the tally then says how many hosts were counted).
     pub fn count_waiters(
         &mut self,
         link: &mut impl Requests,
         request: u64,
+        channel: &str,
         local: u64,
         now: Instant,
         out: &mut Vec<Outcome>,
@@ -309,7 +317,7 @@ impl Bridge {
             epoch: 0,
             seq: request,
         };
-        let question = format!("{}\n{WAITERS_QUERY}\n0-{request}\n\n", self.host);
+        let question = format!("{}\n{WAITERS_QUERY}\n0-{request}\n\n{channel}", self.host);
         let tally = Tally {
             request,
             reached: local,
@@ -354,13 +362,15 @@ impl Bridge {
         match event {
             Event::Up => {
                 for (channel, newest) in local.newest_ids() {
-                    self.catch_up(link, channel, newest, now);
+                    let _ = self.catch_up(link, channel, newest, now);
                 }
             }
             Event::Down => {
                 // Catch-up reads in flight failed: the next `Up` asks again, from the same
                 // newest ids, and the stream brings back what was held back.
-                self.catching_up.clear();
+                for (_, (channel, _)) in self.catching_up.drain() {
+                    out.push(Outcome::CaughtUp { channel });
+                }
                 self.held_back.clear();
                 let mut done = Vec::new();
                 self.counts.flush(&mut done);
@@ -375,14 +385,16 @@ impl Bridge {
                 body,
             } => {
                 if channel == WAITERS_QUERY {
-                    // Another host's `GET /`: count the waiters here and answer it.
+                    // Another host's `GET /` (or `GET /notify`: the body names the channel):
+                    // count the waiters here and answer it.
                     let key = MessageKey {
                         channel,
                         epoch,
                         seq,
                     };
                     let ticket = self.ticket();
-                    match local.count_waiters(ticket) {
+                    let counted = std::str::from_utf8(&body).unwrap_or("?");
+                    match local.count_waiters(counted, ticket) {
                         Reach::Now(n) => {
                             link.reply_to_host(&origin, &count_payload(&key, &self.host, n), now)
                         }
@@ -461,17 +473,23 @@ impl Bridge {
             Event::History { request, result } => {
                 if let Some((channel, newest)) = self.catching_up.remove(&request) {
                     let held = self.held_back.remove(&channel).unwrap_or_default();
+                    // Messages that came on the bus during the read are news, delivered as
+                    // such below, not history: the read stops short of the first.
+                    let first_held = held.first().map(|m| (m.key.epoch, m.key.seq));
                     match result {
-                        Ok(history) => catch_up(local, &channel, newest, &history),
+                        Ok(history) => catch_up(local, &channel, newest, &history, first_held),
                         // The link is going down: the next `Up` reads again from the same
                         // newest id, and the stream brings back what was held.
-                        Err(Failure::Unavailable) => return,
+                        Err(Failure::Unavailable) => {
+                            return out.push(Outcome::CaughtUp { channel });
+                        }
                         // Refused (out of memory, say): nothing to catch up from.
                         Err(Failure::Refused(_)) => {}
                     }
                     for message in held {
                         self.deliver(message, local, link, now);
                     }
+                    out.push(Outcome::CaughtUp { channel });
                 } else {
                     out.push(Outcome::History { request, result });
                 }
@@ -537,6 +555,7 @@ fn catch_up(
     channel: &str,
     newest: Option<(u32, u64)>,
     history: &History,
+    first_held: Option<(u32, u64)>,
 ) {
     let Some(epoch) = history.epoch else {
         // Redis has nothing: it lost the channel (or never had a message of it). The next
@@ -549,7 +568,8 @@ fn catch_up(
     if newest.is_some_and(|(held, _)| held != epoch) {
         local.resync(channel);
     }
-    for entry in &history.entries {
+    let from_bus = |e: &&Entry| first_held.is_some_and(|h| (e.epoch, e.seq) >= h && e.epoch == h.0);
+    for entry in history.entries.iter().filter(|e| !from_bus(e)) {
         local.deliver(
             channel,
             entry.epoch,
@@ -577,6 +597,8 @@ mod tests {
         waiters: u64,
         delivered: Vec<(String, u32, u64, Vec<u8>)>,
         resynced: Vec<String>,
+        /// The channels other hosts asked counts of ("" for all parked waiters).
+        counted: Vec<String>,
         held: Vec<(String, Option<(u32, u64)>)>,
         /// Counted later, as the hub's workers answer.
         later: bool,
@@ -603,7 +625,8 @@ mod tests {
             }
             Reach::Now(self.waiters)
         }
-        fn count_waiters(&mut self, _ticket: u64) -> Reach {
+        fn count_waiters(&mut self, channel: &str, _ticket: u64) -> Reach {
+            self.counted.push(channel.into());
             Reach::Now(self.waiters)
         }
         fn resync(&mut self, channel: &str) {
@@ -819,7 +842,7 @@ mod tests {
         };
         // Alone (no heartbeat counted another host yet): answered at once.
         let mut out = Vec::new();
-        bridge.count_waiters(&mut s, 1, 4, t, &mut out);
+        bridge.count_waiters(&mut s, 1, "", 4, t, &mut out);
         let [Outcome::Waiters { tally }] = &out[..] else {
             panic!("{out:?}")
         };
@@ -831,7 +854,7 @@ mod tests {
         written(&mut s, Conn::Command);
         s.received(Conn::Command, b":2\r\n", t);
         out.clear();
-        bridge.count_waiters(&mut s, 2, 4, t, &mut out);
+        bridge.count_waiters(&mut s, 2, "", 4, t, &mut out);
         assert_eq!(out, []);
         assert_eq!(
             written(&mut s, Conn::Command),
@@ -858,6 +881,24 @@ mod tests {
         assert_eq!(
             written(&mut s, Conn::Command),
             [["PUBLISH", "p:host:hb", "count ?waiters 0-9 me 5"]]
+        );
+        // A `GET /notify` count names its channel in the body, both ways.
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$22\r\nhb\n?waiters\n0-10\n\nnews\r\n",
+            t,
+        );
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        assert_eq!(local.counted, ["", "news"]);
+        assert_eq!(
+            written(&mut s, Conn::Command),
+            [["PUBLISH", "p:host:hb", "count ?waiters 0-10 me 5"]]
+        );
+        let mut out = Vec::new();
+        bridge.count_waiters(&mut s, 3, "news", 4, t, &mut out);
+        assert_eq!(
+            written(&mut s, Conn::Command),
+            [["PUBLISH", "p:bus", "me\n?waiters\n0-3\n\nnews"]]
         );
     }
 
@@ -974,10 +1015,13 @@ mod tests {
         ]
         .concat();
         s.received(Conn::Command, replies.as_bytes(), now);
+        // No client asked: each read only says it is over (for clients waiting on it).
+        let caught_up = |channel: &str| Outcome::CaughtUp {
+            channel: channel.into(),
+        };
         assert_eq!(
             drain(&mut s, &mut bridge, &mut local, now),
-            [],
-            "no client asked"
+            ["same", "lost", "gone", "fresh"].map(caught_up)
         );
         assert_eq!(
             local.delivered,

@@ -147,6 +147,9 @@ pub struct BufferPool {
     free_outputs: Vec<Vec<u8>>,
     /// An output buffer that grew past this (a large response) is freed, not pooled.
     max_pooled_output: usize,
+    /// Where a stream's pipe reads land before they are framed into its output: one for the
+    /// loop, kept so that a read does not zero a fresh one first.
+    pipe_read: Option<Box<[u8]>>,
 }
 
 /// Free buffers kept for reuse. In one loop only the connections with bytes buffered at the
@@ -171,6 +174,7 @@ impl BufferPool {
             free_bodies: Vec::with_capacity(MAX_FREE_BODY_BUFFERS),
             free_outputs: Vec::with_capacity(MAX_FREE_BUFFERS),
             max_pooled_output,
+            pipe_read: None,
         }
     }
 
@@ -200,6 +204,16 @@ impl BufferPool {
 
     pub fn take_output(&mut self) -> Vec<u8> {
         self.free_outputs.pop().unwrap_or_default()
+    }
+
+    pub fn take_pipe_read(&mut self, size: usize) -> Box<[u8]> {
+        self.pipe_read
+            .take()
+            .unwrap_or_else(|| vec![0; size].into_boxed_slice())
+    }
+
+    pub fn give_pipe_read(&mut self, buffer: Box<[u8]>) {
+        self.pipe_read = Some(buffer);
     }
 
     pub fn give_output(&mut self, mut buffer: Vec<u8>) {

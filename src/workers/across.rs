@@ -39,8 +39,8 @@ impl LocalChannels for HubChannels<'_> {
         }
     }
 
-    fn count_waiters(&mut self, ticket: u64) -> Reach {
-        self.hub.count_for_redis(ticket, self.now);
+    fn count_waiters(&mut self, channel: &str, ticket: u64) -> Reach {
+        self.hub.count_for_redis(channel, ticket, self.now);
         Reach::Later
     }
 
@@ -50,6 +50,23 @@ impl LocalChannels for HubChannels<'_> {
 
     fn newest_ids(&self) -> Vec<(String, Option<(u32, u64)>)> {
         self.hub.newest_ids()
+    }
+}
+
+/// Sends the hub's publishes to Redis; one the link cannot take is refused (503).
+fn publish_queued(bridge: &mut Bridge, hub: &mut Hub, linked: &mut Linked<'_>, now: Instant) {
+    for publish in hub.take_to_redis() {
+        let done = bridge.publish(
+            linked,
+            publish.key,
+            &publish.channel,
+            &publish.content_type,
+            &publish.body,
+            now,
+        );
+        if done.is_err() {
+            hub.redis_refused(publish.key);
+        }
     }
 }
 
@@ -111,25 +128,18 @@ impl Across {
             link: &mut self.link,
             registry,
         };
-        for publish in hub.take_to_redis() {
-            let done = self.bridge.publish(
-                &mut linked,
-                publish.key,
-                &publish.channel,
-                &publish.content_type,
-                &publish.body,
-                now,
-            );
-            if done.is_err() {
-                hub.redis_refused(publish.key);
+        publish_queued(&mut self.bridge, hub, &mut linked, now);
+        for channel in hub.take_to_read() {
+            if !self
+                .bridge
+                .catch_up(&mut linked, channel.to_string(), None, now)
+            {
+                hub.read_done(&channel); // the link is down: decide from what is held
             }
         }
-        for channel in hub.take_to_read() {
-            self.bridge.catch_up(&mut linked, channel.into(), None, now);
-        }
-        for (key, local) in hub.take_waiter_queries() {
+        for (key, channel, local) in hub.take_waiter_queries() {
             self.bridge
-                .count_waiters(&mut linked, key, local, now, &mut self.outcomes);
+                .count_waiters(&mut linked, key, &channel, local, now, &mut self.outcomes);
         }
         while let Some(event) = linked.link.poll_event() {
             if let Event::Log(line) = &event {
@@ -162,10 +172,17 @@ impl Across {
                 Outcome::Waiters { tally } => {
                     hub.redis_waiters(tally.request, (tally.reached, tally.counted, tally.known))
                 }
-                // The hub asks no catch-up reads of its own yet (docs/comet.md).
+                Outcome::CaughtUp { channel } => hub.read_done(&channel),
+                // The hub reads whole channels (`CaughtUp`), never a client's range.
                 Outcome::History { .. } => {}
             }
         }
+        // A `GET /notify` whose every host has counted publishes now, not a turn later.
+        let mut linked = Linked {
+            link: &mut self.link,
+            registry,
+        };
+        publish_queued(&mut self.bridge, hub, &mut linked, now);
     }
 
     /// Closes the connections (the supervisor is stopping).

@@ -30,6 +30,8 @@ pub enum HubAnswer {
         count: u64,
         hosts: Option<(u16, u16)>,
     },
+    /// The hub holds what it can of a channel's history now (a [`Relayed::Load`]).
+    Loaded,
     /// The link is gone (the supervisor died): no answer will come.
     Unavailable,
 }
@@ -130,6 +132,7 @@ impl WorkerLink {
                 Relayed::PublishCount { token, channel } => {
                     (Frame::PublishCount { request, channel }, *token)
                 }
+                Relayed::Load { token, channel } => (Frame::Load { request, channel }, *token),
             };
             if encode(&frame, &mut self.out).is_ok() {
                 self.waiting.insert(request, token);
@@ -208,9 +211,12 @@ impl WorkerLink {
                     body,
                 } => {
                     let id = MessageId { epoch, seq };
-                    let reached =
-                        comet.publish_from_hub(channel, id, content_type, body.into(), now);
-                    if delivery != 0 {
+                    if delivery == 0 {
+                        // History (a join, or a backfill from Redis): no one to wake.
+                        comet.record_from_hub(channel, id, content_type, body.into(), now);
+                    } else {
+                        let reached =
+                            comet.publish_from_hub(channel, id, content_type, body.into(), now);
                         let count = reached as u64;
                         let _ = encode(&Frame::Delivered { delivery, count }, &mut self.out);
                     }
@@ -252,6 +258,11 @@ impl WorkerLink {
                     if let Some(token) = self.waiting.remove(&request) {
                         let hosts = (known > 0).then_some((counted, known));
                         answers.push((token, HubAnswer::Waiters { count, hosts }));
+                    }
+                }
+                Frame::Loaded { request } => {
+                    if let Some(token) = self.waiting.remove(&request) {
+                        answers.push((token, HubAnswer::Loaded));
                     }
                 }
                 Frame::StatsQuery { query } => self.stats_wanted.push(query),

@@ -23,6 +23,28 @@ pub(super) struct Parked {
     pub(super) timeout_at: Option<Instant>,
 }
 
+/// A request waiting in [`Phase::AwaitingHub`] for the hub's answer.
+pub(super) struct Awaiting {
+    pub(super) reply: ReplyTo,
+    /// A catch-up this worker's history could not serve (`--redis`: perhaps Redis can):
+    /// decided again when the hub has read the channel. Boxed: rare.
+    pub(super) catch_up: Option<Box<CatchUpLater>>,
+}
+
+pub(super) struct CatchUpLater {
+    channel: Box<str>,
+    after: Option<MessageId>,
+    events: bool,
+}
+
+/// Whether a catch-up this worker cannot serve may ask the hub first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    Hub,
+    /// The hub was asked: decide from what is held.
+    Done,
+}
+
 pub(super) struct Subscribed {
     pub(super) spot: Spot,
     pub(super) chunked: bool,
@@ -76,11 +98,49 @@ impl<T: Transport> Conn<T> {
         reply: ReplyTo,
         ctx: &mut Ctx<'_, S>,
     ) -> Outcome {
+        self.wait_asking(channel, after, reply, Ask::Hub, ctx)
+    }
+
+    /// With `--workers N`, a catch-up the worker's history cannot serve asks the hub first
+    /// (`--redis`: it reads the channel from Redis when it has no history of it), so the
+    /// client gets what a client on the publishing host gets, and resync only when it was
+    /// lost everywhere.
+    fn ask_hub<S>(
+        &mut self,
+        channel: &str,
+        after: Option<MessageId>,
+        events: bool,
+        reply: ReplyTo,
+        ctx: &mut Ctx<'_, S>,
+    ) -> Outcome {
+        ctx.comet.relay_load(ctx.token, channel);
+        Outcome::Relayed(Awaiting {
+            reply,
+            catch_up: Some(Box::new(CatchUpLater {
+                channel: channel.into(),
+                after,
+                events,
+            })),
+        })
+    }
+
+    fn wait_asking<S>(
+        &mut self,
+        channel: &str,
+        after: Option<MessageId>,
+        reply: ReplyTo,
+        ask: Ask,
+        ctx: &mut Ctx<'_, S>,
+    ) -> Outcome {
         let key = match self.open_channel(channel, reply, ctx) {
             Ok(key) => key,
             Err(refused) => return refused,
         };
-        let (message, resync) = match ctx.comet.catch_up(key, after) {
+        let caught_up = ctx.comet.catch_up(key, after);
+        if matches!(caught_up, CatchUp::Resync(_)) && ask == Ask::Hub && ctx.comet.relays() {
+            return self.ask_hub(channel, after, false, reply, ctx);
+        }
+        let (message, resync) = match caught_up {
             CatchUp::Park => {
                 let spot = ctx.comet.park(key, ctx.token, SpotKind::Waiter, ctx.now);
                 let timeout = ctx.config.comet_timeout;
@@ -116,10 +176,26 @@ impl<T: Transport> Conn<T> {
         reply: ReplyTo,
         ctx: &mut Ctx<'_, S>,
     ) -> Outcome {
+        self.subscribe_asking(channel, after, reply, Ask::Hub, ctx)
+    }
+
+    fn subscribe_asking<S>(
+        &mut self,
+        channel: &str,
+        after: Option<MessageId>,
+        reply: ReplyTo,
+        ask: Ask,
+        ctx: &mut Ctx<'_, S>,
+    ) -> Outcome {
         let key = match self.open_channel(channel, reply, ctx) {
             Ok(key) => key,
             Err(refused) => return refused,
         };
+        if let Some(after) = after {
+            if ask == Ask::Hub && ctx.comet.relays() && ctx.comet.replay(key, after).1 {
+                return self.ask_hub(channel, Some(after), true, reply, ctx);
+            }
+        }
         let chunked = reply.version == Version::Http11;
         let date = ctx.date.as_bytes();
         fanout::render_stream_head(self.output_bytes(ctx.pool), reply.version, date);
@@ -148,9 +224,23 @@ impl<T: Transport> Conn<T> {
 impl<T: Transport> Conn<T> {
     /// The hub answered the request this connection relayed (`--workers N`).
     pub fn answer_from_hub<S: Service>(&mut self, answer: HubAnswer, ctx: &mut Ctx<'_, S>) -> Next {
-        let Phase::AwaitingHub(reply) = self.phase else {
+        let Phase::AwaitingHub(awaiting) = &mut self.phase else {
             return Next::Wait;
         };
+        let reply = awaiting.reply;
+        if let (HubAnswer::Loaded, Some(later)) = (answer, awaiting.catch_up.take()) {
+            let CatchUpLater {
+                channel,
+                after,
+                events,
+            } = *later;
+            let outcome = match events {
+                true => self.subscribe_asking(&channel, after, reply, Ask::Done, ctx),
+                false => self.wait_asking(&channel, after, reply, Ask::Done, ctx),
+            };
+            self.transition(outcome, ctx);
+            return self.finish_turn(ctx);
+        }
         let response = match answer {
             HubAnswer::Published { id, reached, hosts } => {
                 let response = Response::text(200, reached.to_string())
@@ -181,7 +271,7 @@ impl<T: Transport> Conn<T> {
                     None => response,
                 }
             }
-            HubAnswer::Unavailable => {
+            HubAnswer::Unavailable | HubAnswer::Loaded => {
                 Response::text(503, "shutting down\n").with_header("Retry-After", "1")
             }
         };

@@ -782,7 +782,10 @@ impl<T: Transport> Conn<T> {
                 if ctx.comet.claim_relayed(ctx.token) {
                     // `--workers N`: the handler published (or counted) through the hub; the
                     // answer is the hub's, given by `answer_from_hub`.
-                    return Outcome::Relayed(reply);
+                    return Outcome::Relayed(comet::Awaiting {
+                        reply,
+                        catch_up: None,
+                    });
                 }
                 response
             }

@@ -6,9 +6,9 @@
 
 use std::time::Instant;
 
-use super::comet::{Parked, Subscribed};
+use super::comet::{Awaiting, Parked, Subscribed};
 use super::stream::Streaming;
-use super::{BodyPhase, Conn, Ctx, ReplyTo, Transport};
+use super::{BodyPhase, Conn, Ctx, Transport};
 use crate::http::HeadScanner;
 
 pub(super) enum Phase {
@@ -30,8 +30,8 @@ pub(super) enum Phase {
     /// Streaming a source's output. Boxed: it is large and rare.
     Streaming(Box<Streaming>),
     /// `--workers N`: a request relayed to the hub (a publish, a count), answered when every
-    /// worker has counted.
-    AwaitingHub(ReplyTo),
+    /// worker has counted; or (`--redis`) a catch-up waiting for the hub's read of Redis.
+    AwaitingHub(Awaiting),
     /// The last response is queued; the connection closes once it is written.
     Closing,
     /// Our side is shut down; the peer's input is drained until its EOF or `until`.
@@ -67,7 +67,7 @@ pub(super) enum Outcome {
     /// The request is answered with a polled source's output as it comes.
     Streaming(Box<Streaming>),
     /// The handler's request went to the hub (`--workers N`); its answer comes from there.
-    Relayed(ReplyTo),
+    Relayed(Awaiting),
     /// An event stream ended (shutdown): its last bytes are queued.
     Ended,
     /// All output is out but the peer may still be sending: linger until this instant.
@@ -109,6 +109,8 @@ pub(super) const TRANSITIONS: &[(PhaseKind, OutcomeKind, PhaseKind)] = &[
     (P::Body, O::Relayed, P::AwaitingHub),
     (P::AwaitingHub, O::Answered, P::Head),
     (P::AwaitingHub, O::AnsweredClose, P::Closing),
+    (P::AwaitingHub, O::Parked, P::Parked),
+    (P::AwaitingHub, O::Subscribed, P::Subscribed),
     (P::Parked, O::Answered, P::Head),
     (P::Parked, O::AnsweredClose, P::Closing),
     (P::Streaming, O::Answered, P::Head),

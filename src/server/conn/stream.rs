@@ -139,8 +139,9 @@ impl<T: Transport> Conn<T> {
         let Some(pipe) = streaming.pipe.as_mut() else {
             return 0;
         };
-        let mut buf = [0u8; PIPE_READ];
-        match pipe.read(&mut buf, ctx.stats) {
+        let mut buf = ctx.pool.take_pipe_read(PIPE_READ);
+        let read = pipe.read(&mut buf, ctx.stats);
+        let n = match read {
             Ok(0) => {
                 self.end_pipe(ctx);
                 0
@@ -160,7 +161,9 @@ impl<T: Transport> Conn<T> {
                 self.end_pipe(ctx);
                 0
             }
-        }
+        };
+        ctx.pool.give_pipe_read(buf);
+        n
     }
 
     /// The pipe is done (EOF, or a read error): closed, which also takes it out of the poll

@@ -8,6 +8,7 @@
 //! - [`perf`]: counting a server's syscalls from outside with `perf stat` or `strace -c`.
 //! - [`client`]: blocking HTTP/1.1 checks that a server answers what the benchmark expects.
 //! - [`longpoll`]: thousands of long-poll clients from one thread, every answer checked.
+//! - [`redis`]: a `redis-server` of the driver's own, started on a free port, stopped by PID.
 //! - [`report`]: medians, tables and the targets a run is checked against.
 //! - [`svg`]: the line charts in `docs/img/`.
 //!
@@ -19,6 +20,7 @@ pub mod cpu;
 pub mod longpoll;
 pub mod peers;
 pub mod perf;
+pub mod redis;
 pub mod report;
 pub mod server;
 pub mod svg;

@@ -185,6 +185,33 @@ pub fn nchan_config(addr: std::net::SocketAddr, dir: &Path) -> String {
     )
 }
 
+/// [`nchan_config`] with the channel kept in Redis, as nchan 1.3 asks for it (an `upstream`
+/// with `nchan_redis_server`, `nchan_redis_pass` in the locations; `nchan_redis_url` and
+/// `nchan_use_redis` still work but warn), in its default `distributed` storage mode: several
+/// nginx on one Redis are one nchan, a publish on any reaches every subscriber, and the
+/// channel info counts every instance's subscribers.
+pub fn nchan_redis_config(redis_url: &str) -> impl Fn(std::net::SocketAddr, &Path) -> String + '_ {
+    move |addr, dir| {
+        nchan_config(addr, dir)
+            .replace(
+                "nchan_channel_id default;",
+                "nchan_channel_id default; nchan_redis_pass bench_redis;",
+            )
+            // This instance's own subscribers: the channel's count, kept in Redis for every
+            // instance, lags and once stuck at 1 of 2,000 over two instances.
+            .replace(
+                "location = /pub",
+                "location = /nchan_status { nchan_stub_status; }\n    location = /pub",
+            )
+            .replace(
+                "client_body_temp_path",
+                &format!(
+                    "upstream bench_redis {{ nchan_redis_server {redis_url}; }}\n  client_body_temp_path"
+                ),
+            )
+    }
+}
+
 /// Builds a Go peer from one standard-library-only source file with plain `go build` (GOPATH
 /// mode, no network) into `scratch/peers/NAME`, installing Debian's golang-go first if `go`
 /// is missing.
@@ -254,8 +281,14 @@ mod tests {
         let nchan = nchan_config(addr, dir);
         assert!(nchan.starts_with(&format!("load_module {NCHAN_MODULE};")));
         assert!(nchan.contains("nchan_subscriber longpoll"));
+        let redis = nchan_redis_config("redis://127.0.0.1:6390")(addr, dir);
+        assert!(
+            redis.contains("upstream bench_redis { nchan_redis_server redis://127.0.0.1:6390; }")
+        );
+        assert_eq!(redis.matches("nchan_redis_pass bench_redis;").count(), 2);
+        assert!(redis.contains("location = /nchan_status { nchan_stub_status; }"));
         // Balanced braces: nginx refuses the file otherwise.
-        for conf in [plain, nchan] {
+        for conf in [plain, nchan, redis] {
             assert_eq!(conf.matches('{').count(), conf.matches('}').count());
         }
     }

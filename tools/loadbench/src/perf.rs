@@ -85,15 +85,8 @@ impl SyscallCounter {
         let output = scratch.join(format!("syscalls-{pid}.txt"));
         let (program, _) = tool.program_and_package();
         let mut cmd = Command::new(program);
-        cmd.args(tool.counting_args(&output))
-            .args(["-p", &pid.to_string()]);
-        let child = pinned_to(CLIENT_CORE, cmd, pin)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {program}: {e}"))?;
-        std::thread::sleep(ATTACH_DELAY);
+        cmd.args(tool.counting_args(&output));
+        let child = attach_quietly(cmd, pid, pin, program)?;
         Ok(SyscallCounter {
             tool,
             child,
@@ -299,16 +292,8 @@ impl Recorder {
     pub fn attach(pid: u32, pin: bool, scratch: &Path) -> Result<Recorder, String> {
         let output = scratch.join(format!("profile-{pid}.data"));
         let mut cmd = Command::new("perf");
-        cmd.args(["record", "-q", "-g", "-o"])
-            .arg(&output)
-            .args(["-p", &pid.to_string()]);
-        let child = pinned_to(CLIENT_CORE, cmd, pin)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start perf record: {e}"))?;
-        std::thread::sleep(ATTACH_DELAY);
+        cmd.args(["record", "-q", "-g", "-o"]).arg(&output);
+        let child = attach_quietly(cmd, pid, pin, "perf record")?;
         Ok(Recorder { child, output })
     }
 
@@ -348,6 +333,20 @@ impl Drop for Recorder {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Starts `cmd` (perf or strace) attached to the server `pid` with its output discarded,
+/// pinned to the client core, and gives it time to attach before the load starts.
+fn attach_quietly(mut cmd: Command, pid: u32, pin: bool, what: &str) -> Result<Child, String> {
+    cmd.args(["-p", &pid.to_string()]);
+    let child = pinned_to(CLIENT_CORE, cmd, pin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {what}: {e}"))?;
+    std::thread::sleep(ATTACH_DELAY);
+    Ok(child)
 }
 
 #[cfg(test)]
