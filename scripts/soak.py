@@ -1185,8 +1185,7 @@ class Soak:
             for turn, (channel, expected) in enumerate(per_channel.items()):
                 CURRENT.host = turn % len(self.hosts)
                 if len(self.hosts) > 1:
-                    # Across hosts a GET notify's message carries the publishing host's count
-                    # (docs/comet.md): a body of our own, and the answer counts every host.
+                    # Across hosts: a body of our own; the answer must count every host.
                     body = f"final {channel}".encode()
                     response = self.simple("POST", f"/notify/{channel}", body)
                 else:
