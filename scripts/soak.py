@@ -14,6 +14,17 @@
 # error right at the kill on a connection opened before it, is counted as "by the killed
 # worker" and the client reconnects (waiters and subscribers catch up with their last id);
 # any other error is still an error.
+#
+# With --host URL,PID,METRICS_URL (repeated; the hosts run with --redis against one Redis,
+# each a supervisor and its workers) the clients are spread over every host: waiters and
+# subscribers of one channel sit on every host, each publish goes to the next host in turn,
+# so most answers cross hosts and must carry the id the publishing host answered; RSS, fds,
+# /metrics and commands are summed over every host. With --redis-restart-at S the Redis
+# (--redis-pidfile, restarted with --redis-command in the same dir, its data kept) is
+# SIGKILLed S seconds into the load and started again --redis-down seconds later: publishes
+# answered 503 with Retry-After from the kill until every host's link is up again are
+# counted as refused, not errors; waiters and subscribers that stayed connected must still
+# see every message of their channel, in order.
 """Soak driver for miohttpd. Exit status: 0 all checks passed, 1 a check failed, 3 hard timeout."""
 
 import argparse
@@ -21,11 +32,13 @@ import collections
 import csv
 import hashlib
 import os
+import json
 import random
 import socket
 import struct
 import sys
 import signal
+import subprocess
 import threading
 import time
 
@@ -45,6 +58,10 @@ IO_TIMEOUT = 60.0  # any one socket operation of a well-behaved client
 
 class Closed(Exception):
     """The server closed the connection cleanly, before any byte of a response."""
+
+
+class Refused(Exception):
+    """A publish refused (503) while Redis was down: counted, never an error."""
 
 
 class Broken(Exception):
@@ -304,14 +321,24 @@ class Tally:
 class Soak:
     def __init__(self, args):
         self.args = args
-        host, _, port = args.url.removeprefix("http://").partition(":")
-        self.address = (host, int(port))
-        metrics_url = args.metrics_url or args.url
-        host, _, port = metrics_url.removeprefix("http://").partition(":")
-        self.metrics_address = (host, int(port))
+
+        def address(url):
+            host, _, port = url.removeprefix("http://").partition(":")
+            return host, int(port)
+
+        # Every host: (its HTTP address, its PID, its /metrics address). The first is --url.
+        self.hosts = [(address(args.url), args.pid, address(args.metrics_url or args.url))]
+        for spec in args.host:
+            url, pid, metrics_url = spec.split(",")
+            self.hosts.append((address(url), int(pid), address(metrics_url)))
+        # With workers or --redis each host is a supervisor and its workers.
+        self.supervised = args.workers > 1 or args.redis
         # The /metrics request's own connection is counted by the server that serves it: the
         # one process, or with workers the supervisor, which the totals leave out.
-        self.metrics_connections = 1 if args.workers <= 1 else 0
+        self.metrics_connections = 0 if self.supervised else 1
+        self.redis_down_at = None  # monotonic time of the Redis kill
+        self.redis_up_at = None  # monotonic time every host's link was up again after it
+        self.refused_channels = collections.Counter()  # channel -> publishes refused with 503
         self.killed_at = None  # monotonic time of the worker kill
         self.killed_peers = set()  # client endpoints the killed worker held
         self.killed_worker = None
@@ -327,17 +354,49 @@ class Soak:
         # Comet bookkeeping: what each notify published, and what each waiter received.
         self.lock = threading.Lock()
         self.published = {}  # comet id -> (channel, body bytes, content type or None, n reached)
+        self.published_on = {}  # comet id -> the host that published it
         self.order = collections.defaultdict(list)  # channel -> ids in publish order
         self.answers = []  # (waiter index, mode, channel, comet id, body, content type)
         self.waiters_running = 0
         self.sse_published = {}  # comet id -> (channel, seq, body text)
-        self.sse_seen = []  # (comet id, channel, data) of every event a subscriber read
+        self.sse_seen = []  # (comet id, channel, data, host) of every event a subscriber read
+        self.sse_published_on = {}  # comet id -> the host that published it
+        self.refused_sse = False  # the SSE publisher's last publish was refused (503)
         # Publishes whose answer the kill took: maybe published, maybe not.
         self.lost_notifies = collections.Counter()  # channel -> count
         self.lost_sse = collections.defaultdict(set)  # channel -> seqs
         self.notified_at = {}  # comet id -> monotonic time its notify was answered
 
     # ----- helpers -------------------------------------------------------------------------
+
+    @property
+    def address(self):
+        """The host the calling client thread talks to (CURRENT.host, set when it starts)."""
+        return self.hosts[getattr(CURRENT, "host", 0) % len(self.hosts)][0]
+
+    def on_host(self, index, target, *args):
+        """Runs target(*args) in this thread as a client of host `index`."""
+        CURRENT.host = index % len(self.hosts)
+        return target(*args)
+
+    def in_outage(self):
+        """Whether Redis is down or some host's link not yet back: publishes are refused."""
+        if self.redis_down_at is None:
+            return False
+        return self.redis_up_at is None or time.monotonic() < self.redis_up_at + 2.0
+
+    def refused(self, response, channel):
+        """Whether a publish's answer is the refusal of a host whose Redis link is down: 503
+        with Retry-After during the outage. Such a publish may still have reached Redis (the
+        kill took its reply), so its channel may see an id nobody was answered."""
+        if response.status != 503 or not self.in_outage():
+            return False
+        if response.header("retry-after") is None:
+            raise Broken("a 503 without Retry-After while Redis was down")
+        with self.lock:
+            self.refused_channels[channel] += 1
+        self.tally.add("publish refused (503) while Redis was down")
+        return True
 
     def log(self, text):
         print(f"[{time.monotonic() - self.started:7.1f}s] {text}", flush=True)
@@ -367,6 +426,9 @@ class Soak:
         try:
             exchange(*args)
             return True
+        except Refused:
+            time.sleep(0.2)
+            return False
         except Exception as e:  # noqa: BLE001 - every failure is reported, none is fatal
             self.tally.error(kind, f"{type(e).__name__}: {e}")
             time.sleep(0.2)  # a broken server must not turn this into a busy loop
@@ -381,43 +443,68 @@ class Soak:
             sock.sendall(request(method, target, (*headers, ("Connection", "close")), body=body))
             return reader.response(method)
 
-    def metrics(self):
-        response = self.simple("GET", "/metrics", address=self.metrics_address)
+    def host_metrics(self, metrics_address):
+        response = self.simple("GET", "/metrics", address=metrics_address)
         if response.status != 200:
             raise Broken(f"/metrics answered {response.status}")
         values = {}
         for line in response.body.decode().splitlines():
             if line.startswith("miohttpd_"):
                 name, _, value = line.partition(" ")
-                values[name.removeprefix("miohttpd_")] = int(value)
+                try:
+                    values[name.removeprefix("miohttpd_")] = int(value)
+                except ValueError:
+                    pass  # a float gauge: none the soak reads
         return values
 
+    def metrics(self):
+        """/metrics summed over every host."""
+        total = collections.defaultdict(int)
+        for _, _, metrics_address in self.hosts:
+            for name, value in self.host_metrics(metrics_address).items():
+                total[name] += value
+        return total
+
     def parked(self):
-        response = self.simple("GET", "/")
+        """GET / on the first host: with --redis it counts every host's parked waiters."""
+        response = self.simple("GET", "/", address=self.hosts[0][0])
         if response.status != 200:
             raise Broken(f"GET / answered {response.status}")
+        if len(self.hosts) > 1:
+            counted = response.header("x-comet-hosts")
+            if counted != f"{len(self.hosts)}/{len(self.hosts)}":
+                raise Broken(f"GET / counted hosts {counted!r}, not all {len(self.hosts)}")
         return int(response.body)
 
-    def processes(self):
-        """The server's processes: the one, or the supervisor and its workers."""
-        if self.args.workers <= 1:
-            return [self.args.pid]
-        return [self.args.pid, *self.workers()]
+    def processes(self, host=None):
+        """The servers' processes: the one per host, or each supervisor and its workers
+        (of one host, or of all)."""
+        pids = [pid for _, pid, _ in self.hosts] if host is None else [self.hosts[host][1]]
+        if not self.supervised:
+            return pids
+        return [*pids, *self.workers(host)]
 
-    def workers(self):
-        with open(f"/proc/{self.args.pid}/task/{self.args.pid}/children") as f:
-            return [int(p) for p in f.read().split()]
+    def workers(self, host=None):
+        found = []
+        for _, pid, _ in self.hosts if host is None else [self.hosts[host]]:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                found += [int(p) for p in f.read().split()]
+        return found
 
-    def proc_sample(self):
-        """RSS (KiB) and open fds, summed over the server's processes."""
+    def host_samples(self):
+        """[(RSS KiB, fds)] of each host, summed over its processes."""
+        return [self.proc_sample(host) for host in range(len(self.hosts))]
+
+    def proc_sample(self, host=None):
+        """RSS (KiB) and open fds, summed over the server's processes (or one host's)."""
         rss = fds = 0
-        for pid in self.processes():
+        for pid in self.processes(host):
             try:
                 with open(f"/proc/{pid}/status") as status:
                     rss += next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
                 fds += len(os.listdir(f"/proc/{pid}/fd"))
             except (OSError, StopIteration):
-                if pid == self.args.pid:
+                if any(pid == host_pid for _, host_pid, _ in self.hosts):
                     raise
         return rss, fds
 
@@ -434,12 +521,45 @@ class Soak:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             workers = self.workers()
-            if len(workers) == self.args.workers and victim not in workers:
+            if len(workers) == self.args.workers * len(self.hosts) and victim not in workers:
                 self.tally.add("worker killed and replaced")
                 self.log(f"worker replaced after {time.monotonic() - self.killed_at:.2f} s: {workers}")
                 return
             time.sleep(0.02)
         self.tally.error("worker restart", f"no replacement for worker {victim} within 5 s")
+
+    def restart_redis(self):
+        """SIGKILLs Redis S seconds into the load, starts it again (same port, same dir, its
+        append-only file) --redis-down seconds later, and waits for every host's link."""
+        if self.stop.wait(self.args.redis_restart_at):
+            return
+        with open(self.args.redis_pidfile) as f:
+            victim = int(f.read())
+        self.redis_down_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        self.log(f"SIGKILLed redis-server {victim}")
+        time.sleep(self.args.redis_down)
+        with open(self.args.redis_log, "ab") as log:
+            # Its own session: soak.sh stops it by the PID in the pidfile, as the first one.
+            subprocess.Popen(json.loads(self.args.redis_command), stdout=log, stderr=log,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        restarted = time.monotonic()
+        deadline = restarted + 60
+        while time.monotonic() < deadline:
+            try:
+                up = all(self.host_metrics(m).get('redis_link_state{state="up"}') == 1
+                         for _, _, m in self.hosts)
+            except Exception:  # noqa: BLE001 - a host busy answering: ask again
+                up = False
+            if up:
+                self.redis_up_at = time.monotonic()
+                self.tally.add("redis killed and restarted, every link up again")
+                self.log(f"redis restarted; every host's link up {self.redis_up_at - restarted:.2f} s "
+                         f"after the restart ({self.redis_up_at - self.redis_down_at:.2f} s after the kill)")
+                return
+            time.sleep(0.05)
+        self.redis_up_at = time.monotonic()
+        self.tally.error("redis restart", "some host's link not up within 60 s of the restart")
 
     # ----- uploads -------------------------------------------------------------------------
 
@@ -542,7 +662,7 @@ class Soak:
                     comet_id = response.header("x-comet-id")
                     with self.lock:
                         self.answers.append((index, mode, channel, comet_id, response.body,
-                                             response.header("content-type")))
+                                             response.header("content-type"), CURRENT.host))
                     last_id = comet_id
                     self.tally.add("waiter answered")
                     if mode == "pipelined":
@@ -587,6 +707,7 @@ class Soak:
                 if running == 0 or time.monotonic() > drain_deadline:
                     return
             channel = WAITER_CHANNELS[turn % len(WAITER_CHANNELS)]
+            CURRENT.host = turn % len(self.hosts)  # publishes go round the hosts
             turn += 1
             if not self.guard("notify", self.notify, rng, channel) and self.by_kill("Reset"):
                 with self.lock:
@@ -610,15 +731,23 @@ class Soak:
                     raise Broken(f"a {size}-byte notify answered {response.status}, not 413")
                 self.tally.add("notify over limit (413)")
                 return
+        if self.refused(response, channel):
+            return
         if response.status != 200 or not response.body.isdigit():
             raise Broken(f"notify answered {response!r}")
         comet_id = response.header("x-comet-id")
         reached = int(response.body)
         if body is None:
             body = response.body
+        counted = response.header("x-comet-hosts")
+        if len(self.hosts) > 1 and counted != f"{len(self.hosts)}/{len(self.hosts)}":
+            # A host that did not count back within the bound: n leaves its waiters out.
+            self.tally.add(f"notify counted hosts {counted}")
+            reached = None
         with self.lock:
             self.published[comet_id] = (channel, body, content_type, reached)
             self.notified_at[comet_id] = time.monotonic()
+            self.published_on[comet_id] = CURRENT.host
             self.order[channel].append(comet_id)
         self.tally.add("notify")
 
@@ -629,11 +758,15 @@ class Soak:
         position = {cid: (ch, i) for ch, ids in self.order.items() for i, cid in enumerate(ids)}
         plain_counts = collections.Counter()
         last_position = {}
-        for index, mode, channel, cid, body, content_type in self.answers:
+        for index, mode, channel, cid, body, content_type, host in self.answers:
             published = self.published.get(cid)
             if published is None and self.lost_notifies[channel]:
                 # A notify whose answer the killed worker took may still have been published.
                 self.tally.add("answer to a notify whose answer the kill took")
+                continue
+            if published is None and self.refused_channels[channel]:
+                # A notify refused as Redis died may have reached it before the kill.
+                self.tally.add("answer to a notify refused (503) as Redis died")
                 continue
             if published is None:
                 self.tally.error("waiter answer", f"waiter {index} got id {cid}, never published")
@@ -651,6 +784,9 @@ class Soak:
                 self.tally.error("waiter answer", f"waiter {index} on {channel}: {cid} was "
                                  f"{len(p_body)} bytes {p_type} on {p_channel}, got {len(body)} bytes {content_type}")
                 continue
+            if len(self.hosts) > 1:
+                self.tally.add("waiter answers from another host" if self.published_on[cid] != host
+                               else "waiter answers from its own host")
             if mode != "after":
                 plain_counts[cid] += 1
                 continue
@@ -660,7 +796,7 @@ class Soak:
                                  f"#{at} followed #{last_position[index]}")
             last_position[index] = at
         for cid, count in plain_counts.items():
-            if count > self.published[cid][3]:
+            if self.published[cid][3] is not None and count > self.published[cid][3]:
                 self.tally.error("notify count", f"{cid} reached {self.published[cid][3]} but "
                                  f"{count} of our waiters got it")
         self.tally.add("waiter answers checked", len(self.answers))
@@ -672,14 +808,16 @@ class Soak:
         turn = 0
         while not self.drain.is_set():
             channel = SSE_CHANNELS[turn % len(SSE_CHANNELS)]
+            CURRENT.host = turn % len(self.hosts)  # publishes go round the hosts
             turn += 1
             seq[channel] += 1
             lines = [f"{channel} {seq[channel]}"]
             lines += ["".join(rng.choices("abcdefghij klmnop:xyz0123456789", k=rng.randint(0, 300)))
                       for _ in range(rng.randint(0, 4))]
             if not self.guard("sse publish", self.sse_publish, channel, seq[channel], "\n".join(lines)):
-                if self.by_kill("Reset"):
-                    # Maybe published before the worker died: the number is spent.
+                if self.by_kill("Reset") or self.refused_sse:
+                    # Maybe published before the worker (or Redis) died: the number is spent.
+                    self.refused_sse = False
                     with self.lock:
                         self.lost_sse[channel].add(seq[channel])
                 else:
@@ -691,19 +829,26 @@ class Soak:
 
     def sse_publish(self, channel, seq, text):
         response = self.simple("POST", f"/notify/{channel}", text.encode(), [("Content-Type", "text/plain")])
+        if self.refused(response, channel):
+            self.refused_sse = True
+            raise Refused("refused while Redis was down")
         if response.status != 200:
             raise Broken(f"SSE publish answered {response.status}")
         with self.lock:
             self.sse_published[response.header("x-comet-id")] = (channel, seq, text)
+            self.sse_published_on[response.header("x-comet-id")] = CURRENT.host
         self.tally.add("sse published")
 
     def check_events(self):
         """Every event a subscriber read carries exactly the data published under its id."""
-        for event_id, channel, text in self.sse_seen:
+        for event_id, channel, text, host in self.sse_seen:
             published = self.sse_published.get(event_id)
             if published is None and self.lost_sse[channel]:
-                self.tally.add("sse event of a publish whose answer the kill took")
+                self.tally.add("sse event of a publish whose answer the kill took (or refused as Redis died)")
                 continue
+            if len(self.hosts) > 1 and published is not None:
+                self.tally.add("sse events from another host" if self.sse_published_on[event_id] != host
+                               else "sse events from its own host")
             if published is None or published[0] != channel or published[2] != text:
                 self.tally.error("sse data", f"event {event_id} on {channel}: {text[:60]!r} is not what was "
                                  f"published ({published and published[2][:60]!r})")
@@ -717,6 +862,8 @@ class Soak:
         try:
             while True:
                 stay = rng.uniform(3, 12) if reconnects else None
+                if reconnects and position[0]:
+                    CURRENT.host = (CURRENT.host + 1) % len(self.hosts)  # catch up on the next host
                 try:
                     done = self.sse_session(channel, position, stay)
                 except Exception as e:  # noqa: BLE001
@@ -794,7 +941,7 @@ class Soak:
         if last_seq is not None and seq != last_seq + 1 and not (seq > last_seq and lost):
             raise Broken(f"event #{seq} after #{last_seq}: out of order or lost")
         with self.lock:
-            self.sse_seen.append((event_id, channel, text))
+            self.sse_seen.append((event_id, channel, text, CURRENT.host))
         self.tally.add("sse event")
         return event_id, seq, text.endswith(" end") and "\n" not in text
 
@@ -974,6 +1121,8 @@ class Soak:
     def take_sample(self, writer, csv_file, rows, last_requests=None, phase="load"):
         try:
             rss, fds = self.proc_sample()
+            # Each host's too, at the same moment (before /metrics opens a connection).
+            per_host = self.host_samples() if len(self.hosts) > 1 else []
         except (OSError, StopIteration) as e:
             self.tally.error("server gone", f"/proc/{self.args.pid}: {e}")
             self.stop.set()
@@ -988,6 +1137,8 @@ class Soak:
             "connections": m["connections"], "parked": m["parked_waiters"],
             "commands": m["commands_running"], "requests": m["requests_total"],
         }
+        for host, (host_rss, host_fds) in enumerate(per_host, 1):
+            row[f"rss_kib_h{host}"], row[f"fds_h{host}"] = host_rss, host_fds
         row["req_per_s"] = (
             round((row["requests"] - last_requests) / self.args.sample_every) if last_requests is not None else ""
         )
@@ -1000,13 +1151,16 @@ class Soak:
     def warm_up_once(self):
         """One exchange of every kind before the baseline, so anything the server opens once
         and keeps on purpose is counted in it."""
-        rng = random.Random(1)
-        with connect(self.address) as sock:
-            self.upload(rng, sock, Reader(sock))
-        response = self.simple("GET", "/stream/ticks")
-        if response.status != 200 or response.trailers.get("x-exit-status") != "0":
-            raise Broken(f"/stream/ticks: {response!r}")
-        self.simple("GET", "/notify/soak-warm")
+        for host in range(len(self.hosts)):
+            CURRENT.host = host
+            rng = random.Random(1)
+            with connect(self.address) as sock:
+                self.upload(rng, sock, Reader(sock))
+            response = self.simple("GET", "/stream/ticks")
+            if response.status != 200 or response.trailers.get("x-exit-status") != "0":
+                raise Broken(f"/stream/ticks: {response!r}")
+            self.simple("GET", "/notify/soak-warm")
+        CURRENT.host = 0
 
     def final_round(self):
         """After the drain: fresh waiters on every waiter channel, the server must report
@@ -1015,6 +1169,7 @@ class Soak:
         sockets = []
         try:
             for i in range(count):
+                CURRENT.host = (i // len(WAITER_CHANNELS)) % len(self.hosts)
                 sock = connect(self.address, 30)
                 sockets.append((WAITER_CHANNELS[i % len(WAITER_CHANNELS)], sock, Reader(sock)))
                 sock.sendall(request("GET", f"/wait/{sockets[-1][0]}"))
@@ -1025,11 +1180,18 @@ class Soak:
                 time.sleep(0.2)
             per_channel = collections.Counter(ch for ch, _, _ in sockets)
             answers = {}
-            for channel, expected in per_channel.items():
-                response = self.simple("GET", f"/notify/{channel}")
+            for turn, (channel, expected) in enumerate(per_channel.items()):
+                CURRENT.host = turn % len(self.hosts)
+                if len(self.hosts) > 1:
+                    # Across hosts: a body of our own; the answer must count every host.
+                    body = f"final {channel}".encode()
+                    response = self.simple("POST", f"/notify/{channel}", body)
+                else:
+                    response = self.simple("GET", f"/notify/{channel}")
+                    body = response.body
                 if response.status != 200 or response.body != str(expected).encode():
                     raise Broken(f"final notify of {channel} reached {response.body!r}, {expected} were parked")
-                answers[channel] = response.header("x-comet-id"), response.body
+                answers[channel] = response.header("x-comet-id"), body
             for channel, sock, reader in sockets:
                 response = reader.response()
                 got = response.header("x-comet-id"), response.body
@@ -1051,10 +1213,11 @@ class Soak:
             m = self.metrics()
             _, fds = self.proc_sample()
             children = self.children()
-            workers_back = self.args.workers <= 1 or len(self.workers()) == self.args.workers
+            workers_back = not self.supervised or len(self.workers()) == self.args.workers * len(self.hosts)
+            hosts_back = len(self.hosts) == 1 or [f for _, f in self.host_samples()] == self.baseline_host_fds
             settled = (m["connections"] == self.metrics_connections and m["parked_waiters"] == 0
                        and m["commands_running"] == 0 and fds == self.baseline_fds and not children
-                       and workers_back)
+                       and workers_back and hosts_back)
             if settled or time.monotonic() > deadline:
                 return m, fds, children
             time.sleep(0.5)
@@ -1062,7 +1225,7 @@ class Soak:
     def children(self):
         """The server's commands, zombies included (one not reaped): its child processes, or
         with workers the workers' children."""
-        parents = [self.args.pid] if self.args.workers <= 1 else self.workers()
+        parents = [pid for _, pid, _ in self.hosts] if not self.supervised else self.workers()
         found = []
         for pid in parents:
             try:
@@ -1081,10 +1244,13 @@ class Soak:
         self.warm_up_once()
         time.sleep(0.5)
         rss_start, self.baseline_fds = self.proc_sample()
+        self.baseline_host_fds = [f for _, f in self.host_samples()]
 
         rows = []
         csv_file = open(args.csv, "w", newline="")
         columns = ["t_s", "phase", "rss_kib", "fds", "connections", "parked", "commands", "requests", "req_per_s"]
+        if len(self.hosts) > 1:  # each host's own, as well as the sums
+            columns += [f"{kind}_h{host}" for host in range(1, len(self.hosts) + 1) for kind in ("rss_kib", "fds")]
         writer = csv.DictWriter(csv_file, fieldnames=columns)
         writer.writeheader()
         self.take_sample(writer, csv_file, rows, phase="baseline")
@@ -1093,26 +1259,30 @@ class Soak:
                  f"kind (the baseline); RSS {rss_start} KiB")
         seeds = random.Random(args.seed)
 
-        def spawn(target, *extra):
-            thread = threading.Thread(target=target, args=(random.Random(seeds.random()), *extra), daemon=True)
+        def spawn(target, *extra, host=0):
+            thread = threading.Thread(target=self.on_host,
+                                      args=(host, target, random.Random(seeds.random()), *extra), daemon=True)
             thread.start()
             return thread
 
         threading.stack_size(512 << 10)
-        load = [spawn(self.upload_client) for _ in range(args.uploaders)]
-        load += [spawn(self.stream_client) for _ in range(args.streamers)]
-        load += [spawn(self.pipeline_client) for _ in range(args.pipeliners)]
-        load += [spawn(self.abrupt_client) for _ in range(args.abrupt)]
+        # Spread over the hosts; waiters and subscribers so that every channel has some on each.
+        load = [spawn(self.upload_client, host=i) for i in range(args.uploaders)]
+        load += [spawn(self.stream_client, host=i) for i in range(args.streamers)]
+        load += [spawn(self.pipeline_client, host=i) for i in range(args.pipeliners)]
+        load += [spawn(self.abrupt_client, host=i) for i in range(args.abrupt)]
         modes = ["keep"] * 5 + ["after", "after", "pipelined", "http10", "http10"]
         waiters = []
         with self.lock:
             self.waiters_running = args.waiters
         for i in range(args.waiters):
             waiters.append(threading.Thread(
-                target=self.waiter, args=(i, WAITER_CHANNELS[i % len(WAITER_CHANNELS)], modes[i % len(modes)]),
+                target=self.on_host, args=((i // len(WAITER_CHANNELS)) % len(self.hosts), self.waiter, i,
+                                           WAITER_CHANNELS[i % len(WAITER_CHANNELS)], modes[i % len(modes)]),
                 daemon=True))
             waiters[-1].start()
-        subscribers = [spawn(self.sse_subscriber, i, SSE_CHANNELS[i % len(SSE_CHANNELS)], i % 2 == 1)
+        subscribers = [spawn(self.sse_subscriber, i, SSE_CHANNELS[i % len(SSE_CHANNELS)], i % 2 == 1,
+                             host=i // len(SSE_CHANNELS))
                        for i in range(args.subscribers)]
         time.sleep(0.5)  # subscribers first, so they see the first events
         publishers = [spawn(self.notifier), spawn(self.sse_publisher)]
@@ -1120,6 +1290,8 @@ class Soak:
         sampler.start()
         if args.kill_worker_at:
             threading.Thread(target=self.kill_worker, daemon=True).start()
+        if args.redis_restart_at:
+            threading.Thread(target=self.restart_redis, daemon=True).start()
 
         load_until = time.monotonic() + args.seconds
         while time.monotonic() < load_until and not self.stop.is_set():
@@ -1142,6 +1314,7 @@ class Soak:
         metrics_end, end_fds, children = self.settle()
         time.sleep(1.0)
         rss_end, _ = self.proc_sample()
+        self.end_host = self.host_samples()
         self.take_sample(writer, csv_file, rows, phase="settled")
         csv_file.close()
         return self.report(rows, rss_start, fresh_fds, metrics_start, metrics_end, rss_end, end_fds, children)
@@ -1192,6 +1365,20 @@ class Soak:
             failures.append(f"the server still has child processes after settling: {children}")
         if end_fds != self.baseline_fds:
             failures.append(f"fds: {end_fds} after settling, baseline {self.baseline_fds}")
+        host_lines = []
+        if len(self.hosts) > 1:
+            for host, (h_rss, h_fds) in enumerate(self.end_host, 1):
+                h_warm = max(r[f"rss_kib_h{host}"] for r in warm_rows)
+                h_peak = max(r[f"rss_kib_h{host}"] for r in rows)
+                h_bound = h_warm + args.rss_margin_kib
+                h_base = self.baseline_host_fds[host - 1]
+                host_lines.append(f"  host {host}              RSS KiB start {rows[0][f'rss_kib_h{host}']}, after warm-up "
+                                  f"{h_warm}, peak {h_peak}, end {h_rss} (bound {h_bound}); fds baseline {h_base}, "
+                                  f"peak {max(r[f'fds_h{host}'] for r in rows)}, end {h_fds}")
+                if h_fds != h_base:
+                    failures.append(f"host {host} fds: {h_fds} after settling, baseline {h_base}")
+                if h_rss > h_bound:
+                    failures.append(f"host {host} RSS {h_rss} KiB after settling > {h_bound} KiB")
         if rss_end > rss_bound:
             failures.append(f"RSS {rss_end} KiB after settling > {rss_bound} KiB "
                             f"(warm-up level {rss_warm} + margin {args.rss_margin_kib})")
@@ -1202,6 +1389,8 @@ class Soak:
         if m1["accepts_total"] - m1["closes_total"] != m1["connections"]:
             failures.append(f"accepts {m1['accepts_total']} - closes {m1['closes_total']} != "
                             f"{m1['connections']} open")
+        if args.redis_restart_at and counts["redis killed and restarted, every link up again"] != 1:
+            failures.append("the Redis restart did not happen or some host's link did not come back")
         if args.kill_worker_at and counts["worker killed and replaced"] != 1:
             failures.append("the worker kill did not happen or the worker did not come back")
         if counts["waiter finished"] != args.waiters:
@@ -1221,6 +1410,15 @@ class Soak:
               f"{counts['final-round waiters answered']} in the final round")
         print(f"  SSE events          {counts['sse event']:,} in order, {counts['sse events checked']:,} data checked")
         print(f"  errors              {self.tally.total_errors()}")
+        if len(self.hosts) > 1:
+            print(f"  across hosts        {len(self.hosts)} hosts; waiter answers from another host "
+                  f"{counts['waiter answers from another host']:,}, from its own "
+                  f"{counts['waiter answers from its own host']:,}; SSE events from another host "
+                  f"{counts['sse events from another host']:,}, from its own {counts['sse events from its own host']:,}")
+        if self.redis_down_at is not None:
+            up = f"{self.redis_up_at - self.redis_down_at:.2f} s later" if self.redis_up_at else "never"
+            print(f"  redis restart       SIGKILL at {self.redis_down_at - self.started:.1f} s, every link up {up}; "
+                  f"{counts['publish refused (503) while Redis was down']} publishes refused (503)")
         if self.killed_worker:
             excused = {k: v for k, v in counts.items() if k.startswith("by the killed worker")}
             print(f"  killed worker       {self.killed_worker} (SIGKILL at {self.killed_at - self.started:.1f} s, "
@@ -1228,6 +1426,8 @@ class Soak:
         print(f"  RSS KiB             start {rss_start}, after warm-up {rss_warm}, peak {rss_peak}, "
               f"end {rss_end} (bound {rss_bound})")
         print(f"  fds                 fresh {fresh_fds}, baseline {self.baseline_fds}, peak {fds_peak}, end {end_fds}")
+        for line in host_lines:
+            print(line)
         for line in self.tally.error_samples:
             print(f"  ! {line}")
         if failures:
@@ -1248,6 +1448,16 @@ def main():
     parser.add_argument("--metrics-url", help="where /metrics is (with workers, the admin listener)")
     parser.add_argument("--kill-worker-at", type=float, default=0.0,
                         help="SIGKILL one worker this many seconds into the load (0: never)")
+    parser.add_argument("--host", action="append", default=[], metavar="URL,PID,METRICS_URL",
+                        help="another host on the same Redis (repeat for more)")
+    parser.add_argument("--redis", action="store_true",
+                        help="the hosts run with --redis: each is a supervisor and its workers")
+    parser.add_argument("--redis-restart-at", type=float, default=0.0,
+                        help="SIGKILL Redis this many seconds into the load and start it again (0: never)")
+    parser.add_argument("--redis-down", type=float, default=3.0, help="seconds Redis stays down")
+    parser.add_argument("--redis-pidfile", help="the Redis pidfile (its --pidfile)")
+    parser.add_argument("--redis-command", help="the Redis command line, a JSON list, to restart it")
+    parser.add_argument("--redis-log", help="where the restarted Redis logs")
     parser.add_argument("--seconds", type=int, default=600, help="how long the load runs")
     parser.add_argument("--csv", required=True, help="where the RSS/fd samples go")
     parser.add_argument("--ticks", type=int, required=True, help="lines of the server's --exec ticks")
