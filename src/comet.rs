@@ -220,6 +220,12 @@ impl Comet {
         if self.channels.len() >= self.settings.max_channels || self.full_server_wide() {
             return Err(CometError::TooManyChannels);
         }
+        Ok(self.insert_channel(name, now))
+    }
+
+    /// A new, empty channel under `name` (valid, not present), told to the hub when relaying:
+    /// what a local open and a channel named by the hub both make.
+    fn insert_channel(&mut self, name: &str, now: Instant) -> ChannelKey {
         self.relay_channel_event(name, true);
         let name: Box<str> = name.into();
         let key = self.channels.insert(Channel {
@@ -234,7 +240,7 @@ impl Comet {
             last_active: now,
         });
         self.by_name.insert(name, key);
-        Ok(ChannelKey(key))
+        ChannelKey(key)
     }
 
     /// What a waiter that last saw `after` should get now (without `after`: park).
@@ -306,21 +312,25 @@ impl Comet {
                 let Some(at) = channel.reserved.iter().position(|r| r.batch == spot.batch) else {
                     return; // its batch was delivered
                 };
-                let gone = channel.reserved[at].waiters.try_remove(spot.slot).is_some();
+                let gone = channel.reserved[at].waiters.try_remove(spot.slot);
                 if channel.reserved[at].waiters.is_empty() {
                     channel.reserved.swap_remove(at);
                 }
-                if gone {
+                if let Some(token) = gone {
                     self.parked -= 1;
+                    self.take_after(token);
                 }
                 return;
             }
             SpotKind::Waiter => &mut channel.waiters,
             SpotKind::Subscriber => &mut channel.subscribers,
         };
-        if list.try_remove(spot.slot).is_some() {
+        if let Some(token) = list.try_remove(spot.slot) {
             match spot.kind {
-                SpotKind::Waiter => self.parked -= 1,
+                SpotKind::Waiter => {
+                    self.parked -= 1;
+                    self.take_after(token);
+                }
                 SpotKind::Subscriber => self.subscribed -= 1,
             }
         }
@@ -567,6 +577,40 @@ mod tests {
         let reached = comet.publish_from_hub(8, "c", id(2), "text/plain", Box::default(), now);
         assert_eq!(reached, 1);
         assert_eq!(delivered_tokens(&mut comet), [10]);
+    }
+
+    #[test]
+    fn a_waiter_parked_while_a_count_was_out_can_still_catch_up_in_order() {
+        let mut comet = comet(4);
+        comet.relay_to_hub();
+        let now = Instant::now();
+        let ch = comet.channel("c", now).unwrap();
+        let id = |seq| MessageId { epoch: 1, seq };
+        comet.publish_from_hub(1, "c", id(1), "text/plain", Box::default(), now);
+        comet.park(ch, Token(1), SpotKind::Waiter, now);
+        assert_eq!(comet.reserve_for_count("c", 7), 1);
+        // Parks after the count, having seen message 1: the count's message passes it.
+        let late = comet.park(ch, Token(2), SpotKind::Waiter, now);
+        comet.remember_after(Token(2), Some(id(1)));
+        comet.publish_from_hub(7, "c", id(2), "text/plain", Box::default(), now);
+        assert_eq!(delivered_tokens(&mut comet), [1]);
+        comet.publish_from_hub(8, "c", id(3), "text/plain", Box::default(), now);
+        assert_eq!(delivered_tokens(&mut comet), [2]);
+        // Woken by message 3, it is owed message 2 first (the connection answers with it).
+        let after = comet.take_after(Token(2)).expect("remembered");
+        assert_eq!(
+            comet.catch_up(late.channel, Some(after)),
+            CatchUp::Next(Rc::clone(&comet.channels[ch.0].history[1]))
+        );
+        assert_eq!(comet.take_after(Token(2)), None, "taken once");
+        // A waiter that leaves forgets its id, and a reused token inherits none.
+        let gone = comet.park(ch, Token(3), SpotKind::Waiter, now);
+        comet.remember_after(Token(3), Some(id(3)));
+        comet.unpark(gone);
+        assert_eq!(comet.take_after(Token(3)), None);
+        comet.remember_after(Token(4), Some(id(3)));
+        comet.remember_after(Token(4), None);
+        assert_eq!(comet.take_after(Token(4)), None);
     }
 
     #[test]

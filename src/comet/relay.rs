@@ -4,14 +4,14 @@
 //! ([`Comet::publish_from_hub`]). Waiting, catch-up and history stay the registry's own:
 //! every worker sees every message, so its history is the hub's.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Instant;
 
 use mio::Token;
 use slab::Slab;
 
-use super::{Channel, ChannelKey, Comet, Delivery, Message, MessageId};
+use super::{ChannelKey, Comet, Delivery, Message, MessageId};
 
 /// A worker's relaying state: requests for the hub, the channels it opened and dropped (so
 /// the hub counts channels server-wide), and the hub's last count of them.
@@ -25,6 +25,9 @@ pub struct RelayState {
     /// `GET /notify` counts answered here whose message has not come yet (oldest first,
     /// bounded: a count whose message is refused is forgotten in time).
     counting: VecDeque<u64>,
+    /// The id each parked waiter named (`?after=`): a count's message passes waiters that
+    /// parked while it was in flight, and the next message must not skip it for them.
+    afters: HashMap<Token, MessageId>,
 }
 
 /// The most counts awaiting their message: far above what the hub has in flight.
@@ -72,6 +75,22 @@ impl Comet {
 
     pub fn relays(&self) -> bool {
         self.relay.is_some()
+    }
+
+    /// A waiter parked after `after`, if it named one (only kept when relaying). Set at
+    /// every park, so a token reused after a close never inherits another waiter's id.
+    pub fn remember_after(&mut self, token: Token, after: Option<MessageId>) {
+        if let Some(relay) = &mut self.relay {
+            match after {
+                Some(after) => relay.afters.insert(token, after),
+                None => relay.afters.remove(&token),
+            };
+        }
+    }
+
+    /// The id the waiter `token` named, now that it is answered or gone.
+    pub fn take_after(&mut self, token: Token) -> Option<MessageId> {
+        self.relay.as_mut()?.afters.remove(&token)
     }
 
     /// Queues a publish for the hub (only when [`Comet::relays`]).
@@ -356,20 +375,6 @@ impl Comet {
         if let Some(&key) = self.by_name.get(name) {
             return Some(ChannelKey(key));
         }
-        self.relay_channel_event(name, true);
-        let name: Box<str> = name.into();
-        let key = self.channels.insert(Channel {
-            name: name.clone(),
-            waiters: Slab::new(),
-            batch: 0,
-            reserved: Vec::new(),
-            subscribers: Slab::new(),
-            history: VecDeque::new(),
-            floor: self.last_seq,
-            epoch: self.epoch,
-            last_active: now,
-        });
-        self.by_name.insert(name, key);
-        Some(ChannelKey(key))
+        Some(self.insert_channel(name, now))
     }
 }

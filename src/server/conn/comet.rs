@@ -1,12 +1,13 @@
 //! The park primitive of a connection: parking a long-poll waiter or subscribing an event
 //! stream on a named channel, and delivering a published message to it.
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use super::{Conn, Ctx, Next, Outcome, Phase, ReplyTo, Transport};
 use crate::bus::frame::RefuseReason;
 use crate::comet::HOSTS_HEADER;
-use crate::comet::{CatchUp, ChannelKey, CometError, MessageId, Spot, SpotKind};
+use crate::comet::{CatchUp, ChannelKey, CometError, Message, MessageId, Spot, SpotKind};
 use crate::http::{Response, Version};
 use crate::router::Service;
 use crate::server::fanout::{self, Fanout, Form, ID_HEADER, RESYNC_HEADER};
@@ -57,6 +58,24 @@ impl<T: Transport> Conn<T> {
     pub fn deliver<S: Service>(&mut self, fanout: &mut Fanout, ctx: &mut Ctx<'_, S>) -> Next {
         match &self.phase {
             Phase::Parked(parked) => {
+                if let Some(missed) = missed_before(parked, &fanout.message, ctx) {
+                    // Its next message is an earlier one (a count's, set aside for the
+                    // waiters counted before it parked): answered with that, in order.
+                    let reply = parked.reply;
+                    let date = ctx.date.as_bytes();
+                    let out = self.output_bytes(ctx.pool);
+                    let close = fanout::render_reply(
+                        out,
+                        &missed,
+                        reply.version,
+                        reply.keep_alive,
+                        false,
+                        date,
+                    );
+                    self.record_response(200, Some(missed.body.len() as u64), ctx);
+                    self.transition(Outcome::answered(close, ctx), ctx);
+                    return self.finish_turn(ctx);
+                }
                 let form = Form::for_reply(parked.reply.version, parked.reply.keep_alive);
                 self.output
                     .push_shared(fanout.bytes(form, ctx.date.as_bytes()));
@@ -143,6 +162,7 @@ impl<T: Transport> Conn<T> {
         let (message, resync) = match caught_up {
             CatchUp::Park => {
                 let spot = ctx.comet.park(key, ctx.token, SpotKind::Waiter, ctx.now);
+                ctx.comet.remember_after(ctx.token, after);
                 let timeout = ctx.config.comet_timeout;
                 let timeout_at = (!timeout.is_zero()).then(|| ctx.now + timeout);
                 return Outcome::Parked(Parked {
@@ -278,5 +298,19 @@ impl<T: Transport> Conn<T> {
         let outcome = self.respond(response, reply, ctx);
         self.transition(outcome, ctx);
         self.finish_turn(ctx)
+    }
+}
+
+/// The message a waiter woken by `delivered` should get instead: the first one after the
+/// id it named, when that is older than `delivered`.
+fn missed_before<S>(
+    parked: &Parked,
+    delivered: &Message,
+    ctx: &mut Ctx<'_, S>,
+) -> Option<Rc<Message>> {
+    let after = ctx.comet.take_after(ctx.token)?;
+    match ctx.comet.catch_up(parked.spot.channel, Some(after)) {
+        CatchUp::Next(next) if next.id < delivered.id => Some(next),
+        _ => None,
     }
 }
