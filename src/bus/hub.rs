@@ -40,6 +40,23 @@ struct History {
     last_published: Instant,
 }
 
+impl History {
+    /// A message joins the copy; the oldest beyond `limit` leave it, and the floor rises.
+    fn append(&mut self, seq: u64, content_type: &str, body: &[u8], limit: usize, now: Instant) {
+        self.last_published = now;
+        self.messages.push_back(Stored {
+            seq,
+            content_type: content_type.into(),
+            body: body.into(),
+        });
+        while self.messages.len() > limit {
+            if let Some(evicted) = self.messages.pop_front() {
+                self.floor = evicted.seq;
+            }
+        }
+    }
+}
+
 /// What a pending request is waiting for.
 enum Awaited {
     /// Delivery counts of the publish with this seq.
@@ -366,17 +383,7 @@ impl Hub {
         // The copy here begins with this message: the workers' floor is the hub's (Redis's
         // sequence is per channel, so no other floor a worker could guess is right).
         let begins = history.messages.is_empty().then_some(history.floor);
-        history.last_published = now;
-        history.messages.push_back(Stored {
-            seq,
-            content_type: content_type.into(),
-            body: body.into(),
-        });
-        while history.messages.len() > self.settings.history {
-            if let Some(evicted) = history.messages.pop_front() {
-                history.floor = evicted.seq;
-            }
-        }
+        history.append(seq, content_type, body, self.settings.history, now);
         self.last_seq = self.last_seq.max(seq);
         let delivery = self.next_delivery;
         self.next_delivery += 1;
@@ -664,17 +671,7 @@ impl Hub {
         self.last_seq += 1;
         let seq = self.last_seq;
         let history = self.channels.get_mut(channel).expect("made above");
-        history.last_published = now;
-        history.messages.push_back(Stored {
-            seq,
-            content_type: content_type.into(),
-            body: body.into(),
-        });
-        while history.messages.len() > self.settings.history {
-            if let Some(evicted) = history.messages.pop_front() {
-                history.floor = evicted.seq;
-            }
-        }
+        history.append(seq, content_type, body, self.settings.history, now);
         let delivery = counted.unwrap_or_else(|| {
             self.next_delivery += 1;
             self.next_delivery - 1
