@@ -77,6 +77,17 @@ impl Redis {
         panic!("redis-server did not restart; log:\n{}", self.log());
     }
 
+    fn answers_as_ours(&self) -> bool {
+        let pid = self.child.as_ref().map(|child| child.id());
+        let reply = Client::connect(self.addr()).cmd(&["INFO", "server"]);
+        match (pid, reply) {
+            (Some(pid), Value::Bulk(text)) => String::from_utf8_lossy(&text)
+                .lines()
+                .any(|line| line.trim() == format!("process_id:{pid}")),
+            _ => false,
+        }
+    }
+
     fn spawn(&mut self) -> bool {
         let port = self.port.to_string();
         let child = Command::new("redis-server")
@@ -111,7 +122,13 @@ impl Redis {
                 return false;
             }
             if TcpStream::connect(self.addr()).is_ok() {
-                return true;
+                // The port was free when picked, but another test's Redis may have taken it
+                // since: what answers is ours only if it gives our child's pid.
+                if self.answers_as_ours() {
+                    return true;
+                }
+                self.kill();
+                return false;
             }
             thread::sleep(Duration::from_millis(20));
         }
