@@ -49,6 +49,7 @@ fn publish(
             channel,
             "text/plain",
             body,
+            None,
         )
     });
     parse_published(&reply).unwrap_or_else(|e| panic!("{e:?}: {reply:?}"))
@@ -217,6 +218,7 @@ fn scripts_load_by_sha_and_a_flushed_cache_says_noscript() {
             "c",
             "text/plain",
             b"x",
+            None,
         )
     });
     assert_eq!(parse_published(&reply).map(|p| p.seq), Ok(1));
@@ -230,6 +232,7 @@ fn scripts_load_by_sha_and_a_flushed_cache_says_noscript() {
             "c",
             "text/plain",
             b"x",
+            None,
         )
     });
     assert!(

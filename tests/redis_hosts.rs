@@ -315,6 +315,7 @@ fn publish_as_another_host(client: &mut Client, channel: &str, body: &str) -> St
         channel,
         "text/plain",
         body.as_bytes(),
+        None,
     );
     let mut decoder = miohttpd::redis::resp::Decoder::new(Default::default());
     decoder.feed(&out);
@@ -533,4 +534,110 @@ fn a_stalled_redis_takes_the_link_down_within_the_bound_and_it_comes_back() {
     redis.resume();
     a.await_link("up");
     assert_eq!(a.notify("news", "back").status, 200);
+}
+
+/// Long-poll waiters parked on this host alone (its `/metrics`, the sum over its workers):
+/// unlike `GET /`, it asks no other host.
+fn parked_here(host: &Host) -> u64 {
+    let metrics = host.metrics();
+    let total = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("miohttpd_parked_waiters "))
+        .unwrap_or_else(|| panic!("no parked waiters gauge:\n{metrics}"));
+    total.parse().expect("a number")
+}
+
+fn await_parked_here(host: &Host, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while parked_here(host) != n {
+        assert!(Instant::now() < deadline, "never {n} parked here");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The payload of the next pub/sub message a subscribed client reads that `wanted` accepts.
+fn next_message(client: &mut Client, wanted: impl Fn(&str) -> bool) -> String {
+    loop {
+        let Value::Array(items) = client.read() else {
+            panic!("not a pub/sub message")
+        };
+        let payload = items.last().and_then(|v| v.as_bytes()).unwrap_or_default();
+        let payload = String::from_utf8_lossy(payload).into_owned();
+        if wanted(&payload) {
+            return payload;
+        }
+    }
+}
+
+#[test]
+fn get_notify_across_hosts_answers_exactly_the_waiters_it_counted() {
+    let redis = Redis::start();
+    let a = Host::start(&redis, &[]);
+    let b = Host::start(&redis, &["--workers", "2"]);
+    await_all_up(&[&a, &b]);
+    // The test is a third host that is slow to count: the count stays open until it
+    // answers, and the test parks waiters meanwhile.
+    let mut redis_admin = redis.client();
+    let far = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 600_000;
+    redis_admin.cmd(&["ZADD", "miohttpd:hosts", &far.to_string(), "slowhost"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // A knows three hosts once a heartbeat has counted them (a `GET /` it answers says so).
+    while a.server.request(&get("/")).header("x-comet-hosts") != Some("2/3") {
+        assert!(
+            Instant::now() < deadline,
+            "the slow host never counted as live"
+        );
+    }
+    let mut bus = redis.client();
+    bus.cmd(&["SUBSCRIBE", "miohttpd:bus"]);
+    let mut replies = redis.client();
+    replies.cmd(&["PSUBSCRIBE", "miohttpd:host:*"]);
+
+    let mut counted = vec![a.wait("/wait/exact"), b.wait("/wait/exact")];
+    await_parked_here(&a, 1);
+    await_parked_here(&b, 1);
+    let mut notifier = a.server.connect();
+    notifier.send(&get("/notify/exact"));
+    // A counted its own waiter before asking the others; the question names the count.
+    let question = next_message(&mut bus, |p| {
+        p.ends_with("\n?waiters\n") || p.contains("\n?waiters\n") && p.ends_with("\nexact")
+    });
+    let mut lines = question.split('\n');
+    let asker = lines.next().unwrap().to_string();
+    let number = lines.nth(1).unwrap().to_string(); // `0-N`
+                                                    // B counted its waiter (its answer reaches A's reply channel).
+    let b_counted = next_message(&mut replies, |p| {
+        p.starts_with(&format!("count ?waiters {number} "))
+    });
+    assert!(b_counted.ends_with(" 1"), "{b_counted}");
+    // Waiters that park after their host counted are not in the number: the message is not
+    // theirs, and they wait for the next one (as on one host).
+    let mut late = vec![a.wait("/wait/exact"), b.wait("/wait/exact")];
+    await_parked_here(&a, 2);
+    await_parked_here(&b, 2);
+    let count = format!("count ?waiters {number} slowhost 0");
+    redis_admin.cmd(&["PUBLISH", &format!("miohttpd:host:{asker}"), &count]);
+
+    let answer = notifier.read_response();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.text(), "2", "the two counted: {answer:?}");
+    assert_eq!(answer.header("x-comet-hosts"), Some("3/3"), "{answer:?}");
+    let id = id_of(&answer);
+    for waiter in &mut counted {
+        let got = waiter.read_response();
+        assert_eq!((got.text(), id_of(&got)), ("2", id.clone()), "{got:?}");
+    }
+    await_parked_here(&a, 1);
+    await_parked_here(&b, 1);
+    // The next message is the late waiters' first.
+    let next = b.notify("exact", "next");
+    assert_eq!(next.status, 200, "{next:?}");
+    for waiter in &mut late {
+        let got = waiter.read_response();
+        assert_eq!((got.status, got.text()), (200, "next"), "{got:?}");
+    }
 }

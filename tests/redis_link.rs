@@ -16,7 +16,7 @@ use miohttpd::redis::bridge::Reach;
 use miohttpd::redis::link::Link;
 use miohttpd::redis::resp::Limits;
 use miohttpd::redis::scripts::KeySpace;
-use miohttpd::redis::session::{Event, Failure, LinkState, SessionConfig};
+use miohttpd::redis::session::{Event, Failure, LinkState, Publish, SessionConfig};
 
 const PROBE: Duration = Duration::from_millis(200);
 const REPLY_TIMEOUT: Duration = Duration::from_millis(300);
@@ -119,14 +119,8 @@ impl Hosts {
         body: &[u8],
     ) -> Result<(), Failure> {
         let registry = self.poll.registry();
-        self.links[host].publish(
-            registry,
-            request,
-            channel,
-            "text/plain",
-            body,
-            Instant::now(),
-        )
+        let message = Publish::new(channel, "text/plain", body);
+        self.links[host].publish(registry, request, message, Instant::now())
     }
 
     fn logs(&self, host: usize) -> Vec<&str> {
@@ -509,6 +503,7 @@ impl miohttpd::redis::bridge::LocalChannels for Registry {
         content_type: &str,
         body: &[u8],
         _ticket: u64,
+        _count: Option<miohttpd::redis::bridge::CountOf<'_>>,
     ) -> Reach {
         assert_eq!(content_type, "text/plain", "the content type crosses hosts");
         let held = self.newest.iter_mut().find(|(c, _)| c == channel);
@@ -521,7 +516,7 @@ impl miohttpd::redis::bridge::LocalChannels for Registry {
             .push((channel.into(), epoch, seq, body.to_vec()));
         Reach::Now(1)
     }
-    fn count_waiters(&mut self, _channel: &str, _ticket: u64) -> Reach {
+    fn count_waiters(&mut self, _channel: &str, _ticket: u64, _question: (&str, u64)) -> Reach {
         Reach::Now(0)
     }
     fn resync(&mut self, channel: &str) {
@@ -623,14 +618,8 @@ impl Site {
             link: &mut self.links[host],
             registry: self.poll.registry(),
         };
-        self.bridges[host].publish(
-            &mut linked,
-            request,
-            "c",
-            "text/plain",
-            body,
-            Instant::now(),
-        )
+        let message = Publish::new("c", "text/plain", body);
+        self.bridges[host].publish(&mut linked, request, message, Instant::now())
     }
 
     /// The id and tally host `host` answered request `request` with.

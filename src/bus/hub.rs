@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::frame::{encode, Frame, RefuseReason};
 use crate::comet::{is_valid_channel_name, CometSettings};
+use crate::redis::bridge::CountOf;
 
 /// How long a publish or count waits for a worker that neither answers nor dies (stuck, or
 /// far behind): then it is answered without that worker's count.
@@ -70,7 +71,13 @@ enum Awaited {
     },
     /// `--redis`: delivery counts of a message with Redis's id, for the bridge's `ticket`.
     FromRedis { ticket: u64 },
+    /// `--redis`: another host's `GET /` or `GET /notify` count, for the bridge's `ticket`.
+    CountForRedis { ticket: u64 },
 }
+
+/// `--redis`: the most other hosts' `GET /notify` counts remembered until their message
+/// comes (one refused never comes): far above what is in flight.
+const MAX_ASKED: usize = 4096;
 
 /// `--redis`: a publish for the link to send, numbered by Redis, not here.
 pub struct ToRedis {
@@ -78,6 +85,8 @@ pub struct ToRedis {
     pub channel: Box<str>,
     pub content_type: Box<str>,
     pub body: Box<[u8]>,
+    /// The `GET /notify` count whose result it is (its number here, and on the bus).
+    pub answers: Option<u64>,
 }
 
 /// A publish or a count whose workers have not all answered yet.
@@ -121,6 +130,10 @@ pub struct Hub {
     /// `--redis`: a `GET /notify` publish is answered with what it counted (its body), not
     /// with what its delivery reached, by (worker, request).
     counted_answers: HashMap<(u16, u64), (u64, u64, u64)>,
+    /// `--redis`: other hosts' `GET /notify` counts made here, oldest first: (asker's host,
+    /// its question, the number the workers set their waiters aside under). The count's
+    /// message names the question, and is delivered under that number.
+    asked: VecDeque<(Box<str>, u64, u64)>,
     /// `--redis`: channels a worker opened that the hub has no history of, to read from
     /// their streams.
     to_read: Vec<Box<str>>,
@@ -167,6 +180,7 @@ impl Hub {
             waiters_at_redis: HashMap::new(),
             counts_to_publish: HashMap::new(),
             counted_answers: HashMap::new(),
+            asked: VecDeque::new(),
             to_read: Vec::new(),
             loading: HashMap::new(),
             backfill: HashMap::new(),
@@ -288,10 +302,10 @@ impl Hub {
             self.counted_answers.insert((origin, request), tally);
             let body = tally.0.to_string();
             let queued = self.to_redis.len();
-            // Redis numbers the message, so it takes every waiter (also those a worker set
-            // aside for the count) like any other message.
+            // Its number (the count's here, and on the bus) makes every host answer the
+            // waiters it set aside for the count.
             let message = (&*channel, "text/plain", body.as_bytes());
-            self.publish(origin, request, message, None, asked_at);
+            self.publish(origin, request, message, Some(key), asked_at);
             if self.to_redis.len() == queued {
                 self.counted_answers.remove(&(origin, request)); // refused at once
             }
@@ -308,16 +322,60 @@ impl Hub {
         self.send(origin, &frame);
     }
 
-    /// Another host's `GET /`: this host's workers count their parked waiters; the sum goes
-    /// to the bridge under `ticket` ([`Hub::take_reached`]).
-    pub fn count_for_redis(&mut self, channel: &str, ticket: u64, now: Instant) {
+    /// Another host's `GET /` (`channel` empty: parked waiters) or `GET /notify` count
+    /// (`question`: the asker's host and number): this host's workers count, setting a
+    /// channel's waiters aside for the count's message; the sum goes to the bridge under
+    /// `ticket` ([`Hub::take_reached`]).
+    pub fn count_for_redis(
+        &mut self,
+        channel: &str,
+        ticket: u64,
+        (asker, question): (&str, u64),
+        now: Instant,
+    ) {
         let query = self.next_delivery;
         self.next_delivery += 1;
+        if !channel.is_empty() {
+            if self.asked.len() == MAX_ASKED {
+                self.asked.pop_front();
+            }
+            self.asked.push_back((asker.into(), question, query));
+        }
         let awaiting = self.live_workers();
         for &w in &awaiting {
             self.send(w, &Frame::CountQuery { query, channel });
         }
-        self.track(query, 0, 0, Awaited::FromRedis { ticket }, awaiting, now);
+        self.track(
+            query,
+            0,
+            0,
+            Awaited::CountForRedis { ticket },
+            awaiting,
+            now,
+        );
+    }
+
+    /// The number a count's message is delivered under here: the number this host's
+    /// workers set the count's waiters aside under, if they did.
+    fn count_delivery(&mut self, count: Option<CountOf<'_>>) -> Option<u64> {
+        let query = match count? {
+            CountOf::Here(query) => query,
+            CountOf::There { host, question } => {
+                let at = self
+                    .asked
+                    .iter()
+                    .position(|(h, q, _)| **h == *host && *q == question)?;
+                self.asked.remove(at)?.2
+            }
+        };
+        // Still counting (its asker stopped waiting for this host): what is counted so far
+        // is all the count will be; the number is the message's from now on.
+        if let Some(counting) = self.pending.remove(&query) {
+            if let Awaited::CountForRedis { ticket } = counting.awaited {
+                self.reached.push((ticket, counting.reached));
+            }
+        }
+        Some(query)
     }
 
     /// The publish `key` was not done (the link is down, or Redis refused it): 503.
@@ -332,18 +390,17 @@ impl Hub {
         }
     }
 
-    /// A message with its id from Redis (this host's publish or another's): into the
-    /// history and to every worker. `None`: counted later, under `ticket`
-    /// ([`Hub::take_reached`]); `Some(0)`: held already (or not a channel), reaches no one.
-    #[allow(clippy::too_many_arguments)]
+    /// A message (channel, content type, body) with its id from Redis (this host's publish
+    /// or another's): into the history and to every worker. `None`: counted later, under
+    /// `ticket` ([`Hub::take_reached`]); `Some(0)`: held already (or not a channel), reaches
+    /// no one. The message of a `GET /notify` count (`count`) reaches the waiters each
+    /// worker set aside for it, no others.
     pub fn deliver_from_redis(
         &mut self,
-        channel: &str,
-        epoch: u32,
-        seq: u64,
-        content_type: &str,
-        body: &[u8],
+        (channel, content_type, body): (&str, &str, &[u8]),
+        (epoch, seq): (u32, u64),
         ticket: u64,
+        count: Option<CountOf<'_>>,
         now: Instant,
     ) -> Option<u64> {
         if !is_valid_channel_name(channel) {
@@ -385,8 +442,10 @@ impl Hub {
         let begins = history.messages.is_empty().then_some(history.floor);
         history.append(seq, content_type, body, self.settings.history, now);
         self.last_seq = self.last_seq.max(seq);
-        let delivery = self.next_delivery;
-        self.next_delivery += 1;
+        let delivery = self.count_delivery(count).unwrap_or_else(|| {
+            self.next_delivery += 1;
+            self.next_delivery - 1
+        });
         let awaiting = self.live_workers();
         if ticket == 0 && self.reading_fresh.contains(channel) {
             // The read of a channel new here: history for catch-ups, not news.
@@ -665,6 +724,7 @@ impl Hub {
                 channel: channel.into(),
                 content_type: content_type.into(),
                 body: body.into(),
+                answers: counted,
             });
             return;
         }
@@ -710,8 +770,8 @@ impl Hub {
             .is_some_and(|p| match p.awaited {
                 Awaited::Delivered { .. } => deliveries,
                 Awaited::Waiters | Awaited::CountToPublish { .. } => !deliveries,
-                // A Redis message's deliveries, or another host's `GET /`: one kind each.
-                Awaited::FromRedis { .. } => true,
+                Awaited::FromRedis { .. } => deliveries,
+                Awaited::CountForRedis { .. } => !deliveries,
             })
     }
 
@@ -760,16 +820,16 @@ impl Hub {
             return;
         }
         let done = self.pending.remove(&delivery).expect("present above");
-        if let Awaited::FromRedis { ticket } = done.awaited {
+        if let Awaited::FromRedis { ticket } | Awaited::CountForRedis { ticket } = done.awaited {
             self.reached.push((ticket, done.reached));
             return;
         }
         if let Awaited::CountToPublish { channel, asked_at } = done.awaited {
             if self.redis {
                 // `GET /notify`: every other host counts the channel's clients too, and the
-                // sum is the body (`redis_waiters`).
-                let key = self.next_delivery;
-                self.next_delivery += 1;
+                // sum is the body (`redis_waiters`). The question keeps the count's number,
+                // which its message carries back.
+                let key = delivery;
                 self.waiters_at_redis
                     .insert(key, (done.origin, done.request));
                 self.counts_to_publish
@@ -795,7 +855,7 @@ impl Hub {
                 counted: 0,
                 known: 0,
             },
-            Awaited::FromRedis { .. } => return,
+            Awaited::FromRedis { .. } | Awaited::CountForRedis { .. } => return,
             Awaited::Waiters if self.redis => {
                 // Every other host is asked next (`take_waiter_queries`).
                 let key = self.next_delivery;
@@ -1220,7 +1280,7 @@ mod tests {
         // Back from Redis with its id: to every worker, counted for the bridge's ticket.
         let now = Instant::now();
         assert_eq!(
-            hub.deliver_from_redis("news", 77, 5, "text/plain", b"hi", 3, now),
+            hub.deliver_from_redis(("news", "text/plain", b"hi"), (77, 5), 3, None, now),
             None
         );
         for (w, count) in [(0, 2), (1, 4)] {
@@ -1238,7 +1298,7 @@ mod tests {
         assert_eq!(hub.take_reached(), [(3, 6)]);
         // Held already (a catch-up overlapping the bus): reaches no one.
         assert_eq!(
-            hub.deliver_from_redis("news", 77, 5, "text/plain", b"hi", 4, now),
+            hub.deliver_from_redis(("news", "text/plain", b"hi"), (77, 5), 4, None, now),
             Some(0)
         );
         assert_eq!(hub.newest_ids(), [("news".to_string(), Some((77, 5)))]);
@@ -1272,7 +1332,7 @@ mod tests {
         assert_eq!(hub.take_to_read(), ["news".into()]);
         assert!(sent(&mut hub, 0).is_empty(), "waits for the read");
         for seq in [4, 5] {
-            hub.deliver_from_redis("news", 77, seq, "text/plain", b"x", 0, now);
+            hub.deliver_from_redis(("news", "text/plain", b"x"), (77, seq), 0, None, now);
         }
         hub.read_done("news");
         let frames = sent(&mut hub, 0);
@@ -1297,6 +1357,107 @@ mod tests {
             )
             .unwrap();
         assert_eq!(sent(&mut alone, 0), ["Loaded { request: 1 }"]);
+    }
+
+    #[test]
+    fn with_redis_a_count_message_answers_what_each_host_set_aside_for_it() {
+        let mut hub = hub(2);
+        hub.use_redis();
+        let now = Instant::now();
+        let delivered = |hub: &mut Hub, w: usize| sent(hub, w).pop().unwrap_or_default();
+        // This host's `GET /notify`: its workers set their waiters aside under query 1.
+        let ask = Frame::PublishCount {
+            request: 9,
+            channel: "news",
+        };
+        hub.on_frame(0, ask, now).unwrap();
+        for (w, count) in [(0, 2), (1, 3)] {
+            assert_eq!(
+                sent(&mut hub, w),
+                ["CountQuery { query: 1, channel: \"news\" }"]
+            );
+            hub.on_frame(w as u16, Frame::Counted { query: 1, count }, now)
+                .unwrap();
+        }
+        // The other hosts are asked under the count's own number, which the message
+        // carries to Redis and back.
+        assert_eq!(hub.take_waiter_queries(), [(1, "news".into(), 5)]);
+        hub.redis_waiters(1, (7, 2, 2));
+        let to_redis = hub.take_to_redis();
+        assert_eq!(
+            (to_redis[0].answers, &*to_redis[0].body),
+            (Some(1), &b"7"[..])
+        );
+        let message = ("news", "text/plain", &b"7"[..]);
+        let own = Some(CountOf::Here(1));
+        assert_eq!(hub.deliver_from_redis(message, (77, 1), 3, own, now), None);
+        for w in 0..2 {
+            let frame = delivered(&mut hub, w);
+            assert!(
+                frame.starts_with("Deliver { delivery: 1, epoch: 77, seq: 1"),
+                "{frame}"
+            );
+            let frame = Frame::Delivered {
+                delivery: 1,
+                count: 1,
+            };
+            hub.on_frame(w as u16, frame, now).unwrap();
+        }
+        assert_eq!(hub.take_reached(), [(3, 2)]);
+
+        // Another host's count: set aside here under query 3; worker 1 is slow, and the
+        // message comes first (its asker stopped waiting): the count closes with what it
+        // has, and the message is delivered under query 3.
+        hub.count_for_redis("news", 11, ("other", 40), now);
+        for w in 0..2 {
+            assert_eq!(
+                sent(&mut hub, w),
+                ["CountQuery { query: 3, channel: \"news\" }"]
+            );
+        }
+        hub.on_frame(0, Frame::Counted { query: 3, count: 4 }, now)
+            .unwrap();
+        let theirs = Some(CountOf::There {
+            host: "other",
+            question: 40,
+        });
+        let message = ("news", "text/plain", &b"9"[..]);
+        assert_eq!(
+            hub.deliver_from_redis(message, (77, 2), 12, theirs, now),
+            None
+        );
+        assert_eq!(hub.take_reached(), [(11, 4)]);
+        for w in 0..2 {
+            let frame = delivered(&mut hub, w);
+            assert!(
+                frame.starts_with("Deliver { delivery: 3, epoch: 77, seq: 2"),
+                "{frame}"
+            );
+        }
+        // Worker 1's late count is not taken for its delivery count.
+        hub.on_frame(1, Frame::Counted { query: 3, count: 9 }, now)
+            .unwrap();
+        for w in 0..2 {
+            let frame = Frame::Delivered {
+                delivery: 3,
+                count: 1,
+            };
+            hub.on_frame(w, frame, now).unwrap();
+        }
+        assert_eq!(hub.take_reached(), [(12, 2)]);
+
+        // A count this host never made (or already answered): a number of its own, which
+        // reaches every waiter.
+        let message = ("news", "text/plain", &b"1"[..]);
+        assert_eq!(
+            hub.deliver_from_redis(message, (77, 3), 13, theirs, now),
+            None
+        );
+        let frame = delivered(&mut hub, 0);
+        assert!(
+            frame.starts_with("Deliver { delivery: 4, epoch: 77, seq: 3"),
+            "{frame}"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::counts::{count_payload, Counts, MessageKey, Tally};
 use super::scripts::{Entry, History};
-use super::session::{Event, Failure, Session};
+use super::session::{Event, Failure, Publish, Session};
 
 /// How many connections a delivery reached here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,12 +23,24 @@ pub enum Reach {
     Later,
 }
 
+/// Whose `GET /notify` count a message carries the result of: on each host it answers the
+/// waiters set aside for that count, no others (take-at-count, as on one host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountOf<'a> {
+    /// This host's count, under the number its registry gave the question.
+    Here(u64),
+    /// Another host's: its id and the number of its question on the bus.
+    There { host: &'a str, question: u64 },
+}
+
 /// What the Redis side needs from the local registry.
 pub trait LocalChannels {
     /// Delivers a message that has its id from Redis to this host's waiters and subscribers,
     /// keeping it in the channel's local history; returns the connections reached, now or
     /// later under `ticket` (0: nobody waits for the count). A message the channel already
-    /// holds (same or older id, as after a catch-up) reaches no one.
+    /// holds (same or older id, as after a catch-up) reaches no one. `count`: the
+    /// `GET /notify` count it is the result of.
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         channel: &str,
@@ -37,9 +49,12 @@ pub trait LocalChannels {
         content_type: &str,
         body: &[u8],
         ticket: u64,
+        count: Option<CountOf<'_>>,
     ) -> Reach;
-    /// Parked waiters here (`GET /` asked on another host), now or later under `ticket`.
-    fn count_waiters(&mut self, channel: &str, ticket: u64) -> Reach;
+    /// Parked waiters here (`GET /` asked on another host: `channel` empty), or the clients
+    /// of `channel` (its `GET /notify`, whose message follows naming `question`, the
+    /// asker's host and number), now or later under `ticket`.
+    fn count_waiters(&mut self, channel: &str, ticket: u64, question: (&str, u64)) -> Reach;
     /// Redis lost `channel` (its epoch changed, or it is gone, while this host held it):
     /// waiters and subscribers get the resync signal, and the local history is dropped.
     fn resync(&mut self, channel: &str);
@@ -50,14 +65,7 @@ pub trait LocalChannels {
 
 /// What the bridge asks of the link.
 pub trait Requests {
-    fn publish(
-        &mut self,
-        request: u64,
-        channel: &str,
-        content_type: &str,
-        body: &[u8],
-        now: Instant,
-    ) -> Result<(), Failure>;
+    fn publish(&mut self, request: u64, message: Publish<'_>, now: Instant) -> Result<(), Failure>;
     fn history(
         &mut self,
         request: u64,
@@ -73,15 +81,8 @@ pub trait Requests {
 }
 
 impl Requests for Session {
-    fn publish(
-        &mut self,
-        request: u64,
-        channel: &str,
-        content_type: &str,
-        body: &[u8],
-        now: Instant,
-    ) -> Result<(), Failure> {
-        Session::publish(self, request, channel, content_type, body, now)
+    fn publish(&mut self, request: u64, message: Publish<'_>, now: Instant) -> Result<(), Failure> {
+        Session::publish(self, request, message, now)
     }
 
     fn history(
@@ -132,6 +133,8 @@ pub enum Outcome {
 #[derive(Debug)]
 struct HeldMessage {
     origin: String,
+    /// The origin's `GET /notify` count whose result it is.
+    answers: Option<u64>,
     key: MessageKey,
     content_type: String,
     body: Vec<u8>,
@@ -164,8 +167,9 @@ const OWN_REQUEST: u64 = 1 << 63;
 pub struct Bridge {
     host: String,
     counts: Counts,
-    /// This host's publishes waiting for their id, by request: channel, content type, body.
-    publishing: HashMap<u64, (String, String, Vec<u8>)>,
+    /// This host's publishes waiting for their id, by request: channel, content type, body,
+    /// and the count it is the result of.
+    publishing: HashMap<u64, (String, String, Vec<u8>, Option<u64>)>,
     /// Ids of this host's publishes waiting for counts, by request.
     ids: HashMap<u64, (u32, u64)>,
     /// Catch-up reads this bridge made after a reconnect, by request: the channel and the
@@ -262,14 +266,17 @@ impl Bridge {
         &mut self,
         link: &mut impl Requests,
         request: u64,
-        channel: &str,
-        content_type: &str,
-        body: &[u8],
+        message: Publish<'_>,
         now: Instant,
     ) -> Result<(), Failure> {
-        link.publish(request, channel, content_type, body, now)?;
-        let message = (channel.to_owned(), content_type.to_owned(), body.to_vec());
-        self.publishing.insert(request, message);
+        link.publish(request, message, now)?;
+        let kept = (
+            message.channel.to_owned(),
+            message.content_type.to_owned(),
+            message.body.to_vec(),
+            message.answers,
+        );
+        self.publishing.insert(request, kept);
         Ok(())
     }
 
@@ -378,6 +385,7 @@ impl Bridge {
             }
             Event::Message {
                 origin,
+                answers,
                 channel,
                 epoch,
                 seq,
@@ -394,7 +402,7 @@ impl Bridge {
                     };
                     let ticket = self.ticket();
                     let counted = std::str::from_utf8(&body).unwrap_or("?");
-                    match local.count_waiters(counted, ticket) {
+                    match local.count_waiters(counted, ticket, (&origin, seq)) {
                         Reach::Now(n) => {
                             link.reply_to_host(&origin, &count_payload(&key, &self.host, n), now)
                         }
@@ -407,6 +415,7 @@ impl Bridge {
                 }
                 let message = HeldMessage {
                     origin,
+                    answers,
                     key: MessageKey {
                         channel,
                         epoch,
@@ -431,7 +440,8 @@ impl Bridge {
                 }
             }
             Event::Published { request, result } => {
-                let Some((channel, content_type, body)) = self.publishing.remove(&request) else {
+                let Some((channel, content_type, body, answers)) = self.publishing.remove(&request)
+                else {
                     return;
                 };
                 match result {
@@ -441,8 +451,16 @@ impl Bridge {
                         // the bus and count back.
                         let (epoch, seq) = (published.epoch, published.seq);
                         let ticket = self.ticket();
-                        let reach =
-                            local.deliver(&channel, epoch, seq, &content_type, &body, ticket);
+                        let count = answers.map(CountOf::Here);
+                        let reach = local.deliver(
+                            &channel,
+                            epoch,
+                            seq,
+                            &content_type,
+                            &body,
+                            ticket,
+                            count,
+                        );
                         let key = MessageKey {
                             channel,
                             epoch: published.epoch,
@@ -508,11 +526,16 @@ impl Bridge {
     ) {
         let HeldMessage {
             origin,
+            answers,
             key,
             content_type,
             body,
         } = message;
         let ticket = self.ticket();
+        let count = answers.map(|question| CountOf::There {
+            host: &origin,
+            question,
+        });
         match local.deliver(
             &key.channel,
             key.epoch,
@@ -520,6 +543,7 @@ impl Bridge {
             &content_type,
             &body,
             ticket,
+            count,
         ) {
             Reach::Now(reached) => {
                 link.reply_to_host(&origin, &count_payload(&key, &self.host, reached), now)
@@ -577,6 +601,7 @@ fn catch_up(
             &entry.content_type,
             &entry.body,
             0,
+            None,
         );
     }
 }
@@ -602,6 +627,8 @@ mod tests {
         held: Vec<(String, Option<(u32, u64)>)>,
         /// Counted later, as the hub's workers answer.
         later: bool,
+        /// The count each delivery was named the result of, and each count's question.
+        counts: Vec<String>,
     }
 
     impl LocalChannels for Local {
@@ -613,8 +640,14 @@ mod tests {
             content_type: &str,
             body: &[u8],
             _ticket: u64,
+            count: Option<CountOf<'_>>,
         ) -> Reach {
             assert_eq!(content_type, "text/plain");
+            self.counts.push(match count {
+                None => "none".into(),
+                Some(CountOf::Here(query)) => format!("here {query}"),
+                Some(CountOf::There { host, question }) => format!("{host} {question}"),
+            });
             let message = (channel.into(), epoch, seq, body.to_vec());
             if self.delivered.contains(&message) {
                 return Reach::Now(0); // held already, as the registry does
@@ -625,8 +658,10 @@ mod tests {
             }
             Reach::Now(self.waiters)
         }
-        fn count_waiters(&mut self, channel: &str, _ticket: u64) -> Reach {
+        fn count_waiters(&mut self, channel: &str, _ticket: u64, question: (&str, u64)) -> Reach {
             self.counted.push(channel.into());
+            self.counts
+                .push(format!("asked {} {}", question.0, question.1));
             Reach::Now(self.waiters)
         }
         fn resync(&mut self, channel: &str) {
@@ -714,7 +749,7 @@ mod tests {
             ..Local::default()
         };
         bridge
-            .publish(&mut s, 1, "news", "text/plain", b"hi", t)
+            .publish(&mut s, 1, Publish::new("news", "text/plain", b"hi"), t)
             .unwrap();
         assert_eq!(written(&mut s, Conn::Command)[0][0], "EVALSHA");
         // Alone: answered at once with this host's count.
@@ -731,7 +766,7 @@ mod tests {
 
         // Three hosts: one counts back, one is silent and left out after the bound.
         bridge
-            .publish(&mut s, 2, "news", "text/plain", b"again", t)
+            .publish(&mut s, 2, Publish::new("news", "text/plain", b"again"), t)
             .unwrap();
         s.received(Conn::Command, b"*4\r\n:9\r\n:2\r\n:0\r\n:3\r\n", t);
         assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
@@ -751,6 +786,18 @@ mod tests {
             (tally.request, tally.reached, tally.hosts_header()),
             (2, 43, "2/3".into())
         );
+
+        // The message of this host's `GET /notify` count 5: named so on the bus, and
+        // delivered here as that count's.
+        let count = Publish {
+            answers: Some(5),
+            ..Publish::new("news", "text/plain", b"43")
+        };
+        bridge.publish(&mut s, 3, count, t).unwrap();
+        assert_eq!(written(&mut s, Conn::Command).last().unwrap()[10], "me/5");
+        s.received(Conn::Command, b"*4\r\n:9\r\n:3\r\n:0\r\n:1\r\n", t);
+        drain(&mut s, &mut bridge, &mut local, t);
+        assert_eq!(local.counts, ["none", "none", "here 5"]);
     }
 
     #[test]
@@ -760,7 +807,7 @@ mod tests {
         let mut bridge = Bridge::new("me".into(), 200 * MS);
         let mut local = Local::default();
         bridge
-            .publish(&mut s, 1, "c", "text/plain", b"x", t)
+            .publish(&mut s, 1, Publish::new("c", "text/plain", b"x"), t)
             .unwrap();
         s.received(
             Conn::Command,
@@ -779,7 +826,7 @@ mod tests {
         s.failed(Conn::Command, "reset", t);
         drain(&mut s, &mut bridge, &mut local, t);
         assert_eq!(
-            bridge.publish(&mut s, 2, "c", "text/plain", b"x", t),
+            bridge.publish(&mut s, 2, Publish::new("c", "text/plain", b"x"), t),
             Err(Failure::Unavailable)
         );
     }
@@ -794,7 +841,7 @@ mod tests {
             ..Local::default()
         };
         bridge
-            .publish(&mut s, 1, "news", "text/plain", b"hi", t)
+            .publish(&mut s, 1, Publish::new("news", "text/plain", b"hi"), t)
             .unwrap();
         written(&mut s, Conn::Command);
         s.received(Conn::Command, b"*4\r\n:9\r\n:1\r\n:1\r\n:2\r\n", t);
@@ -922,6 +969,23 @@ mod tests {
             written(&mut s, Conn::Command),
             [["PUBLISH", "p:host:hb", "count news 9-4 me 7"]]
         );
+        // The message of hb's `GET /notify` count 10 names it: the registry answers the
+        // waiters it set aside when hb asked.
+        s.received(
+            Conn::Subscriber,
+            b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$22\r\nhb\n?waiters\n0-10\n\nnews\r\n\
+              *3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$27\r\nhb/10\nnews\n9-5\ntext/plain\n7\r\n",
+            t,
+        );
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);
+        assert_eq!(local.counts, ["none", "asked hb 10", "hb 10"]);
+        assert_eq!(
+            written(&mut s, Conn::Command),
+            [
+                ["PUBLISH", "p:host:hb", "count ?waiters 0-10 me 7"],
+                ["PUBLISH", "p:host:hb", "count news 9-5 me 7"]
+            ]
+        );
     }
 
     #[test]
@@ -940,7 +1004,7 @@ mod tests {
         };
         // A publish counting when the link drops is answered with what it has.
         bridge
-            .publish(&mut s, 1, "c", "text/plain", b"x", t)
+            .publish(&mut s, 1, Publish::new("c", "text/plain", b"x"), t)
             .unwrap();
         s.received(Conn::Command, b"*4\r\n:9\r\n:1\r\n:0\r\n:2\r\n", t);
         assert_eq!(drain(&mut s, &mut bridge, &mut local, t), []);

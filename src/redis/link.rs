@@ -13,7 +13,8 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::session::{
-    Action, Conn, Event, Failure, LinkState, LinkStats, LinkSyscalls, Session, SessionConfig,
+    Action, Conn, Event, Failure, LinkState, LinkStats, LinkSyscalls, Publish, Session,
+    SessionConfig,
 };
 
 /// Bytes per read(2) from Redis.
@@ -128,13 +129,10 @@ impl Link {
         &mut self,
         registry: &Registry,
         request: u64,
-        channel: &str,
-        content_type: &str,
-        body: &[u8],
+        message: Publish<'_>,
         now: Instant,
     ) -> Result<(), Failure> {
-        self.session
-            .publish(request, channel, content_type, body, now)?;
+        self.session.publish(request, message, now)?;
         self.pump(registry, now);
         Ok(())
     }
@@ -315,16 +313,8 @@ pub struct Linked<'a> {
 }
 
 impl super::bridge::Requests for Linked<'_> {
-    fn publish(
-        &mut self,
-        request: u64,
-        channel: &str,
-        content_type: &str,
-        body: &[u8],
-        now: Instant,
-    ) -> Result<(), Failure> {
-        self.link
-            .publish(self.registry, request, channel, content_type, body, now)
+    fn publish(&mut self, request: u64, message: Publish<'_>, now: Instant) -> Result<(), Failure> {
+        self.link.publish(self.registry, request, message, now)
     }
 
     fn history(

@@ -169,6 +169,10 @@ fn one_line(content_type: &str) -> &str {
     }
 }
 
+/// `answers`: the number of the `GET /notify` count (the `0-N` of its `?waiters` question)
+/// whose result this message is: every host reaches the waiters it set aside for that count
+/// (the bus origin becomes `HOST/N`).
+#[allow(clippy::too_many_arguments)]
 pub fn encode_publish(
     out: &mut Vec<u8>,
     how: Invoke<'_>,
@@ -177,6 +181,7 @@ pub fn encode_publish(
     channel: &str,
     content_type: &str,
     body: &[u8],
+    answers: Option<u64>,
 ) {
     let (meta, stream, hosts, bus) = (
         keys.meta(channel),
@@ -186,6 +191,14 @@ pub fn encode_publish(
     );
     let history = params.history.max(1).to_string();
     let ttl = params.key_ttl_ms.to_string();
+    let tagged;
+    let origin = match answers {
+        Some(question) => {
+            tagged = format!("{}/{question}", params.host);
+            &tagged
+        }
+        None => &params.host,
+    };
     eval(
         out,
         Script::Publish,
@@ -196,7 +209,7 @@ pub fn encode_publish(
             body,
             bus.as_bytes(),
             channel.as_bytes(),
-            params.host.as_bytes(),
+            origin.as_bytes(),
             ttl.as_bytes(),
             one_line(content_type).as_bytes(),
         ],
@@ -372,10 +385,13 @@ pub fn parse_stream_id(id: &[u8]) -> Option<(u32, u64)> {
 
 /// A message as it crosses the bus: `ORIGIN\nCHANNEL\nEPOCH-SEQ\nCONTENT-TYPE\nBODY` (the
 /// publish script writes it; channel names, host ids and content types hold no newline, the
-/// body may).
+/// body may). `ORIGIN` is the publishing host's id, or `HOST/N` for the message of that
+/// host's `GET /notify` count `N` (host ids are hex, so never hold a `/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusMessage<'a> {
     pub origin: &'a str,
+    /// The count `N` whose result this message is.
+    pub answers: Option<u64>,
     pub channel: &'a str,
     pub epoch: u32,
     pub seq: u64,
@@ -383,15 +399,27 @@ pub struct BusMessage<'a> {
     pub body: &'a [u8],
 }
 
+/// `HOST` or `HOST/N`.
+fn parse_origin(line: &str) -> Option<(&str, Option<u64>)> {
+    let Some((host, question)) = line.split_once('/') else {
+        return Some((line, None));
+    };
+    if question.is_empty() || !question.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((host, Some(question.parse().ok()?)))
+}
+
 pub fn parse_bus_message(payload: &[u8]) -> Option<BusMessage<'_>> {
     let mut parts = payload.splitn(5, |&b| b == b'\n');
-    let origin = std::str::from_utf8(parts.next()?).ok()?;
+    let (origin, answers) = parse_origin(std::str::from_utf8(parts.next()?).ok()?)?;
     let channel = std::str::from_utf8(parts.next()?).ok()?;
     let (epoch, seq) = parse_stream_id(parts.next()?)?;
     let content_type = std::str::from_utf8(parts.next()?).ok()?;
     let body = parts.next()?;
     Some(BusMessage {
         origin,
+        answers,
         channel,
         epoch,
         seq,
@@ -430,6 +458,7 @@ mod tests {
             "c",
             "text/plain",
             b"hi\n",
+            None,
         );
         let mut decoder = super::super::resp::Decoder::new(Default::default());
         // A command is an array of bulk strings, which the reply decoder reads as well.
@@ -460,7 +489,16 @@ mod tests {
             ]
         );
         out.clear();
-        encode_publish(&mut out, Invoke::Source, &keys, &params, "c", "a\nb", b"");
+        encode_publish(
+            &mut out,
+            Invoke::Source,
+            &keys,
+            &params,
+            "c",
+            "a\nb",
+            b"",
+            Some(12),
+        );
         decoder.feed(&out);
         let eval = bulks(decoder.next().unwrap().unwrap());
         assert_eq!((eval[0].as_str(), eval[1].as_str()), ("EVAL", PUBLISH));
@@ -468,6 +506,7 @@ mod tests {
             eval[12], "application/octet-stream",
             "a newline never reaches the bus"
         );
+        assert_eq!(eval[10], "h1/12", "a count's message names the count");
     }
 
     #[test]
@@ -548,6 +587,7 @@ mod tests {
             parse_bus_message(b"h1\nnews\n42-7\ntext/plain\nline 1\nline 2\n"),
             Some(BusMessage {
                 origin: "h1",
+                answers: None,
                 channel: "news",
                 epoch: 42,
                 seq: 7,
@@ -555,8 +595,17 @@ mod tests {
                 body: b"line 1\nline 2\n"
             })
         );
+        assert_eq!(
+            parse_bus_message(b"h1/99\nnews\n42-8\ntext/plain\n3").map(|m| (m.origin, m.answers)),
+            Some(("h1", Some(99))),
+            "the message of h1's count 99"
+        );
         for bad in [
             &b"h1\nnews\n42-7"[..],
+            b"h1/\nnews\n42-7\ntext/plain\nx",
+            b"h1/x\nnews\n42-7\ntext/plain\nx",
+            b"h1/-1\nnews\n42-7\ntext/plain\nx",
+            b"h1/99999999999999999999999\nnews\n42-7\ntext/plain\nx",
             b"h1\nnews\n42-7\ntext/plain",
             b"h1\nnews\n42\nx",
             b"h1\nnews\n-7\nx",

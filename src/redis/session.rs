@@ -135,6 +135,29 @@ pub enum Failure {
     Refused(String),
 }
 
+/// A message to publish, as the server hands it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish<'a> {
+    pub channel: &'a str,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+    /// The number of this host's `GET /notify` count whose result it is (the `N` of its
+    /// `?waiters` question): every host answers the waiters it set aside for that count.
+    pub answers: Option<u64>,
+}
+
+impl<'a> Publish<'a> {
+    /// A message that is no count's result.
+    pub fn new(channel: &'a str, content_type: &'a str, body: &'a [u8]) -> Publish<'a> {
+        Publish {
+            channel,
+            content_type,
+            body,
+            answers: None,
+        }
+    }
+}
+
 /// What the session has for the rest of the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -147,6 +170,8 @@ pub enum Event {
     /// count on its reply channel).
     Message {
         origin: String,
+        /// The origin's `GET /notify` count whose result this message is.
+        answers: Option<u64>,
         channel: String,
         epoch: u32,
         seq: u64,
@@ -189,6 +214,8 @@ struct Outgoing {
     channel: String,
     content_type: String,
     body: Vec<u8>,
+    /// The `GET /notify` count whose result it is.
+    answers: Option<u64>,
 }
 
 /// A request sent and not yet answered, in the order sent.
@@ -476,18 +503,17 @@ impl Session {
     pub fn publish(
         &mut self,
         request: u64,
-        channel: &str,
-        content_type: &str,
-        body: &[u8],
+        message: Publish<'_>,
         now: Instant,
     ) -> Result<(), Failure> {
         if self.phase != Phase::Up {
             return Err(Failure::Unavailable);
         }
         let message = Outgoing {
-            channel: channel.to_owned(),
-            content_type: content_type.to_owned(),
-            body: body.to_vec(),
+            channel: message.channel.to_owned(),
+            content_type: message.content_type.to_owned(),
+            body: message.body.to_vec(),
+            answers: message.answers,
         };
         self.send_publish(request, message, false, now);
         Ok(())
@@ -508,6 +534,7 @@ impl Session {
             &message.channel,
             &message.content_type,
             &message.body,
+            message.answers,
         );
         c.pending.push_back((
             Pending::Publish {
@@ -746,6 +773,7 @@ impl Session {
                 self.stats.received += 1;
                 self.events.push_back(Event::Message {
                     origin: message.origin.to_owned(),
+                    answers: message.answers,
                     channel: message.channel.to_owned(),
                     epoch: message.epoch,
                     seq: message.seq,
@@ -972,7 +1000,8 @@ mod tests {
     fn publishes_by_sha_fall_back_to_the_source_on_noscript() {
         let t = Instant::now();
         let mut s = up(t);
-        s.publish(7, "news", "text/plain", b"hi", t).unwrap();
+        s.publish(7, Publish::new("news", "text/plain", b"hi"), t)
+            .unwrap();
         assert_eq!(
             written(&mut s, Conn::Command),
             ["EVALSHA sh1 3 p:{news}:meta p:{news}:stream p:hosts 8 hi p:bus news me 0 text/plain"]
@@ -997,7 +1026,8 @@ mod tests {
                 })
             }]
         );
-        s.publish(8, "news", "text/plain", b"x", t).unwrap();
+        s.publish(8, Publish::new("news", "text/plain", b"x"), t)
+            .unwrap();
         s.received(Conn::Command, b"-OOM command not allowed\r\n", t);
         assert_eq!(
             events(&mut s),
@@ -1021,6 +1051,8 @@ mod tests {
             Conn::Subscriber,
             b"*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$26\r\nother\nc\n5-2\ntext/plain\nhi\n\r\n\
               *3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$22\r\nme\nc\n5-3\ntext/plain\nyo\r\n\
+              *3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$26\r\nother/7\nc\n5-4\ntext/plain\n3\r\n\
+              *3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$23\r\nme/4\nc\n5-5\ntext/plain\n3\r\n\
               *3\r\n$7\r\nmessage\r\n$9\r\np:host:me\r\n$4\r\nn 12\r\n",
             t,
         );
@@ -1029,23 +1061,35 @@ mod tests {
             [
                 Event::Message {
                     origin: "other".into(),
+                    answers: None,
                     channel: "c".into(),
                     epoch: 5,
                     seq: 2,
                     content_type: "text/plain".into(),
                     body: b"hi\n".to_vec()
                 },
+                // The message of the other host's count 7: its waiters set aside here.
+                Event::Message {
+                    origin: "other".into(),
+                    answers: Some(7),
+                    channel: "c".into(),
+                    epoch: 5,
+                    seq: 4,
+                    content_type: "text/plain".into(),
+                    body: b"3".to_vec()
+                },
                 Event::HostReply(b"n 12".to_vec()),
             ]
         );
-        assert_eq!(s.stats().received, 1);
+        assert_eq!(s.stats().received, 2);
     }
 
     #[test]
     fn a_silent_subscriber_is_noticed_within_the_probe_bound_and_rebuilt() {
         let t = Instant::now();
         let mut s = up(t);
-        s.publish(1, "c", "text/plain", b"x", t + 900 * MS).unwrap();
+        s.publish(1, Publish::new("c", "text/plain", b"x"), t + 900 * MS)
+            .unwrap();
         s.received(
             Conn::Command,
             b"*4\r\n:9\r\n:1\r\n:1\r\n:1\r\n",
@@ -1059,7 +1103,7 @@ mod tests {
                                                              // Redis paused: no pong. Nothing happens before the reply is due...
         s.tick(t + 1499 * MS);
         assert_eq!(s.state(), LinkState::Up);
-        s.publish(2, "c", "text/plain", b"y", t + 1499 * MS)
+        s.publish(2, Publish::new("c", "text/plain", b"y"), t + 1499 * MS)
             .unwrap();
         // ... and then the link goes down, failing what was in flight.
         s.tick(t + 1500 * MS);
@@ -1085,7 +1129,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            s.publish(3, "c", "text/plain", b"z", t + 1500 * MS),
+            s.publish(3, Publish::new("c", "text/plain", b"z"), t + 1500 * MS),
             Err(Failure::Unavailable)
         );
 
@@ -1164,7 +1208,8 @@ mod tests {
                 s.tick(t + 1000 * MS);
                 s.received(Conn::Command, b":1\r\n", t);
             }
-            s.publish(1, "c", "text/plain", b"x", t).unwrap();
+            s.publish(1, Publish::new("c", "text/plain", b"x"), t)
+                .unwrap();
             s.received(*conn, bytes, t);
             assert_eq!(s.state(), LinkState::Down, "{reason}");
             let evs = events(&mut s);

@@ -11,9 +11,9 @@ use std::time::Instant;
 use mio::{Registry, Token};
 
 use crate::bus::hub::Hub;
-use crate::redis::bridge::{Bridge, LocalChannels, Outcome, Reach};
+use crate::redis::bridge::{Bridge, CountOf, LocalChannels, Outcome, Reach};
 use crate::redis::link::{Link, Linked};
-use crate::redis::session::{Event, LinkState, LinkStats, SessionConfig};
+use crate::redis::session::{Event, LinkState, LinkStats, Publish, SessionConfig};
 
 /// The hub as the bridge's local registry: a delivery is broadcast to the workers and
 /// counted when they have all answered ([`Reach::Later`]).
@@ -31,16 +31,22 @@ impl LocalChannels for HubChannels<'_> {
         content_type: &str,
         body: &[u8],
         ticket: u64,
+        count: Option<CountOf<'_>>,
     ) -> Reach {
-        let hub = &mut *self.hub;
-        match hub.deliver_from_redis(channel, epoch, seq, content_type, body, ticket, self.now) {
+        let message = (channel, content_type, body);
+        let id = (epoch, seq);
+        match self
+            .hub
+            .deliver_from_redis(message, id, ticket, count, self.now)
+        {
             Some(reached) => Reach::Now(reached),
             None => Reach::Later,
         }
     }
 
-    fn count_waiters(&mut self, channel: &str, ticket: u64) -> Reach {
-        self.hub.count_for_redis(channel, ticket, self.now);
+    fn count_waiters(&mut self, channel: &str, ticket: u64, question: (&str, u64)) -> Reach {
+        self.hub
+            .count_for_redis(channel, ticket, question, self.now);
         Reach::Later
     }
 
@@ -56,14 +62,13 @@ impl LocalChannels for HubChannels<'_> {
 /// Sends the hub's publishes to Redis; one the link cannot take is refused (503).
 fn publish_queued(bridge: &mut Bridge, hub: &mut Hub, linked: &mut Linked<'_>, now: Instant) {
     for publish in hub.take_to_redis() {
-        let done = bridge.publish(
-            linked,
-            publish.key,
-            &publish.channel,
-            &publish.content_type,
-            &publish.body,
-            now,
-        );
+        let message = Publish {
+            channel: &publish.channel,
+            content_type: &publish.content_type,
+            body: &publish.body,
+            answers: publish.answers,
+        };
+        let done = bridge.publish(linked, publish.key, message, now);
         if done.is_err() {
             hub.redis_refused(publish.key);
         }
