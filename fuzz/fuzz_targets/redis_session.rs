@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use miohttpd::redis::resp::Limits;
 use miohttpd::redis::scripts::KeySpace;
-use miohttpd::redis::session::{Conn, Event, LinkState, Session, SessionConfig};
+use miohttpd::redis::session::{Conn, Event, LinkState, Publish, Session, SessionConfig};
 use miohttpd_fuzz::{cut, take_controls};
 
 fuzz_target!(|data: &[u8]| {
@@ -39,7 +39,12 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(s.state(), LinkState::Up);
     let mut answers: HashMap<u64, usize> = HashMap::new();
     for request in 1..=3 {
-        s.publish(request, "c", "text/plain", b"body", t).unwrap();
+        let message = Publish {
+            // One is a `GET /notify` count's message, named so on the bus.
+            answers: (request == 3).then_some(7),
+            ..Publish::new("c", "text/plain", b"body")
+        };
+        s.publish(request, message, t).unwrap();
         answers.insert(request, 0);
     }
     s.history(4, "c", Some((9, 1)), t).unwrap();
