@@ -205,6 +205,12 @@ pub fn write_metrics(out: &mut String, state: session::LinkState, stats: &sessio
     }
     let _ = write!(
         out,
+        "# HELP miohttpd_redis_hosts live hosts sharing the prefix, this one included, as of \
+         the last heartbeat\n# TYPE miohttpd_redis_hosts gauge\nmiohttpd_redis_hosts {}\n",
+        stats.live_hosts
+    );
+    let _ = write!(
+        out,
         "# HELP miohttpd_redis_syscalls_total syscalls on the Redis link's sockets, by kind\n\
          # TYPE miohttpd_redis_syscalls_total counter\n"
     );
@@ -306,6 +312,7 @@ mod tests {
         let mut out = String::new();
         let stats = session::LinkStats {
             outages: 2,
+            live_hosts: 3,
             ..Default::default()
         };
         write_metrics(&mut out, session::LinkState::Connecting, &stats);
@@ -314,7 +321,8 @@ mod tests {
         assert!(out.contains("miohttpd_redis_link_state{state=\"up\"} 0\n"));
         assert!(out.contains("# TYPE miohttpd_redis_outages counter\nmiohttpd_redis_outages 2\n"));
         assert!(out.contains("miohttpd_redis_syscalls_total{kind=\"read\"} 0\n"));
-        assert_eq!(out.matches("# HELP").count(), 7);
+        assert!(out.contains("# TYPE miohttpd_redis_hosts gauge\nmiohttpd_redis_hosts 3\n"));
+        assert_eq!(out.matches("# HELP").count(), 8);
     }
 
     #[test]

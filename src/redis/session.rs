@@ -114,6 +114,9 @@ pub struct LinkStats {
     pub probes: u64,
     /// The link's syscalls on its sockets, by kind (counted by `link.rs`, which makes them).
     pub syscalls: LinkSyscalls,
+    /// Live hosts sharing the prefix, this one included, as of the last heartbeat: the
+    /// `known` of `X-Comet-Hosts`.
+    pub live_hosts: u64,
 }
 
 /// The Redis sockets' syscalls: every call, WouldBlock ones included, as the loop counts its
@@ -339,7 +342,10 @@ impl Session {
     }
 
     pub fn stats(&self) -> LinkStats {
-        self.stats
+        LinkStats {
+            live_hosts: self.live_hosts,
+            ..self.stats
+        }
     }
 
     pub fn config(&self) -> &SessionConfig {
