@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::frame::{encode, Frame, RefuseReason};
+use super::frame::{encode, Frame, Position, RefuseReason};
 use crate::comet::{is_valid_channel_name, CometSettings};
 
 /// How long a publish or count waits for a worker that neither answers nor dies (stuck, or
@@ -223,8 +223,10 @@ impl Hub {
 
     /// The read of `channel` from Redis is done (or failed, or could not start): every
     /// worker learns the channel's floor, then the clients waiting for it are answered, and
-    /// decide from what their worker now holds.
-    pub fn read_done(&mut self, channel: &str) {
+    /// decide from what their worker now holds. `issued`: the channel's epoch and the last
+    /// seq Redis had given when it answered (None: not read), which the answer carries so a
+    /// client ahead of what is held can tell an id Redis issued from one it never did.
+    pub fn read_done(&mut self, channel: &str, issued: Option<(u32, u64)>) {
         self.reading_fresh.remove(channel);
         let Some(waiting) = self.loading.remove(channel) else {
             return;
@@ -261,9 +263,15 @@ impl Hub {
                 let _ = encode(&Frame::Floor { floor, channel }, out);
             }
         }
+        let (epoch, issued) = issued.unwrap_or((0, 0));
         for (worker, request) in waiting {
             if self.live[worker as usize] {
-                self.send(worker, &Frame::Loaded { request });
+                let frame = Frame::Loaded {
+                    request,
+                    epoch,
+                    issued,
+                };
+                self.send(worker, &frame);
             }
         }
     }
@@ -583,13 +591,26 @@ impl Hub {
                 }
                 Ok(())
             }
-            Frame::Load { request, channel } => {
+            Frame::Load {
+                request,
+                client,
+                channel,
+            } => {
                 // A copy that holds every message Redis can (from seq 1, or as many as
-                // Redis keeps) has nothing to learn; one that began mid-way may.
+                // Redis keeps) has nothing older to learn; one that began mid-way may. A
+                // client ahead of the copy read a message this host has not had on the bus
+                // yet: only Redis can say (the read's newer entries reach the workers as
+                // news before the answer, and the answer says what Redis had issued).
                 let whole = |h: &History| h.floor == 0 || h.messages.len() >= self.settings.history;
-                if !self.redis || self.channels.get(channel).is_some_and(whole) {
+                let held_whole = self.channels.get(channel).is_some_and(whole);
+                if !self.redis || (client == Position::Behind && held_whole) {
                     // The hub's history is all this host can have: decide from it.
-                    self.send(worker, &Frame::Loaded { request });
+                    let frame = Frame::Loaded {
+                        request,
+                        epoch: 0,
+                        issued: 0,
+                    };
+                    self.send(worker, &frame);
                 } else {
                     let waiting = self.loading.entry(channel.into()).or_default();
                     if waiting.is_empty() {
@@ -1266,6 +1287,7 @@ mod tests {
         // prepended (to the workers as history, waking no one), then the client answered.
         let load = Frame::Load {
             request: 9,
+            client: Position::Behind,
             channel: "news",
         };
         hub.on_frame(0, load, now).unwrap();
@@ -1274,14 +1296,14 @@ mod tests {
         for seq in [4, 5] {
             hub.deliver_from_redis("news", 77, seq, "text/plain", b"x", 0, now);
         }
-        hub.read_done("news");
+        hub.read_done("news", Some((77, 5)));
         let frames = sent(&mut hub, 0);
         assert!(frames[0].starts_with("Deliver { delivery: 0, epoch: 77, seq: 4"));
         assert_eq!(
             frames[1..],
             [
                 "Floor { floor: 3, channel: \"news\" }",
-                "Loaded { request: 9 }"
+                "Loaded { request: 9, epoch: 77, issued: 5 }"
             ]
         );
         // Without Redis the hub's history is all there is: answered at once.
@@ -1291,12 +1313,81 @@ mod tests {
                 0,
                 Frame::Load {
                     request: 1,
+                    client: Position::Ahead,
                     channel: "x",
                 },
                 now,
             )
             .unwrap();
-        assert_eq!(sent(&mut alone, 0), ["Loaded { request: 1 }"]);
+        assert_eq!(
+            sent(&mut alone, 0),
+            ["Loaded { request: 1, epoch: 0, issued: 0 }"]
+        );
+    }
+
+    #[test]
+    fn a_client_ahead_of_a_whole_copy_is_read_from_redis_and_what_it_brings_is_news() {
+        let mut hub = hub(2);
+        hub.use_redis();
+        let now = Instant::now();
+        // The copy here is whole (from seq 1): a client behind it learns nothing from Redis.
+        hub.deliver_from_redis("news", 77, 1, "text/plain", b"1", 0, now);
+        sent(&mut hub, 0);
+        sent(&mut hub, 1);
+        let load = |request, client| Frame::Load {
+            request,
+            client,
+            channel: "news",
+        };
+        hub.on_frame(0, load(1, Position::Behind), now).unwrap();
+        assert_eq!(
+            sent(&mut hub, 0),
+            ["Loaded { request: 1, epoch: 0, issued: 0 }"]
+        );
+        assert!(hub.take_to_read().is_empty());
+        // A client that read seq 2 on another host before it came on the bus here: Redis
+        // is read, whole as the copy is.
+        hub.on_frame(0, load(2, Position::Ahead), now).unwrap();
+        hub.on_frame(1, load(3, Position::Ahead), now).unwrap();
+        assert_eq!(hub.take_to_read(), ["news".into()], "one read for both");
+        assert!(sent(&mut hub, 0).is_empty(), "waits for the read");
+        // The read brings seq 2: news for every worker (it wakes their waiters), before
+        // the answer, which says what Redis had issued.
+        for seq in [1, 2] {
+            hub.deliver_from_redis("news", 77, seq, "text/plain", b"x", 0, now);
+        }
+        hub.read_done("news", Some((77, 2)));
+        for (w, request) in [(0, 2), (1, 3)] {
+            let frames = sent(&mut hub, w);
+            assert!(
+                frames[0].starts_with("Deliver { delivery: 2, epoch: 77, seq: 2"),
+                "{frames:?}"
+            );
+            assert_eq!(
+                frames[1..],
+                [
+                    "Floor { floor: 0, channel: \"news\" }".to_string(),
+                    format!("Loaded {{ request: {request}, epoch: 77, issued: 2 }}")
+                ]
+            );
+        }
+        // The same message late on the bus: held already, it reaches no one.
+        assert_eq!(
+            hub.deliver_from_redis("news", 77, 2, "text/plain", b"x", 5, now),
+            Some(0)
+        );
+        assert!(sent(&mut hub, 0).is_empty());
+        // A read that could not be made (the link down) says nothing was issued.
+        hub.on_frame(0, load(4, Position::Ahead), now).unwrap();
+        assert_eq!(hub.take_to_read(), ["news".into()]);
+        hub.read_done("news", None);
+        assert_eq!(
+            sent(&mut hub, 0),
+            [
+                "Floor { floor: 0, channel: \"news\" }",
+                "Loaded { request: 4, epoch: 0, issued: 0 }"
+            ]
+        );
     }
 
     #[test]
