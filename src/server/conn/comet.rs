@@ -35,6 +35,8 @@ pub(super) struct Awaiting {
 pub(super) struct CatchUpLater {
     channel: Box<str>,
     after: Option<MessageId>,
+    /// What the hub was told of `after`.
+    client: Position,
     events: bool,
 }
 
@@ -43,20 +45,31 @@ pub(super) struct CatchUpLater {
 enum Ask {
     Hub,
     /// The hub was asked: decide from what is held. `issued`: the newest id Redis had
-    /// given on the channel when the hub read it (None: not read).
+    /// given on the channel when the hub read it (None: not read). `asked`: what the hub
+    /// was told; a client asked about as behind may turn out ahead once the worker holds
+    /// the hub's copy, and is asked about once more, as ahead (then never again).
     Done {
         issued: Option<MessageId>,
+        asked: Position,
     },
 }
 
 impl Ask {
+    /// Whether a client ahead of what is held may (still) ask the hub.
+    fn may_ask_ahead(self) -> bool {
+        match self {
+            Ask::Hub => true,
+            Ask::Done { asked, .. } => asked == Position::Behind,
+        }
+    }
+
     /// After the hub's read: whether Redis had issued `after` (of the same epoch), so a
     /// client ahead of this worker's copy read it on another host and this host has not had
     /// it on the bus yet, rather than naming an id never issued.
     fn issued(self, after: MessageId) -> bool {
         match self {
             Ask::Hub => false,
-            Ask::Done { issued } => {
+            Ask::Done { issued, .. } => {
                 issued.is_some_and(|i| i.epoch == after.epoch && after.seq <= i.seq)
             }
         }
@@ -180,6 +193,7 @@ impl<T: Transport> Conn<T> {
             catch_up: Some(Box::new(CatchUpLater {
                 channel: channel.into(),
                 after,
+                client,
                 events,
             })),
         })
@@ -201,7 +215,7 @@ impl<T: Transport> Conn<T> {
             (CatchUp::Resync(_), _) if ask == Ask::Hub && ctx.comet.relays() => {
                 return self.ask_hub(channel, after, Position::Behind, false, reply, ctx);
             }
-            (CatchUp::Ahead, _) if ask == Ask::Hub => {
+            (CatchUp::Ahead, _) if ask.may_ask_ahead() => {
                 return self.ask_hub(channel, after, Position::Ahead, false, reply, ctx);
             }
             // Issued, and not on this host's bus yet: it parks, and messages up to its id
@@ -268,6 +282,8 @@ impl<T: Transport> Conn<T> {
             if ctx.comet.relays() && ctx.comet.replay(key, after).1 {
                 return self.ask_hub(channel, Some(after), Position::Behind, true, reply, ctx);
             }
+        }
+        if let Some(after) = after.filter(|_| ask.may_ask_ahead()) {
             if ctx.comet.ahead(key, after) {
                 return self.ask_hub(channel, Some(after), Position::Ahead, true, reply, ctx);
             }
@@ -318,9 +334,13 @@ impl<T: Transport> Conn<T> {
             let CatchUpLater {
                 channel,
                 after,
+                client,
                 events,
             } = *later;
-            let ask = Ask::Done { issued };
+            let ask = Ask::Done {
+                issued,
+                asked: client,
+            };
             let outcome = match events {
                 true => self.subscribe_asking(&channel, after, reply, ask, ctx),
                 false => self.wait_asking(&channel, after, reply, ask, ctx),
