@@ -127,6 +127,10 @@ pub struct Hub {
     /// `--redis`: clients waiting for a channel's read from Redis ([`Frame::Load`]): the
     /// worker and request each answers, by channel.
     loading: HashMap<Box<str>, Vec<(u16, u64)>>,
+    /// `--redis`: clients ahead of the copy here that asked while a read of their channel
+    /// was in flight, which Redis may have answered before it issued their id: read again
+    /// for them when that read is done.
+    rereads: HashMap<Box<str>, Vec<(u16, u64)>>,
     /// `--redis`: messages of a channel being read that are older than the hub's copy
     /// (it began with a bus message, after Redis had older ones), oldest first.
     backfill: HashMap<Box<str>, Vec<Stored>>,
@@ -169,6 +173,7 @@ impl Hub {
             counted_answers: HashMap::new(),
             to_read: Vec::new(),
             loading: HashMap::new(),
+            rereads: HashMap::new(),
             backfill: HashMap::new(),
             reading_fresh: HashSet::new(),
             presence: HashMap::new(),
@@ -228,7 +233,11 @@ impl Hub {
     /// client ahead of what is held can tell an id Redis issued from one it never did.
     pub fn read_done(&mut self, channel: &str, issued: Option<(u32, u64)>) {
         self.reading_fresh.remove(channel);
-        let Some(waiting) = self.loading.remove(channel) else {
+        let waiting = self.loading.remove(channel);
+        if let Some(next) = self.rereads.remove(channel) {
+            self.read_for(channel, next);
+        }
+        let Some(waiting) = waiting else {
             return;
         };
         let older = self.backfill.remove(channel).unwrap_or_default();
@@ -611,15 +620,15 @@ impl Hub {
                         issued: 0,
                     };
                     self.send(worker, &frame);
-                } else {
-                    let waiting = self.loading.entry(channel.into()).or_default();
-                    if waiting.is_empty() {
-                        self.to_read.push(channel.into());
-                        if !self.channels.contains_key(channel) {
-                            self.reading_fresh.insert(channel.into());
-                        }
-                    }
+                } else if client == Position::Ahead
+                    && (self.loading.contains_key(channel) || self.reading_fresh.contains(channel))
+                {
+                    let next = self.rereads.entry(channel.into()).or_default();
+                    next.push((worker, request));
+                } else if let Some(waiting) = self.loading.get_mut(channel) {
                     waiting.push((worker, request));
+                } else {
+                    self.read_for(channel, vec![(worker, request)]);
                 }
                 Ok(())
             }
@@ -641,6 +650,15 @@ impl Hub {
             Frame::ChannelTotal { .. } => Err(Unexpected("channel total")),
             Frame::Loaded { .. } => Err(Unexpected("loaded")),
         }
+    }
+
+    /// `--redis`: reads `channel` from Redis for the clients `waiting` ([`Frame::Load`]).
+    fn read_for(&mut self, channel: &str, waiting: Vec<(u16, u64)>) {
+        self.to_read.push(channel.into());
+        if !self.channels.contains_key(channel) {
+            self.reading_fresh.insert(channel.into());
+        }
+        self.loading.insert(channel.into(), waiting);
     }
 
     /// Gives the message (channel, content type, body) the next id and sends it to every
@@ -1348,8 +1366,7 @@ mod tests {
         // A client that read seq 2 on another host before it came on the bus here: Redis
         // is read, whole as the copy is.
         hub.on_frame(0, load(2, Position::Ahead), now).unwrap();
-        hub.on_frame(1, load(3, Position::Ahead), now).unwrap();
-        assert_eq!(hub.take_to_read(), ["news".into()], "one read for both");
+        assert_eq!(hub.take_to_read(), ["news".into()]);
         assert!(sent(&mut hub, 0).is_empty(), "waits for the read");
         // The read brings seq 2: news for every worker (it wakes their waiters), before
         // the answer, which says what Redis had issued.
@@ -1357,26 +1374,44 @@ mod tests {
             hub.deliver_from_redis("news", 77, seq, "text/plain", b"x", 0, now);
         }
         hub.read_done("news", Some((77, 2)));
-        for (w, request) in [(0, 2), (1, 3)] {
-            let frames = sent(&mut hub, w);
-            assert!(
-                frames[0].starts_with("Deliver { delivery: 2, epoch: 77, seq: 2"),
-                "{frames:?}"
-            );
-            assert_eq!(
-                frames[1..],
-                [
-                    "Floor { floor: 0, channel: \"news\" }".to_string(),
-                    format!("Loaded {{ request: {request}, epoch: 77, issued: 2 }}")
-                ]
-            );
-        }
+        let deliver = "Deliver { delivery: 2, epoch: 77, seq: 2";
+        let frames = sent(&mut hub, 0);
+        assert!(frames[0].starts_with(deliver), "{frames:?}");
+        assert_eq!(
+            frames[1..],
+            [
+                "Floor { floor: 0, channel: \"news\" }",
+                "Loaded { request: 2, epoch: 77, issued: 2 }"
+            ]
+        );
+        let frames = sent(&mut hub, 1);
+        assert!(frames[0].starts_with(deliver), "{frames:?}");
         // The same message late on the bus: held already, it reaches no one.
         assert_eq!(
             hub.deliver_from_redis("news", 77, 2, "text/plain", b"x", 5, now),
             Some(0)
         );
         assert!(sent(&mut hub, 0).is_empty());
+        // Asked while a read is in flight (sent perhaps before Redis issued the client's
+        // id): answered after a read of its own, not that one.
+        hub.on_frame(1, Frame::Opened { channel: "later" }, now)
+            .unwrap();
+        assert_eq!(hub.take_to_read(), ["later".into()]);
+        let later = |request, client| Frame::Load {
+            request,
+            client,
+            channel: "later",
+        };
+        hub.on_frame(0, later(5, Position::Ahead), now).unwrap();
+        assert!(hub.take_to_read().is_empty(), "one read at a time");
+        hub.read_done("later", Some((78, 1)));
+        assert!(sent(&mut hub, 0).is_empty(), "not answered by that read");
+        assert_eq!(hub.take_to_read(), ["later".into()], "read again");
+        hub.read_done("later", Some((78, 2)));
+        assert_eq!(
+            sent(&mut hub, 0),
+            ["Loaded { request: 5, epoch: 78, issued: 2 }"]
+        );
         // A read that could not be made (the link down) says nothing was issued.
         hub.on_frame(0, load(4, Position::Ahead), now).unwrap();
         assert_eq!(hub.take_to_read(), ["news".into()]);
