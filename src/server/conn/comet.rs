@@ -80,8 +80,10 @@ impl Ask {
 enum Owed {
     /// That message.
     This,
-    /// An earlier one (a count's, set aside for the waiters counted before it parked).
-    Earlier(Rc<Message>),
+    /// Another one: the first after its id, held already. Earlier than that message (a
+    /// count's, set aside for the waiters counted before it parked), or later (that one
+    /// it had seen, and a newer one came in the same batch, whose delivery did not take it).
+    Other(Rc<Message>),
     /// Nothing: it has seen that one (it resumed ahead of this host's copy, at this id).
     Nothing(MessageId),
 }
@@ -108,9 +110,8 @@ impl<T: Transport> Conn<T> {
                     ctx.comet.remember_after(ctx.token, Some(after));
                     return Next::Wait;
                 }
-                if let Owed::Earlier(missed) = owed {
-                    // Its next message is an earlier one (a count's, set aside for the
-                    // waiters counted before it parked): answered with that, in order.
+                if let Owed::Other(missed) = owed {
+                    // Its next message is another one: answered with that, in order.
                     let reply = parked.reply;
                     let date = ctx.date.as_bytes();
                     let out = self.output_bytes(ctx.pool);
@@ -388,18 +389,23 @@ impl<T: Transport> Conn<T> {
     }
 }
 
-/// What a waiter woken by `delivered` is owed, judged by the id it named: nothing when it
-/// has seen `delivered` (same epoch, at or before its id: it resumed ahead of this host's
-/// copy), the first message after its id when that is older than `delivered`, else it.
+/// What a waiter woken by `delivered` is owed, judged by the id it named. When it has seen
+/// `delivered` (same epoch, at or before its id: it resumed ahead of this host's copy): the
+/// first message after its id if one is held already, else nothing. Otherwise: the first
+/// message after its id when that is older than `delivered`, else `delivered`.
 fn owed<S>(parked: &Parked, delivered: &Message, ctx: &mut Ctx<'_, S>) -> Owed {
     let Some(after) = ctx.comet.take_after(ctx.token) else {
         return Owed::This;
     };
+    let caught_up = ctx.comet.catch_up(parked.spot.channel, Some(after));
     if delivered.id.epoch == after.epoch && delivered.id.seq <= after.seq {
-        return Owed::Nothing(after);
+        return match caught_up {
+            CatchUp::Next(next) => Owed::Other(next),
+            _ => Owed::Nothing(after),
+        };
     }
-    match ctx.comet.catch_up(parked.spot.channel, Some(after)) {
-        CatchUp::Next(next) if next.id < delivered.id => Owed::Earlier(next),
+    match caught_up {
+        CatchUp::Next(next) if next.id < delivered.id => Owed::Other(next),
         _ => Owed::This,
     }
 }
