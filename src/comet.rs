@@ -134,6 +134,10 @@ pub enum CatchUp {
     /// Messages were lost to it (its id fell out of the history, or is from another epoch):
     /// here is the oldest one kept, if any, and the client must resynchronize.
     Resync(Option<Rc<Message>>),
+    /// Only with per-channel ids (`--redis`): its id is newer than any this worker holds of
+    /// the channel. Perhaps read on another host before this one had it: not lost, but
+    /// only Redis can say whether it was issued.
+    Ahead,
 }
 
 /// A publish whose fan-out the loop still has to do: the waiters it took (the channel starts
@@ -248,23 +252,48 @@ impl Comet {
         let Some(after) = after else {
             return CatchUp::Park;
         };
-        let channel = &self.channels[channel.0];
-        let oldest = channel.history.front().cloned();
-        if after.epoch != channel.epoch || after.seq < channel.floor || after.seq > self.last_seq {
-            return CatchUp::Resync(oldest);
+        if self.lost(channel, after) {
+            return CatchUp::Resync(self.oldest(channel));
         }
+        if self.ahead(channel, after) {
+            return CatchUp::Ahead;
+        }
+        let channel = &self.channels[channel.0];
         match channel.history.iter().find(|m| m.id.seq > after.seq) {
             Some(next) => CatchUp::Next(Rc::clone(next)),
             None => CatchUp::Park,
         }
     }
 
+    /// The oldest message kept of the channel: what a client told to resync starts from.
+    pub fn oldest(&self, channel: ChannelKey) -> Option<Rc<Message>> {
+        self.channels[channel.0].history.front().cloned()
+    }
+
+    /// Whether messages after `after` were lost to a client: the id is of another epoch,
+    /// older than the history, or, with one sequence for the server, never issued.
+    fn lost(&self, key: ChannelKey, after: MessageId) -> bool {
+        let channel = &self.channels[key.0];
+        after.epoch != channel.epoch
+            || after.seq < channel.floor
+            || (!self.per_channel_ids() && after.seq > self.last_seq)
+    }
+
+    /// With per-channel ids (`--redis`): whether `after`, of the channel's epoch, is newer
+    /// than the newest message this worker holds of it (its history's last, or its floor).
+    /// Without, never: one sequence for the server says what was issued (see `lost`).
+    pub fn ahead(&self, key: ChannelKey, after: MessageId) -> bool {
+        let channel = &self.channels[key.0];
+        let newest = channel.history.back().map_or(channel.floor, |m| m.id.seq);
+        self.per_channel_ids() && after.epoch == channel.epoch && after.seq > newest
+    }
+
     /// The messages after `after` still in the history, for an event stream that resumes;
-    /// the flag says some were lost to it.
+    /// the flag says some were lost to it. An id [`Comet::ahead`] is not lost: nothing
+    /// held follows it.
     pub fn replay(&self, channel: ChannelKey, after: MessageId) -> (Vec<Rc<Message>>, bool) {
+        let lost = self.lost(channel, after);
         let channel = &self.channels[channel.0];
-        let lost =
-            after.epoch != channel.epoch || after.seq < channel.floor || after.seq > self.last_seq;
         let from = if lost { 0 } else { after.seq };
         let messages = channel
             .history
@@ -273,6 +302,11 @@ impl Comet {
             .cloned()
             .collect();
         (messages, lost)
+    }
+
+    /// Every message kept of the channel, for an event stream told to resync.
+    pub fn replay_all(&self, channel: ChannelKey) -> Vec<Rc<Message>> {
+        self.channels[channel.0].history.iter().cloned().collect()
     }
 
     pub fn park(
@@ -331,7 +365,10 @@ impl Comet {
                     self.parked -= 1;
                     self.take_after(token);
                 }
-                SpotKind::Subscriber => self.subscribed -= 1,
+                SpotKind::Subscriber => {
+                    self.subscribed -= 1;
+                    self.forget_skipping(token);
+                }
             }
         }
     }
@@ -554,7 +591,7 @@ mod tests {
     #[test]
     fn a_count_sets_its_waiters_aside_for_its_own_message() {
         let mut comet = comet(4);
-        comet.relay_to_hub();
+        comet.relay_to_hub(relay::Numbering::Server);
         let now = Instant::now();
         let ch = comet.channel("c", now).unwrap();
         let before: Vec<Spot> = (0..3)
@@ -582,7 +619,7 @@ mod tests {
     #[test]
     fn a_waiter_parked_while_a_count_was_out_can_still_catch_up_in_order() {
         let mut comet = comet(4);
-        comet.relay_to_hub();
+        comet.relay_to_hub(relay::Numbering::Server);
         let now = Instant::now();
         let ch = comet.channel("c", now).unwrap();
         let id = |seq| MessageId { epoch: 1, seq };
@@ -616,7 +653,7 @@ mod tests {
     #[test]
     fn any_other_message_reaches_waiters_set_aside_too() {
         let mut comet = comet(4);
-        comet.relay_to_hub();
+        comet.relay_to_hub(relay::Numbering::Server);
         let now = Instant::now();
         let ch = comet.channel("c", now).unwrap();
         comet.park(ch, Token(1), SpotKind::Waiter, now);
@@ -659,6 +696,7 @@ mod tests {
             CatchUp::Resync(Some(m)) => format!("resync {}", String::from_utf8_lossy(&m.body)),
             CatchUp::Resync(None) => "resync".into(),
             CatchUp::Park => "park".into(),
+            CatchUp::Ahead => "ahead".into(),
         };
         let table: &[(Option<MessageId>, &str)] = &[
             (None, "park"),
@@ -683,6 +721,92 @@ mod tests {
         assert_eq!((replayed.len(), lost), (2, false));
         let (replayed, lost) = comet.replay(ch, ids[0]);
         assert_eq!((replayed.len(), lost), (3, true));
+    }
+
+    #[test]
+    fn with_per_channel_ids_an_id_past_the_copy_is_ahead_not_lost() {
+        use relay::Numbering;
+        let now = Instant::now();
+        let id = |epoch, seq| MessageId { epoch, seq };
+        for numbering in [Numbering::PerChannel, Numbering::Server] {
+            let mut comet = comet(3);
+            comet.relay_to_hub(numbering);
+            let ch = comet.channel("c", now).unwrap();
+            for seq in 1..=4 {
+                comet.publish_from_hub(0, "c", id(7, seq), "text/plain", Box::default(), now);
+            }
+            // Another channel numbered further (Redis numbers each channel from 1).
+            comet.publish_from_hub(0, "d", id(9, 40), "text/plain", Box::default(), now);
+            let next =
+                |seq: usize| CatchUp::Next(Rc::clone(&comet.channels[ch.0].history[seq - 2]));
+            let oldest = CatchUp::Resync(comet.oldest(ch));
+            let per_channel = numbering == Numbering::PerChannel;
+            // History 2..=4, floor 1.
+            let table: &[(MessageId, CatchUp, bool)] = &[
+                (id(7, 4), CatchUp::Park, false),
+                (id(7, 2), next(3), false),
+                (id(7, 1), next(2), false),
+                (id(7, 0), oldest.clone(), false), // fell out
+                (id(8, 3), oldest.clone(), false), // another epoch
+                match per_channel {
+                    // Read on another host before this one had it: only Redis can say.
+                    true => (id(7, 5), CatchUp::Ahead, true),
+                    // One sequence for the server: 5..=40 went to other channels.
+                    false => (id(7, 5), CatchUp::Park, false),
+                },
+                match per_channel {
+                    true => (id(7, 99), CatchUp::Ahead, true),
+                    false => (id(7, 99), oldest.clone(), false), // never issued
+                },
+            ];
+            for (after, want, ahead) in table {
+                let case = format!("{numbering:?} {after}");
+                assert_eq!(&comet.catch_up(ch, Some(*after)), want, "{case}");
+                assert_eq!(comet.ahead(ch, *after), *ahead, "{case}");
+                let (replayed, lost) = comet.replay(ch, *after);
+                let lost_want = matches!(want, CatchUp::Resync(_));
+                assert_eq!(lost, lost_want, "{case}");
+                if *ahead {
+                    assert!(replayed.is_empty(), "nothing held follows it: {case}");
+                }
+            }
+            assert_eq!(comet.replay_all(ch).len(), 3);
+        }
+    }
+
+    #[test]
+    fn a_subscriber_ahead_skips_through_its_id_on_its_channel_only() {
+        let mut comet = comet(4);
+        comet.relay_to_hub(relay::Numbering::PerChannel);
+        let now = Instant::now();
+        let ch = comet.channel("c", now).unwrap();
+        let message = |epoch, seq| Message {
+            id: MessageId { epoch, seq },
+            content_type: "text/plain".into(),
+            body: Box::default(),
+        };
+        let sub = comet.park(ch, Token(1), SpotKind::Subscriber, now);
+        assert!(
+            !comet.skips(Token(1), &message(7, 1)),
+            "skips nothing unasked"
+        );
+        comet.skip_through(Token(1), MessageId { epoch: 7, seq: 3 });
+        assert!(comet.skips(Token(1), &message(7, 2)));
+        assert!(comet.skips(Token(1), &message(7, 3)));
+        assert!(!comet.skips(Token(2), &message(7, 3)), "another subscriber");
+        assert!(
+            !comet.skips(Token(1), &message(8, 1)),
+            "a new epoch is news"
+        );
+        assert!(!comet.skips(Token(1), &message(7, 3)), "past it once: done");
+        // One that leaves while skipping forgets its id (a reused token inherits none).
+        comet.skip_through(Token(1), MessageId { epoch: 7, seq: 9 });
+        comet.unpark(sub);
+        assert!(!comet.skips(Token(1), &message(7, 5)));
+        // Without relaying nothing is kept.
+        let mut alone = self::comet(4);
+        alone.skip_through(Token(1), MessageId { epoch: 7, seq: 9 });
+        assert!(!alone.skips(Token(1), &message(7, 5)));
     }
 
     #[test]

@@ -642,3 +642,160 @@ fn get_notify_across_hosts_answers_exactly_the_waiters_it_counted() {
         assert_eq!((got.status, got.text()), (200, "next"), "{got:?}");
     }
 }
+
+/// The channel's epoch in Redis (`HGET P:{C}:meta epoch`), as ids write it (hex).
+fn epoch_of(client: &mut Client, channel: &str) -> u32 {
+    let reply = client.cmd(&["HGET", &format!("miohttpd:{{{channel}}}:meta"), "epoch"]);
+    let text = reply.as_bytes().map(String::from_utf8_lossy);
+    text.and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no epoch for {channel}: {reply:?}"))
+}
+
+/// Gives the next id on `channel` in Redis as the publish script does (`HINCRBY seq`),
+/// without telling any host on the bus; with `body`, the message also joins the stream
+/// (`XADD`). Returns the seq.
+fn number_unannounced(client: &mut Client, channel: &str, body: Option<&str>) -> u64 {
+    let meta = format!("miohttpd:{{{channel}}}:meta");
+    let reply = client.cmd(&["HINCRBY", &meta, "seq", "1"]);
+    let seq = reply.as_integer().unwrap_or_else(|| panic!("{reply:?}")) as u64;
+    if let Some(body) = body {
+        add_to_stream(client, channel, seq, body);
+    }
+    seq
+}
+
+fn add_to_stream(client: &mut Client, channel: &str, seq: u64, body: &str) {
+    let epoch = epoch_of(client, channel);
+    let stream = format!("miohttpd:{{{channel}}}:stream");
+    let id = format!("{epoch}-{seq}");
+    let reply = client.cmd(&["XADD", &stream, &id, "d", body, "t", "text/plain"]);
+    assert!(reply.as_bytes().is_some(), "{reply:?}");
+}
+
+/// The bus message of `seq` on `channel`, sent now (late) as another host's.
+fn announce_late(client: &mut Client, channel: &str, seq: u64, body: &str) {
+    let epoch = epoch_of(client, channel);
+    let message = format!("elsewhere\n{channel}\n{epoch}-{seq}\ntext/plain\n{body}");
+    let reply = client.cmd(&["PUBLISH", "miohttpd:bus", &message]);
+    assert!(reply.as_integer().is_some_and(|n| n >= 1), "{reply:?}");
+}
+
+/// An event stream on `host` resuming after `last` (Last-Event-ID), its head read: it is
+/// subscribed.
+fn resume(host: &Host, channel: &str, last: &str) -> Conn {
+    let mut conn = host.server.connect();
+    conn.send(
+        format!(
+            "GET /events/{channel} HTTP/1.1\r\nHost: localhost\r\nLast-Event-ID: {last}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let head = conn.read_head_response();
+    assert_eq!(head.status, 200, "{head:?}");
+    conn
+}
+
+/// The next event of an event stream (chunk framing and all), as text.
+fn next_event(conn: &mut Conn) -> String {
+    String::from_utf8(conn.read_through(b"\n\n")).unwrap()
+}
+
+fn assert_event(event: &str, id: &str, body: &str) {
+    assert!(
+        event.contains(&format!("id: {id}\n"))
+            && event.contains(&format!("data: {body}\n"))
+            && !event.contains("resync"),
+        "want {id} {body:?}, got {event:?}"
+    );
+}
+
+#[test]
+fn a_client_resuming_on_a_host_before_that_host_had_its_message_gets_no_duplicate_and_no_resync() {
+    let redis = Redis::start();
+    let a = Host::start(&redis, &[]);
+    let b = Host::start(&redis, &["--workers", "2"]);
+    await_all_up(&[&a, &b]);
+    let mut redis_client = redis.client();
+    // The channel's first message, published on A; a subscriber on B resumes after it
+    // (B has it from the bus, or reads it from Redis: either way it is not resent) and
+    // stays for every message to come. (It does not subscribe before the first publish:
+    // opening a channel new to B reads it from Redis, and that read racing the bus is
+    // another matter.)
+    let first = a.notify("room", "one");
+    assert_eq!(first.status, 200, "{first:?}");
+    let mut live = resume(&b, "room", &id_of(&first));
+    let epoch = epoch_of(&mut redis_client, "room");
+    let id = |seq: u64| format!("{epoch:08x}-{seq}");
+
+    // 1. Message 2 is in Redis, and B missed it on the bus: a client that read it on
+    // another host resumes on B. B reads Redis, so it holds 2 and owes the client nothing.
+    let two = number_unannounced(&mut redis_client, "room", Some("two"));
+    let mut stream = resume(&b, "room", &id(two));
+    let mut waiter = b.wait(&format!("/wait/room?after={}", id(two)));
+    b.await_parked(1);
+    // The bus message comes late: held already, it goes to no one again.
+    announce_late(&mut redis_client, "room", two, "two");
+    let three = a.notify("room", "three");
+    assert_eq!(id_of(&three), id(3), "{three:?}");
+    // Exactly 3 next: no resync, and not 2 again (it would come before 3).
+    assert_event(&next_event(&mut stream), &id(3), "three");
+    let got = waiter.read_response();
+    assert_eq!((got.status, got.text(), id_of(&got)), (200, "three", id(3)));
+    assert_eq!(got.header("x-comet-resync"), None, "{got:?}");
+    // The live subscriber got 2 once (from B's read of Redis, as news), then 3.
+    assert_event(&next_event(&mut live), &id(2), "two");
+    assert_event(&next_event(&mut live), &id(3), "three");
+
+    // 2. Redis numbered 4 but B cannot read it yet (it stands for a bus message B has not
+    // had and a read that stopped short of it): a client resuming at 4 parks, and when 4
+    // comes it is passed over for that client (and goes to the others).
+    let four = number_unannounced(&mut redis_client, "room", None);
+    let mut stream = resume(&b, "room", &id(four));
+    let mut waiter = b.wait(&format!("/wait/room?after={}", id(four)));
+    b.await_parked(1);
+    add_to_stream(&mut redis_client, "room", four, "four");
+    announce_late(&mut redis_client, "room", four, "four");
+    let five = a.notify("room", "five");
+    assert_eq!(id_of(&five), id(5), "{five:?}");
+    assert_event(&next_event(&mut stream), &id(5), "five");
+    let got = waiter.read_response();
+    assert_eq!((got.status, got.text(), id_of(&got)), (200, "five", id(5)));
+    assert_event(&next_event(&mut live), &id(4), "four");
+    assert_event(&next_event(&mut live), &id(5), "five");
+
+    // 3. The same, with the message it has seen and the next one on the bus together (one
+    // write to Redis, so most likely one read on B): the waiter, passed over by the first,
+    // is answered with the second, which its delivery did not take (it was not parked).
+    let six = number_unannounced(&mut redis_client, "room", None);
+    let mut waiter = b.wait(&format!("/wait/room?after={}", id(six)));
+    b.await_parked(1);
+    add_to_stream(&mut redis_client, "room", six, "six");
+    let seven = number_unannounced(&mut redis_client, "room", Some("seven"));
+    let bus = |seq: u64, body: &str| format!("elsewhere\nroom\n{epoch}-{seq}\ntext/plain\n{body}");
+    let (bus_six, bus_seven) = (bus(six, "six"), bus(seven, "seven"));
+    let replies = redis_client.pipeline(&[
+        &["PUBLISH", "miohttpd:bus", &bus_six],
+        &["PUBLISH", "miohttpd:bus", &bus_seven],
+    ]);
+    assert!(
+        replies.iter().all(|r| r.as_integer().is_some()),
+        "{replies:?}"
+    );
+    let got = waiter.read_response();
+    assert_eq!((got.status, got.text(), id_of(&got)), (200, "seven", id(7)));
+
+    // 4. An id Redis never issued (right epoch, far ahead): the resync signal, as on one
+    // host for an id not issued yet.
+    let bogus = id(seq_of(&five) + 100);
+    let mut stream = resume(&b, "room", &bogus);
+    let event = next_event(&mut stream);
+    assert!(event.contains("event: resync\n"), "{event:?}");
+    let got = b.server.request(&get(&format!("/wait/room?after={bogus}")));
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.header("x-comet-resync"), Some("true"), "{got:?}");
+}
+
+fn seq_of(response: &Response) -> u64 {
+    let id = id_of(response);
+    id.rsplit('-').next().unwrap().parse().unwrap()
+}

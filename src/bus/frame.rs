@@ -86,13 +86,28 @@ pub enum Frame<'a> {
     /// Worker to hub: publish on `channel` a message whose body is the number of clients it
     /// reaches on every worker (`GET /notify`): the hub counts first, then publishes.
     PublishCount { request: u64, channel: &'a str },
-    /// Worker to hub (`--redis`): a client asked to catch up on `channel` from before what
-    /// the worker holds; read its history from Redis if the hub has none (the entries come
-    /// as [`Frame::Deliver`] with `delivery` 0, then a [`Frame::Floor`]), then answer
-    /// [`Frame::Loaded`]. Without Redis the hub answers at once: its history is all there is.
-    Load { request: u64, channel: &'a str },
+    /// Worker to hub (`--redis`): a client named an id of `channel` the worker cannot serve
+    /// from what it holds. [`Position::Behind`]: older than the worker's copy; the hub reads
+    /// the channel from Redis when its own copy is not whole (the entries come as
+    /// [`Frame::Deliver`] with `delivery` 0, then a [`Frame::Floor`]). [`Position::Ahead`]:
+    /// newer than the worker's copy (read on another host before this one had it on the
+    /// bus); the hub always reads, and the newer entries reach the workers as news. Then it
+    /// answers [`Frame::Loaded`]. Without Redis the hub answers at once: its history is all
+    /// there is.
+    Load {
+        request: u64,
+        client: Position,
+        channel: &'a str,
+    },
     /// Hub to the asking worker: the [`Frame::Load`] is done (read, or nothing to read).
-    Loaded { request: u64 },
+    /// `issued`: the last seq Redis had given on the channel (in `epoch`) when it was read,
+    /// 0 when not read; an id above it was never issued, one at or below it was, even if
+    /// the worker does not hold it yet.
+    Loaded {
+        request: u64,
+        epoch: u32,
+        issued: u64,
+    },
     /// Hub to a worker: report your counters (the reply is [`Frame::Stats`]).
     StatsQuery { query: u64 },
     /// Worker to hub: its counters as `NAME VALUE` lines, in the Prometheus text format
@@ -108,6 +123,16 @@ pub enum RefuseReason {
     /// `--redis`: the link is down (or went down with the publish in flight): no id is
     /// given here alone, so the client is told to retry (503).
     RedisUnavailable = 3,
+}
+
+/// Where the id a client named stands against the worker's copy of the channel
+/// ([`Frame::Load`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// Older than the worker's copy (or of another epoch): perhaps Redis still has it.
+    Behind = 1,
+    /// Newer than the worker's copy, in its epoch: perhaps not on this host's bus yet.
+    Ahead = 2,
 }
 
 /// Why bytes are not a frame.
@@ -280,19 +305,32 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), FrameError> {
             out.extend_from_slice(&floor.to_le_bytes());
             put_str(out, channel)
         }
-        Frame::CountWaiters { request: a }
-        | Frame::ChannelTotal { count: a }
-        | Frame::Loaded { request: a } => {
+        Frame::CountWaiters { request: a } | Frame::ChannelTotal { count: a } => {
             out.extend_from_slice(&a.to_le_bytes());
             Ok(())
+        }
+        Frame::Loaded {
+            request,
+            epoch,
+            issued,
+        } => {
+            out.extend_from_slice(&request.to_le_bytes());
+            out.extend_from_slice(&epoch.to_le_bytes());
+            out.extend_from_slice(&issued.to_le_bytes());
+            Ok(())
+        }
+        Frame::Load {
+            request,
+            client,
+            channel,
+        } => {
+            out.extend_from_slice(&request.to_le_bytes());
+            out.push(client as u8);
+            put_str(out, channel)
         }
         Frame::Opened { channel } | Frame::Closed { channel } => put_str(out, channel),
         Frame::CountQuery { query: a, channel }
         | Frame::PublishCount {
-            request: a,
-            channel,
-        }
-        | Frame::Load {
             request: a,
             channel,
         } => {
@@ -447,10 +485,17 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
         },
         kind::LOAD => Frame::Load {
             request: fields.u64()?,
+            client: match fields.u8()? {
+                1 => Position::Behind,
+                2 => Position::Ahead,
+                _ => return Err(FrameError::BadValue { kind }),
+            },
             channel: fields.str()?,
         },
         kind::LOADED => Frame::Loaded {
             request: fields.u64()?,
+            epoch: fields.u32()?,
+            issued: fields.u64()?,
         },
         kind::COUNTED => Frame::Counted {
             query: fields.u64()?,
@@ -646,9 +691,24 @@ mod tests {
             Frame::Closed { channel: "b" },
             Frame::Load {
                 request: 9,
+                client: Position::Behind,
                 channel: "news",
             },
-            Frame::Loaded { request: 9 },
+            Frame::Load {
+                request: 10,
+                client: Position::Ahead,
+                channel: "news",
+            },
+            Frame::Loaded {
+                request: 9,
+                epoch: 0,
+                issued: 0,
+            },
+            Frame::Loaded {
+                request: 10,
+                epoch: 0x5f3a_09c1,
+                issued: 42,
+            },
             Frame::ChannelTotal { count: 3 },
             Frame::Counted { query: 4, count: 5 },
             Frame::WaiterCount {
@@ -739,6 +799,11 @@ mod tests {
             (
                 &[10, 0, 0, 0, 6, 1, 0, 0, 0, 0, 0, 0, 0, 9],
                 FrameError::BadValue { kind: 6 },
+            ),
+            // Load whose client position is neither behind (1) nor ahead (2).
+            (
+                &[12, 0, 0, 0, 19, 1, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0],
+                FrameError::BadValue { kind: 19 },
             ),
             // Publish whose channel claims 2 bytes that are not UTF-8.
             (

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::frame::{encode, Frame, RefuseReason};
+use super::frame::{encode, Frame, Position, RefuseReason};
 use crate::comet::{is_valid_channel_name, CometSettings};
 use crate::redis::bridge::CountOf;
 
@@ -140,6 +140,10 @@ pub struct Hub {
     /// `--redis`: clients waiting for a channel's read from Redis ([`Frame::Load`]): the
     /// worker and request each answers, by channel.
     loading: HashMap<Box<str>, Vec<(u16, u64)>>,
+    /// `--redis`: clients ahead of the copy here that asked while a read of their channel
+    /// was in flight, which Redis may have answered before it issued their id: read again
+    /// for them when that read is done.
+    rereads: HashMap<Box<str>, Vec<(u16, u64)>>,
     /// `--redis`: messages of a channel being read that are older than the hub's copy
     /// (it began with a bus message, after Redis had older ones), oldest first.
     backfill: HashMap<Box<str>, Vec<Stored>>,
@@ -183,6 +187,7 @@ impl Hub {
             asked: VecDeque::new(),
             to_read: Vec::new(),
             loading: HashMap::new(),
+            rereads: HashMap::new(),
             backfill: HashMap::new(),
             reading_fresh: HashSet::new(),
             presence: HashMap::new(),
@@ -237,10 +242,16 @@ impl Hub {
 
     /// The read of `channel` from Redis is done (or failed, or could not start): every
     /// worker learns the channel's floor, then the clients waiting for it are answered, and
-    /// decide from what their worker now holds.
-    pub fn read_done(&mut self, channel: &str) {
+    /// decide from what their worker now holds. `issued`: the channel's epoch and the last
+    /// seq Redis had given when it answered (None: not read), which the answer carries so a
+    /// client ahead of what is held can tell an id Redis issued from one it never did.
+    pub fn read_done(&mut self, channel: &str, issued: Option<(u32, u64)>) {
         self.reading_fresh.remove(channel);
-        let Some(waiting) = self.loading.remove(channel) else {
+        let waiting = self.loading.remove(channel);
+        if let Some(next) = self.rereads.remove(channel) {
+            self.read_for(channel, next);
+        }
+        let Some(waiting) = waiting else {
             return;
         };
         let older = self.backfill.remove(channel).unwrap_or_default();
@@ -275,9 +286,15 @@ impl Hub {
                 let _ = encode(&Frame::Floor { floor, channel }, out);
             }
         }
+        let (epoch, issued) = issued.unwrap_or((0, 0));
         for (worker, request) in waiting {
             if self.live[worker as usize] {
-                self.send(worker, &Frame::Loaded { request });
+                let frame = Frame::Loaded {
+                    request,
+                    epoch,
+                    issued,
+                };
+                self.send(worker, &frame);
             }
         }
     }
@@ -642,22 +659,35 @@ impl Hub {
                 }
                 Ok(())
             }
-            Frame::Load { request, channel } => {
+            Frame::Load {
+                request,
+                client,
+                channel,
+            } => {
                 // A copy that holds every message Redis can (from seq 1, or as many as
-                // Redis keeps) has nothing to learn; one that began mid-way may.
+                // Redis keeps) has nothing older to learn; one that began mid-way may. A
+                // client ahead of the copy read a message this host has not had on the bus
+                // yet: only Redis can say (the read's newer entries reach the workers as
+                // news before the answer, and the answer says what Redis had issued).
                 let whole = |h: &History| h.floor == 0 || h.messages.len() >= self.settings.history;
-                if !self.redis || self.channels.get(channel).is_some_and(whole) {
+                let held_whole = self.channels.get(channel).is_some_and(whole);
+                if !self.redis || (client == Position::Behind && held_whole) {
                     // The hub's history is all this host can have: decide from it.
-                    self.send(worker, &Frame::Loaded { request });
-                } else {
-                    let waiting = self.loading.entry(channel.into()).or_default();
-                    if waiting.is_empty() {
-                        self.to_read.push(channel.into());
-                        if !self.channels.contains_key(channel) {
-                            self.reading_fresh.insert(channel.into());
-                        }
-                    }
+                    let frame = Frame::Loaded {
+                        request,
+                        epoch: 0,
+                        issued: 0,
+                    };
+                    self.send(worker, &frame);
+                } else if client == Position::Ahead
+                    && (self.loading.contains_key(channel) || self.reading_fresh.contains(channel))
+                {
+                    let next = self.rereads.entry(channel.into()).or_default();
+                    next.push((worker, request));
+                } else if let Some(waiting) = self.loading.get_mut(channel) {
                     waiting.push((worker, request));
+                } else {
+                    self.read_for(channel, vec![(worker, request)]);
                 }
                 Ok(())
             }
@@ -679,6 +709,15 @@ impl Hub {
             Frame::ChannelTotal { .. } => Err(Unexpected("channel total")),
             Frame::Loaded { .. } => Err(Unexpected("loaded")),
         }
+    }
+
+    /// `--redis`: reads `channel` from Redis for the clients `waiting` ([`Frame::Load`]).
+    fn read_for(&mut self, channel: &str, waiting: Vec<(u16, u64)>) {
+        self.to_read.push(channel.into());
+        if !self.channels.contains_key(channel) {
+            self.reading_fresh.insert(channel.into());
+        }
+        self.loading.insert(channel.into(), waiting);
     }
 
     /// Gives the message (channel, content type, body) the next id and sends it to every
@@ -1326,6 +1365,7 @@ mod tests {
         // prepended (to the workers as history, waking no one), then the client answered.
         let load = Frame::Load {
             request: 9,
+            client: Position::Behind,
             channel: "news",
         };
         hub.on_frame(0, load, now).unwrap();
@@ -1334,14 +1374,14 @@ mod tests {
         for seq in [4, 5] {
             hub.deliver_from_redis(("news", "text/plain", b"x"), (77, seq), 0, None, now);
         }
-        hub.read_done("news");
+        hub.read_done("news", Some((77, 5)));
         let frames = sent(&mut hub, 0);
         assert!(frames[0].starts_with("Deliver { delivery: 0, epoch: 77, seq: 4"));
         assert_eq!(
             frames[1..],
             [
                 "Floor { floor: 3, channel: \"news\" }",
-                "Loaded { request: 9 }"
+                "Loaded { request: 9, epoch: 77, issued: 5 }"
             ]
         );
         // Without Redis the hub's history is all there is: answered at once.
@@ -1351,12 +1391,98 @@ mod tests {
                 0,
                 Frame::Load {
                     request: 1,
+                    client: Position::Ahead,
                     channel: "x",
                 },
                 now,
             )
             .unwrap();
-        assert_eq!(sent(&mut alone, 0), ["Loaded { request: 1 }"]);
+        assert_eq!(
+            sent(&mut alone, 0),
+            ["Loaded { request: 1, epoch: 0, issued: 0 }"]
+        );
+    }
+
+    #[test]
+    fn a_client_ahead_of_a_whole_copy_is_read_from_redis_and_what_it_brings_is_news() {
+        let mut hub = hub(2);
+        hub.use_redis();
+        let now = Instant::now();
+        // The copy here is whole (from seq 1): a client behind it learns nothing from Redis.
+        hub.deliver_from_redis(("news", "text/plain", b"1"), (77, 1), 0, None, now);
+        sent(&mut hub, 0);
+        sent(&mut hub, 1);
+        let load = |request, client| Frame::Load {
+            request,
+            client,
+            channel: "news",
+        };
+        hub.on_frame(0, load(1, Position::Behind), now).unwrap();
+        assert_eq!(
+            sent(&mut hub, 0),
+            ["Loaded { request: 1, epoch: 0, issued: 0 }"]
+        );
+        assert!(hub.take_to_read().is_empty());
+        // A client that read seq 2 on another host before it came on the bus here: Redis
+        // is read, whole as the copy is.
+        hub.on_frame(0, load(2, Position::Ahead), now).unwrap();
+        assert_eq!(hub.take_to_read(), ["news".into()]);
+        assert!(sent(&mut hub, 0).is_empty(), "waits for the read");
+        // The read brings seq 2: news for every worker (it wakes their waiters), before
+        // the answer, which says what Redis had issued.
+        for seq in [1, 2] {
+            hub.deliver_from_redis(("news", "text/plain", b"x"), (77, seq), 0, None, now);
+        }
+        hub.read_done("news", Some((77, 2)));
+        let deliver = "Deliver { delivery: 2, epoch: 77, seq: 2";
+        let frames = sent(&mut hub, 0);
+        assert!(frames[0].starts_with(deliver), "{frames:?}");
+        assert_eq!(
+            frames[1..],
+            [
+                "Floor { floor: 0, channel: \"news\" }",
+                "Loaded { request: 2, epoch: 77, issued: 2 }"
+            ]
+        );
+        let frames = sent(&mut hub, 1);
+        assert!(frames[0].starts_with(deliver), "{frames:?}");
+        // The same message late on the bus: held already, it reaches no one.
+        assert_eq!(
+            hub.deliver_from_redis(("news", "text/plain", b"x"), (77, 2), 5, None, now),
+            Some(0)
+        );
+        assert!(sent(&mut hub, 0).is_empty());
+        // Asked while a read is in flight (sent perhaps before Redis issued the client's
+        // id): answered after a read of its own, not that one.
+        hub.on_frame(1, Frame::Opened { channel: "later" }, now)
+            .unwrap();
+        assert_eq!(hub.take_to_read(), ["later".into()]);
+        let later = |request, client| Frame::Load {
+            request,
+            client,
+            channel: "later",
+        };
+        hub.on_frame(0, later(5, Position::Ahead), now).unwrap();
+        assert!(hub.take_to_read().is_empty(), "one read at a time");
+        hub.read_done("later", Some((78, 1)));
+        assert!(sent(&mut hub, 0).is_empty(), "not answered by that read");
+        assert_eq!(hub.take_to_read(), ["later".into()], "read again");
+        hub.read_done("later", Some((78, 2)));
+        assert_eq!(
+            sent(&mut hub, 0),
+            ["Loaded { request: 5, epoch: 78, issued: 2 }"]
+        );
+        // A read that could not be made (the link down) says nothing was issued.
+        hub.on_frame(0, load(4, Position::Ahead), now).unwrap();
+        assert_eq!(hub.take_to_read(), ["news".into()]);
+        hub.read_done("news", None);
+        assert_eq!(
+            sent(&mut hub, 0),
+            [
+                "Floor { floor: 0, channel: \"news\" }",
+                "Loaded { request: 4, epoch: 0, issued: 0 }"
+            ]
+        );
     }
 
     #[test]

@@ -12,6 +12,19 @@ use mio::Token;
 use slab::Slab;
 
 use super::{ChannelKey, Comet, Delivery, Message, MessageId};
+use crate::bus::frame::Position;
+
+/// How the hub numbers messages, and so how an id a client names is judged here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Numbering {
+    /// One sequence for the whole server (the hub's): an id above the last one given on any
+    /// channel was never issued.
+    #[default]
+    Server,
+    /// `--redis`: Redis numbers each channel from 1. An id above the newest this worker
+    /// holds of its channel may be one another host delivered first: ahead, not lost.
+    PerChannel,
+}
 
 /// A worker's relaying state: requests for the hub, the channels it opened and dropped (so
 /// the hub counts channels server-wide), and the hub's last count of them.
@@ -28,6 +41,11 @@ pub struct RelayState {
     /// The id each parked waiter named (`?after=`): a count's message passes waiters that
     /// parked while it was in flight, and the next message must not skip it for them.
     afters: HashMap<Token, MessageId>,
+    numbering: Numbering,
+    /// Event-stream subscribers that resumed ahead of this worker's copy (`--redis`: an id
+    /// Redis issued that this host has not had on the bus yet), with that id: messages at
+    /// or before it are not written to them. Empty but for that rare case.
+    skipping: HashMap<Token, MessageId>,
 }
 
 /// The most counts awaiting their message: far above what the hub has in flight.
@@ -63,14 +81,61 @@ pub enum Relayed {
     /// `GET /notify`: a message whose body is the number of clients it reaches everywhere.
     PublishCount { token: Token, channel: Box<str> },
     /// A catch-up this worker's history cannot serve: the hub reads the channel from Redis
-    /// (when it has no history of it), then answers.
-    Load { token: Token, channel: Box<str> },
+    /// (when its copy may lack what the client names), then answers.
+    Load {
+        token: Token,
+        client: Position,
+        channel: Box<str>,
+    },
 }
 
 impl Comet {
-    /// From now on publishes are relayed to the hub, not given ids here.
-    pub fn relay_to_hub(&mut self) {
-        self.relay = Some(RelayState::default());
+    /// From now on publishes are relayed to the hub, not given ids here; `numbering` is how
+    /// the hub gives them.
+    pub fn relay_to_hub(&mut self, numbering: Numbering) {
+        self.relay = Some(RelayState {
+            numbering,
+            ..RelayState::default()
+        });
+    }
+
+    /// Whether ids are numbered per channel (`--redis`), not once for the whole server.
+    pub fn per_channel_ids(&self) -> bool {
+        self.relay
+            .as_ref()
+            .is_some_and(|r| r.numbering == Numbering::PerChannel)
+    }
+
+    /// The subscriber `token` resumed at `after`, ahead of what this worker holds: messages
+    /// up to it are not for it ([`Comet::skips`]).
+    pub fn skip_through(&mut self, token: Token, after: MessageId) {
+        if let Some(relay) = &mut self.relay {
+            relay.skipping.insert(token, after);
+        }
+    }
+
+    /// Whether the subscriber `token` has seen `message` already (it resumed ahead of this
+    /// worker's copy). The first message after its id ends the skipping. Costs a branch
+    /// while no subscriber skips.
+    pub fn skips(&mut self, token: Token, message: &Message) -> bool {
+        let Some(relay) = self.relay.as_mut().filter(|r| !r.skipping.is_empty()) else {
+            return false;
+        };
+        let Some(&after) = relay.skipping.get(&token) else {
+            return false;
+        };
+        if message.id.epoch == after.epoch && message.id.seq <= after.seq {
+            return true;
+        }
+        relay.skipping.remove(&token);
+        false
+    }
+
+    /// The subscriber `token` left: it skips nothing more.
+    pub(super) fn forget_skipping(&mut self, token: Token) {
+        if let Some(relay) = self.relay.as_mut().filter(|r| !r.skipping.is_empty()) {
+            relay.skipping.remove(&token);
+        }
     }
 
     pub fn relays(&self) -> bool {
@@ -123,10 +188,11 @@ impl Comet {
 
     /// Asks the hub for `channel`'s history before the connection `token` decides its
     /// catch-up (only when [`Comet::relays`]).
-    pub fn relay_load(&mut self, token: Token, channel: &str) {
+    pub fn relay_load(&mut self, token: Token, channel: &str, client: Position) {
         if let Some(RelayState { queue, .. }) = &mut self.relay {
             queue.push_back(Relayed::Load {
                 token,
+                client,
                 channel: channel.into(),
             });
         }

@@ -121,7 +121,12 @@ pub enum Outcome {
     Waiters { tally: Tally },
     /// The read of a channel this bridge made ([`Bridge::catch_up`]) is over: delivered, or
     /// failed (the link went down); clients waiting for it decide from what is held now.
-    CaughtUp { channel: String },
+    /// `issued`: the channel's epoch and last seq in Redis when it was read (None: not read,
+    /// or Redis has no such channel), so a client naming a newer id knows it was never given.
+    CaughtUp {
+        channel: String,
+        issued: Option<(u32, u64)>,
+    },
     /// A client's catch-up read from Redis.
     History {
         request: u64,
@@ -376,7 +381,8 @@ impl Bridge {
                 // Catch-up reads in flight failed: the next `Up` asks again, from the same
                 // newest ids, and the stream brings back what was held back.
                 for (_, (channel, _)) in self.catching_up.drain() {
-                    out.push(Outcome::CaughtUp { channel });
+                    let issued = None;
+                    out.push(Outcome::CaughtUp { channel, issued });
                 }
                 self.held_back.clear();
                 let mut done = Vec::new();
@@ -494,12 +500,16 @@ impl Bridge {
                     // Messages that came on the bus during the read are news, delivered as
                     // such below, not history: the read stops short of the first.
                     let first_held = held.first().map(|m| (m.key.epoch, m.key.seq));
+                    let mut issued = None;
                     match result {
-                        Ok(history) => catch_up(local, &channel, newest, &history, first_held),
+                        Ok(history) => {
+                            issued = history.epoch.map(|epoch| (epoch, history.last_seq));
+                            catch_up(local, &channel, newest, &history, first_held)
+                        }
                         // The link is going down: the next `Up` reads again from the same
                         // newest id, and the stream brings back what was held.
                         Err(Failure::Unavailable) => {
-                            return out.push(Outcome::CaughtUp { channel });
+                            return out.push(Outcome::CaughtUp { channel, issued });
                         }
                         // Refused (out of memory, say): nothing to catch up from.
                         Err(Failure::Refused(_)) => {}
@@ -507,7 +517,7 @@ impl Bridge {
                     for message in held {
                         self.deliver(message, local, link, now);
                     }
-                    out.push(Outcome::CaughtUp { channel });
+                    out.push(Outcome::CaughtUp { channel, issued });
                 } else {
                     out.push(Outcome::History { request, result });
                 }
@@ -1079,13 +1089,21 @@ mod tests {
         ]
         .concat();
         s.received(Conn::Command, replies.as_bytes(), now);
-        // No client asked: each read only says it is over (for clients waiting on it).
-        let caught_up = |channel: &str| Outcome::CaughtUp {
+        // No client asked: each read only says it is over (for clients waiting on it), with
+        // what Redis had issued on the channel.
+        let caught_up = |(channel, issued): (&str, Option<(u32, u64)>)| Outcome::CaughtUp {
             channel: channel.into(),
+            issued,
         };
         assert_eq!(
             drain(&mut s, &mut bridge, &mut local, now),
-            ["same", "lost", "gone", "fresh"].map(caught_up)
+            [
+                ("same", Some((9, 6))),
+                ("lost", Some((12, 1))),
+                ("gone", None),
+                ("fresh", None)
+            ]
+            .map(caught_up)
         );
         assert_eq!(
             local.delivered,

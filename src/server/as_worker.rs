@@ -10,6 +10,7 @@ use mio::Interest;
 
 use super::table::{listener_token, BUS};
 use super::{EventLoop, Server};
+use crate::comet::relay::Numbering;
 use crate::router::Service;
 use crate::workers::link::WorkerLink;
 
@@ -48,10 +49,14 @@ impl<S: Service> Server<S> {
 
 impl<S: Service> EventLoop<S> {
     /// Before the first poll: the replay and welcome already read are applied, and the
-    /// registry starts relaying.
+    /// registry starts relaying (with `--redis`, ids numbered per channel by Redis).
     pub(super) fn start_link(&mut self, now: Instant) {
         if self.link.is_some() {
-            self.comet.relay_to_hub();
+            let numbering = match self.config.redis {
+                Some(_) => Numbering::PerChannel,
+                None => Numbering::Server,
+            };
+            self.comet.relay_to_hub(numbering);
             self.on_link(now);
         }
     }

@@ -139,7 +139,7 @@ impl Across {
                 .bridge
                 .catch_up(&mut linked, channel.to_string(), None, now)
             {
-                hub.read_done(&channel); // the link is down: decide from what is held
+                hub.read_done(&channel, None); // the link is down: decide from what is held
             }
         }
         for (key, channel, local) in hub.take_waiter_queries() {
@@ -177,7 +177,7 @@ impl Across {
                 Outcome::Waiters { tally } => {
                     hub.redis_waiters(tally.request, (tally.reached, tally.counted, tally.known))
                 }
-                Outcome::CaughtUp { channel } => hub.read_done(&channel),
+                Outcome::CaughtUp { channel, issued } => hub.read_done(&channel, issued),
                 // The hub reads whole channels (`CaughtUp`), never a client's range.
                 Outcome::History { .. } => {}
             }

@@ -30,8 +30,11 @@ pub enum HubAnswer {
         count: u64,
         hosts: Option<(u16, u16)>,
     },
-    /// The hub holds what it can of a channel's history now (a [`Relayed::Load`]).
-    Loaded,
+    /// The hub holds what it can of a channel's history now (a [`Relayed::Load`]);
+    /// `issued`: the newest id Redis had given on it when read (None: not read).
+    Loaded {
+        issued: Option<MessageId>,
+    },
     /// The link is gone (the supervisor died): no answer will come.
     Unavailable,
 }
@@ -132,7 +135,21 @@ impl WorkerLink {
                 Relayed::PublishCount { token, channel } => {
                     (Frame::PublishCount { request, channel }, *token)
                 }
-                Relayed::Load { token, channel } => (Frame::Load { request, channel }, *token),
+                Relayed::Load {
+                    token,
+                    client,
+                    channel,
+                } => {
+                    let client = *client;
+                    (
+                        Frame::Load {
+                            request,
+                            client,
+                            channel,
+                        },
+                        *token,
+                    )
+                }
             };
             if encode(&frame, &mut self.out).is_ok() {
                 self.waiting.insert(request, token);
@@ -266,9 +283,14 @@ impl WorkerLink {
                         answers.push((token, HubAnswer::Waiters { count, hosts }));
                     }
                 }
-                Frame::Loaded { request } => {
+                Frame::Loaded {
+                    request,
+                    epoch,
+                    issued,
+                } => {
                     if let Some(token) = self.waiting.remove(&request) {
-                        answers.push((token, HubAnswer::Loaded));
+                        let issued = (issued > 0).then_some(MessageId { epoch, seq: issued });
+                        answers.push((token, HubAnswer::Loaded { issued }));
                     }
                 }
                 Frame::StatsQuery { query } => self.stats_wanted.push(query),

@@ -226,6 +226,18 @@ impl Client {
         self.read()
     }
 
+    /// Sends `commands` in one write (Redis answers them in order, and pushes what they
+    /// publish to subscribers together) and returns their replies.
+    pub fn pipeline(&mut self, commands: &[&[&str]]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for args in commands {
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            encode_command(&mut out, &args);
+        }
+        self.stream.write_all(&out).expect("write to redis");
+        commands.iter().map(|_| self.read()).collect()
+    }
+
     /// The same, with text arguments.
     pub fn cmd(&mut self, args: &[&str]) -> Value {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();

@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::{Conn, Ctx, Next, Outcome, Phase, ReplyTo, Transport};
-use crate::bus::frame::RefuseReason;
+use crate::bus::frame::{Position, RefuseReason};
 use crate::comet::HOSTS_HEADER;
 use crate::comet::{CatchUp, ChannelKey, CometError, Message, MessageId, Spot, SpotKind};
 use crate::http::{Response, Version};
@@ -35,6 +35,8 @@ pub(super) struct Awaiting {
 pub(super) struct CatchUpLater {
     channel: Box<str>,
     after: Option<MessageId>,
+    /// What the hub was told of `after`.
+    client: Position,
     events: bool,
 }
 
@@ -42,8 +44,48 @@ pub(super) struct CatchUpLater {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Ask {
     Hub,
-    /// The hub was asked: decide from what is held.
-    Done,
+    /// The hub was asked: decide from what is held. `issued`: the newest id Redis had
+    /// given on the channel when the hub read it (None: not read). `asked`: what the hub
+    /// was told; a client asked about as behind may turn out ahead once the worker holds
+    /// the hub's copy, and is asked about once more, as ahead (then never again).
+    Done {
+        issued: Option<MessageId>,
+        asked: Position,
+    },
+}
+
+impl Ask {
+    /// Whether a client ahead of what is held may (still) ask the hub.
+    fn may_ask_ahead(self) -> bool {
+        match self {
+            Ask::Hub => true,
+            Ask::Done { asked, .. } => asked == Position::Behind,
+        }
+    }
+
+    /// After the hub's read: whether Redis had issued `after` (of the same epoch), so a
+    /// client ahead of this worker's copy read it on another host and this host has not had
+    /// it on the bus yet, rather than naming an id never issued.
+    fn issued(self, after: MessageId) -> bool {
+        match self {
+            Ask::Hub => false,
+            Ask::Done { issued, .. } => {
+                issued.is_some_and(|i| i.epoch == after.epoch && after.seq <= i.seq)
+            }
+        }
+    }
+}
+
+/// What a parked waiter woken by a message is owed.
+enum Owed {
+    /// That message.
+    This,
+    /// Another one: the first after its id, held already. Earlier than that message (a
+    /// count's, set aside for the waiters counted before it parked), or later (that one
+    /// it had seen, and a newer one came in the same batch, whose delivery did not take it).
+    Other(Rc<Message>),
+    /// Nothing: it has seen that one (it resumed ahead of this host's copy, at this id).
+    Nothing(MessageId),
 }
 
 pub(super) struct Subscribed {
@@ -56,11 +98,20 @@ pub(super) struct Subscribed {
 impl<T: Transport> Conn<T> {
     /// A message for the channel this connection is parked on.
     pub fn deliver<S: Service>(&mut self, fanout: &mut Fanout, ctx: &mut Ctx<'_, S>) -> Next {
-        match &self.phase {
+        match &mut self.phase {
             Phase::Parked(parked) => {
-                if let Some(missed) = missed_before(parked, &fanout.message, ctx) {
-                    // Its next message is an earlier one (a count's, set aside for the
-                    // waiters counted before it parked): answered with that, in order.
+                let owed = owed(parked, &fanout.message, ctx);
+                if let Owed::Nothing(after) = owed {
+                    // It stays parked for the next message, with its reply and timeout.
+                    let kind = SpotKind::Waiter;
+                    parked.spot = ctx
+                        .comet
+                        .park(parked.spot.channel, ctx.token, kind, ctx.now);
+                    ctx.comet.remember_after(ctx.token, Some(after));
+                    return Next::Wait;
+                }
+                if let Owed::Other(missed) = owed {
+                    // Its next message is another one: answered with that, in order.
                     let reply = parked.reply;
                     let date = ctx.date.as_bytes();
                     let out = self.output_bytes(ctx.pool);
@@ -83,6 +134,9 @@ impl<T: Transport> Conn<T> {
                 self.transition(Outcome::answered(form == Form::Close, ctx), ctx);
             }
             Phase::Subscribed(subscribed) => {
+                if ctx.comet.skips(ctx.token, &fanout.message) {
+                    return Next::Wait; // read on another host before it resumed here
+                }
                 if self.output.pending_len() > MAX_EVENT_BACKLOG {
                     eprintln!("miohttpd: {}: event stream not read; dropped", self.peer);
                     return Next::Close;
@@ -124,20 +178,23 @@ impl<T: Transport> Conn<T> {
     /// (`--redis`: it reads the channel from Redis when it has no history of it), so the
     /// client gets what a client on the publishing host gets, and resync only when it was
     /// lost everywhere.
+    #[allow(clippy::too_many_arguments)]
     fn ask_hub<S>(
         &mut self,
         channel: &str,
         after: Option<MessageId>,
+        client: Position,
         events: bool,
         reply: ReplyTo,
         ctx: &mut Ctx<'_, S>,
     ) -> Outcome {
-        ctx.comet.relay_load(ctx.token, channel);
+        ctx.comet.relay_load(ctx.token, channel, client);
         Outcome::Relayed(Awaiting {
             reply,
             catch_up: Some(Box::new(CatchUpLater {
                 channel: channel.into(),
                 after,
+                client,
                 events,
             })),
         })
@@ -155,10 +212,20 @@ impl<T: Transport> Conn<T> {
             Ok(key) => key,
             Err(refused) => return refused,
         };
-        let caught_up = ctx.comet.catch_up(key, after);
-        if matches!(caught_up, CatchUp::Resync(_)) && ask == Ask::Hub && ctx.comet.relays() {
-            return self.ask_hub(channel, after, false, reply, ctx);
-        }
+        let caught_up = match (ctx.comet.catch_up(key, after), after) {
+            (CatchUp::Resync(_), _) if ask == Ask::Hub && ctx.comet.relays() => {
+                return self.ask_hub(channel, after, Position::Behind, false, reply, ctx);
+            }
+            (CatchUp::Ahead, _) if ask.may_ask_ahead() => {
+                return self.ask_hub(channel, after, Position::Ahead, false, reply, ctx);
+            }
+            // Issued, and not on this host's bus yet: it parks, and messages up to its id
+            // are passed over when they come (`deliver`: its id is remembered below).
+            (CatchUp::Ahead, Some(after)) if ask.issued(after) => CatchUp::Park,
+            // Never issued: as an id not issued yet on one host.
+            (CatchUp::Ahead, _) => CatchUp::Resync(ctx.comet.oldest(key)),
+            (caught_up, _) => caught_up,
+        };
         let (message, resync) = match caught_up {
             CatchUp::Park => {
                 let spot = ctx.comet.park(key, ctx.token, SpotKind::Waiter, ctx.now);
@@ -173,6 +240,7 @@ impl<T: Transport> Conn<T> {
             }
             CatchUp::Next(message) => (message, false),
             CatchUp::Resync(Some(message)) => (message, true),
+            CatchUp::Ahead => unreachable!("decided above"),
             CatchUp::Resync(None) => {
                 let response = Response::text(204, "")
                     .with_header(RESYNC_HEADER, "true")
@@ -211,9 +279,14 @@ impl<T: Transport> Conn<T> {
             Ok(key) => key,
             Err(refused) => return refused,
         };
-        if let Some(after) = after {
-            if ask == Ask::Hub && ctx.comet.relays() && ctx.comet.replay(key, after).1 {
-                return self.ask_hub(channel, Some(after), true, reply, ctx);
+        if let (Some(after), Ask::Hub) = (after, ask) {
+            if ctx.comet.relays() && ctx.comet.replay(key, after).1 {
+                return self.ask_hub(channel, Some(after), Position::Behind, true, reply, ctx);
+            }
+        }
+        if let Some(after) = after.filter(|_| ask.may_ask_ahead()) {
+            if ctx.comet.ahead(key, after) {
+                return self.ask_hub(channel, Some(after), Position::Ahead, true, reply, ctx);
             }
         }
         let chunked = reply.version == Version::Http11;
@@ -221,8 +294,15 @@ impl<T: Transport> Conn<T> {
         fanout::render_stream_head(self.output_bytes(ctx.pool), reply.version, date);
         self.record_response(200, None, ctx);
         let out = self.output_bytes(ctx.pool);
+        // Ahead of this worker's copy after the hub's read: an id Redis issued is skipped
+        // through (messages up to it are not written), one it never issued is lost.
+        let ahead = after.filter(|&after| ctx.comet.ahead(key, after));
+        let skip_through = ahead.filter(|&after| ask.issued(after));
         if let Some(after) = after {
-            let (missed, lost) = ctx.comet.replay(key, after);
+            let (missed, lost) = match ahead.is_some() && skip_through.is_none() {
+                true => (ctx.comet.replay_all(key), true),
+                false => ctx.comet.replay(key, after),
+            };
             if lost {
                 fanout::render_resync_event(out, chunked);
             }
@@ -233,6 +313,9 @@ impl<T: Transport> Conn<T> {
         let spot = ctx
             .comet
             .park(key, ctx.token, SpotKind::Subscriber, ctx.now);
+        if let Some(after) = skip_through {
+            ctx.comet.skip_through(ctx.token, after);
+        }
         Outcome::Subscribed(Subscribed {
             spot,
             chunked,
@@ -248,15 +331,20 @@ impl<T: Transport> Conn<T> {
             return Next::Wait;
         };
         let reply = awaiting.reply;
-        if let (HubAnswer::Loaded, Some(later)) = (answer, awaiting.catch_up.take()) {
+        if let (HubAnswer::Loaded { issued }, Some(later)) = (answer, awaiting.catch_up.take()) {
             let CatchUpLater {
                 channel,
                 after,
+                client,
                 events,
             } = *later;
+            let ask = Ask::Done {
+                issued,
+                asked: client,
+            };
             let outcome = match events {
-                true => self.subscribe_asking(&channel, after, reply, Ask::Done, ctx),
-                false => self.wait_asking(&channel, after, reply, Ask::Done, ctx),
+                true => self.subscribe_asking(&channel, after, reply, ask, ctx),
+                false => self.wait_asking(&channel, after, reply, ask, ctx),
             };
             self.transition(outcome, ctx);
             return self.finish_turn(ctx);
@@ -291,7 +379,7 @@ impl<T: Transport> Conn<T> {
                     None => response,
                 }
             }
-            HubAnswer::Unavailable | HubAnswer::Loaded => {
+            HubAnswer::Unavailable | HubAnswer::Loaded { .. } => {
                 Response::text(503, "shutting down\n").with_header("Retry-After", "1")
             }
         };
@@ -301,16 +389,23 @@ impl<T: Transport> Conn<T> {
     }
 }
 
-/// The message a waiter woken by `delivered` should get instead: the first one after the
-/// id it named, when that is older than `delivered`.
-fn missed_before<S>(
-    parked: &Parked,
-    delivered: &Message,
-    ctx: &mut Ctx<'_, S>,
-) -> Option<Rc<Message>> {
-    let after = ctx.comet.take_after(ctx.token)?;
-    match ctx.comet.catch_up(parked.spot.channel, Some(after)) {
-        CatchUp::Next(next) if next.id < delivered.id => Some(next),
-        _ => None,
+/// What a waiter woken by `delivered` is owed, judged by the id it named. When it has seen
+/// `delivered` (same epoch, at or before its id: it resumed ahead of this host's copy): the
+/// first message after its id if one is held already, else nothing. Otherwise: the first
+/// message after its id when that is older than `delivered`, else `delivered`.
+fn owed<S>(parked: &Parked, delivered: &Message, ctx: &mut Ctx<'_, S>) -> Owed {
+    let Some(after) = ctx.comet.take_after(ctx.token) else {
+        return Owed::This;
+    };
+    let caught_up = ctx.comet.catch_up(parked.spot.channel, Some(after));
+    if delivered.id.epoch == after.epoch && delivered.id.seq <= after.seq {
+        return match caught_up {
+            CatchUp::Next(next) => Owed::Other(next),
+            _ => Owed::Nothing(after),
+        };
+    }
+    match caught_up {
+        CatchUp::Next(next) if next.id < delivered.id => Owed::Other(next),
+        _ => Owed::This,
     }
 }
