@@ -62,7 +62,7 @@ fn history(
     after: Option<(u32, u64)>,
 ) -> History {
     let reply = send(client, |out| {
-        encode_history(out, Invoke::Source, keys, channel, after)
+        encode_history(out, Invoke::Source, keys, channel, after, None)
     });
     parse_history(&reply).unwrap_or_else(|e| panic!("{e:?}: {reply:?}"))
 }
@@ -172,6 +172,31 @@ fn every_publish_goes_out_on_the_bus_with_its_id() {
             &b"hello\nworld"[..]
         )
     );
+}
+
+#[test]
+fn a_fenced_read_publishes_its_fence_after_every_message_published_before_it() {
+    let redis = Redis::start();
+    let keys = KeySpace::new("t");
+    let mut subscriber = redis.client();
+    subscriber.cmd(&["SUBSCRIBE", &keys.bus()]);
+    subscriber.cmd(&["SUBSCRIBE", &keys.host_channel("me")]);
+    let mut client = redis.client();
+    publish(&mut client, &keys, "host-a", 4, "room", b"one");
+    let fence_to = keys.host_channel("me");
+    let reply = send(&mut client, |out| {
+        let fence = Some((fence_to.as_str(), &b"fence 7"[..]));
+        encode_history(out, Invoke::Source, &keys, "room", None, fence)
+    });
+    let read = parse_history(&reply).unwrap();
+    assert_eq!(read.entries.len(), 1);
+    // On the subscriber connection: the message, then the fence, in the order they ran.
+    let payload = |v: Value| match v {
+        Value::Array(items) => items[2].as_bytes().unwrap().to_vec(),
+        other => panic!("{other:?}"),
+    };
+    assert!(parse_bus_message(&payload(subscriber.read())).is_some());
+    assert_eq!(payload(subscriber.read()), b"fence 7");
 }
 
 #[test]

@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         s.publish(request, message, t).unwrap();
         answers.insert(request, 0);
     }
-    s.history(4, "c", Some((9, 1)), t).unwrap();
+    s.history(4, "c", Some((9, 1)), true, t).unwrap();
     answers.insert(4, 0);
 
     let mut route = u32::from(route_control) | 1;

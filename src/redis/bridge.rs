@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::counts::{count_payload, Counts, MessageKey, Tally};
 use super::scripts::{Entry, History};
-use super::session::{Event, Failure, Publish, Session};
+use super::session::{parse_fence, Event, Failure, Publish, Session};
 
 /// How many connections a delivery reached here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,11 +66,13 @@ pub trait LocalChannels {
 /// What the bridge asks of the link.
 pub trait Requests {
     fn publish(&mut self, request: u64, message: Publish<'_>, now: Instant) -> Result<(), Failure>;
+    /// `fenced`: the read also publishes `fence REQUEST` on this host's reply channel.
     fn history(
         &mut self,
         request: u64,
         channel: &str,
         after: Option<(u32, u64)>,
+        fenced: bool,
         now: Instant,
     ) -> Result<(), Failure>;
     fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant);
@@ -90,9 +92,10 @@ impl Requests for Session {
         request: u64,
         channel: &str,
         after: Option<(u32, u64)>,
+        fenced: bool,
         now: Instant,
     ) -> Result<(), Failure> {
-        Session::history(self, request, channel, after, now)
+        Session::history(self, request, channel, after, fenced, now)
     }
 
     fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant) {
@@ -184,6 +187,11 @@ pub struct Bridge {
     /// answered: delivered before it, a newer message would make the registry take the older
     /// ones the read brings for already held, and drop them.
     held_back: HashMap<String, Vec<HeldMessage>>,
+    /// Catch-up reads answered before their fence came: the bus may still carry messages
+    /// published before the read ran, which are news (held back), not history.
+    answered_unfenced: HashMap<u64, History>,
+    /// Catch-up reads whose fence came before their answer.
+    fenced: std::collections::HashSet<u64>,
     next_own: u64,
     /// Deliveries here counted later, by ticket.
     awaiting_reach: HashMap<u64, AwaitedReach>,
@@ -208,6 +216,8 @@ impl Bridge {
             ids: HashMap::new(),
             catching_up: HashMap::new(),
             held_back: HashMap::new(),
+            answered_unfenced: HashMap::new(),
+            fenced: std::collections::HashSet::new(),
             next_own: OWN_REQUEST,
             awaiting_reach: HashMap::new(),
             next_ticket: 1,
@@ -302,7 +312,7 @@ impl Bridge {
         }
         let request = self.next_own;
         self.next_own += 1;
-        if link.history(request, &channel, newest, now).is_ok() {
+        if link.history(request, &channel, newest, true, now).is_ok() {
             self.held_back.insert(channel.clone(), Vec::new());
             self.catching_up.insert(request, (channel, newest));
             return true;
@@ -355,7 +365,7 @@ impl Bridge {
         after: Option<(u32, u64)>,
         now: Instant,
     ) -> Result<(), Failure> {
-        link.history(request, channel, after, now)
+        link.history(request, channel, after, false, now)
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -385,6 +395,8 @@ impl Bridge {
                     out.push(Outcome::CaughtUp { channel, issued });
                 }
                 self.held_back.clear();
+                self.answered_unfenced.clear();
+                self.fenced.clear();
                 let mut done = Vec::new();
                 self.counts.flush(&mut done);
                 self.answer(done, out);
@@ -436,6 +448,19 @@ impl Bridge {
                 }
             }
             Event::HostReply(payload) => {
+                if let Some(request) = parse_fence(&payload) {
+                    // Every bus message published before the read `request` ran is here.
+                    match self.answered_unfenced.remove(&request) {
+                        Some(history) => {
+                            self.read_done(request, Ok(history), local, link, now, out)
+                        }
+                        None if self.catching_up.contains_key(&request) => {
+                            self.fenced.insert(request);
+                        }
+                        None => {}
+                    }
+                    return;
+                }
                 if self.counts.awaits(&payload) {
                     if let Some(tally) = self.counts.reply(&payload) {
                         self.answer(vec![tally], out);
@@ -495,35 +520,61 @@ impl Bridge {
                 }
             }
             Event::History { request, result } => {
-                if let Some((channel, newest)) = self.catching_up.remove(&request) {
-                    let held = self.held_back.remove(&channel).unwrap_or_default();
-                    // Messages that came on the bus during the read are news, delivered as
-                    // such below, not history: the read stops short of the first.
-                    let first_held = held.first().map(|m| (m.key.epoch, m.key.seq));
-                    let mut issued = None;
-                    match result {
-                        Ok(history) => {
-                            issued = history.epoch.map(|epoch| (epoch, history.last_seq));
-                            catch_up(local, &channel, newest, &history, first_held)
-                        }
-                        // The link is going down: the next `Up` reads again from the same
-                        // newest id, and the stream brings back what was held.
-                        Err(Failure::Unavailable) => {
-                            return out.push(Outcome::CaughtUp { channel, issued });
-                        }
-                        // Refused (out of memory, say): nothing to catch up from.
-                        Err(Failure::Refused(_)) => {}
+                if !self.catching_up.contains_key(&request) {
+                    return out.push(Outcome::History { request, result });
+                }
+                match result {
+                    // Its fence is still on the way (the read and the bus are two
+                    // connections): messages published before the read may be too.
+                    Ok(history) if !self.fenced.remove(&request) => {
+                        self.answered_unfenced.insert(request, history);
                     }
-                    for message in held {
-                        self.deliver(message, local, link, now);
-                    }
-                    out.push(Outcome::CaughtUp { channel, issued });
-                } else {
-                    out.push(Outcome::History { request, result });
+                    result => self.read_done(request, result, local, link, now, out),
                 }
             }
             Event::Log(_) => {}
         }
+    }
+
+    /// A catch-up read of this bridge is answered, and (when it ran) its fence has come: the
+    /// read's entries join the local history, and the bus messages held back meanwhile are
+    /// delivered as news.
+    fn read_done(
+        &mut self,
+        request: u64,
+        result: Result<History, Failure>,
+        local: &mut impl LocalChannels,
+        link: &mut impl Requests,
+        now: Instant,
+        out: &mut Vec<Outcome>,
+    ) {
+        self.fenced.remove(&request);
+        self.answered_unfenced.remove(&request);
+        let Some((channel, newest)) = self.catching_up.remove(&request) else {
+            return;
+        };
+        let held = self.held_back.remove(&channel).unwrap_or_default();
+        // Messages that came on the bus during the read are news, delivered as such below,
+        // not history: the read stops short of the first.
+        let first_held = held.first().map(|m| (m.key.epoch, m.key.seq));
+        let mut issued = None;
+        match result {
+            Ok(history) => {
+                issued = history.epoch.map(|epoch| (epoch, history.last_seq));
+                catch_up(local, &channel, newest, &history, first_held)
+            }
+            // The link is going down: the next `Up` reads again from the same newest id,
+            // and the stream brings back what was held.
+            Err(Failure::Unavailable) => {
+                return out.push(Outcome::CaughtUp { channel, issued });
+            }
+            // Refused (out of memory, say): nothing to catch up from.
+            Err(Failure::Refused(_)) => {}
+        }
+        for message in held {
+            self.deliver(message, local, link, now);
+        }
+        out.push(Outcome::CaughtUp { channel, issued });
     }
 
     /// Delivers another host's message here and counts it back to its publisher.
@@ -639,6 +690,8 @@ mod tests {
         later: bool,
         /// The count each delivery was named the result of, and each count's question.
         counts: Vec<String>,
+        /// Deliveries that are news (a bus message's, counted back), not history.
+        news: Vec<String>,
     }
 
     impl LocalChannels for Local {
@@ -649,10 +702,13 @@ mod tests {
             seq: u64,
             content_type: &str,
             body: &[u8],
-            _ticket: u64,
+            ticket: u64,
             count: Option<CountOf<'_>>,
         ) -> Reach {
             assert_eq!(content_type, "text/plain");
+            if ticket != 0 {
+                self.news.push(format!("{channel} {epoch}-{seq}"));
+            }
             self.counts.push(match count {
                 None => "none".into(),
                 Some(CountOf::Here(query)) => format!("here {query}"),
@@ -1045,19 +1101,28 @@ mod tests {
         written(&mut s, Conn::Command);
         drain(&mut s, &mut bridge, &mut local, now);
         let reads = written(&mut s, Conn::Command);
-        let args: Vec<(&str, &str, &str)> = reads
+        let args: Vec<(&str, &str, &str, &str)> = reads
             .iter()
-            .map(|r| (r[3].as_str(), r[5].as_str(), r[6].as_str()))
+            .map(|r| (r[3].as_str(), r[5].as_str(), r[6].as_str(), r[7].as_str()))
             .collect();
         assert_eq!(
             args,
             [
-                ("p:{same}:meta", "9", "4"),
-                ("p:{lost}:meta", "9", "2"),
-                ("p:{gone}:meta", "9", "1"),
-                ("p:{fresh}:meta", "", "")
+                ("p:{same}:meta", "9", "4", "p:host:me"),
+                ("p:{lost}:meta", "9", "2", "p:host:me"),
+                ("p:{gone}:meta", "9", "1", "p:host:me"),
+                ("p:{fresh}:meta", "", "", "p:host:me")
             ]
         );
+        // Each read publishes its fence on this host's reply channel as it runs.
+        let fence = |read: &Vec<String>| {
+            assert!(read[8].starts_with("fence "), "{read:?}");
+            format!(
+                "*3\r\n$7\r\nmessage\r\n$9\r\np:host:me\r\n${}\r\n{}\r\n",
+                read[8].len(),
+                read[8]
+            )
+        };
         let entry = |id: &str, body: &str| {
             format!(
                 "*2\r\n${}\r\n{id}\r\n*4\r\n$1\r\nd\r\n${}\r\n{body}\r\n\
@@ -1088,6 +1153,11 @@ mod tests {
             "*3\r\n:0\r\n:0\r\n*0\r\n".to_string(),
         ]
         .concat();
+        // Three fences come before their reads' answers (the subscriber connection was
+        // faster), the fourth after.
+        let early: String = reads[1..].iter().map(fence).collect();
+        s.received(Conn::Subscriber, early.as_bytes(), now);
+        assert_eq!(drain(&mut s, &mut bridge, &mut local, now), []);
         s.received(Conn::Command, replies.as_bytes(), now);
         // No client asked: each read only says it is over (for clients waiting on it), with
         // what Redis had issued on the channel.
@@ -1097,21 +1167,35 @@ mod tests {
         };
         assert_eq!(
             drain(&mut s, &mut bridge, &mut local, now),
-            [
-                ("same", Some((9, 6))),
-                ("lost", Some((12, 1))),
-                ("gone", None),
-                ("fresh", None)
-            ]
-            .map(caught_up)
+            [("lost", Some((12, 1))), ("gone", None), ("fresh", None)].map(caught_up)
         );
         assert_eq!(
             local.delivered,
+            [("lost".into(), 12, 1, b"new epoch".to_vec())]
+        );
+        // `same` was answered before its fence: a message published before its read ran is
+        // still on the bus, and comes before the fence. It is news, not history.
+        let late = format!(
+            "*3\r\n$7\r\nmessage\r\n$5\r\np:bus\r\n$27\r\nhb\nsame\n9-7\ntext/plain\nlate\r\n{}",
+            fence(&reads[0])
+        );
+        s.received(Conn::Subscriber, late.as_bytes(), now);
+        assert_eq!(
+            drain(&mut s, &mut bridge, &mut local, now),
+            [caught_up(("same", Some((9, 6))))]
+        );
+        assert_eq!(
+            local.delivered[1..],
             [
                 ("same".into(), 9, 5, b"missed".to_vec()),
                 ("same".into(), 9, 6, b"new".to_vec()),
-                ("lost".into(), 12, 1, b"new epoch".to_vec())
+                ("same".into(), 9, 7, b"late".to_vec())
             ]
+        );
+        assert_eq!(
+            local.news,
+            ["c 9-1", "same 9-6", "same 9-7"],
+            "the bus's messages wake (and the publish before the outage)"
         );
         assert_eq!(local.resynced, ["lost", "gone"]);
     }

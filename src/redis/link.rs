@@ -143,9 +143,10 @@ impl Link {
         request: u64,
         channel: &str,
         after: Option<(u32, u64)>,
+        fenced: bool,
         now: Instant,
     ) -> Result<(), Failure> {
-        self.session.history(request, channel, after, now)?;
+        self.session.history(request, channel, after, fenced, now)?;
         self.pump(registry, now);
         Ok(())
     }
@@ -322,10 +323,11 @@ impl super::bridge::Requests for Linked<'_> {
         request: u64,
         channel: &str,
         after: Option<(u32, u64)>,
+        fenced: bool,
         now: Instant,
     ) -> Result<(), Failure> {
         self.link
-            .history(self.registry, request, channel, after, now)
+            .history(self.registry, request, channel, after, fenced, now)
     }
 
     fn reply_to_host(&mut self, to: &str, payload: &[u8], now: Instant) {

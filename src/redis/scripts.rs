@@ -48,10 +48,14 @@ return {tonumber(epoch), seq, fresh, live}
 "#;
 
 /// The catch-up read. KEYS: meta, stream. ARGV: the epoch and sequence of the last id the
-/// client has (empty: none, give all). Returns `{epoch, seq, entries}` with epoch 0 and no
+/// client has (empty: none, give all), and optionally a fence: a pub/sub channel and a
+/// payload published in the same atomic step, so a host that reads for itself knows when
+/// every bus message published before the read has reached it (the fence comes after them on
+/// its subscriber connection). Returns `{epoch, seq, entries}` with epoch 0 and no
 /// entries when Redis has no such channel; entries are `[id, [field, value, ...]]`.
 pub const HISTORY: &str = r#"
 local meta, stream = KEYS[1], KEYS[2]
+if ARGV[3] and ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then return {0, 0, {}} end
 local seq = redis.call('HGET', meta, 'seq')
@@ -216,13 +220,15 @@ pub fn encode_publish(
     );
 }
 
-/// `after`: the epoch and sequence of the last message the client has, if any.
+/// `after`: the epoch and sequence of the last message the client has, if any; `fence`: the
+/// pub/sub channel and payload the read publishes as it runs.
 pub fn encode_history(
     out: &mut Vec<u8>,
     how: Invoke<'_>,
     keys: &KeySpace,
     channel: &str,
     after: Option<(u32, u64)>,
+    fence: Option<(&str, &[u8])>,
 ) {
     let (meta, stream) = (keys.meta(channel), keys.stream(channel));
     let (epoch, seq) = match after {
@@ -234,7 +240,10 @@ pub fn encode_history(
         Script::History,
         how,
         &[meta.as_bytes(), stream.as_bytes()],
-        &[epoch.as_bytes(), seq.as_bytes()],
+        &match fence {
+            Some((to, payload)) => vec![epoch.as_bytes(), seq.as_bytes(), to.as_bytes(), payload],
+            None => vec![epoch.as_bytes(), seq.as_bytes()],
+        },
     );
 }
 

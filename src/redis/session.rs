@@ -241,10 +241,32 @@ enum Pending {
     },
     History {
         request: u64,
-        channel: String,
-        after: Option<(u32, u64)>,
+        /// Kept to send again with the script's source after a NOSCRIPT.
+        read: Read,
         by_source: bool,
     },
+}
+
+/// A catch-up read as asked.
+#[derive(Debug)]
+struct Read {
+    channel: String,
+    after: Option<(u32, u64)>,
+    /// Publishes [`fence_payload`] on this host's reply channel as it runs.
+    fenced: bool,
+}
+
+/// What a fenced read publishes on this host's reply channel: `fence N`, N its request.
+pub fn fence_payload(request: u64) -> String {
+    format!("fence {request}")
+}
+
+/// The request of a fenced read whose fence `payload` is.
+pub fn parse_fence(payload: &[u8]) -> Option<u64> {
+    std::str::from_utf8(payload.strip_prefix(b"fence ")?)
+        .ok()?
+        .parse()
+        .ok()
 }
 
 #[derive(Debug)]
@@ -558,34 +580,42 @@ impl Session {
         request: u64,
         channel: &str,
         after: Option<(u32, u64)>,
+        fenced: bool,
         now: Instant,
     ) -> Result<(), Failure> {
         if self.phase != Phase::Up {
             return Err(Failure::Unavailable);
         }
-        self.send_history(request, channel.to_owned(), after, false, now);
+        let read = Read {
+            channel: channel.to_owned(),
+            after,
+            fenced,
+        };
+        self.send_history(request, read, false, now);
         Ok(())
     }
 
-    fn send_history(
-        &mut self,
-        request: u64,
-        channel: String,
-        after: Option<(u32, u64)>,
-        by_source: bool,
-        now: Instant,
-    ) {
+    fn send_history(&mut self, request: u64, read: Read, by_source: bool, now: Instant) {
         let how = match (by_source, &self.shas[1]) {
             (false, Some(sha)) => Invoke::Sha(sha),
             _ => Invoke::Source,
         };
+        let fence_to = self.config.keys.host_channel(&self.config.host);
+        let fence = fence_payload(request);
+        let fence = read.fenced.then_some((fence_to.as_str(), fence.as_bytes()));
         let c = &mut self.conns[Conn::Command.index()];
-        encode_history(&mut c.out, how, &self.config.keys, &channel, after);
+        encode_history(
+            &mut c.out,
+            how,
+            &self.config.keys,
+            &read.channel,
+            read.after,
+            fence,
+        );
         c.pending.push_back((
             Pending::History {
                 request,
-                channel,
-                after,
+                read,
                 by_source,
             },
             now,
@@ -728,12 +758,11 @@ impl Session {
             },
             Pending::History {
                 request,
-                channel,
-                after,
+                read,
                 by_source,
             } => match value {
                 Value::Error(e) if e.starts_with(b"NOSCRIPT") && !by_source => {
-                    self.send_history(request, channel, after, true, now);
+                    self.send_history(request, read, true, now);
                 }
                 Value::Error(e) => self.events.push_back(Event::History {
                     request,
