@@ -604,6 +604,38 @@ mod tests {
     }
 
     #[test]
+    fn a_process_serving_no_client_shows_its_syscalls_alone() {
+        let mut stats = busy_stats();
+        stats.requests = 5;
+        stats.accepts = 2;
+        stats.bytes_in = 100;
+        let text = stats.render_syscalls_prometheus(10, 1024);
+        let samples = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let value = |series: &str| samples.get(series).copied();
+        assert_eq!(value("miohttpd_reads_total"), Some(7.0));
+        assert_eq!(value("miohttpd_polls_total"), Some(4.0));
+        assert_eq!(value("miohttpd_syscalls_total"), Some(17.0 + 10.0));
+        assert_eq!(value("miohttpd_events_per_poll_count"), Some(8.0));
+        for serving in [
+            "miohttpd_requests_total",
+            "miohttpd_accepts_total",
+            "miohttpd_received_bytes_total",
+            "miohttpd_connections",
+        ] {
+            assert_eq!(value(serving), None, "{text}");
+        }
+        // Every line is one the full exposition has too, in the same order: the texts merge.
+        let full = stats.render_prometheus(&Gauges::default(), 1024);
+        let mut rest = full.lines();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with("miohttpd_syscalls_total"))
+        {
+            assert!(rest.any(|l| l == line), "{line} not in order in\n{full}");
+        }
+    }
+
+    #[test]
     fn the_format_checker_catches_what_it_is_for() {
         let good = "# HELP miohttpd_a a\n# TYPE miohttpd_a counter\nmiohttpd_a 1\n";
         assert!(parse_exposition(good).is_ok());
