@@ -573,7 +573,10 @@ impl Supervisor {
                 running.child.id()
             );
             self.hub.leave(slot.index);
-            let _ = (self.poll.registry()).deregister(&mut running.link, &mut self.stats);
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut running.link, &mut self.stats);
             let _ = running
                 .child
                 .signal_group(crate::sys::Signal::Kill, &mut self.stats);
@@ -794,7 +797,10 @@ impl Supervisor {
         let _ = self.log.write_all(&out, &mut self.stats);
         if ended && !last {
             let mut log = self.worker_logs.remove(key);
-            let _ = (self.poll.registry()).deregister(&mut log.pipe, &mut self.stats);
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut log.pipe, &mut self.stats);
             log.pipe.close(&mut self.stats);
         }
     }
@@ -947,7 +953,10 @@ impl Supervisor {
     /// Takes an admin connection out of the poll and closes it.
     fn close_admin(&mut self, key: usize) {
         let mut conn = self.admin_conns.remove(key);
-        let _ = (self.poll.registry()).deregister(&mut conn.stream, &mut self.stats);
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut conn.stream, &mut self.stats);
         conn.stream.close(&mut self.stats);
     }
 
@@ -976,7 +985,7 @@ impl Supervisor {
             let pid = running.child.id();
             let lived = now.saturating_duration_since(running.started_at);
             let mut link = running.link;
-            let _ = (self.poll.registry()).deregister(&mut link, &mut self.stats);
+            let _ = self.poll.registry().deregister(&mut link, &mut self.stats);
             link.close(&mut self.stats);
             if !matches!(self.phase, Phase::Serving) {
                 eprintln!(
