@@ -799,3 +799,57 @@ fn seq_of(response: &Response) -> u64 {
     let id = id_of(response);
     id.rsplit('-').next().unwrap().parse().unwrap()
 }
+
+/// The value of `key` (`name` or `name{labels}`) in a metrics text.
+fn sample(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}:\n{text}"))
+}
+
+#[test]
+fn the_redis_links_syscalls_are_in_the_supervisors_total() {
+    let redis = Redis::start();
+    let a = Host::start(&redis, &[]);
+    a.await_link("up");
+    let answer = a.notify("news", "counted");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let text = a.metrics();
+    let link: u64 = ["connect", "read", "write"]
+        .iter()
+        .map(|kind| {
+            sample(
+                &text,
+                &format!("miohttpd_redis_syscalls_total{{kind=\"{kind}\"}}"),
+            )
+        })
+        .sum();
+    assert!(link > 0, "{text}");
+    // The supervisor's total is its own kinds and the link's: they are its syscalls.
+    let own: u64 = [
+        "polls_total",
+        "accept_calls_total",
+        "closes_total",
+        "reads_total",
+        "writes_total",
+        "shutdowns_total",
+        "pipe_reads_total",
+        "pipe_closes_total",
+        "setsockopts_total",
+        "registrations_total",
+        "process_syscalls_total",
+        "log_writes_total",
+    ]
+    .iter()
+    .map(|name| sample(&text, &format!("miohttpd_{name}{{worker=\"supervisor\"}}")))
+    .sum();
+    let supervisor = sample(&text, "miohttpd_syscalls_total{worker=\"supervisor\"}");
+    assert_eq!(supervisor, own + link, "{text}");
+    // And the server's total is the worker's and the supervisor's.
+    let worker = sample(&text, "miohttpd_syscalls_total{worker=\"0\"}");
+    assert_eq!(
+        sample(&text, "miohttpd_syscalls_total"),
+        worker + supervisor,
+        "{text}"
+    );
+}

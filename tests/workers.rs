@@ -157,6 +157,84 @@ fn metrics_come_from_the_supervisor_with_a_worker_label_and_totals() {
     assert_eq!(server.request(&get("/metrics")).status, 404);
 }
 
+/// The counters that count syscalls, as a process's `/metrics` names them (`Kind::Syscalls`
+/// in src/server/stats.rs): their sum is its `miohttpd_syscalls_total`.
+const SYSCALL_KINDS: [&str; 12] = [
+    "polls_total",
+    "accept_calls_total",
+    "closes_total",
+    "reads_total",
+    "writes_total",
+    "shutdowns_total",
+    "pipe_reads_total",
+    "pipe_closes_total",
+    "setsockopts_total",
+    "registrations_total",
+    "process_syscalls_total",
+    "log_writes_total",
+];
+
+#[test]
+fn the_supervisor_counts_its_own_syscalls_and_they_are_in_the_totals() {
+    let server = Server::start_with(&["--workers", "2", "--admin-listen", "127.0.0.1:0"]);
+    workers(&server, 2, Duration::from_secs(5));
+    let admin = server.admin_addr();
+    let first = metrics_at(admin);
+    let second = metrics_at(admin);
+    let of = |text: &str, name: &str, who: &str| {
+        let key = format!("miohttpd_{name}{{worker=\"{who}\"}}");
+        series(text, &key).unwrap_or_else(|| panic!("no {key}:\n{text}"))
+    };
+    for text in [&first, &second] {
+        // The total is every process's: both workers' and the supervisor's.
+        let labelled: u64 = ["0", "1", "supervisor"]
+            .iter()
+            .map(|who| of(text, "syscalls_total", who))
+            .sum();
+        let total = series(text, "miohttpd_syscalls_total").unwrap();
+        assert_eq!(total, labelled, "{text}");
+        // The supervisor's total is its kinds summed (no Redis link here).
+        let kinds: u64 = SYSCALL_KINDS
+            .iter()
+            .map(|name| of(text, name, "supervisor"))
+            .sum();
+        assert_eq!(of(text, "syscalls_total", "supervisor"), kinds, "{text}");
+        // Its admin connections are not served requests.
+        for name in ["requests_total", "accepts_total", "connections"] {
+            let key = format!("miohttpd_{name}{{worker=\"supervisor\"}}");
+            assert_eq!(series(text, &key), None, "{text}");
+        }
+        assert_eq!(text.matches("# TYPE miohttpd_syscalls_total ").count(), 1);
+    }
+    // What answering the first /metrics and taking the second must have cost the supervisor
+    // between the two renderings, at least: the first response's write; the second
+    // connection's accept and the accept that found the queue empty, its registration, and its
+    // request's read with the read that found no more (the client waits for the answer); a
+    // query written on each worker's link and its answer read with the read that found no
+    // more; a wake-up for the accept, one for the request (the connection is registered only
+    // after the first) and one for the answers (asked for only after the second), each
+    // followed by a wait4 per worker.
+    let grew = |name: &str| of(&second, name, "supervisor") - of(&first, name, "supervisor");
+    let least = [
+        ("writes_total", 1 + 2),
+        ("accept_calls_total", 2),
+        ("registrations_total", 1),
+        ("reads_total", 2 + 2 * 2),
+        ("polls_total", 3),
+        ("process_syscalls_total", 3 * 2),
+    ];
+    for (name, at_least) in least {
+        assert!(
+            grew(name) >= at_least,
+            "{name} grew by {}:\n{second}",
+            grew(name)
+        );
+    }
+    let at_least: u64 = least.iter().map(|(_, n)| n).sum();
+    assert!(grew("syscalls_total") >= at_least, "{second}");
+    assert!(grew("events_total") >= 3, "{second}");
+}
+
 #[test]
 fn workers_one_is_a_single_process() {
     let server = Server::start();
@@ -452,9 +530,14 @@ fn split_id(id: &str) -> (String, u64) {
     (epoch.to_string(), seq.parse().unwrap())
 }
 
-/// `/metrics` from the supervisor's admin listener.
+/// `/metrics` from the supervisor's admin listener (whose address can be read only once).
 fn metrics(server: &Server) -> String {
-    let mut conn = Conn::connect(server.admin_addr());
+    metrics_at(server.admin_addr())
+}
+
+/// `/metrics` from the admin listener at `admin`.
+fn metrics_at(admin: std::net::SocketAddr) -> String {
+    let mut conn = Conn::connect(admin);
     conn.send(&get("/metrics"));
     let response = conn.read_response();
     assert_eq!(response.status, 200, "{response:?}");

@@ -14,7 +14,7 @@ pub(crate) mod listener;
 pub mod stats;
 pub(crate) mod syscalls;
 mod table;
-mod transport;
+pub(crate) mod transport;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -249,12 +249,7 @@ impl Stats {
         for metric in Self::METRICS {
             out.metric(metric, self);
         }
-        out.family(
-            "syscalls_total",
-            "counter",
-            "every syscall the loop makes, summed",
-        );
-        out.sample("syscalls_total", None, self.syscalls());
+        out.syscalls_total(self.syscalls());
         out.family(
             "responses_total",
             "counter",
@@ -266,25 +261,26 @@ impl Stats {
         for metric in Gauges::METRICS {
             out.metric(metric, gauges);
         }
-        let histogram = &self.events_per_poll;
-        out.family(
-            "events_per_poll",
-            "histogram",
-            "readiness events returned per poll wake-up",
-        );
-        let mut le = String::new();
-        for (bound, count) in histogram.cumulative(events_per_poll) {
-            le.clear();
-            let _ = write!(le, "{bound}");
-            out.sample("events_per_poll_bucket", Some(("le", &le)), count);
+        out.histogram(&self.events_per_poll, events_per_poll);
+        out.0
+    }
+
+    /// The series of a process that counts its syscalls but serves no client (the
+    /// supervisor, `--workers N`): the syscall counters, the wake-ups' events, `syscalls_total`
+    /// with `also_syscalls` added (those a part of it counts on its own: the Redis link's), and
+    /// the events-per-wake-up histogram with buckets up to `events_per_poll` (the workers',
+    /// so that merged buckets line up). Names, HELP and order are `render_prometheus`'s, so the
+    /// texts merge; what is about serving (requests, connections, bytes, responses) is left
+    /// out, as it is not what such a process does.
+    pub fn render_syscalls_prometheus(&self, also_syscalls: u64, events_per_poll: usize) -> String {
+        let mut out = Exposition(String::with_capacity(2048));
+        for metric in Self::METRICS {
+            if metric.kind == Kind::Syscalls || metric.name == "events_total" {
+                out.metric(metric, self);
+            }
         }
-        out.sample(
-            "events_per_poll_bucket",
-            Some(("le", "+Inf")),
-            histogram.count(),
-        );
-        out.sample("events_per_poll_sum", None, histogram.sum());
-        out.sample("events_per_poll_count", None, histogram.count());
+        out.syscalls_total(self.syscalls() + also_syscalls);
+        out.histogram(&self.events_per_poll, events_per_poll);
         out.0
     }
 
@@ -370,6 +366,38 @@ impl Exposition {
     fn metric<T>(&mut self, metric: &Metric<T>, of: &T) {
         self.family(metric.name, metric.kind.exposition_type(), metric.help);
         self.sample(metric.name, None, (metric.value)(of));
+    }
+
+    /// `syscalls_total`: its family and its one sample.
+    fn syscalls_total(&mut self, value: u64) {
+        self.family(
+            "syscalls_total",
+            "counter",
+            "every syscall the loop makes, summed",
+        );
+        self.sample("syscalls_total", None, value);
+    }
+
+    /// The events-per-wake-up histogram, with buckets up to `events_per_poll`.
+    fn histogram(&mut self, histogram: &EventsHistogram, events_per_poll: usize) {
+        self.family(
+            "events_per_poll",
+            "histogram",
+            "readiness events returned per poll wake-up",
+        );
+        let mut le = String::new();
+        for (bound, count) in histogram.cumulative(events_per_poll) {
+            le.clear();
+            let _ = write!(le, "{bound}");
+            self.sample("events_per_poll_bucket", Some(("le", &le)), count);
+        }
+        self.sample(
+            "events_per_poll_bucket",
+            Some(("le", "+Inf")),
+            histogram.count(),
+        );
+        self.sample("events_per_poll_sum", None, histogram.sum());
+        self.sample("events_per_poll_count", None, histogram.count());
     }
 
     fn family(&mut self, name: &str, kind: &str, help: &str) {
@@ -573,6 +601,38 @@ mod tests {
         assert_eq!(bucket("+Inf"), Some(8.0));
         assert_eq!(value("miohttpd_events_per_poll_sum"), Some(2039.0));
         assert_eq!(value("miohttpd_events_per_poll_count"), Some(8.0));
+    }
+
+    #[test]
+    fn a_process_serving_no_client_shows_its_syscalls_alone() {
+        let mut stats = busy_stats();
+        stats.requests = 5;
+        stats.accepts = 2;
+        stats.bytes_in = 100;
+        let text = stats.render_syscalls_prometheus(10, 1024);
+        let samples = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let value = |series: &str| samples.get(series).copied();
+        assert_eq!(value("miohttpd_reads_total"), Some(7.0));
+        assert_eq!(value("miohttpd_polls_total"), Some(4.0));
+        assert_eq!(value("miohttpd_syscalls_total"), Some(17.0 + 10.0));
+        assert_eq!(value("miohttpd_events_per_poll_count"), Some(8.0));
+        for serving in [
+            "miohttpd_requests_total",
+            "miohttpd_accepts_total",
+            "miohttpd_received_bytes_total",
+            "miohttpd_connections",
+        ] {
+            assert_eq!(value(serving), None, "{text}");
+        }
+        // Every line is one the full exposition has too, in the same order: the texts merge.
+        let full = stats.render_prometheus(&Gauges::default(), 1024);
+        let mut rest = full.lines();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with("miohttpd_syscalls_total"))
+        {
+            assert!(rest.any(|l| l == line), "{line} not in order in\n{full}");
+        }
     }
 
     #[test]

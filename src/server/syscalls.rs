@@ -75,6 +75,12 @@ impl Poller {
         Registrar(self.0.registry())
     }
 
+    /// The registry itself, for a part that counts its own syscalls (the Redis link,
+    /// `redis::link`, in `LinkSyscalls`): what it registers there is not counted here.
+    pub fn uncounted_registry(&self) -> &Registry {
+        self.0.registry()
+    }
+
     /// `--accept-model shared` (`--workers N`): moves a registered listener to an
     /// EPOLLEXCLUSIVE entry, so a connection wakes one worker, not all: two epoll_ctl(2).
     /// A kernel without EPOLLEXCLUSIVE (before 4.5) refuses it; the plain entry is then put
@@ -100,8 +106,9 @@ impl Poller {
     }
 }
 
-/// The poll's registry, counting each epoll_ctl(2). Only registering is offered: a socket or
-/// pipe leaves the epoll set when its fd is closed, with no syscall of its own.
+/// The poll's registry, counting each epoll_ctl(2). The loop only registers: a socket or pipe
+/// leaves the epoll set when its fd is closed, with no syscall of its own. The supervisor also
+/// deregisters, where a source stays open a while after it is done with.
 #[derive(Clone, Copy)]
 pub struct Registrar<'a>(&'a Registry);
 
@@ -115,6 +122,16 @@ impl Registrar<'_> {
     ) -> io::Result<()> {
         stats.registrations += 1;
         self.0.register(source, token, interests)
+    }
+
+    /// One epoll_ctl(2) DEL.
+    pub fn deregister<S: Source + ?Sized>(
+        &self,
+        source: &mut S,
+        stats: &mut Stats,
+    ) -> io::Result<()> {
+        stats.registrations += 1;
+        self.0.deregister(source)
     }
 }
 
@@ -179,6 +196,13 @@ impl Pipe {
 
 source_by_delegation!(impl Source for Pipe);
 
+/// What the supervisor spends starting a worker, as strace shows it on Linux: the bus link's
+/// socketpair, getpid, the stderr pipe2, std's socketpair for exec errors, clone, three
+/// closes and the read that waits for the exec, ioctl(FIONBIO) on the stderr pipe and on the
+/// link, and the close of the worker's end of the link. Its registrations are counted apart.
+/// The pre-exec work happens in the child and is not the supervisor's.
+pub const WORKER_START_SYSCALLS: u64 = 12;
+
 /// A streamed command: the shell, in a process group of its own that it leads.
 pub struct Process(Child);
 
@@ -206,6 +230,26 @@ impl Process {
         let stdout = pipe::Receiver::from(stdout);
         stdout.set_nonblocking(true)?;
         Ok((Process(child), stdout))
+    }
+
+    /// Starts a worker (`--workers N`) as `command` says, its stderr a non-blocking pipe
+    /// returned with it. Counted at the estimate [`WORKER_START_SYSCALLS`], which also covers
+    /// the bus link the supervisor makes around the spawn.
+    pub fn start_worker(
+        command: &mut Command,
+        stats: &mut Stats,
+    ) -> io::Result<(Process, Option<Pipe>)> {
+        stats.process_syscalls += WORKER_START_SYSCALLS;
+        let mut child = command.stderr(Stdio::piped()).spawn()?;
+        let stderr = match child.stderr.take() {
+            Some(stderr) => {
+                let stderr = pipe::Receiver::from(stderr);
+                stderr.set_nonblocking(true)?;
+                Some(Pipe(stderr))
+            }
+            None => None,
+        };
+        Ok((Process(child), stderr))
     }
 
     /// A process spawned elsewhere (a stream source's), counted from here on.

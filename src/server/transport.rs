@@ -24,6 +24,13 @@ pub trait Transport: Read + Write {
     }
 }
 
+/// The supervisor's end of a worker's bus link (`--workers N`).
+impl Transport for mio::net::UnixStream {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
 impl Transport for TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)

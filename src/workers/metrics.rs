@@ -1,23 +1,38 @@
 //! `/metrics` for the whole server when it runs as workers: the supervisor asks every worker
-//! for its counters over the bus and merges them here (pure text in, text out). Each series
-//! appears once as the server's total (no `worker` label, so dashboards built on one process
-//! keep working) and once per worker with a `worker="i"` label, so reuseport imbalance shows
-//! directly.
+//! for its counters over the bus and merges them here with its own (pure text in, text out).
+//! Each series appears once as the server's total (no `worker` label, so dashboards built on
+//! one process keep working), once per worker with a `worker="i"` label, so reuseport
+//! imbalance shows directly, and once as `worker="supervisor"` for the series the supervisor
+//! has: its syscalls, wake-ups and events (`Stats::render_syscalls_prometheus`). The total is
+//! then what all the server's processes did; the serving series (requests, connections,
+//! bytes) are the workers' alone.
 
 use std::collections::HashMap;
 
 use crate::server::stats::SummaryCounters;
 
-/// A series' total and its value text on each worker.
-type Values<'a> = (f64, Vec<(u16, &'a str)>);
+/// Whose a labelled value is: the `worker` label's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Process {
+    Worker(u16),
+    Supervisor,
+}
 
-/// Merges the workers' Prometheus texts (`(worker, text)`): comments once, then for every
-/// series its total and its value on each worker, family by family in the first text's order.
-pub fn merge(texts: &[(u16, String)]) -> String {
+/// A series' total and its value text on each process.
+type Values<'a> = (f64, Vec<(Process, &'a str)>);
+
+/// Merges the workers' Prometheus texts (`(worker, text)`) and the supervisor's own
+/// (`supervisor`, last): comments once, then for every series its total and its value on each
+/// process, family by family in the first text's order. A series the supervisor's text has
+/// not is the workers' alone.
+pub fn merge(texts: &[(u16, String)], supervisor: &str) -> String {
     let mut order: Vec<&str> = Vec::new();
-    // series -> (sum, per-worker values)
+    // series -> (sum, per-process values)
     let mut series: HashMap<&str, Values<'_>> = HashMap::new();
-    for (worker, text) in texts {
+    let workers = texts
+        .iter()
+        .map(|(worker, text)| (Process::Worker(*worker), text.as_str()));
+    for (process, text) in workers.chain([(Process::Supervisor, supervisor)]) {
         for line in text.lines() {
             if line.is_empty() {
                 continue;
@@ -37,7 +52,7 @@ pub fn merge(texts: &[(u16, String)]) -> String {
                 (0.0, Vec::new())
             });
             entry.0 += value.parse::<f64>().unwrap_or(0.0);
-            entry.1.push((*worker, value));
+            entry.1.push((process, value));
         }
     }
     let mut out = String::new();
@@ -49,8 +64,8 @@ pub fn merge(texts: &[(u16, String)]) -> String {
         }
         let (sum, values) = &series[key];
         out.push_str(&format!("{key} {}\n", show(*sum)));
-        for (worker, value) in values {
-            out.push_str(&with_worker(key, *worker));
+        for (process, value) in values {
+            out.push_str(&with_worker(key, *process));
             out.push(' ');
             out.push_str(value);
             out.push('\n');
@@ -86,8 +101,12 @@ pub fn summary_counters(text: &str) -> (SummaryCounters, u64) {
     (counters, connections)
 }
 
-/// `name{a="b"}` -> `name{worker="3",a="b"}`; `name` -> `name{worker="3"}`.
-fn with_worker(key: &str, worker: u16) -> String {
+/// `name{a="b"}` -> `name{worker="3",a="b"}`; `name` -> `name{worker="supervisor"}`.
+fn with_worker(key: &str, process: Process) -> String {
+    let worker = match process {
+        Process::Worker(index) => index.to_string(),
+        Process::Supervisor => "supervisor".to_string(),
+    };
     match key.split_once('{') {
         Some((name, labels)) => format!("{name}{{worker=\"{worker}\",{labels}"),
         None => format!("{key}{{worker=\"{worker}\"}}"),
@@ -111,12 +130,35 @@ mod tests {
     fn totals_then_each_worker_family_by_family() {
         let a = "# HELP x_total X.\n# TYPE x_total counter\nx_total 3\nh_bucket{le=\"1\"} 2\n";
         let b = "# HELP x_total X.\n# TYPE x_total counter\nx_total 4\nh_bucket{le=\"1\"} 0\n";
-        let merged = merge(&[(0, a.into()), (1, b.into())]);
+        let merged = merge(&[(0, a.into()), (1, b.into())], "");
         assert_eq!(
             merged,
             "# HELP x_total X.\n# TYPE x_total counter\nx_total 7\nx_total{worker=\"0\"} 3\n\
              x_total{worker=\"1\"} 4\nh_bucket{le=\"1\"} 2\nh_bucket{worker=\"0\",le=\"1\"} 2\n\
              h_bucket{worker=\"1\",le=\"1\"} 0\n"
+        );
+    }
+
+    #[test]
+    fn the_supervisors_series_are_labelled_and_in_the_totals() {
+        let worker = "# HELP s_total S.\n# TYPE s_total counter\ns_total 3\n\
+                      # HELP r_total R.\n# TYPE r_total counter\nr_total 5\n\
+                      h_bucket{le=\"1\"} 2\n";
+        let supervisor = "# HELP s_total S.\n# TYPE s_total counter\ns_total 10\n\
+                          h_bucket{le=\"1\"} 1\n";
+        let merged = merge(&[(0, worker.into()), (1, worker.into())], supervisor);
+        assert_eq!(
+            merged,
+            "# HELP s_total S.\n# TYPE s_total counter\ns_total 16\ns_total{worker=\"0\"} 3\n\
+             s_total{worker=\"1\"} 3\ns_total{worker=\"supervisor\"} 10\n\
+             # HELP r_total R.\n# TYPE r_total counter\nr_total 10\nr_total{worker=\"0\"} 5\n\
+             r_total{worker=\"1\"} 5\nh_bucket{le=\"1\"} 5\nh_bucket{worker=\"0\",le=\"1\"} 2\n\
+             h_bucket{worker=\"1\",le=\"1\"} 2\nh_bucket{worker=\"supervisor\",le=\"1\"} 1\n"
+        );
+        // With no worker answering, the supervisor's series are the server's.
+        assert_eq!(
+            merge(&[], "s_total 10\n"),
+            "s_total 10\ns_total{worker=\"supervisor\"} 10\n"
         );
     }
 
@@ -141,7 +183,7 @@ mod tests {
 
     #[test]
     fn junk_lines_are_skipped_not_fatal() {
-        let merged = merge(&[(0, "novalue\nx 1.5\n".into()), (1, "x 1\n".into())]);
+        let merged = merge(&[(0, "novalue\nx 1.5\n".into()), (1, "x 1\n".into())], "");
         assert_eq!(merged, "x 2.5\nx{worker=\"0\"} 1.5\nx{worker=\"1\"} 1\n");
     }
 }

@@ -4,15 +4,17 @@
 //! reads their bus links, restarts a worker that dies (with back-off when one keeps dying),
 //! and passes SIGTERM/SIGINT on. It ends when every worker has.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::server::syscalls::Listener;
+use crate::server::stats::Stats;
+use crate::server::syscalls::{Listener, LogWriter, Pipe, Poller, Process};
+use crate::server::transport::Counted;
 use mio::net::{TcpListener, TcpStream, UnixStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -67,6 +69,14 @@ fn add(into: &mut SummaryCounters, counters: &SummaryCounters) {
     into.bytes_out += counters.bytes_out;
 }
 
+/// The Redis link's syscalls (`--redis`), which it counts itself (`LinkSyscalls`).
+fn link_syscalls(across: Option<&super::across::Across>) -> u64 {
+    across.map_or(0, |across| {
+        let calls = across.stats().syscalls;
+        calls.connect + calls.read + calls.write
+    })
+}
+
 /// The delay before restarting a worker that died `quick_deaths` times in a row soon after
 /// starting: none for the first (a one-off crash costs its clients as little as possible),
 /// then 100 ms doubling up to 10 s, so a crash loop never spins.
@@ -91,9 +101,9 @@ struct Slot {
 }
 
 struct Running {
-    child: Child,
+    child: Process,
     started_at: Instant,
-    link: UnixStream,
+    link: Counted<UnixStream>,
     reader: FrameReader,
     /// Bytes queued for it past which it counts as stuck: [`MAX_OUTBOX`], or the history
     /// replay it joined with if that is larger (a big history must not look like a stall).
@@ -111,7 +121,7 @@ enum Phase {
 /// A client of the admin listener: its request, then (for `/metrics`) the workers' answers
 /// being gathered, then the response being written; closed after it.
 struct AdminConn {
-    stream: TcpStream,
+    stream: Counted<TcpStream>,
     input: Vec<u8>,
     output: Vec<u8>,
     written: usize,
@@ -136,13 +146,32 @@ struct Supervisor {
     /// connections once no worker accepts.
     listeners: Vec<Listener>,
     slots: Vec<Slot>,
-    poll: Poll,
+    poll: Poller,
+    /// The supervisor's own counters: every syscall it makes in its loop goes through a
+    /// wrapper that counts it here (`server::syscalls`, `server::transport`), as in a worker.
+    /// The kinds read as a worker's do, on the supervisor's own things: `reads`/`writes` are
+    /// its admin connections' and the workers' bus links', `pipe_reads`/`pipe_closes` the
+    /// workers' stderr pipes, `process_syscalls` starting (an estimate,
+    /// `WORKER_START_SYSCALLS`), reaping (a wait4 per live worker per wake-up) and signalling
+    /// workers, `log_writes` the relayed lines and the summary. The Redis link counts its own
+    /// (connect, read, write: `LinkSyscalls`), added to `syscalls_total` when shown. Not
+    /// counted, beside what a worker leaves out ([`Stats::syscalls`]: the start, signal-hook's
+    /// pipe reads, error lines on stderr, ...): the Redis link's epoll_ctl, socket, close and
+    /// socket options; systemd's notify; closing the listeners at shutdown; and the worker
+    /// end's fcntl(F_GETFD) in debug builds.
+    stats: Stats,
+    /// stderr, for the workers' relayed lines and the `--stats-interval` summary; error lines
+    /// of the supervisor's own go by `eprintln!`, uncounted as in a worker.
+    log: LogWriter<io::Stderr>,
+    /// The workers' `--events-per-poll`: the buckets of the supervisor's events histogram,
+    /// so its series merge with theirs.
+    events_per_poll: usize,
     signals: Signals,
     phase: Phase,
     /// Comet ids, history and fan-out across the workers.
     hub: Hub,
     next_sweep: Instant,
-    admin: Option<TcpListener>,
+    admin: Option<Listener>,
     admin_conns: Slab<AdminConn>,
     next_query: u64,
     /// `--redis`: the link to the other hosts, in the hub.
@@ -157,7 +186,7 @@ struct Supervisor {
 /// A worker's stderr pipe and the start of a line not ended yet.
 struct WorkerLog {
     worker: u16,
-    pipe: mio::unix::pipe::Receiver,
+    pipe: Pipe,
     partial: Vec<u8>,
 }
 
@@ -171,6 +200,8 @@ struct IntervalSummary {
     round: Option<(Gathering, Instant)>,
     /// Each worker's counters at the last line.
     last: Vec<Option<SummaryCounters>>,
+    /// The supervisor's syscalls at the last line, for the server's.
+    last_own_syscalls: u64,
     last_at: Instant,
 }
 
@@ -250,7 +281,7 @@ impl Supervisor {
             Some(addr) => {
                 let std_listener = std::net::TcpListener::bind(addr)?;
                 std_listener.set_nonblocking(true)?;
-                Some(TcpListener::from_std(std_listener))
+                Some(Listener::new(TcpListener::from_std(std_listener)))
             }
             None => None,
         };
@@ -271,13 +302,14 @@ impl Supervisor {
             }
             let _ = stdout.flush();
         }
-        let poll = Poll::new()?;
+        let poll = Poller::new()?;
+        let mut stats = Stats::default();
         let mut signals = Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGCHLD])?;
         poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            .register(&mut signals, SIGNALS, Interest::READABLE, &mut stats)?;
         if let Some(listener) = &mut admin_listener {
             poll.registry()
-                .register(listener, ADMIN, Interest::READABLE)?;
+                .register(listener, ADMIN, Interest::READABLE, &mut stats)?;
         }
         let slots = sets
             .into_iter()
@@ -299,13 +331,16 @@ impl Supervisor {
         let host = crate::redis::new_host_id();
         let across = crate::redis::session_config(&config, host).map(|session| {
             hub.use_redis();
-            super::across::Across::new(session, REDIS, poll.registry())
+            super::across::Across::new(session, REDIS, poll.uncounted_registry())
         });
         Ok(Supervisor {
             model,
             listeners,
             slots,
             poll,
+            stats,
+            log: LogWriter::new(io::stderr()),
+            events_per_poll: config.events_per_poll,
             signals,
             phase: Phase::Serving,
             hub,
@@ -319,6 +354,7 @@ impl Supervisor {
                 next_at: Instant::now() + config.stats_interval,
                 round: None,
                 last: vec![None; workers],
+                last_own_syscalls: 0,
                 last_at: Instant::now(),
             }),
             across,
@@ -340,7 +376,7 @@ impl Supervisor {
                 }
                 eprintln!("miohttpd[supervisor]: every worker has stopped");
                 if let Some(across) = &mut self.across {
-                    across.close(self.poll.registry());
+                    across.close(self.poll.uncounted_registry());
                 }
                 return match self.phase {
                     Phase::StoppingAtOnce => 1,
@@ -364,7 +400,7 @@ impl Supervisor {
                 .chain([self.next_sweep])
                 .min();
             let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.poll.poll(&mut events, timeout, &mut self.stats) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -374,6 +410,9 @@ impl Supervisor {
                 self.signal_all(libc::SIGKILL);
                 return 1;
             }
+            let woken_by = events.iter().count();
+            self.stats.events += woken_by as u64;
+            self.stats.events_per_poll.record(woken_by);
             let mut signalled = false;
             for event in events.iter() {
                 match event.token() {
@@ -381,7 +420,7 @@ impl Supervisor {
                     ADMIN => self.accept_admin(),
                     token if self.across.as_ref().is_some_and(|a| a.owns(token)) => {
                         if let Some(across) = &mut self.across {
-                            across.ready(self.poll.registry(), token, Instant::now());
+                            across.ready(self.poll.uncounted_registry(), token, Instant::now());
                         }
                     }
                     Token(key) if key >= ADMIN_CONN_BASE => self.serve_admin(key - ADMIN_CONN_BASE),
@@ -409,7 +448,7 @@ impl Supervisor {
                 );
             }
             if let Some(across) = &mut self.across {
-                across.turn(&mut self.hub, self.poll.registry(), now);
+                across.turn(&mut self.hub, self.poll.uncounted_registry(), now);
             }
             self.finish_gathering(now);
             self.summarize(now);
@@ -457,7 +496,7 @@ impl Supervisor {
                     libc::SIGKILL => crate::sys::Signal::Kill,
                     _ => crate::sys::Signal::Terminate,
                 };
-                let _ = crate::sys::signal_process_group(running.child.id(), signal);
+                let _ = running.child.signal_group(signal, &mut self.stats);
             }
         }
     }
@@ -475,11 +514,12 @@ impl Supervisor {
         loop {
             let spare = running.reader.spare(16 * 1024);
             let len = spare.len();
-            match running.link.read(spare) {
+            match running.link.read(spare, &mut self.stats) {
                 Ok(0) => {
                     running.reader.filled(len, 0);
                     // The worker closed its end: it is exiting; SIGCHLD follows.
-                    let _ = self.poll.registry().deregister(&mut running.link);
+                    let registry = self.poll.registry();
+                    let _ = registry.deregister(&mut running.link, &mut self.stats);
                     return;
                 }
                 Ok(n) => running.reader.filled(len, n),
@@ -533,8 +573,13 @@ impl Supervisor {
                 running.child.id()
             );
             self.hub.leave(slot.index);
-            let _ = self.poll.registry().deregister(&mut running.link);
-            let _ = crate::sys::signal_process_group(running.child.id(), crate::sys::Signal::Kill);
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut running.link, &mut self.stats);
+            let _ = running
+                .child
+                .signal_group(crate::sys::Signal::Kill, &mut self.stats);
             break;
         }
     }
@@ -550,7 +595,10 @@ impl Supervisor {
             let outbox = self.hub.outbox(slot.index as usize);
             let mut written = 0;
             while written < outbox.len() {
-                match running.link.write(&outbox[written..]) {
+                match running
+                    .link
+                    .send([&outbox[written..], &[]], false, &mut self.stats)
+                {
                     Ok(0) => break,
                     Ok(n) => written += n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -565,8 +613,9 @@ impl Supervisor {
                     running.child.id()
                 );
                 self.hub.leave(slot.index);
-                let _ =
-                    crate::sys::signal_process_group(running.child.id(), crate::sys::Signal::Kill);
+                let _ = running
+                    .child
+                    .signal_group(crate::sys::Signal::Kill, &mut self.stats);
             }
         }
     }
@@ -576,7 +625,7 @@ impl Supervisor {
             let Some(listener) = &self.admin else {
                 return;
             };
-            let mut stream = match listener.accept() {
+            let mut stream = match listener.accept(&mut self.stats) {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -588,10 +637,9 @@ impl Supervisor {
             let entry = self.admin_conns.vacant_entry();
             let token = Token(ADMIN_CONN_BASE + entry.key());
             let interest = Interest::READABLE | Interest::WRITABLE;
-            if self
-                .poll
-                .registry()
-                .register(&mut stream, token, interest)
+            let registry = self.poll.registry();
+            if registry
+                .register(&mut stream, token, interest, &mut self.stats)
                 .is_ok()
             {
                 entry.insert(AdminConn {
@@ -604,6 +652,8 @@ impl Supervisor {
                     keep_alive: false,
                     peer_closed: false,
                 });
+            } else {
+                stream.close(&mut self.stats);
             }
         }
     }
@@ -617,7 +667,7 @@ impl Supervisor {
         };
         let mut buf = [0u8; 4096];
         while conn.input.len() <= MAX_ADMIN_HEAD {
-            match conn.stream.read(&mut buf) {
+            match conn.stream.read(&mut buf, &mut self.stats) {
                 Ok(0) => {
                     conn.peer_closed = true;
                     break;
@@ -694,8 +744,7 @@ impl Supervisor {
             }
             Ok(httparse::Status::Partial) if conn.input.len() <= MAX_ADMIN_HEAD => {
                 if conn.peer_closed {
-                    let mut conn = self.admin_conns.remove(key);
-                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                    self.close_admin(key);
                 }
             }
             _ => {
@@ -717,7 +766,7 @@ impl Supervisor {
         let mut ended = last;
         let mut buf = [0u8; 16 * 1024];
         loop {
-            match log.pipe.read(&mut buf) {
+            match log.pipe.read(&mut buf, &mut self.stats) {
                 Ok(0) => {
                     ended = true;
                     break;
@@ -745,16 +794,21 @@ impl Supervisor {
         }
         // One write per wake-up: a line is never split by another's. stderr gone is no
         // reason to stop.
-        let _ = io::stderr().write_all(&out);
+        let _ = self.log.write_all(&out, &mut self.stats);
         if ended && !last {
             let mut log = self.worker_logs.remove(key);
-            let _ = self.poll.registry().deregister(&mut log.pipe);
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut log.pipe, &mut self.stats);
+            log.pipe.close(&mut self.stats);
         }
     }
 
     /// `--stats-interval`: asks the workers for their counters when an interval is over, and
     /// prints the lines once all have answered (or the wait ran out).
     fn summarize(&mut self, now: Instant) {
+        let own_syscalls = self.own_syscalls();
         let Some(summary) = self.summary.as_mut() else {
             return;
         };
@@ -808,10 +862,19 @@ impl Supervisor {
             add(&mut total_then, &then);
             total_conns += connections;
         }
+        // The server's line counts the supervisor's syscalls too: they are the server's cost.
+        total.syscalls += own_syscalls;
+        total_then.syscalls += summary.last_own_syscalls;
+        summary.last_own_syscalls = own_syscalls;
         lines.push_str(&total.line_since(&total_then, elapsed, total_conns, ""));
         summary.last_at = asked_at;
         // One write: the lines of an interval stay together; stderr gone is no reason to stop.
-        let _ = io::stderr().write_all(lines.as_bytes());
+        let _ = self.log.write_all(lines.as_bytes(), &mut self.stats);
+    }
+
+    /// Every syscall the supervisor has made: its own counters' and the Redis link's.
+    fn own_syscalls(&self) -> u64 {
+        self.stats.syscalls() + link_syscalls(self.across.as_ref())
     }
 
     /// Answers every `/metrics` whose workers have all reported, or whose wait ran out.
@@ -824,7 +887,11 @@ impl Supervisor {
             if g.awaiting.is_empty() || now >= g.until {
                 let mut g = conn.gathering.take().expect("checked");
                 g.texts.sort_by_key(|(w, _)| *w);
-                let mut body = super::metrics::merge(&g.texts);
+                let own = (self.stats).render_syscalls_prometheus(
+                    link_syscalls(self.across.as_ref()),
+                    self.events_per_poll,
+                );
+                let mut body = super::metrics::merge(&g.texts, &own);
                 if let Some(across) = &self.across {
                     crate::redis::write_metrics(&mut body, across.state(), &across.stats());
                 }
@@ -852,7 +919,10 @@ impl Supervisor {
             return;
         }
         while conn.written < conn.output.len() {
-            match conn.stream.write(&conn.output[conn.written..]) {
+            match conn
+                .stream
+                .send([&conn.output[conn.written..], &[]], false, &mut self.stats)
+            {
                 Ok(0) => break,
                 Ok(n) => conn.written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -877,8 +947,17 @@ impl Supervisor {
                 return;
             }
         }
+        self.close_admin(key);
+    }
+
+    /// Takes an admin connection out of the poll and closes it.
+    fn close_admin(&mut self, key: usize) {
         let mut conn = self.admin_conns.remove(key);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut conn.stream, &mut self.stats);
+        conn.stream.close(&mut self.stats);
     }
 
     /// Collects every worker that has exited, logs how, and schedules its restart.
@@ -888,7 +967,7 @@ impl Supervisor {
             let Some(running) = slot.running.as_mut() else {
                 continue;
             };
-            let status = match running.child.try_wait() {
+            let status = match running.child.try_wait(&mut self.stats) {
                 Ok(Some(status)) => status,
                 Ok(None) => continue,
                 Err(e) => {
@@ -905,7 +984,9 @@ impl Supervisor {
             }
             let pid = running.child.id();
             let lived = now.saturating_duration_since(running.started_at);
-            let _ = self.poll.registry().deregister(&mut { running.link });
+            let mut link = running.link;
+            let _ = self.poll.registry().deregister(&mut link, &mut self.stats);
+            link.close(&mut self.stats);
             if !matches!(self.phase, Phase::Serving) {
                 eprintln!(
                     "miohttpd[supervisor]: worker {} (pid {pid}) {}",
@@ -985,8 +1066,6 @@ impl Supervisor {
             command.process_group(0);
         }
         command.env(WORKER_ENV, spec.to_env());
-        // Its log lines come back through the supervisor, named (see `relay_log`).
-        command.stderr(std::process::Stdio::piped());
         let mut keep_fds = listener_fds;
         keep_fds.push(worker_end.as_raw_fd());
         #[cfg(target_os = "linux")]
@@ -998,15 +1077,14 @@ impl Supervisor {
                 supervisor: std::process::id(),
             },
         );
-        let mut child = command.spawn()?;
-        if let Some(stderr) = child.stderr.take() {
-            let mut pipe = mio::unix::pipe::Receiver::from(stderr);
-            pipe.set_nonblocking(true)?;
+        // Its log lines come back through the supervisor, named (see `relay_log`).
+        let (child, stderr) = Process::start_worker(&mut command, &mut self.stats)?;
+        if let Some(mut pipe) = stderr {
             let entry = self.worker_logs.vacant_entry();
             let token = Token(WORKER_LOG_BASE + entry.key());
             self.poll
                 .registry()
-                .register(&mut pipe, token, Interest::READABLE)?;
+                .register(&mut pipe, token, Interest::READABLE, &mut self.stats)?;
             entry.insert(WorkerLog {
                 worker: slot.index,
                 pipe,
@@ -1016,11 +1094,12 @@ impl Supervisor {
         // The worker has its end now; ours would keep the link open after it died.
         drop(worker_end);
         supervisor_end.set_nonblocking(true)?;
-        let mut link = UnixStream::from_std(supervisor_end);
+        let mut link = Counted::new(UnixStream::from_std(supervisor_end));
         self.poll.registry().register(
             &mut link,
             Token(index),
             Interest::READABLE | Interest::WRITABLE,
+            &mut self.stats,
         )?;
         self.hub.join(slot.index);
         let replay = self.hub.outbox(slot.index as usize).len();
