@@ -853,3 +853,36 @@ fn the_redis_links_syscalls_are_in_the_supervisors_total() {
         "{text}"
     );
 }
+
+#[test]
+fn a_client_ahead_of_its_host_while_redis_is_down_is_trusted_not_told_to_resync() {
+    let mut redis = Redis::start();
+    let a = Host::start(&redis, &[]);
+    let b = Host::start(&redis, &["--workers", "2"]);
+    await_all_up(&[&a, &b]);
+    let mut redis_client = redis.client();
+    let first = a.notify("gap", "one");
+    let mut live = resume(&b, "gap", &id_of(&first));
+    let epoch = epoch_of(&mut redis_client, "gap");
+    let id = |seq: u64| format!("{epoch:08x}-{seq}");
+    // 2 is in Redis and B never heard of it; then Redis goes away, its data saved.
+    let two = number_unannounced(&mut redis_client, "gap", Some("two"));
+    redis_client.cmd(&["SAVE"]);
+    redis.kill();
+    b.await_not_up();
+    // A client that read 2 on another host resumes on B, which cannot ask Redis whether 2
+    // was issued: it trusts the client (parks, passing over 2) rather than tell it to resync.
+    let mut stream = resume(&b, "gap", &id(two));
+    let mut waiter = b.wait(&format!("/wait/gap?after={}", id(two)));
+    await_parked_here(&b, 1);
+    // Redis back: B catches the channel up (2 is news to the live subscriber only), then 3.
+    redis.restart();
+    await_all_up(&[&a, &b]);
+    let three = a.notify("gap", "three");
+    assert_eq!(id_of(&three), id(3), "{three:?}");
+    assert_event(&next_event(&mut stream), &id(3), "three");
+    let got = waiter.read_response();
+    assert_eq!((got.status, got.text(), id_of(&got)), (200, "three", id(3)));
+    assert_event(&next_event(&mut live), &id(2), "two");
+    assert_event(&next_event(&mut live), &id(3), "three");
+}

@@ -99,15 +99,9 @@ pub enum Frame<'a> {
         client: Position,
         channel: &'a str,
     },
-    /// Hub to the asking worker: the [`Frame::Load`] is done (read, or nothing to read).
-    /// `issued`: the last seq Redis had given on the channel (in `epoch`) when it was read,
-    /// 0 when not read; an id above it was never issued, one at or below it was, even if
-    /// the worker does not hold it yet.
-    Loaded {
-        request: u64,
-        epoch: u32,
-        issued: u64,
-    },
+    /// Hub to the asking worker: the [`Frame::Load`] is done (read, or nothing to read), and
+    /// what Redis had issued on the channel when it was read.
+    Loaded { request: u64, issued: Issued },
     /// Hub to a worker: report your counters (the reply is [`Frame::Stats`]).
     StatsQuery { query: u64 },
     /// Worker to hub: its counters as `NAME VALUE` lines, in the Prometheus text format
@@ -133,6 +127,18 @@ pub enum Position {
     Behind = 1,
     /// Newer than the worker's copy, in its epoch: perhaps not on this host's bus yet.
     Ahead = 2,
+}
+
+/// What Redis had issued on a channel when the hub read it for a [`Frame::Load`]: an id
+/// above it was never issued, one at or below it was, even if the worker does not hold it
+/// yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issued {
+    /// Not read (no Redis, a whole copy, or the link down): nobody knows.
+    Unknown,
+    /// The channel's epoch and last seq in Redis; `epoch` 0 and `seq` 0 when Redis has no
+    /// such channel (nothing was issued).
+    Upto { epoch: u32, seq: u64 },
 }
 
 /// Why bytes are not a frame.
@@ -309,14 +315,15 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), FrameError> {
             out.extend_from_slice(&a.to_le_bytes());
             Ok(())
         }
-        Frame::Loaded {
-            request,
-            epoch,
-            issued,
-        } => {
+        Frame::Loaded { request, issued } => {
             out.extend_from_slice(&request.to_le_bytes());
+            let (read, epoch, seq) = match issued {
+                Issued::Unknown => (0u8, 0, 0),
+                Issued::Upto { epoch, seq } => (1, epoch, seq),
+            };
+            out.push(read);
             out.extend_from_slice(&epoch.to_le_bytes());
-            out.extend_from_slice(&issued.to_le_bytes());
+            out.extend_from_slice(&seq.to_le_bytes());
             Ok(())
         }
         Frame::Load {
@@ -494,8 +501,11 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
         },
         kind::LOADED => Frame::Loaded {
             request: fields.u64()?,
-            epoch: fields.u32()?,
-            issued: fields.u64()?,
+            issued: match (fields.u8()?, fields.u32()?, fields.u64()?) {
+                (0, 0, 0) => Issued::Unknown,
+                (1, epoch, seq) => Issued::Upto { epoch, seq },
+                _ => return Err(FrameError::BadValue { kind }),
+            },
         },
         kind::COUNTED => Frame::Counted {
             query: fields.u64()?,
@@ -701,13 +711,18 @@ mod tests {
             },
             Frame::Loaded {
                 request: 9,
-                epoch: 0,
-                issued: 0,
+                issued: Issued::Unknown,
             },
             Frame::Loaded {
                 request: 10,
-                epoch: 0x5f3a_09c1,
-                issued: 42,
+                issued: Issued::Upto {
+                    epoch: 0x5f3a_09c1,
+                    seq: 42,
+                },
+            },
+            Frame::Loaded {
+                request: 11,
+                issued: Issued::Upto { epoch: 0, seq: 0 },
             },
             Frame::ChannelTotal { count: 3 },
             Frame::Counted { query: 4, count: 5 },

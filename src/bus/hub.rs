@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::frame::{encode, Frame, Position, RefuseReason};
+use super::frame::{encode, Frame, Issued, Position, RefuseReason};
 use crate::comet::{is_valid_channel_name, CometSettings};
 use crate::redis::bridge::CountOf;
 
@@ -243,8 +243,9 @@ impl Hub {
     /// The read of `channel` from Redis is done (or failed, or could not start): every
     /// worker learns the channel's floor, then the clients waiting for it are answered, and
     /// decide from what their worker now holds. `issued`: the channel's epoch and the last
-    /// seq Redis had given when it answered (None: not read), which the answer carries so a
-    /// client ahead of what is held can tell an id Redis issued from one it never did.
+    /// seq Redis had given when it answered ((0, 0): no such channel; None: not read), which
+    /// the answer carries so a client ahead of what is held can tell an id Redis issued from
+    /// one it never did.
     pub fn read_done(&mut self, channel: &str, issued: Option<(u32, u64)>) {
         self.reading_fresh.remove(channel);
         let waiting = self.loading.remove(channel);
@@ -286,15 +287,10 @@ impl Hub {
                 let _ = encode(&Frame::Floor { floor, channel }, out);
             }
         }
-        let (epoch, issued) = issued.unwrap_or((0, 0));
+        let issued = issued.map_or(Issued::Unknown, |(epoch, seq)| Issued::Upto { epoch, seq });
         for (worker, request) in waiting {
             if self.live[worker as usize] {
-                let frame = Frame::Loaded {
-                    request,
-                    epoch,
-                    issued,
-                };
-                self.send(worker, &frame);
+                self.send(worker, &Frame::Loaded { request, issued });
             }
         }
     }
@@ -673,12 +669,8 @@ impl Hub {
                 let held_whole = self.channels.get(channel).is_some_and(whole);
                 if !self.redis || (client == Position::Behind && held_whole) {
                     // The hub's history is all this host can have: decide from it.
-                    let frame = Frame::Loaded {
-                        request,
-                        epoch: 0,
-                        issued: 0,
-                    };
-                    self.send(worker, &frame);
+                    let issued = Issued::Unknown;
+                    self.send(worker, &Frame::Loaded { request, issued });
                 } else if client == Position::Ahead
                     && (self.loading.contains_key(channel) || self.reading_fresh.contains(channel))
                 {
@@ -1381,7 +1373,7 @@ mod tests {
             frames[1..],
             [
                 "Floor { floor: 3, channel: \"news\" }",
-                "Loaded { request: 9, epoch: 77, issued: 5 }"
+                "Loaded { request: 9, issued: Upto { epoch: 77, seq: 5 } }"
             ]
         );
         // Without Redis the hub's history is all there is: answered at once.
@@ -1399,7 +1391,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             sent(&mut alone, 0),
-            ["Loaded { request: 1, epoch: 0, issued: 0 }"]
+            ["Loaded { request: 1, issued: Unknown }"]
         );
     }
 
@@ -1420,7 +1412,7 @@ mod tests {
         hub.on_frame(0, load(1, Position::Behind), now).unwrap();
         assert_eq!(
             sent(&mut hub, 0),
-            ["Loaded { request: 1, epoch: 0, issued: 0 }"]
+            ["Loaded { request: 1, issued: Unknown }"]
         );
         assert!(hub.take_to_read().is_empty());
         // A client that read seq 2 on another host before it came on the bus here: Redis
@@ -1441,7 +1433,7 @@ mod tests {
             frames[1..],
             [
                 "Floor { floor: 0, channel: \"news\" }",
-                "Loaded { request: 2, epoch: 77, issued: 2 }"
+                "Loaded { request: 2, issued: Upto { epoch: 77, seq: 2 } }"
             ]
         );
         let frames = sent(&mut hub, 1);
@@ -1470,9 +1462,9 @@ mod tests {
         hub.read_done("later", Some((78, 2)));
         assert_eq!(
             sent(&mut hub, 0),
-            ["Loaded { request: 5, epoch: 78, issued: 2 }"]
+            ["Loaded { request: 5, issued: Upto { epoch: 78, seq: 2 } }"]
         );
-        // A read that could not be made (the link down) says nothing was issued.
+        // A read that could not be made (the link down) cannot say what was issued.
         hub.on_frame(0, load(4, Position::Ahead), now).unwrap();
         assert_eq!(hub.take_to_read(), ["news".into()]);
         hub.read_done("news", None);
@@ -1480,7 +1472,7 @@ mod tests {
             sent(&mut hub, 0),
             [
                 "Floor { floor: 0, channel: \"news\" }",
-                "Loaded { request: 4, epoch: 0, issued: 0 }"
+                "Loaded { request: 4, issued: Unknown }"
             ]
         );
     }

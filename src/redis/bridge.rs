@@ -560,7 +560,11 @@ impl Bridge {
         let mut issued = None;
         match result {
             Ok(history) => {
-                issued = history.epoch.map(|epoch| (epoch, history.last_seq));
+                // (0, 0): Redis has no such channel, so it issued nothing.
+                let upto = history
+                    .epoch
+                    .map_or((0, 0), |epoch| (epoch, history.last_seq));
+                issued = Some(upto);
                 catch_up(local, &channel, newest, &history, first_held)
             }
             // The link is going down: the next `Up` reads again from the same newest id,
@@ -1167,7 +1171,13 @@ mod tests {
         };
         assert_eq!(
             drain(&mut s, &mut bridge, &mut local, now),
-            [("lost", Some((12, 1))), ("gone", None), ("fresh", None)].map(caught_up)
+            // (0, 0): Redis has no such channel (issued nothing).
+            [
+                ("lost", Some((12, 1))),
+                ("gone", Some((0, 0))),
+                ("fresh", Some((0, 0)))
+            ]
+            .map(caught_up)
         );
         assert_eq!(
             local.delivered,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mio::net::UnixStream;
 use mio::Token;
 
-use crate::bus::frame::RefuseReason;
+use crate::bus::frame::{Issued, RefuseReason};
 use crate::bus::{decode, encode, Frame, FrameReader};
 use crate::comet::relay::Relayed;
 use crate::comet::{Comet, MessageId};
@@ -31,7 +31,8 @@ pub enum HubAnswer {
         hosts: Option<(u16, u16)>,
     },
     /// The hub holds what it can of a channel's history now (a [`Relayed::Load`]);
-    /// `issued`: the newest id Redis had given on it when read (None: not read).
+    /// `issued`: the newest id Redis had given on it when read (None: not read; epoch 0 and
+    /// seq 0: Redis has no such channel).
     Loaded {
         issued: Option<MessageId>,
     },
@@ -283,13 +284,12 @@ impl WorkerLink {
                         answers.push((token, HubAnswer::Waiters { count, hosts }));
                     }
                 }
-                Frame::Loaded {
-                    request,
-                    epoch,
-                    issued,
-                } => {
+                Frame::Loaded { request, issued } => {
                     if let Some(token) = self.waiting.remove(&request) {
-                        let issued = (issued > 0).then_some(MessageId { epoch, seq: issued });
+                        let issued = match issued {
+                            Issued::Unknown => None,
+                            Issued::Upto { epoch, seq } => Some(MessageId { epoch, seq }),
+                        };
                         answers.push((token, HubAnswer::Loaded { issued }));
                     }
                 }

@@ -65,12 +65,14 @@ impl Ask {
 
     /// After the hub's read: whether Redis had issued `after` (of the same epoch), so a
     /// client ahead of this worker's copy read it on another host and this host has not had
-    /// it on the bus yet, rather than naming an id never issued.
+    /// it on the bus yet, rather than naming an id never issued. When Redis could not be
+    /// read (the link down), the client is trusted: a resync it does not need is worse
+    /// than a made-up id that waits.
     fn issued(self, after: MessageId) -> bool {
         match self {
             Ask::Hub => false,
             Ask::Done { issued, .. } => {
-                issued.is_some_and(|i| i.epoch == after.epoch && after.seq <= i.seq)
+                issued.map_or(true, |i| i.epoch == after.epoch && after.seq <= i.seq)
             }
         }
     }
