@@ -826,23 +826,10 @@ fn the_redis_links_syscalls_are_in_the_supervisors_total() {
         .sum();
     assert!(link > 0, "{text}");
     // The supervisor's total is its own kinds and the link's: they are its syscalls.
-    let own: u64 = [
-        "polls_total",
-        "accept_calls_total",
-        "closes_total",
-        "reads_total",
-        "writes_total",
-        "shutdowns_total",
-        "pipe_reads_total",
-        "pipe_closes_total",
-        "setsockopts_total",
-        "registrations_total",
-        "process_syscalls_total",
-        "log_writes_total",
-    ]
-    .iter()
-    .map(|name| sample(&text, &format!("miohttpd_{name}{{worker=\"supervisor\"}}")))
-    .sum();
+    let own: u64 = common::SYSCALL_KINDS
+        .iter()
+        .map(|name| sample(&text, &format!("miohttpd_{name}{{worker=\"supervisor\"}}")))
+        .sum();
     let supervisor = sample(&text, "miohttpd_syscalls_total{worker=\"supervisor\"}");
     assert_eq!(supervisor, own + link, "{text}");
     // And the server's total is the worker's and the supervisor's.

@@ -157,23 +157,6 @@ fn metrics_come_from_the_supervisor_with_a_worker_label_and_totals() {
     assert_eq!(server.request(&get("/metrics")).status, 404);
 }
 
-/// The counters that count syscalls, as a process's `/metrics` names them (`Kind::Syscalls`
-/// in src/server/stats.rs): their sum is its `miohttpd_syscalls_total`.
-const SYSCALL_KINDS: [&str; 12] = [
-    "polls_total",
-    "accept_calls_total",
-    "closes_total",
-    "reads_total",
-    "writes_total",
-    "shutdowns_total",
-    "pipe_reads_total",
-    "pipe_closes_total",
-    "setsockopts_total",
-    "registrations_total",
-    "process_syscalls_total",
-    "log_writes_total",
-];
-
 #[test]
 fn the_supervisor_counts_its_own_syscalls_and_they_are_in_the_totals() {
     let server = Server::start_with(&["--workers", "2", "--admin-listen", "127.0.0.1:0"]);
@@ -194,7 +177,7 @@ fn the_supervisor_counts_its_own_syscalls_and_they_are_in_the_totals() {
         let total = series(text, "miohttpd_syscalls_total").unwrap();
         assert_eq!(total, labelled, "{text}");
         // The supervisor's total is its kinds summed (no Redis link here).
-        let kinds: u64 = SYSCALL_KINDS
+        let kinds: u64 = common::SYSCALL_KINDS
             .iter()
             .map(|name| of(text, name, "supervisor"))
             .sum();

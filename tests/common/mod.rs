@@ -967,3 +967,20 @@ pub fn exit_without_serving(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>
     }
     (status.code(), stderr)
 }
+
+/// The counters that count syscalls, as a process's `/metrics` names them (`Kind::Syscalls`
+/// in src/server/stats.rs): their sum is its `miohttpd_syscalls_total`.
+pub const SYSCALL_KINDS: [&str; 12] = [
+    "polls_total",
+    "accept_calls_total",
+    "closes_total",
+    "reads_total",
+    "writes_total",
+    "shutdowns_total",
+    "pipe_reads_total",
+    "pipe_closes_total",
+    "setsockopts_total",
+    "registrations_total",
+    "process_syscalls_total",
+    "log_writes_total",
+];
