@@ -335,7 +335,9 @@ class Soak:
         self.supervised = args.workers > 1 or args.redis
         # The /metrics request's own connection is counted by the server that serves it: the
         # one process, or with workers the supervisor, which the totals leave out.
-        self.metrics_connections = 0 if self.supervised else 1
+        # The /metrics connection is counted by the process that serves it (the one server,
+        # or the supervisor with workers).
+        self.metrics_connections = 1
         self.redis_down_at = None  # monotonic time of the Redis kill
         self.redis_up_at = None  # monotonic time every host's link was up again after it
         self.refused_channels = collections.Counter()  # channel -> publishes refused with 503

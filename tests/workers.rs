@@ -182,11 +182,12 @@ fn the_supervisor_counts_its_own_syscalls_and_they_are_in_the_totals() {
             .map(|name| of(text, name, "supervisor"))
             .sum();
         assert_eq!(of(text, "syscalls_total", "supervisor"), kinds, "{text}");
-        // Its admin connections are not served requests.
-        for name in ["requests_total", "accepts_total", "connections"] {
-            let key = format!("miohttpd_{name}{{worker=\"supervisor\"}}");
-            assert_eq!(series(text, &key), None, "{text}");
-        }
+        // Its admin connections are accepted and counted open (this scrape's own), and are
+        // not served requests.
+        let key = "miohttpd_requests_total{worker=\"supervisor\"}";
+        assert_eq!(series(text, key), None, "{text}");
+        assert_eq!(of(text, "connections", "supervisor"), 1, "{text}");
+        assert_accepts_less_closes_are_open(text);
         assert_eq!(text.matches("# TYPE miohttpd_syscalls_total ").count(), 1);
     }
     // What answering the first /metrics and taking the second must have cost the supervisor
@@ -216,6 +217,33 @@ fn the_supervisor_counts_its_own_syscalls_and_they_are_in_the_totals() {
     let at_least: u64 = least.iter().map(|(_, n)| n).sum();
     assert!(grew("syscalls_total") >= at_least, "{second}");
     assert!(grew("events_total") >= 3, "{second}");
+}
+
+/// Accepts less closes are the connections open: in the server's totals and in each
+/// process's series.
+fn assert_accepts_less_closes_are_open(text: &str) {
+    for label in ["", "{worker=\"0\"}", "{worker=\"supervisor\"}"] {
+        let of = |name: &str| series(text, &format!("miohttpd_{name}{label}")).unwrap();
+        let (accepts, closes) = (of("accepts_total"), of("closes_total"));
+        assert_eq!(accepts - closes, of("connections"), "{label}:\n{text}");
+    }
+}
+
+#[test]
+fn accepts_less_closes_stay_the_connections_open_when_a_worker_dies() {
+    let server = Server::start_with(&["--workers", "2", "--admin-listen", "127.0.0.1:0"]);
+    let pids = workers(&server, 2, Duration::from_secs(5));
+    server.assert_still_serves();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pids[1].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    await_replacement(&server, pids[1], 2, Duration::from_secs(5));
+    // The supervisor closed its end of the dead worker's bus link, which is no connection.
+    let text = metrics_at(server.admin_addr());
+    assert_accepts_less_closes_are_open(&text);
+    assert_eq!(series(&text, "miohttpd_connections"), Some(1), "the scrape");
 }
 
 #[test]

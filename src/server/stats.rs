@@ -265,21 +265,36 @@ impl Stats {
         out.0
     }
 
-    /// The series of a process that counts its syscalls but serves no client (the
-    /// supervisor, `--workers N`): the syscall counters, the wake-ups' events, `syscalls_total`
-    /// with `also_syscalls` added (those a part of it counts on its own: the Redis link's), and
-    /// the events-per-wake-up histogram with buckets up to `events_per_poll` (the workers',
-    /// so that merged buckets line up). Names, HELP and order are `render_prometheus`'s, so the
-    /// texts merge; what is about serving (requests, connections, bytes, responses) is left
-    /// out, as it is not what such a process does.
-    pub fn render_syscalls_prometheus(&self, also_syscalls: u64, events_per_poll: usize) -> String {
+    /// The series of the supervisor (`--workers N`), which counts its syscalls and serves
+    /// no request but `/metrics`: the syscall counters, the wake-ups' events, its accepted
+    /// (admin) connections and those open, so that accepts less closes is the connections
+    /// open in its series as in every process's and in the totals; `syscalls_total` with
+    /// `also_syscalls` added (those a part of it counts on its own: the Redis link's); and the
+    /// events-per-wake-up histogram with buckets up to `events_per_poll` (the workers', so
+    /// that merged buckets line up). Names, HELP and order are `render_prometheus`'s, so the
+    /// texts merge; requests, bytes and responses are the workers' alone.
+    pub fn render_supervisor_prometheus(
+        &self,
+        also_syscalls: u64,
+        events_per_poll: usize,
+    ) -> String {
         let mut out = Exposition(String::with_capacity(2048));
         for metric in Self::METRICS {
-            if metric.kind == Kind::Syscalls || metric.name == "events_total" {
+            let own = matches!(metric.name, "events_total" | "accepts_total");
+            if metric.kind == Kind::Syscalls || own {
                 out.metric(metric, self);
             }
         }
         out.syscalls_total(self.syscalls() + also_syscalls);
+        let gauges = Gauges {
+            connections: self.open_connections(),
+            ..Gauges::default()
+        };
+        for metric in Gauges::METRICS {
+            if metric.name == "connections" {
+                out.metric(metric, &gauges);
+            }
+        }
         out.histogram(&self.events_per_poll, events_per_poll);
         out.0
     }
@@ -609,7 +624,7 @@ mod tests {
         stats.requests = 5;
         stats.accepts = 2;
         stats.bytes_in = 100;
-        let text = stats.render_syscalls_prometheus(10, 1024);
+        let text = stats.render_supervisor_prometheus(10, 1024);
         let samples = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let value = |series: &str| samples.get(series).copied();
         assert_eq!(value("miohttpd_reads_total"), Some(7.0));
@@ -618,12 +633,17 @@ mod tests {
         assert_eq!(value("miohttpd_events_per_poll_count"), Some(8.0));
         for serving in [
             "miohttpd_requests_total",
-            "miohttpd_accepts_total",
             "miohttpd_received_bytes_total",
-            "miohttpd_connections",
+            "miohttpd_parked_waiters",
         ] {
             assert_eq!(value(serving), None, "{text}");
         }
+        // Its admin connections: accepted, and open until closed.
+        assert_eq!(value("miohttpd_accepts_total"), Some(2.0));
+        assert_eq!(
+            value("miohttpd_connections"),
+            Some(2.0 - stats.closes as f64)
+        );
         // Every line is one the full exposition has too, in the same order: the texts merge.
         let full = stats.render_prometheus(&Gauges::default(), 1024);
         let mut rest = full.lines();

@@ -113,6 +113,15 @@ impl<T: Transport> Counted<T> {
         stats.closes += 1;
         drop(self.0);
     }
+
+    /// Closes a socket that is no connection (the supervisor's end of a dead worker's bus
+    /// link): its close(2) counts with that worker's process syscalls, as the link's making
+    /// does, so that `closes_total` stays the connections' and accepts less closes the
+    /// connections open.
+    pub fn close_link(self, stats: &mut Stats) {
+        stats.process_syscalls += 1;
+        drop(self.0);
+    }
 }
 
 impl Counted<TcpStream> {

@@ -3,9 +3,9 @@
 //! Each series appears once as the server's total (no `worker` label, so dashboards built on
 //! one process keep working), once per worker with a `worker="i"` label, so reuseport
 //! imbalance shows directly, and once as `worker="supervisor"` for the series the supervisor
-//! has: its syscalls, wake-ups and events (`Stats::render_syscalls_prometheus`). The total is
-//! then what all the server's processes did; the serving series (requests, connections,
-//! bytes) are the workers' alone.
+//! has: its syscalls, wake-ups, events and admin connections
+//! (`Stats::render_supervisor_prometheus`). The total is then what all the server's processes
+//! did; requests, bytes and responses are the workers' alone.
 
 use std::collections::HashMap;
 

@@ -887,7 +887,7 @@ impl Supervisor {
             if g.awaiting.is_empty() || now >= g.until {
                 let mut g = conn.gathering.take().expect("checked");
                 g.texts.sort_by_key(|(w, _)| *w);
-                let own = (self.stats).render_syscalls_prometheus(
+                let own = (self.stats).render_supervisor_prometheus(
                     link_syscalls(self.across.as_ref()),
                     self.events_per_poll,
                 );
@@ -986,7 +986,7 @@ impl Supervisor {
             let lived = now.saturating_duration_since(running.started_at);
             let mut link = running.link;
             let _ = self.poll.registry().deregister(&mut link, &mut self.stats);
-            link.close(&mut self.stats);
+            link.close_link(&mut self.stats);
             if !matches!(self.phase, Phase::Serving) {
                 eprintln!(
                     "miohttpd[supervisor]: worker {} (pid {pid}) {}",
