@@ -619,7 +619,7 @@ mod tests {
     }
 
     #[test]
-    fn a_process_serving_no_client_shows_its_syscalls_alone() {
+    fn the_supervisors_series_are_its_syscalls_and_admin_connections_in_order() {
         let mut stats = busy_stats();
         stats.requests = 5;
         stats.accepts = 2;
@@ -645,7 +645,11 @@ mod tests {
             Some(2.0 - stats.closes as f64)
         );
         // Every line is one the full exposition has too, in the same order: the texts merge.
-        let full = stats.render_prometheus(&Gauges::default(), 1024);
+        let gauges = Gauges {
+            connections: stats.open_connections(),
+            ..Gauges::default()
+        };
+        let full = stats.render_prometheus(&gauges, 1024);
         let mut rest = full.lines();
         for line in text
             .lines()
