@@ -333,11 +333,9 @@ class Soak:
             self.hosts.append((address(url), int(pid), address(metrics_url)))
         # With workers or --redis each host is a supervisor and its workers.
         self.supervised = args.workers > 1 or args.redis
-        # The /metrics request's own connection is counted by the server that serves it: the
-        # one process, or with workers the supervisor, which the totals leave out.
-        # The /metrics connection is counted by the process that serves it (the one server,
-        # or the supervisor with workers).
-        self.metrics_connections = 1
+        # Each host's /metrics connection is counted by the process that serves it (the one
+        # server, or the supervisor with workers) while it is read: one per host in the sum.
+        self.metrics_connections = len(self.hosts)
         self.redis_down_at = None  # monotonic time of the Redis kill
         self.redis_up_at = None  # monotonic time every host's link was up again after it
         self.refused_channels = collections.Counter()  # channel -> publishes refused with 503
