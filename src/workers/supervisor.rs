@@ -152,7 +152,7 @@ struct Supervisor {
     /// The kinds read as a worker's do, on the supervisor's own things: `reads`/`writes` are
     /// its admin connections' and the workers' bus links', `pipe_reads`/`pipe_closes` the
     /// workers' stderr pipes, `process_syscalls` starting (an estimate,
-    /// `WORKER_START_SYSCALLS`), reaping (a wait4 per live worker per wake-up) and signalling
+    /// `WORKER_START_SYSCALLS`), reaping (a wait4 per live worker when a SIGCHLD came) and signalling
     /// workers, `log_writes` the relayed lines and the summary. The Redis link counts its own
     /// (connect, read, write: `LinkSyscalls`), added to `syscalls_total` when shown. Not
     /// counted, beside what a worker leaves out ([`Stats::syscalls`]: the start, signal-hook's
@@ -430,10 +430,11 @@ impl Supervisor {
                     Token(index) => self.read_link(index),
                 }
             }
-            if signalled {
-                self.on_signals();
+            // Reaped only when a child exited: a wait4 per worker on every wake-up (every
+            // publish passes through the hub) would cost more than the wake-up itself.
+            if signalled && self.on_signals() {
+                self.reap();
             }
-            self.reap();
             let now = Instant::now();
             self.start_due(now);
             if now >= self.next_sweep {
@@ -456,11 +457,14 @@ impl Supervisor {
         }
     }
 
-    fn on_signals(&mut self) {
+    /// Acts on the signals that came; true if one was SIGCHLD (a worker exited: reap).
+    fn on_signals(&mut self) -> bool {
         let pending: Vec<i32> = self.signals.pending().collect();
+        let mut child_exited = false;
         for signal in pending {
             if signal == libc::SIGCHLD {
-                continue; // reaped after every wake-up
+                child_exited = true;
+                continue;
             }
             let name = signal_name(signal);
             match self.phase {
@@ -485,6 +489,7 @@ impl Supervisor {
                 }
             }
         }
+        child_exited
     }
 
     fn signal_all(&mut self, signal: i32) {
