@@ -346,8 +346,7 @@ impl Hub {
         (asker, question): (&str, u64),
         now: Instant,
     ) {
-        let query = self.next_delivery;
-        self.next_delivery += 1;
+        let query = self.take_number();
         if !channel.is_empty() {
             if self.asked.len() == MAX_ASKED {
                 self.asked.pop_front();
@@ -455,10 +454,10 @@ impl Hub {
         let begins = history.messages.is_empty().then_some(history.floor);
         history.append(seq, content_type, body, self.settings.history, now);
         self.last_seq = self.last_seq.max(seq);
-        let delivery = self.count_delivery(count).unwrap_or_else(|| {
-            self.next_delivery += 1;
-            self.next_delivery - 1
-        });
+        let delivery = match self.count_delivery(count) {
+            Some(query) => query,
+            None => self.take_number(),
+        };
         let awaiting = self.live_workers();
         if ticket == 0 && self.reading_fresh.contains(channel) {
             // The read of a channel new here: history for catch-ups, not news.
@@ -747,8 +746,7 @@ impl Hub {
         }
         if self.redis {
             // Numbered by Redis; delivered here when it comes back with its id.
-            let key = self.next_delivery;
-            self.next_delivery += 1;
+            let key = self.take_number();
             self.at_redis.insert(key, (origin, request));
             self.to_redis.push(ToRedis {
                 key,
@@ -763,10 +761,10 @@ impl Hub {
         let seq = self.last_seq;
         let history = self.channels.get_mut(channel).expect("made above");
         history.append(seq, content_type, body, self.settings.history, now);
-        let delivery = counted.unwrap_or_else(|| {
-            self.next_delivery += 1;
-            self.next_delivery - 1
-        });
+        let delivery = match counted {
+            Some(query) => query,
+            None => self.take_number(),
+        };
         let awaiting = self.live_workers();
         for &worker in &awaiting {
             let frame = Frame::Deliver {
@@ -785,13 +783,19 @@ impl Hub {
 
     /// Asks every live worker to count (`channel` empty: all parked waiters).
     fn count(&mut self, origin: u16, request: u64, channel: &str, awaited: Awaited, now: Instant) {
-        let query = self.next_delivery;
-        self.next_delivery += 1;
+        let query = self.take_number();
         let awaiting = self.live_workers();
         for &w in &awaiting {
             self.send(w, &Frame::CountQuery { query, channel });
         }
         self.track(query, origin, request, awaited, awaiting, now);
+    }
+
+    /// The next number for a publish, a count or a request to Redis: they share one
+    /// sequence, so a count's number can stand for its message's delivery.
+    fn take_number(&mut self) -> u64 {
+        self.next_delivery += 1;
+        self.next_delivery - 1
     }
 
     /// Whether `delivery` waits for delivery counts (`deliveries`) or for counts (not).
@@ -889,8 +893,7 @@ impl Hub {
             Awaited::FromRedis { .. } | Awaited::CountForRedis { .. } => return,
             Awaited::Waiters if self.redis => {
                 // Every other host is asked next (`take_waiter_queries`).
-                let key = self.next_delivery;
-                self.next_delivery += 1;
+                let key = self.take_number();
                 self.waiters_at_redis
                     .insert(key, (done.origin, done.request));
                 self.waiter_queries.push((key, "".into(), done.reached));

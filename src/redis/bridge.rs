@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::counts::{count_payload, Counts, MessageKey, Tally};
 use super::scripts::{Entry, History};
-use super::session::{parse_fence, Event, Failure, Publish, Session};
+use super::session::{parse_fence, Event, Failure, Outgoing, Publish, Session};
 
 /// How many connections a delivery reached here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +124,9 @@ pub enum Outcome {
     Waiters { tally: Tally },
     /// The read of a channel this bridge made ([`Bridge::catch_up`]) is over: delivered, or
     /// failed (the link went down); clients waiting for it decide from what is held now.
-    /// `issued`: the channel's epoch and last seq in Redis when it was read (None: not read,
-    /// or Redis has no such channel), so a client naming a newer id knows it was never given.
+    /// `issued`: the channel's epoch and last seq in Redis when it was read ((0, 0): Redis
+    /// has no such channel; None: not read), so a client naming a newer id knows it was
+    /// never given.
     CaughtUp {
         channel: String,
         issued: Option<(u32, u64)>,
@@ -175,9 +176,8 @@ const OWN_REQUEST: u64 = 1 << 63;
 pub struct Bridge {
     host: String,
     counts: Counts,
-    /// This host's publishes waiting for their id, by request: channel, content type, body,
-    /// and the count it is the result of.
-    publishing: HashMap<u64, (String, String, Vec<u8>, Option<u64>)>,
+    /// This host's publishes waiting for their id, by request.
+    publishing: HashMap<u64, Outgoing>,
     /// Ids of this host's publishes waiting for counts, by request.
     ids: HashMap<u64, (u32, u64)>,
     /// Catch-up reads this bridge made after a reconnect, by request: the channel and the
@@ -285,13 +285,7 @@ impl Bridge {
         now: Instant,
     ) -> Result<(), Failure> {
         link.publish(request, message, now)?;
-        let kept = (
-            message.channel.to_owned(),
-            message.content_type.to_owned(),
-            message.body.to_vec(),
-            message.answers,
-        );
-        self.publishing.insert(request, kept);
+        self.publishing.insert(request, message.to_outgoing());
         Ok(())
     }
 
@@ -471,7 +465,12 @@ impl Bridge {
                 }
             }
             Event::Published { request, result } => {
-                let Some((channel, content_type, body, answers)) = self.publishing.remove(&request)
+                let Some(Outgoing {
+                    channel,
+                    content_type,
+                    body,
+                    answers,
+                }) = self.publishing.remove(&request)
                 else {
                     return;
                 };
@@ -548,8 +547,8 @@ impl Bridge {
         now: Instant,
         out: &mut Vec<Outcome>,
     ) {
+        // A read refused after its fence came leaves the fence here.
         self.fenced.remove(&request);
-        self.answered_unfenced.remove(&request);
         let Some((channel, newest)) = self.catching_up.remove(&request) else {
             return;
         };

@@ -159,6 +159,16 @@ impl<'a> Publish<'a> {
             answers: None,
         }
     }
+
+    /// The message kept until Redis answers.
+    pub fn to_outgoing(self) -> Outgoing {
+        Outgoing {
+            channel: self.channel.to_owned(),
+            content_type: self.content_type.to_owned(),
+            body: self.body.to_vec(),
+            answers: self.answers,
+        }
+    }
 }
 
 /// What the session has for the rest of the server.
@@ -211,14 +221,15 @@ fn heartbeat_ttl_ms(config: &SessionConfig) -> u64 {
     ttl.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
-/// A message this host publishes.
+/// A message this host publishes, kept until Redis answers (to send again after a
+/// NOSCRIPT, or to deliver here with the id it gets).
 #[derive(Debug)]
-struct Outgoing {
-    channel: String,
-    content_type: String,
-    body: Vec<u8>,
+pub struct Outgoing {
+    pub channel: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
     /// The `GET /notify` count whose result it is.
-    answers: Option<u64>,
+    pub answers: Option<u64>,
 }
 
 /// A request sent and not yet answered, in the order sent.
@@ -537,13 +548,7 @@ impl Session {
         if self.phase != Phase::Up {
             return Err(Failure::Unavailable);
         }
-        let message = Outgoing {
-            channel: message.channel.to_owned(),
-            content_type: message.content_type.to_owned(),
-            body: message.body.to_vec(),
-            answers: message.answers,
-        };
-        self.send_publish(request, message, false, now);
+        self.send_publish(request, message.to_outgoing(), false, now);
         Ok(())
     }
 
